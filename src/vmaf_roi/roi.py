@@ -1,0 +1,217 @@
+"""ROI planner: saliency map -> per-block QP offsets -> a short list of rectangles.
+
+Pure numpy, no FFmpeg. The C filter ``plugin/vf_salroi.c`` implements the same
+algorithm; ``tests/vectors/`` holds maps and the ROI lists both must produce.
+Everything below is the specification both follow (docs/roi-planner.md repeats it).
+
+1. **Blocks.** The frame (W x H) is cut into blocks of ``block`` pixels:
+   ``bw = ceil(W/block)``, ``bh = ceil(H/block)``; block (bx, by) covers frame pixels
+   ``[bx*block, min((bx+1)*block, W))`` and likewise in y.
+2. **Block means.** The map (w x h, any size) is sampled over the area the block covers:
+   ``sx0 = floor(x0*w/W)``, ``sx1 = max(ceil(x1*w/W), sx0+1)`` (integer arithmetic),
+   likewise in y. ``s`` is the mean of the map over that area. For a uint8 map:
+   ``s = (double)sum / (double)count / 255.0``; float maps (already in [0, 1]) use their mean.
+3. **Offsets.** ``d = -strength * (2*s - 1)``; ``q = round(d)`` rounding halves away from
+   zero (C ``round()``); ``q = clamp(q, -max_offset, +max_offset)``; in mode ``lower``
+   ``q = min(q, 0)`` (only salient areas change, the background keeps the encoder's QP).
+4. **Rectangles.** Row by row, top to bottom: each maximal run of equal non-zero ``q``
+   in a row is a run ``[bx0, bx1)``. A run extends the rectangle opened by the row above
+   when that rectangle has the same ``bx0``, ``bx1`` and ``q`` and ended on the row above;
+   otherwise it opens a new rectangle. Blocks with ``q == 0`` get no region.
+5. **Budget.** If there are more than ``max_regions`` rectangles, the block size is
+   doubled and steps 1-4 are repeated (a single block always fits, so this ends).
+6. **Order.** Most important first (the encoders let the first region win where regions
+   overlap): by ``|q|`` descending, then ``q`` ascending (a boost before a cut of the
+   same size), then top, then left.
+7. **Output.** Each rectangle becomes ``top = by0*b``, ``bottom = min(by1*b, H)``,
+   ``left = bx0*b``, ``right = min(bx1*b, W)`` (``b`` the block size finally used;
+   bottom/right exclusive, as in AVRegionOfInterest) and ``qoffset = q / qp_scale``
+   (``qp_scale`` 51 for 8-bit libx264/libx265, see ``encoder_qp_scale``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+import numpy as np
+
+Mode = Literal["both", "lower"]
+MODES: tuple[str, ...] = ("both", "lower")
+
+
+@dataclass(frozen=True)
+class Region:
+    """One AVRegionOfInterest: pixel rectangle (bottom/right exclusive) and QP offset."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+    qp: int  # offset in encoder QP steps, negative = better quality
+    qp_scale: int  # qoffset = qp / qp_scale
+
+    @property
+    def qoffset(self) -> Fraction:
+        return Fraction(self.qp, self.qp_scale)
+
+    def as_tuple(self) -> tuple[int, int, int, int, int, int]:
+        """(top, bottom, left, right, qoffset.num, qoffset.den) without reducing the fraction."""
+        return (self.top, self.bottom, self.left, self.right, self.qp, self.qp_scale)
+
+
+@dataclass(frozen=True)
+class PlannerParams:
+    block: int = 16
+    strength: float = 6.0
+    max_offset: int = 10
+    mode: Mode = "both"
+    max_regions: int = 128
+    qp_scale: int = 51
+
+    def __post_init__(self) -> None:
+        if self.block < 1:
+            raise ValueError(f"block must be >= 1, got {self.block}")
+        if not (self.strength >= 0):
+            raise ValueError(f"strength must be >= 0, got {self.strength}")
+        if self.max_offset < 0:
+            raise ValueError(f"max_offset must be >= 0, got {self.max_offset}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.max_regions < 1:
+            raise ValueError(f"max_regions must be >= 1, got {self.max_regions}")
+        if self.qp_scale < 1:
+            raise ValueError(f"qp_scale must be >= 1, got {self.qp_scale}")
+
+
+def encoder_qp_scale(codec: str, bit_depth: int = 8) -> int:
+    """The QP range an encoder multiplies ``AVRegionOfInterest.qoffset`` by.
+
+    libx264/libx265 (and NVENC, which follows them): ``51 + 6*(bit_depth-8)``.
+    libvpx-vp9: the wrapper scales qoffset by its 0..255 internal q index range (255).
+    """
+    if codec in ("libvpx-vp9", "libvpx"):
+        return 255
+    return 51 + 6 * (bit_depth - 8)
+
+
+def _edges(n: int, m: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Map-coordinate [start, end) of each block along one axis (frame size n, map size m)."""
+    x0 = np.arange(0, n, block, dtype=np.int64)
+    x1 = np.minimum(x0 + block, n)
+    s0 = (x0 * m) // n
+    s1 = np.maximum((x1 * m + n - 1) // n, s0 + 1)
+    return s0, s1
+
+
+def block_means(saliency: np.ndarray, width: int, height: int, block: int) -> np.ndarray:
+    """Mean saliency per block (step 2 of the spec), shape (bh, bw), float64 in [0, 1]."""
+    m = np.asarray(saliency)
+    if m.ndim != 2:
+        raise ValueError(f"saliency map must be 2-D, got shape {m.shape}")
+    h, w = m.shape
+    is_u8 = m.dtype == np.uint8
+    # Integral image: exact integer sums for uint8 maps (bit-identical to the C filter).
+    acc = m.astype(np.int64 if is_u8 else np.float64)
+    integral = np.zeros((h + 1, w + 1), dtype=acc.dtype)
+    integral[1:, 1:] = acc.cumsum(axis=0).cumsum(axis=1)
+    sy0, sy1 = _edges(height, h, block)
+    sx0, sx1 = _edges(width, w, block)
+    sums = (
+        integral[np.ix_(sy1, sx1)]
+        - integral[np.ix_(sy0, sx1)]
+        - integral[np.ix_(sy1, sx0)]
+        + integral[np.ix_(sy0, sx0)]
+    )
+    counts = np.outer(sy1 - sy0, sx1 - sx0).astype(np.float64)
+    means = sums.astype(np.float64) / counts
+    if is_u8:
+        means = means / 255.0
+    return means
+
+
+def round_half_away(d: np.ndarray) -> np.ndarray:
+    """C ``round()``: halves away from zero, exact for |d| < 2**52."""
+    a = np.abs(d)
+    f = np.floor(a)
+    return np.copysign(f + ((a - f) >= 0.5), d)
+
+
+def qp_offsets(means: np.ndarray, params: PlannerParams) -> np.ndarray:
+    """Step 3: per-block integer QP offsets from block means."""
+    d = -params.strength * (2.0 * means - 1.0)
+    q = np.clip(round_half_away(d), -params.max_offset, params.max_offset).astype(np.int64)
+    if params.mode == "lower":
+        q = np.minimum(q, 0)
+    return q
+
+
+def rectangles(q: np.ndarray) -> list[tuple[int, int, int, int, int]]:
+    """Step 4: (by0, by1, bx0, bx1, q) rectangles of equal non-zero q, in creation order."""
+    rects: list[list[int]] = []
+    open_prev: dict[tuple[int, int, int], int] = {}  # (bx0, bx1, q) -> index, ended on row above
+    for by in range(q.shape[0]):
+        row = q[by]
+        # run starts: where the value changes
+        change = np.flatnonzero(np.diff(row)) + 1
+        starts = np.concatenate(([0], change))
+        ends = np.concatenate((change, [row.shape[0]]))
+        open_now: dict[tuple[int, int, int], int] = {}
+        for bx0, bx1 in zip(starts.tolist(), ends.tolist()):
+            v = int(row[bx0])
+            if v == 0:
+                continue
+            key = (bx0, bx1, v)
+            idx = open_prev.get(key)
+            if idx is not None:
+                rects[idx][1] = by + 1
+            else:
+                idx = len(rects)
+                rects.append([by, by + 1, bx0, bx1, v])
+            open_now[key] = idx
+        open_prev = open_now
+    return [tuple(r) for r in rects]  # type: ignore[misc]
+
+
+def plan(saliency: np.ndarray, width: int, height: int, params: PlannerParams) -> list[Region]:
+    """Saliency map (uint8 0..255 or float 0..1, any size) -> ordered ROI list for a W x H frame."""
+    if width < 1 or height < 1:
+        raise ValueError(f"frame size must be positive, got {width}x{height}")
+    block = params.block
+    while True:
+        q = qp_offsets(block_means(saliency, width, height, block), params)
+        rects = rectangles(q)
+        if len(rects) <= params.max_regions or block >= max(width, height):
+            break
+        block *= 2
+    rects.sort(key=lambda r: (-abs(r[4]), r[4], r[0], r[2]))
+    return [
+        Region(
+            top=by0 * block,
+            bottom=min(by1 * block, height),
+            left=bx0 * block,
+            right=min(bx1 * block, width),
+            qp=v,
+            qp_scale=params.qp_scale,
+        )
+        for by0, by1, bx0, bx1, v in rects
+    ]
+
+
+def qp_map(regions: list[Region], width: int, height: int, block: int = 16) -> np.ndarray:
+    """The per-block QP offset an encoder following "first region wins" would apply.
+
+    Useful for tests and pictures; a block belongs to a region when the region contains
+    its top-left pixel.
+    """
+    bh, bw = -(-height // block), -(-width // block)
+    out = np.zeros((bh, bw), dtype=np.int64)
+    done = np.zeros((bh, bw), dtype=bool)
+    ys = np.arange(bh)[:, None] * block
+    xs = np.arange(bw)[None, :] * block
+    for r in regions:
+        inside = (ys >= r.top) & (ys < r.bottom) & (xs >= r.left) & (xs < r.right) & ~done
+        out[inside] = r.qp
+        done |= inside
+    return out

@@ -1,0 +1,218 @@
+"""Saliency stage: an ONNX Runtime session for a registry model, frames in, maps out.
+
+>>> model = SaliencyModel("u2netp", device="auto")
+>>> maps = model.maps([frame])          # float32 HxW in [0, 1], at frame size
+>>> model.provider                      # "CPUExecutionProvider" or "CUDAExecutionProvider"
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+from typing import Iterable, Literal, Sequence
+
+import av
+import numpy as np
+
+from .errors import DeviceError, ModelError
+from .registry import ModelSpec, get_spec, load_verified
+
+Device = Literal["auto", "cuda", "cpu"]
+DEVICES: tuple[str, ...] = ("auto", "cuda", "cpu")
+CUDA_EP = "CUDAExecutionProvider"
+CPU_EP = "CPUExecutionProvider"
+
+FrameLike = av.VideoFrame | np.ndarray
+
+
+def _driver_present() -> bool:
+    """True when the NVIDIA driver library loads; without it the CUDA provider cannot work."""
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        return True
+    except OSError:
+        return False
+
+
+def _import_ort():
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:  # pragma: no cover - dependency of the package
+        raise ModelError(f"onnxruntime is not installed: {exc}") from None
+    return ort
+
+
+def _session(ort, model_bytes: bytes, providers: list[str], threads: int | None, quiet: bool):
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+    if quiet:
+        # ONNX Runtime reports a failed CUDA provider through its default logger before it
+        # falls back; on a machine without CUDA that text is noise, not an error.
+        ort.set_default_logger_severity(4)
+    try:
+        return ort.InferenceSession(model_bytes, so, providers=providers)
+    finally:
+        if quiet:
+            ort.set_default_logger_severity(2)
+
+
+def cuda_available() -> bool:
+    """Whether a CUDA session can be created here (driver present and provider built in)."""
+    ort = _import_ort()
+    return _driver_present() and CUDA_EP in ort.get_available_providers()
+
+
+class SaliencyModel:
+    """A verified registry model bound to one execution provider."""
+
+    def __init__(
+        self,
+        model: str | ModelSpec = "u2netp",
+        *,
+        device: str = "auto",
+        cache_dir: Path | None = None,
+        threads: int | None = None,
+    ) -> None:
+        if device not in DEVICES:
+            raise DeviceError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+        self.spec = model if isinstance(model, ModelSpec) else get_spec(model)
+        model_bytes = load_verified(self.spec, cache_dir)  # digest checked before ORT sees a byte
+        ort = _import_ort()
+        self.session = None
+        if device in ("auto", "cuda"):
+            reason = None
+            if CUDA_EP not in ort.get_available_providers():
+                reason = "this onnxruntime build has no CUDA provider (install the 'gpu' extra: onnxruntime-gpu)"
+            elif not _driver_present():
+                reason = "no NVIDIA driver found (libcuda.so.1 does not load)"
+            else:
+                try:
+                    sess = _session(ort, model_bytes, [CUDA_EP, CPU_EP], threads, quiet=(device == "auto"))
+                except Exception as exc:  # noqa: BLE001 - any failure means: no CUDA session
+                    sess, reason = None, f"session creation failed: {exc}"
+                if sess is not None and sess.get_providers()[0] == CUDA_EP:
+                    self.session = sess
+                elif reason is None:
+                    reason = "the CUDA provider did not initialise (CUDA 13 / cuDNN 9 runtime missing? pip install 'vmaf-roi[gpu]')"
+            if self.session is None and device == "cuda":
+                raise DeviceError(f"--device cuda: {reason}")
+        if self.session is None:
+            try:
+                self.session = _session(ort, model_bytes, [CPU_EP], threads, quiet=False)
+            except Exception as exc:  # noqa: BLE001
+                raise ModelError(f"model {self.spec.id!r} failed to load in ONNX Runtime: {exc}") from None
+        self.provider: str = self.session.get_providers()[0]
+        self._check_contract()
+        pre = self.spec.preprocess
+        self._mean = np.asarray(pre.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        self._std = np.asarray(pre.std, dtype=np.float32).reshape(1, 3, 1, 1)
+
+    # -- contract -------------------------------------------------------------------------
+    def _check_contract(self) -> None:
+        ins = {i.name: i for i in self.session.get_inputs()}
+        outs = {o.name: o for o in self.session.get_outputs()}
+        if self.spec.input_name not in ins:
+            raise ModelError(f"model {self.spec.id!r} has no input {self.spec.input_name!r} (has {sorted(ins)})")
+        if self.spec.output_name not in outs:
+            raise ModelError(f"model {self.spec.id!r} has no output {self.spec.output_name!r}")
+        shape = ins[self.spec.input_name].shape
+        if len(shape) != 4 or shape[1] != 3:
+            raise ModelError(f"model {self.spec.id!r} input shape {shape} is not [N,3,H,W]")
+        self.batchable = not isinstance(shape[0], int)
+        fixed_hw = tuple(shape[2:]) if all(isinstance(d, int) for d in shape[2:]) else None
+        size = self.spec.preprocess.size or fixed_hw
+        if size is None:
+            raise ModelError(f"model {self.spec.id!r} has a dynamic input size; the registry must set preprocess.size")
+        if fixed_hw is not None and tuple(size) != fixed_hw:
+            raise ModelError(f"model {self.spec.id!r}: registry size {size} differs from the graph's {fixed_hw}")
+        self.input_size: tuple[int, int] = (int(size[0]), int(size[1]))  # (H, W)
+
+    @property
+    def placeholder(self) -> bool:
+        return self.spec.placeholder
+
+    # -- frames -> model input ------------------------------------------------------------
+    def model_input(self, frame: FrameLike) -> np.ndarray:
+        """One frame -> HxWx3 uint8 RGB at the model's size (swscale does the resize)."""
+        h, w = self.input_size
+        if isinstance(frame, np.ndarray):
+            if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+                raise ValueError(f"expected HxWx3 uint8 RGB, got {frame.shape} {frame.dtype}")
+            if frame.shape[:2] == (h, w):
+                return frame
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        return frame.reformat(w, h, "rgb24", interpolation="BILINEAR").to_ndarray()
+
+    def preprocess(self, rgb: np.ndarray) -> np.ndarray:
+        """[N,H,W,3] uint8 at model size -> [N,3,H,W] float32 normalised as the registry says."""
+        x = rgb.astype(np.float32).transpose(0, 3, 1, 2)
+        if self.spec.preprocess.scale == "image_max":
+            mx = x.reshape(x.shape[0], -1).max(axis=1).reshape(-1, 1, 1, 1)
+            x = x / np.maximum(mx, 1e-6)
+        else:
+            x = x * (1.0 / 255.0)
+        return np.ascontiguousarray((x - self._mean) / self._std, dtype=np.float32)
+
+    def postprocess(self, y: np.ndarray) -> np.ndarray:
+        """[N,1,H,W] raw output -> [N,H,W] float32 in [0, 1]."""
+        y = y[:, 0].astype(np.float32, copy=False)
+        if self.spec.postprocess == "minmax":
+            lo = y.reshape(y.shape[0], -1).min(axis=1).reshape(-1, 1, 1)
+            hi = y.reshape(y.shape[0], -1).max(axis=1).reshape(-1, 1, 1)
+            rng = hi - lo
+            y = np.where(rng > 1e-8, (y - lo) / np.maximum(rng, 1e-8), 0.0).astype(np.float32)
+        return np.clip(y, 0.0, 1.0)
+
+    def predict(self, rgb: np.ndarray) -> np.ndarray:
+        """[N,H,W,3] uint8 at model size -> [N,H,W] float32 maps at model size."""
+        if rgb.ndim == 3:
+            rgb = rgb[None]
+        x = self.preprocess(rgb)
+        name, out = self.spec.input_name, [self.spec.output_name]
+        if self.batchable or x.shape[0] == 1:
+            y = self.session.run(out, {name: x})[0]
+        else:
+            y = np.concatenate([self.session.run(out, {name: x[i:i + 1]})[0] for i in range(x.shape[0])])
+        return self.postprocess(y)
+
+    def maps(self, frames: Sequence[FrameLike], size: tuple[int, int] | None = None) -> list[np.ndarray]:
+        """Frames -> float32 maps in [0, 1] at each frame's size, or at ``size`` = (W, H)."""
+        if not frames:
+            return []
+        small = self.predict(np.stack([self.model_input(f) for f in frames]))
+        out = []
+        for f, m in zip(frames, small):
+            if size is not None:
+                w, h = size
+            elif isinstance(f, np.ndarray):
+                h, w = f.shape[:2]
+            else:
+                w, h = f.width, f.height
+            out.append(resize_map(m, w, h))
+        return out
+
+
+def resize_map(m: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Bilinear resize of a float32 map with swscale."""
+    if m.shape == (height, width):
+        return m
+    f = av.VideoFrame.from_ndarray(np.ascontiguousarray(m, dtype=np.float32), format="grayf32le")
+    return np.clip(f.reformat(width, height, interpolation="BILINEAR").to_ndarray(), 0.0, 1.0)
+
+
+def batched(it: Iterable, n: int):
+    buf = []
+    for x in it:
+        buf.append(x)
+        if len(buf) == n:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+def default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
