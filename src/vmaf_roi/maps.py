@@ -71,6 +71,7 @@ class MapVideoWriter:
         self.s = self.c.add_stream("ffv1", rate=rate or 25)
         self.s.width, self.s.height, self.s.pix_fmt = width, height, "gray"
         self.s.time_base = MKV_TB
+        self.s.codec_context.time_base = MKV_TB  # else PyAV rounds pts to the frame rate's grid
         self._last = None
 
     def write(self, map_u8_full: np.ndarray, pts_seconds: Fraction) -> None:

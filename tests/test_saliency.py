@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+
+from vmaf_roi.errors import DeviceError
+from vmaf_roi.saliency import SaliencyModel, cuda_available
+from vmaf_roi.synth import SyntheticScene
+
+PH = "mobilesal_placeholder_v0"
+
+
+@pytest.fixture(scope="module")
+def placeholder():
+    return SaliencyModel(PH, device="cpu")
+
+
+def test_placeholder_contract(placeholder):
+    ins = placeholder.session.get_inputs()
+    outs = placeholder.session.get_outputs()
+    assert [i.name for i in ins] == ["input"] and [o.name for o in outs] == ["saliency_map"]
+    assert ins[0].type == "tensor(float)" and outs[0].type == "tensor(float)"
+    x = np.random.default_rng(0).normal(size=(3, 3, 40, 56)).astype(np.float32)
+    y = placeholder.session.run(["saliency_map"], {"input": x})[0]
+    assert y.shape == (3, 1, 40, 56) and y.dtype == np.float32
+    assert 0.0 <= y.min() and y.max() <= 1.0
+    assert placeholder.batchable
+
+
+def test_maps_at_frame_size_and_requested_size(placeholder):
+    rgb = np.random.default_rng(1).integers(0, 256, (121, 161, 3), dtype=np.uint8)
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv444p")
+    (m,) = placeholder.maps([rgb])
+    assert m.shape == (121, 161) and m.dtype == np.float32 and 0 <= m.min() and m.max() <= 1
+    (m2,) = placeholder.maps([frame], size=(64, 48))
+    assert m2.shape == (48, 64)
+    # a VideoFrame and the same picture as an array give (nearly) the same map
+    (m3,) = placeholder.maps([frame])
+    assert np.abs(m3 - m).mean() < 0.02
+
+
+def test_batch_equals_single(placeholder):
+    rng = np.random.default_rng(2)
+    frames = [rng.integers(0, 256, (90, 120, 3), dtype=np.uint8) for _ in range(3)]
+    batch = placeholder.maps(frames)
+    single = [placeholder.maps([f])[0] for f in frames]
+    for a, b in zip(batch, single):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_preprocess_image_max_matches_registry_definition(model_dir):
+    m = SaliencyModel("u2netp", device="cpu", cache_dir=model_dir)
+    rgb = np.random.default_rng(3).integers(0, 200, (1, 320, 320, 3), dtype=np.uint8)
+    x = m.preprocess(rgb)
+    ref = rgb[0].astype(np.float64) / rgb.max()
+    ref = (ref - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
+    np.testing.assert_allclose(x[0].transpose(1, 2, 0), ref, atol=1e-5)
+
+
+def test_u2netp_finds_the_known_object(model_dir):
+    m = SaliencyModel("u2netp", device="cpu", cache_dir=model_dir)
+    scene = SyntheticScene(320, 240, 12, seed=5, pan=True)
+    for i in (0, 6, 11):
+        rgb, mask = scene.frame(i)
+        (sal,) = m.maps([rgb])
+        inside, outside = float(sal[mask].mean()), float(sal[~mask].mean())
+        assert inside > 0.6 and outside < 0.15, (i, inside, outside)
+
+
+def test_auto_device_is_quiet_on_cpu_only_machine(capfd):
+    if cuda_available():
+        pytest.skip("a CUDA device is present")
+    m = SaliencyModel(PH, device="auto")
+    assert m.provider == "CPUExecutionProvider"
+    err = capfd.readouterr().err
+    assert "CUDA" not in err and "onnxruntime" not in err
+
+
+def test_cuda_device_fails_clearly_without_gpu():
+    if cuda_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(DeviceError, match="--device cuda: "):
+        SaliencyModel(PH, device="cuda")
+
+
+@pytest.mark.gpu
+def test_cuda_provider_really_runs():
+    if not cuda_available():
+        pytest.skip("no CUDA GPU on this machine (libcuda.so.1 and the CUDA provider are needed)")
+    m = SaliencyModel(PH, device="cuda")
+    assert m.provider == "CUDAExecutionProvider"

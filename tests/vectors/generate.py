@@ -1,0 +1,173 @@
+"""Generate the shared planner test vectors from ``vmaf_roi.roi.plan``.
+
+    PYTHONPATH=src python tests/vectors/generate.py           # rewrite the files
+    PYTHONPATH=src python tests/vectors/generate.py --check   # exit 1 if they are stale
+
+Each case is a uint8 saliency map ``<name>.pgm`` (binary PGM, any size) plus an entry in
+``cases.json``: the frame size, the planner parameters and the expected ROI list as
+``[top, bottom, left, right, qoffset_num, qoffset_den]`` rows in order (the fraction is not
+reduced, as the C filter writes it).  ``tests/test_vectors.py`` checks roi.py against them,
+``tests/test_plugin.py`` checks the salroi filter of the built ffmpeg.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1] / "src"))
+
+from vmaf_roi.roi import PlannerParams, plan  # noqa: E402
+
+
+def write_pgm(path: Path, m: np.ndarray) -> bytes:
+    h, w = m.shape
+    data = b"P5\n%d %d\n255\n" % (w, h) + np.ascontiguousarray(m, dtype=np.uint8).tobytes()
+    return data
+
+
+def read_pgm(path: Path) -> np.ndarray:
+    """Read a binary PGM as written by this script (no comments, maxval 255)."""
+    data = path.read_bytes()
+    parts = data.split(maxsplit=4)
+    if parts[0] != b"P5" or parts[3] != b"255":
+        raise ValueError(f"{path}: not a P5 maxval-255 PGM")
+    w, h = int(parts[1]), int(parts[2])
+    pix = parts[4] if len(parts) > 4 else b""
+    if len(pix) != w * h:
+        raise ValueError(f"{path}: expected {w * h} bytes of pixels, got {len(pix)}")
+    return np.frombuffer(pix, dtype=np.uint8).reshape(h, w)
+
+
+def _blob(w: int, h: int, cx: float, cy: float, r: float) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    d = np.hypot((x - cx) / r, (y - cy) / r)
+    return np.clip(255 * np.exp(-(d**2)), 0, 255).astype(np.uint8)
+
+
+def cases() -> list[tuple[str, np.ndarray, int, int, PlannerParams]]:
+    rng = np.random.default_rng(20240608)
+    out: list[tuple[str, np.ndarray, int, int, PlannerParams]] = []
+
+    # a soft blob, map the size of the frame
+    out.append(("blob_same_size", _blob(64, 48, 30, 20, 14), 64, 48, PlannerParams()))
+    # map smaller than the frame, frame not a multiple of the block size
+    out.append(("blob_small_map", _blob(20, 15, 7, 9, 5), 100, 70, PlannerParams(strength=7.3)))
+    # map larger than the frame
+    out.append(("blob_large_map", _blob(200, 120, 130, 40, 35), 64, 36,
+                PlannerParams(block=8, strength=5.5, max_offset=4)))
+    # mode lower
+    out.append(("blob_lower", _blob(48, 48, 24, 24, 12), 96, 96,
+                PlannerParams(mode="lower", strength=9.0)))
+    # qp_scale for libvpx-vp9 (8x8 blocks)
+    out.append(("blob_vp9", _blob(40, 30, 10, 10, 8), 80, 60,
+                PlannerParams(block=8, strength=20.0, max_offset=40, qp_scale=255)))
+    # hard-edged object on a black background, odd frame size
+    m = np.zeros((17, 33), np.uint8)
+    m[4:12, 10:25] = 255
+    out.append(("box_odd_size", m, 33, 17, PlannerParams(block=4, strength=3.0, max_offset=3)))
+    # exact halves: block sums 255 over 4 pixels -> s = 0.25 -> d = strength * 0.5
+    m = np.zeros((8, 8), np.uint8)
+    m[0:2, 0:2] = [[64, 64], [64, 63]]      # s = 0.25
+    m[0:2, 4:6] = [[191, 191], [192, 191]]  # sum 765 -> s = 0.75
+    m[4:6, 2:4] = 255
+    for strength in (1.0, 3.0, 5.0):
+        out.append((f"halves_s{int(strength)}", m, 8, 8,
+                    PlannerParams(block=2, strength=strength, max_offset=10)))
+    # strength 0: no regions at all
+    out.append(("zero_strength", _blob(32, 32, 16, 16, 6), 64, 64, PlannerParams(strength=0.0)))
+    # uniform mid-gray: 2*s-1 = 1/255, no regions at strength 6 (|d| < 0.5)
+    out.append(("flat_gray", np.full((10, 10), 128, np.uint8), 64, 64, PlannerParams()))
+    # budget: noise forces block doubling
+    noise = rng.integers(0, 256, size=(40, 56), dtype=np.uint8)
+    out.append(("noise_budget", noise, 112, 80, PlannerParams(block=4, max_regions=6)))
+    # budget down to a single block covering the frame (checkerboard, max_regions 1)
+    cb = np.where(np.indices((16, 16)).sum(axis=0) % 2 == 1, 255, 60).astype(np.uint8)
+    out.append(("checker_one_region", cb, 48, 40,
+                PlannerParams(block=8, strength=4.0, max_regions=1)))
+    # block of one pixel
+    out.append(("block1", rng.integers(0, 256, size=(6, 9), dtype=np.uint8), 9, 6,
+                PlannerParams(block=1, strength=2.0, max_offset=2, max_regions=1000)))
+    # rectangles that merge vertically and ones that must not (different columns)
+    m = np.zeros((64, 64), np.uint8)
+    m[0:32, 0:32] = 255
+    m[32:64, 0:16] = 255
+    m[16:48, 40:64] = 200
+    out.append(("merge_shapes", m, 64, 64, PlannerParams(block=8, strength=6.0)))
+    # random smooth maps with random parameters
+    for i in range(16):
+        h, w = (int(v) for v in rng.integers(4, 48, size=2))
+        fw, fh = (int(v) for v in rng.integers(16, 160, size=2))
+        base = rng.random((max(1, h // 4), max(1, w // 4)))
+        smooth = np.kron(base, np.ones((4, 4)))[:h, :w]
+        m = np.zeros((h, w))
+        m[: smooth.shape[0], : smooth.shape[1]] = smooth
+        m = np.clip(m * 255 + rng.normal(0, 20, size=(h, w)), 0, 255).astype(np.uint8)
+        params = PlannerParams(
+            block=int(rng.choice([4, 8, 16, 32])),
+            strength=float(np.round(rng.uniform(0, 15), 3)),
+            max_offset=int(rng.integers(0, 15)),
+            mode=str(rng.choice(["both", "lower"])),  # type: ignore[arg-type]
+            max_regions=int(rng.choice([1, 3, 10, 50, 200])),
+            qp_scale=int(rng.choice([51, 63, 255])),
+        )
+        out.append((f"random_{i:02d}", m, fw, fh, params))
+    return out
+
+
+def build() -> dict[str, bytes]:
+    """File name -> content for the whole vector set."""
+    files: dict[str, bytes] = {}
+    entries = []
+    for name, m, width, height, params in cases():
+        files[f"{name}.pgm"] = write_pgm(Path(name), m)
+        regions = plan(m, width, height, params)
+        entries.append({
+            "name": name,
+            "map": f"{name}.pgm",
+            "width": width,
+            "height": height,
+            "params": {
+                "block": params.block,
+                "strength": params.strength,
+                "max_offset": params.max_offset,
+                "mode": params.mode,
+                "max_regions": params.max_regions,
+                "qp_scale": params.qp_scale,
+            },
+            "regions": [list(r.as_tuple()) for r in regions],
+        })
+    text = json.dumps({"generator": "tests/vectors/generate.py", "cases": entries}, indent=1)
+    files["cases.json"] = (text + "\n").encode()
+    return files
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="fail if the files on disk are stale")
+    args = ap.parse_args()
+    files = build()
+    if args.check:
+        stale = [n for n, data in files.items()
+                 if not (HERE / n).is_file() or (HERE / n).read_bytes() != data]
+        extra = sorted(p.name for p in HERE.glob("*.pgm") if p.name not in files)
+        if stale or extra:
+            print(f"stale vector files: {stale + extra}; run {Path(__file__).name}", file=sys.stderr)
+            return 1
+        return 0
+    for p in HERE.glob("*.pgm"):
+        if p.name not in files:
+            p.unlink()
+    for n, data in files.items():
+        (HERE / n).write_bytes(data)
+    print(f"wrote {len(files)} files to {HERE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
