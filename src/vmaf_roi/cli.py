@@ -110,6 +110,32 @@ def cmd_saliency(args) -> int:
     return 0
 
 
+# -- encode ------------------------------------------------------------------------------
+def cmd_encode(args) -> int:
+    from . import config
+    from .encode import encode
+
+    cfg = config.load(args.config, args.set)
+    if args.print_config:
+        print(config.dump(cfg), end="")
+        return 0
+    if not args.output:
+        from .errors import ConfigError
+
+        raise ConfigError("-o/--output is required")
+    res = encode(
+        args.input, args.output, cfg, plain=args.plain, model_dir=_model_dir(args),
+        progress=_progress_factory(sys.stderr.isatty() and not args.quiet),
+        on_event=lambda m: _info(f"note: {m}"),
+    )
+    what = "plain" if not res.roi else f"ROI ({res.model}, {res.inferences} inferences on {res.provider}, {res.mean_regions:.0f} regions/frame)"
+    _info(
+        f"encode: {res.frames} frames {res.encoder} {what}, {res.bitrate / 1000:.0f} kb/s, "
+        f"{res.fps:.1f} fps -> {res.output}"
+    )
+    return 0
+
+
 # -- sample / demo ------------------------------------------------------------------------
 def cmd_sample(args) -> int:
     from .output import AtomicOutputs
@@ -191,6 +217,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(s)
     _add_model_dir(s)
     s.set_defaults(func=cmd_saliency)
+
+    e = sub.add_parser("encode", help="ROI-encode a video (or --plain for the same pipeline without ROI)")
+    e.add_argument("input")
+    e.add_argument("-o", "--output", help="output file; the container follows the extension (.mp4, .mkv, .webm, ...)")
+    e.add_argument("-c", "--config", help="YAML job config (see configs/default.yaml); defaults apply without one")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set roi.strength=4 --set rate_control.value=28 (repeatable)")
+    e.add_argument("--plain", action="store_true", help="identical pipeline and encoder settings, no ROI")
+    e.add_argument("--print-config", action="store_true", help="print the effective config and exit")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_model_dir(e)
+    e.set_defaults(func=cmd_encode)
 
     sm = sub.add_parser("sample", help="write a synthetic test clip with a known moving object")
     sm.add_argument("output")

@@ -11,7 +11,7 @@ import math
 import re
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import av
 import av.error
@@ -149,21 +149,26 @@ class VideoSource:
             raise ConfigError(f"filter chain could not be configured: {exc}") from None
         return g
 
-    def _decoded(self) -> Iterator[av.VideoFrame]:
+    def _decoded(self, on_packet: Callable[[av.Packet], None] | None = None) -> Iterator[av.VideoFrame]:
+        streams = self.container.streams if on_packet else [self.stream]
         try:
-            for packet in self.container.demux(self.stream):
+            for packet in self.container.demux(*streams):
+                if packet.stream.index != self.stream.index:
+                    on_packet(packet)  # type: ignore[misc]
+                    continue
                 for frame in packet.decode():
                     self.decoded += 1
                     yield frame
         except av.error.FFmpegError as exc:
             raise InputError(f"{self.path}: decode error after {self.decoded} frames ({exc.strerror or exc})") from None
 
-    def frames(self) -> Iterator[av.VideoFrame]:
+    def frames(self, on_packet: Callable[[av.Packet], None] | None = None) -> Iterator[av.VideoFrame]:
+        """Decoded (and filtered) frames; packets of other streams go to ``on_packet`` if given."""
         if not self._chain:
-            yield from self._decoded()
+            yield from self._decoded(on_packet)
             return
         graph = None
-        for frame in self._decoded():
+        for frame in self._decoded(on_packet):
             if graph is None:
                 graph = self._graph = self._build_graph(frame)
             graph.push(frame)

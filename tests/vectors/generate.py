@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -34,11 +35,11 @@ def write_pgm(path: Path, m: np.ndarray) -> bytes:
 def read_pgm(path: Path) -> np.ndarray:
     """Read a binary PGM as written by this script (no comments, maxval 255)."""
     data = path.read_bytes()
-    parts = data.split(maxsplit=4)
-    if parts[0] != b"P5" or parts[3] != b"255":
+    head = re.match(rb"P5\s+(\d+)\s+(\d+)\s+255\s", data)
+    if not head:
         raise ValueError(f"{path}: not a P5 maxval-255 PGM")
-    w, h = int(parts[1]), int(parts[2])
-    pix = parts[4] if len(parts) > 4 else b""
+    w, h = int(head[1]), int(head[2])
+    pix = data[head.end():]
     if len(pix) != w * h:
         raise ValueError(f"{path}: expected {w * h} bytes of pixels, got {len(pix)}")
     return np.frombuffer(pix, dtype=np.uint8).reshape(h, w)
@@ -72,7 +73,7 @@ def cases() -> list[tuple[str, np.ndarray, int, int, PlannerParams]]:
     m[4:12, 10:25] = 255
     out.append(("box_odd_size", m, 33, 17, PlannerParams(block=4, strength=3.0, max_offset=3)))
     # exact halves: block sums 255 over 4 pixels -> s = 0.25 -> d = strength * 0.5
-    m = np.zeros((8, 8), np.uint8)
+    m = np.full((8, 8), 128, np.uint8)  # neutral: |d| < 0.5 for these strengths
     m[0:2, 0:2] = [[64, 64], [64, 63]]      # s = 0.25
     m[0:2, 4:6] = [[191, 191], [192, 191]]  # sum 765 -> s = 0.75
     m[4:6, 2:4] = 255

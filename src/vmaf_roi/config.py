@@ -1,0 +1,231 @@
+"""Encode job configuration: one place for every default and its validation.
+
+A job is YAML (safe loader only) merged over :data:`DEFAULTS`, then ``--set key=value``
+overrides (dotted keys, values parsed as YAML scalars), then validated. Errors are
+path-qualified: ``config roi.strength: expected a number >= 0, got 'abc'``.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .errors import ConfigError
+
+# Encoders that honour AVRegionOfInterest side data, and their ROI block size.
+ROI_ENCODERS: dict[str, int] = {
+    "libx264": 16,
+    "libx265": 16,
+    "libvpx-vp9": 8,
+    "h264_nvenc": 16,
+    "hevc_nvenc": 16,
+}
+# Encoders known to ignore ROI side data (measured: byte-identical output with and without).
+NO_ROI_ENCODERS = {"libsvtav1", "mpeg4", "libaom-av1", "librav1e", "ffv1", "libvpx"}
+
+DEFAULTS: dict[str, Any] = {
+    "encoder": "libx264",
+    "preset": "medium",  # libvpx-vp9: ignored (use encoder_options deadline / cpu-used)
+    "rate_control": {
+        "mode": "crf",  # crf | qp | bitrate
+        "value": 23,  # crf or qp value; bitrate in bit/s or with k/M suffix ("2.5M")
+    },
+    "encoder_params": {},  # x264-params / x265-params as a mapping (libx264, libx265)
+    "encoder_options": {},  # other encoder AVOptions, e.g. {tune: film, g: 48}
+    "pix_fmt": "auto",  # auto: keep the input's when the encoder takes it, else yuv420p
+    "filters": None,  # FFmpeg filter chain applied before saliency and encode
+    "audio": "copy",  # copy | drop (subtitle streams follow the same rule)
+    "saliency": {
+        "model": "u2netp",
+        "device": "auto",  # auto | cuda | cpu
+        "stride": 4,  # run the model every Nth frame ...
+        "scene_cut": True,  # ... and always on a scene cut
+        "scene_threshold": 12.0,  # mean abs luma difference (0-255) of 64x36 thumbnails
+        "smoothing": 0.0,  # 0..1: weight of the previous map in a running blend
+    },
+    "roi": {
+        "block": None,  # null: the encoder's block size (16 x264/x265, 8 vp9)
+        "strength": 6.0,  # QP steps at saliency 1 (negative offset) and 0 (positive, mode both)
+        "max_offset": 10,  # clamp, QP steps
+        "mode": "both",  # both: salient lower QP, background higher; lower: only lower
+        "max_regions": 128,  # rectangles per frame (also the number of side-data slots)
+    },
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    kind: type | tuple[type, ...]
+    test: Callable[[Any], bool] | None = None
+    what: str = ""
+    nullable: bool = False
+
+
+def _num(lo: float | None = None, hi: float | None = None, integer: bool = False) -> Check:
+    kinds = (int,) if integer else (int, float)
+    parts = ["an integer" if integer else "a number"]
+    if lo is not None:
+        parts.append(f">= {lo}")
+    if hi is not None:
+        parts.append(f"<= {hi}")
+
+    def test(v: Any) -> bool:
+        return (lo is None or v >= lo) and (hi is None or v <= hi)
+
+    return Check(kinds, test, " ".join(parts))
+
+
+def _choice(*opts: str) -> Check:
+    return Check(str, lambda v: v in opts, "one of " + ", ".join(opts))
+
+
+SCHEMA: dict[str, Check] = {
+    "encoder": Check(str, None, "an encoder name"),
+    "preset": Check(str, None, "a preset name", nullable=True),
+    "rate_control.mode": _choice("crf", "qp", "bitrate"),
+    "rate_control.value": Check((int, float, str), None, "a number or a bitrate like 2.5M"),
+    "encoder_params": Check(dict, None, "a mapping"),
+    "encoder_options": Check(dict, None, "a mapping"),
+    "pix_fmt": Check(str, None, "a pixel format name or auto"),
+    "filters": Check(str, None, "an FFmpeg filter chain", nullable=True),
+    "audio": _choice("copy", "drop"),
+    "saliency.model": Check(str, None, "a model id"),
+    "saliency.device": _choice("auto", "cuda", "cpu"),
+    "saliency.stride": _num(1, integer=True),
+    "saliency.scene_cut": Check(bool, None, "true or false"),
+    "saliency.scene_threshold": _num(0, 255),
+    "saliency.smoothing": _num(0, 0.99),
+    "roi.block": Check(int, lambda v: v in (8, 16, 32, 64), "8, 16, 32 or 64", nullable=True),
+    "roi.strength": _num(0, 51),
+    "roi.max_offset": _num(0, 51, integer=True),
+    "roi.mode": _choice("both", "lower"),
+    "roi.max_regions": _num(1, 1024, integer=True),
+}
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and key not in ("encoder_params", "encoder_options"):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _unknown(key: str) -> ConfigError:
+    near = difflib.get_close_matches(key, list(SCHEMA), n=1)
+    hint = f" (did you mean {near[0]}?)" if near else ""
+    return ConfigError(f"config {key}: unknown key{hint}")
+
+
+def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    cur = d
+    for p in parts[:-1]:
+        if p in ("encoder_params", "encoder_options"):
+            cur = cur.setdefault(p, {})
+            continue
+        if not isinstance(cur.get(p), dict):
+            raise _unknown(dotted)
+        cur = cur[p]
+    cur[parts[-1]] = value
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any], path: str = "") -> None:
+    for k, v in over.items():
+        key = f"{path}{k}"
+        if k not in base:
+            raise _unknown(key)
+        if isinstance(base[k], dict) and key not in ("encoder_params", "encoder_options"):
+            if not isinstance(v, dict):
+                raise ConfigError(f"config {key}: expected a mapping, got {type(v).__name__}")
+            _merge(base[k], v, key + ".")
+        else:
+            base[k] = v
+
+
+def parse_bitrate(v: Any) -> int:
+    if isinstance(v, bool):
+        raise ValueError
+    if isinstance(v, (int, float)):
+        return int(v)
+    s = str(v).strip().lower()
+    mult = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}.get(s[-1:], 1)
+    num = float(s[:-1] if mult != 1 else s)
+    if num <= 0:
+        raise ValueError
+    return int(num * mult)
+
+
+def validate(cfg: dict[str, Any]) -> dict[str, Any]:
+    flat = _flatten(cfg)
+    for key, value in flat.items():
+        chk = SCHEMA.get(key)
+        if chk is None:
+            raise _unknown(key)
+        if value is None and chk.nullable:
+            continue
+        kinds = chk.kind if isinstance(chk.kind, tuple) else (chk.kind,)
+        ok = isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
+        if ok and chk.test is not None:
+            ok = chk.test(value)
+        if not ok:
+            raise ConfigError(f"config {key}: expected {chk.what}, got {value!r}")
+    rc = cfg["rate_control"]
+    if rc["mode"] == "bitrate":
+        try:
+            parse_bitrate(rc["value"])
+        except (ValueError, TypeError):
+            raise ConfigError(f"config rate_control.value: expected a bitrate like 2500000 or 2.5M, got {rc['value']!r}") from None
+    elif isinstance(rc["value"], str) or not (0 <= rc["value"] <= 63):
+        raise ConfigError(f"config rate_control.value: expected a {rc['mode']} number 0-63, got {rc['value']!r}")
+    for section in ("encoder_params", "encoder_options"):
+        for k, v in cfg[section].items():
+            if not isinstance(k, str) or isinstance(v, (dict, list)) or v is None:
+                raise ConfigError(f"config {section}.{k}: expected a scalar value, got {v!r}")
+    return cfg
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """DEFAULTS <- YAML file <- --set overrides, validated."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {p}: {exc.strerror}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"config {p}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config {p}: expected a mapping at the top level")
+        _merge(cfg, data)
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            value = raw
+        if key.strip() not in SCHEMA and not key.startswith(("encoder_params.", "encoder_options.")):
+            raise _unknown(key.strip())
+        _set(cfg, key.strip(), value)
+    return validate(cfg)
+
+
+def dump(cfg: dict[str, Any]) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False)

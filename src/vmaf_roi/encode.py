@@ -1,0 +1,479 @@
+"""Encode stage: one streaming pass from input file to ROI-encoded output.
+
+decode -> filter chain -> saliency (every `stride` frames and on scene cuts, held between)
+-> ROI planner -> AVRegionOfInterest side data -> encoder -> muxer, with audio and
+subtitle streams copied. ``plain=True`` runs the same pipeline and encoder settings without
+saliency or side data, for fair comparisons.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable
+
+import av
+import av.error
+import av.logging
+import numpy as np
+
+from . import roi as roi_mod
+from .config import NO_ROI_ENCODERS, ROI_ENCODERS, parse_bitrate
+from .decode import VideoSource
+from .errors import ConfigError, DeviceError, EncodeError, InputError
+from .maps import ProgressFactory, no_progress
+from .output import AtomicOutputs
+from .saliency import SaliencyModel
+from .sidedata import RoiAttacher
+
+EventSink = Callable[[str], None]
+
+# libvpx-vp9's ROI delta is in q-index units (0..255, clipped to +-63 by FFmpeg's wrapper);
+# one H.264-style QP step is roughly 4 q-index steps in the middle of the range.
+VP9_QINDEX_PER_QP = 4
+VP9_MAX_DELTA_Q = 63
+# FFmpeg's libvpx wrapper applies ROI only with these; lag-in-frames=0 because the ROI map is
+# handed to libvpx with the frame being *submitted*, which with a lookahead is not the frame
+# being encoded (measured: with the default lag the boost lands on stale positions).
+VP9_ROI_OPTIONS = {"deadline": "realtime", "cpu-used": "5", "aq-mode": "0", "lag-in-frames": "0"}
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass
+class SaliencyTrack:
+    """Per-frame model-resolution maps (uint8), shared between encodes of the same input."""
+
+    maps: dict[int, np.ndarray] = field(default_factory=dict)
+    inferences: int = 0
+    provider: str = ""
+    model: str = ""
+
+
+@dataclass
+class EncodeResult:
+    output: Path
+    encoder: str
+    roi: bool
+    frames: int
+    seconds: float
+    bytes: int
+    duration: float
+    inferences: int = 0
+    provider: str = ""
+    model: str = ""
+    mean_regions: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def bitrate(self) -> float:
+        return self.bytes * 8 / self.duration if self.duration > 0 else 0.0
+
+
+# -- encoder set-up ---------------------------------------------------------------------------
+def _bit_depth(pix_fmt: str) -> int:
+    for d in (16, 14, 12, 10, 9):
+        if f"p{d}" in pix_fmt or f"{d}le" in pix_fmt or f"{d}be" in pix_fmt:
+            return d
+    return 8
+
+
+def check_encoder(name: str, plain: bool) -> av.codec.Codec:
+    try:
+        codec = av.codec.Codec(name, "w")
+    except (av.error.FFmpegError, ValueError, KeyError):
+        raise ConfigError(f"config encoder: {name!r} is not available in this FFmpeg build") from None
+    if codec.type != "video":
+        raise ConfigError(f"config encoder: {name!r} is not a video encoder")
+    if not plain:
+        if name in NO_ROI_ENCODERS:
+            raise ConfigError(
+                f"config encoder: {name} ignores ROI side data, so an ROI encode would be a plain encode; "
+                f"use one of {', '.join(ROI_ENCODERS)} or run with --plain"
+            )
+        if name not in ROI_ENCODERS:
+            raise ConfigError(f"config encoder: {name} is not known to honour ROI side data; "
+                              f"use one of {', '.join(ROI_ENCODERS)} or run with --plain")
+    return codec
+
+
+def choose_pix_fmt(cfg_fmt: str, frame_fmt: str, codec: av.codec.Codec) -> str:
+    supported = [f.name for f in codec.video_formats or []]
+    if cfg_fmt != "auto":
+        if supported and cfg_fmt not in supported:
+            raise ConfigError(f"config pix_fmt: {codec.name} does not take {cfg_fmt} (it takes {', '.join(supported)})")
+        return cfg_fmt
+    if not supported or frame_fmt in supported:
+        return frame_fmt
+    if _bit_depth(frame_fmt) > 8 and "yuv420p10le" in supported:
+        return "yuv420p10le"
+    return "yuv420p"
+
+
+def encoder_options(cfg: dict[str, Any], plain: bool, notes: list[str]) -> tuple[dict[str, str], int]:
+    """AVOptions (strings) and bit_rate for the configured encoder. Refuses ROI-defeating settings."""
+    enc = cfg["encoder"]
+    opts: dict[str, str] = {}
+    bit_rate = 0
+    rc = cfg["rate_control"]
+    if enc in ("libx264", "libx265", "h264_nvenc", "hevc_nvenc") and cfg.get("preset"):
+        opts["preset"] = str(cfg["preset"])
+    if rc["mode"] == "crf":
+        if enc.endswith("_nvenc"):
+            opts["rc"], opts["cq"] = "vbr", str(rc["value"])
+        else:
+            opts["crf"] = str(rc["value"])
+    elif rc["mode"] == "qp":
+        if enc == "libvpx-vp9":
+            opts["qmin"] = opts["qmax"] = str(int(rc["value"]))
+        else:
+            opts["qp"] = str(rc["value"])
+    else:
+        bit_rate = parse_bitrate(rc["value"])
+    params = {str(k): v for k, v in cfg["encoder_params"].items()}
+    if enc == "libx265":
+        params.setdefault("log-level", "error")  # x265 prints its banner to stderr itself
+    if params:
+        key = {"libx264": "x264-params", "libx265": "x265-params"}.get(enc)
+        if key is None:
+            raise ConfigError(f"config encoder_params: {enc} has no *-params string; use encoder_options")
+        opts[key] = ":".join(f"{k}={_fmt(v)}" for k, v in params.items())
+    user = {str(k): _fmt(v) for k, v in cfg["encoder_options"].items()}
+    if enc == "libvpx-vp9":
+        forced = []
+        for k, want in VP9_ROI_OPTIONS.items():
+            have = user.get(k)
+            if have is None:
+                user[k] = want
+                forced.append(f"{k}={want}")
+            elif not plain and not _vp9_ok(k, have):
+                raise ConfigError(f"config encoder_options.{k}: libvpx-vp9 ignores or misplaces ROI unless "
+                                  f"deadline=realtime, cpu-used>=5, aq-mode=0 and lag-in-frames=0 (got {k}={have})")
+        if forced:
+            notes.append("libvpx-vp9 applies ROI only with deadline=realtime, cpu-used>=5, aq-mode=0, lag-in-frames=0: "
+                         f"using {', '.join(forced)} (also with --plain, for a fair comparison)")
+        if rc["mode"] == "crf":
+            bit_rate = 0  # constant quality
+    opts.update(user)
+    if not plain:
+        aq = params.get("aq-mode", user.get("aq-mode"))
+        if enc in ("libx264", "libx265") and aq is not None and str(aq) == "0":
+            raise ConfigError(f"config: {enc} ignores ROI with aq-mode=0; enable adaptive quantisation (aq-mode 1-3) or use --plain")
+        if enc == "libx264" and rc["mode"] == "qp":
+            raise ConfigError("config rate_control.mode: libx264 turns adaptive quantisation off in constant-QP mode, "
+                              "so it ignores ROI; use crf or bitrate")
+    return opts, bit_rate
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    return str(v)
+
+
+def _vp9_ok(key: str, value: str) -> bool:
+    if key == "deadline":
+        return value in ("realtime", "rt", "1")
+    if key == "cpu-used":
+        try:
+            return int(value) >= 5
+        except ValueError:
+            return False
+    return value == "0"
+
+
+def _open_checked(out: av.container.OutputContainer, stream: av.VideoStream) -> None:
+    """Open the encoder and muxer; turn FFmpeg's logged option errors into exceptions.
+
+    FFmpeg only logs bad encoder parameters (e.g. an unknown x264-params key) and PyAV hides
+    its log, so the log is captured while the encoder opens and checked here.
+    """
+    known = {o.name for o in stream.codec_context.supported_options.generic}
+    known |= {o.name for o in stream.codec_context.supported_options.private}
+    for k in stream.options:
+        if k not in known:
+            near = [n for n in known if n.replace("_", "-") == k.replace("_", "-")]
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise ConfigError(f"encoder option {k!r} is not an option of {stream.codec_context.name}{hint}")
+    old = av.logging.get_level()
+    av.logging.set_level(av.logging.WARNING)
+    try:
+        with av.logging.Capture(local=False) as logs:
+            try:
+                out.start_encoding()
+            except PermissionError as exc:
+                raise DeviceError(f"encoder {stream.codec_context.name} could not open (no usable GPU?): {exc}") from None
+            except av.error.FFmpegError as exc:
+                detail = "; ".join(m.strip() for lvl, _, m in logs if lvl <= av.logging.ERROR) or str(exc)
+                raise EncodeError(f"encoder {stream.codec_context.name} rejected its settings: {detail}") from None
+    finally:
+        av.logging.set_level(old)
+    bad = [m.strip() for lvl, name, m in logs
+           if lvl <= av.logging.ERROR or any(s in m.lower() for s in ("error parsing", "unknown option", "invalid value", "bad option"))]
+    if bad:
+        raise EncodeError(f"encoder {stream.codec_context.name} rejected its settings: {'; '.join(bad)}")
+
+
+# -- saliency scheduling ----------------------------------------------------------------------
+class MapScheduler:
+    """Decides when to run the model and holds the current model-resolution map."""
+
+    def __init__(self, model: SaliencyModel | None, cfg: dict[str, Any], track: SaliencyTrack | None) -> None:
+        self.model = model
+        self.stride = int(cfg["stride"])
+        self.scene_cut = bool(cfg["scene_cut"])
+        self.threshold = float(cfg["scene_threshold"])
+        self.alpha = float(cfg["smoothing"])
+        self.track = track
+        self.current: np.ndarray | None = None
+        self.version = 0
+        self.since = 0
+        self._thumb: np.ndarray | None = None
+        self.inferences = 0
+        self.cuts = 0
+
+    def _is_cut(self, frame: av.VideoFrame) -> bool:
+        thumb = frame.reformat(64, 36, "gray").to_ndarray().astype(np.int16)
+        prev, self._thumb = self._thumb, thumb
+        return prev is not None and float(np.abs(thumb - prev).mean()) > self.threshold
+
+    def update(self, index: int, frame: av.VideoFrame) -> np.ndarray:
+        cut = self._is_cut(frame) if self.scene_cut else False
+        if cut:
+            self.cuts += 1
+        cached = self.track.maps.get(index) if self.track is not None else None
+        if cached is not None:
+            if self.current is None or not np.array_equal(cached, self.current):
+                self.current = cached
+                self.version += 1
+            return self.current
+        if self.current is None or cut or self.since + 1 >= self.stride:
+            assert self.model is not None
+            new = self.model.predict(self.model.model_input(frame)[None])[0]
+            self.inferences += 1
+            if self.alpha > 0 and self.current is not None and not cut:
+                prev = self.current.astype(np.float32) / 255.0
+                new = self.alpha * prev + (1 - self.alpha) * new
+            self.current = np.rint(np.clip(new, 0, 1) * 255).astype(np.uint8)
+            self.version += 1
+            self.since = 0
+        else:
+            self.since += 1
+        if self.track is not None:
+            self.track.maps[index] = self.current
+        return self.current
+
+
+def roi_entries(regions: list[roi_mod.Region], encoder: str) -> list[tuple[int, int, int, int, int, int]]:
+    """Planner regions -> AVRegionOfInterest tuples in the encoder's qoffset units."""
+    if encoder == "libvpx-vp9":
+        out = []
+        for r in regions:
+            d = int(max(-VP9_MAX_DELTA_Q, min(VP9_MAX_DELTA_Q, r.qp * VP9_QINDEX_PER_QP)))
+            # FFmpeg computes (int)(num/den*63): a half step away from zero survives float error
+            num = 2 * d + (1 if d > 0 else -1 if d < 0 else 0)
+            out.append((r.top, r.bottom, r.left, r.right, num, 2 * VP9_MAX_DELTA_Q))
+        return out
+    return [r.as_tuple() for r in regions]
+
+
+# -- the pass ---------------------------------------------------------------------------------
+def encode(
+    input_path: str | Path,
+    output_path: str | Path,
+    cfg: dict[str, Any],
+    *,
+    plain: bool = False,
+    model: SaliencyModel | None = None,
+    track: SaliencyTrack | None = None,
+    progress: ProgressFactory = no_progress,
+    on_event: EventSink = _quiet,
+    model_dir: Path | None = None,
+) -> EncodeResult:
+    """Encode ``input_path`` to ``output_path`` with ROI from saliency (or plain)."""
+    t0 = time.perf_counter()
+    input_path, output_path = Path(input_path), Path(output_path)
+    enc = cfg["encoder"]
+    codec = check_encoder(enc, plain)
+    notes: list[str] = []
+    opts, bit_rate = encoder_options(cfg, plain, notes)
+    for n in notes:
+        on_event(n)
+    have_track = track is not None and bool(track.maps)
+    if not plain and model is None and not have_track:
+        sc = cfg["saliency"]
+        model = SaliencyModel(sc["model"], device=sc["device"], cache_dir=model_dir)
+        if model.placeholder:
+            on_event(f"model {model.spec.id!r} is a PLACEHOLDER: its output is not real saliency")
+    sched = MapScheduler(model, cfg["saliency"], track) if not plain else None
+    rcfg = cfg["roi"]
+    slots = int(rcfg["max_regions"])
+    attacher = RoiAttacher(slots) if not plain else None
+
+    n = packets_out = 0
+    regions_total = 0
+    plan_cache: tuple[int, list] | None = None
+    with VideoSource(input_path, cfg["filters"]) as src, AtomicOutputs() as outs:
+        tmp = outs.add(output_path, inputs=(input_path,))
+        try:
+            out = av.open(str(tmp), "w", format=_format_for(output_path))
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise ConfigError(f"cannot write {output_path}: no container format for {output_path.suffix!r} ({exc})") from None
+        try:
+            out.metadata.update({k: v for k, v in src.container.metadata.items()})
+            copies: dict[int, av.stream.Stream] = {}
+            to_copy = [s for s in src.container.streams if s.type in ("audio", "subtitle")] if cfg["audio"] == "copy" else []
+            for s in src.container.streams:
+                if s.type not in ("audio", "subtitle", "video"):
+                    on_event(f"stream #{s.index} ({s.type}) is not copied")
+                elif s.type == "video" and s.index != src.stream.index:
+                    on_event(f"video stream #{s.index} is not copied (only the first video stream is encoded)")
+            vs = None
+            pending: list[av.Packet] = []
+
+            def add_copies() -> None:
+                # after the video stream, in the input's order
+                for s in to_copy:
+                    try:
+                        copies[s.index] = out.add_stream_from_template(s)
+                    except (av.error.FFmpegError, ValueError) as exc:
+                        raise ConfigError(f"cannot copy {s.type} stream #{s.index} ({s.codec_context.name}) "
+                                          f"into {output_path.suffix}: {exc}; set audio: drop") from None
+
+            def mux_copy(pkt: av.Packet) -> None:
+                ost = copies.get(pkt.stream.index)
+                if ost is None or pkt.dts is None:
+                    return
+                pkt.stream = ost
+                try:
+                    out.mux(pkt)
+                except av.error.FFmpegError as exc:
+                    raise EncodeError(f"cannot copy stream #{ost.index} into {output_path.name}: {exc}") from None
+
+            def on_packet(pkt: av.Packet) -> None:
+                if vs is None:  # muxer not started yet: hold until the encoder is open
+                    pending.append(pkt)
+                else:
+                    mux_copy(pkt)
+
+            bar = progress(src.estimated_frames(), "encode" + (" (plain)" if plain else " (roi)"))
+            try:
+                last_pts = None
+                for frame in src.frames(on_packet=on_packet if to_copy else None):
+                    if frame.pts is None:
+                        frame.pts = n if last_pts is None else last_pts + 1
+                    last_pts = frame.pts
+                    if vs is None:
+                        vs = _add_video_stream(out, codec, cfg, frame, src, opts, bit_rate, on_event)
+                        qp_scale = roi_mod.encoder_qp_scale(enc, _bit_depth(vs.codec_context.pix_fmt))
+                        params = roi_mod.PlannerParams(
+                            block=int(rcfg["block"] or ROI_ENCODERS.get(enc, 16)), strength=float(rcfg["strength"]),
+                            max_offset=int(rcfg["max_offset"]), mode=rcfg["mode"], max_regions=slots,
+                            qp_scale=qp_scale,
+                        )
+                        add_copies()
+                        _open_checked(out, vs)
+                        for pkt in pending:
+                            mux_copy(pkt)
+                        pending.clear()
+                    if sched is not None and attacher is not None:
+                        if getattr(frame, "interlaced_frame", False) and n == 0 and enc in ("libx264", "libx265"):
+                            on_event(f"interlaced input: {enc} skips ROI on interlaced frames")
+                        small = sched.update(n, frame)
+                        if plan_cache is None or plan_cache[0] != sched.version:
+                            regions = roi_mod.plan(small, frame.width, frame.height, params)
+                            plan_cache = (sched.version, roi_entries(regions, enc))
+                        entries = plan_cache[1]
+                        regions_total += sum(1 for e in entries if e[4] != 0)
+                        frame = attacher.attach(frame, entries)
+                    try:
+                        for pkt in vs.encode(frame):
+                            out.mux(pkt)
+                            packets_out += 1
+                    except av.error.FFmpegError as exc:
+                        raise EncodeError(f"encoder {enc} failed at frame {n}: {exc}") from None
+                    n += 1
+                    bar.update(1)
+                if vs is None:
+                    raise InputError(f"{input_path}: no video frames could be decoded")
+                for pkt in vs.encode(None):
+                    out.mux(pkt)
+                    packets_out += 1
+            finally:
+                bar.close()
+        finally:
+            out.close()
+        if packets_out != n:
+            raise EncodeError(f"encoder produced {packets_out} packets for {n} frames")
+        duration = _duration(src, n)
+    size = output_path.stat().st_size
+    res = EncodeResult(
+        output=output_path, encoder=enc, roi=not plain, frames=n, seconds=time.perf_counter() - t0,
+        bytes=size, duration=duration, notes=notes,
+        mean_regions=regions_total / n if n else 0.0,
+    )
+    if sched is not None:
+        res.inferences = sched.inferences
+        res.provider = model.provider if model else (track.provider if track else "")
+        res.model = model.spec.id if model else (track.model if track else "")
+        if track is not None and model is not None:
+            track.inferences += sched.inferences
+            track.provider, track.model = model.provider, model.spec.id
+    return res
+
+
+def _format_for(path: Path) -> str | None:
+    return {".mkv": "matroska", ".webm": "webm", ".mp4": "mp4", ".mov": "mov", ".ts": "mpegts",
+            ".h264": "h264", ".264": "h264", ".hevc": "hevc", ".265": "hevc", ".ivf": "ivf"}.get(path.suffix.lower())
+
+
+def _duration(src: VideoSource, frames: int) -> float:
+    s = src.stream
+    if s.duration and s.time_base:
+        return float(s.duration * s.time_base)
+    if src.container.duration:
+        return src.container.duration / av.time_base
+    r = src.rate
+    return frames / float(r) if r else 0.0
+
+
+def _add_video_stream(out, codec, cfg, frame: av.VideoFrame, src: VideoSource, opts, bit_rate, on_event):
+    rot = getattr(frame, "rotation", 0) or 0
+    if rot % 360:
+        raise InputError(
+            f"{src.path}: has {rot}° rotation metadata, which vmaf-roi does not carry over yet; "
+            f"rotate it first (e.g. ffmpeg -i IN -c:a copy OUT, which applies it) and encode that"
+        )
+    pix_fmt = choose_pix_fmt(cfg["pix_fmt"], frame.format.name, codec)
+    if pix_fmt != frame.format.name:
+        on_event(f"{codec.name} does not take {frame.format.name}: converting to {pix_fmt}")
+    tb = frame.time_base or src.time_base
+    vs = out.add_stream(codec.name, rate=src.rate or 25)
+    vs.width, vs.height, vs.pix_fmt = frame.width, frame.height, pix_fmt
+    if (frame.width % 2 or frame.height % 2) and ("420" in pix_fmt or "422" in pix_fmt):
+        raise InputError(f"{src.path}: {frame.width}x{frame.height} cannot be encoded as {pix_fmt} (odd size); "
+                         f"add a crop or scale filter (e.g. filters: 'crop=trunc(iw/2)*2:trunc(ih/2)*2') "
+                         f"or set pix_fmt: yuv444p")
+    vs.time_base = tb
+    vs.codec_context.time_base = tb
+    cc = vs.codec_context
+    for attr in ("color_range", "color_primaries", "color_trc", "colorspace"):
+        try:
+            setattr(cc, attr, getattr(frame, attr))
+        except (AttributeError, ValueError, TypeError):
+            pass
+    if src.stream.sample_aspect_ratio:
+        cc.sample_aspect_ratio = src.stream.sample_aspect_ratio
+    cc.bit_rate = bit_rate
+    vs.options = dict(opts)
+    vs.metadata.update(dict(src.stream.metadata))
+    return vs

@@ -1,0 +1,408 @@
+"""The salroi FFmpeg filter (plugin/vf_salroi.c) in a built ffmpeg.
+
+Needs the ffmpeg made by ``plugin/build.sh``: found through ``$VMAF_ROI_FFMPEG`` or the
+default build path (``${VMAF_ROI_FFMPEG_BUILD:-build/ffmpeg}/current/ffmpeg``); the tests are
+skipped when neither exists.  When ``$VMAF_ROI_FFMPEG`` is set, a missing binary is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VECTORS = REPO / "tests" / "vectors"
+CASES = json.loads((VECTORS / "cases.json").read_text())["cases"]
+sys.path.insert(0, str(VECTORS))
+from generate import read_pgm  # noqa: E402
+
+av = pytest.importorskip("av")
+
+
+def _find_ffmpeg() -> Path | None:
+    env = os.environ.get("VMAF_ROI_FFMPEG")
+    if env:
+        p = Path(env)
+        if not (p.is_file() and os.access(p, os.X_OK)):
+            pytest.fail(f"VMAF_ROI_FFMPEG={env} is not an executable file", pytrace=False)
+        return p
+    build = Path(os.environ.get("VMAF_ROI_FFMPEG_BUILD", REPO / "build" / "ffmpeg"))
+    p = build / "current" / "ffmpeg"
+    return p if p.is_file() else None
+
+
+@pytest.fixture(scope="session")
+def ffmpeg() -> Path:
+    p = _find_ffmpeg()
+    if p is None:
+        pytest.skip("ffmpeg with the salroi filter is not built: run plugin/build.sh "
+                    "(or set VMAF_ROI_FFMPEG to its path)")
+    r = subprocess.run([str(p), "-hide_banner", "-h", "filter=salroi"],
+                       capture_output=True, text=True)
+    assert "Filter salroi" in r.stdout, f"{p} has no salroi filter:\n{r.stdout}{r.stderr}"
+    return p
+
+
+def run_ff(ffmpeg: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [str(ffmpeg), "-hide_banner", "-nostdin", "-nostats", "-y", *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if check and r.returncode != 0:
+        raise AssertionError(f"ffmpeg failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-4000:]}")
+    return r
+
+
+ROI_RE = re.compile(r"index: (\d+), region: \((-?\d+), (-?\d+)\) -> \((-?\d+), (-?\d+)\), "
+                    r"qp offset: (-?\d+)/(-?\d+)\.")
+FRAME_RE = re.compile(r"\] n:\s*(\d+) pts:")
+
+
+def showinfo_rois(stderr: str) -> list[list[list[int]]]:
+    """Per frame, the ROI list printed by showinfo as [top, bottom, left, right, num, den]."""
+    frames: list[list[list[int]]] = []
+    for line in stderr.splitlines():
+        if FRAME_RE.search(line):
+            frames.append([])
+            continue
+        m = ROI_RE.search(line)
+        if m:
+            assert frames, "ROI line before any frame line"
+            i, left, top, right, bottom, num, den = (int(v) for v in m.groups())
+            assert i == len(frames[-1])
+            frames[-1].append([top, bottom, left, right, num, den])
+    return frames
+
+
+def salroi_args(params: dict) -> str:
+    return ("salroi=strength={strength!r}:block={block}:max_regions={max_regions}:mode={mode}"
+            ":clamp={max_offset}:qp_scale={qp_scale}".format(**params))
+
+
+def map_inputs(tmp: Path, m: np.ndarray, frames: int = 1, rate: int = 25) -> list[str]:
+    raw = tmp / "map.gray"
+    raw.write_bytes(np.ascontiguousarray(m, dtype=np.uint8).tobytes() * frames)
+    h, w = m.shape
+    return ["-f", "rawvideo", "-pix_fmt", "gray", "-video_size", f"{w}x{h}",
+            "-framerate", str(rate), "-i", str(raw)]
+
+
+def plan_with_filter(ffmpeg: Path, tmp: Path, case: dict, main_filter: str = "",
+                     frames: int = 1, extra: str = "") -> list[list[list[int]]]:
+    m = read_pgm(VECTORS / case["map"])
+    src = f"color=c=gray:size={case['width']}x{case['height']}:rate=25"
+    graph = (f"[0:v]{main_filter or 'null'}[m];"
+             f"[m][1:v]{salroi_args(case['params'])}{extra},showinfo")
+    r = run_ff(ffmpeg, "-f", "lavfi", "-i", src, *map_inputs(tmp, m, frames),
+               "-filter_complex", graph, "-frames:v", str(frames), "-f", "null", "-")
+    out = showinfo_rois(r.stderr)
+    assert len(out) == frames, r.stderr[-3000:]
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# same planner as roi.py: the shared vectors
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_filter_matches_vector(ffmpeg, tmp_path, case):
+    (got,) = plan_with_filter(ffmpeg, tmp_path, case)
+    assert got == case["regions"]
+
+
+@pytest.mark.parametrize("pix_fmt", ["rgb24", "yuv444p10le", "nv12", "gray", "yuva420p"])
+def test_any_main_pixel_format(ffmpeg, tmp_path, pix_fmt):
+    case = next(c for c in CASES if c["name"] == "blob_same_size")
+    (got,) = plan_with_filter(ffmpeg, tmp_path, case, main_filter=f"format={pix_fmt}")
+    assert got == case["regions"] and got
+
+
+def test_replaces_existing_roi(ffmpeg, tmp_path):
+    case = next(c for c in CASES if c["name"] == "merge_shapes")
+    (got,) = plan_with_filter(ffmpeg, tmp_path, case, main_filter="addroi=0:0:16:16:-1/2")
+    assert got == case["regions"]
+    # and with strength 0 the old region is gone as well
+    zero = dict(case, params=dict(case["params"], strength=0.0))
+    (got,) = plan_with_filter(ffmpeg, tmp_path, zero, main_filter="addroi=0:0:16:16:-1/2")
+    assert got == []
+
+
+def test_timeline_enable(ffmpeg, tmp_path):
+    case = next(c for c in CASES if c["name"] == "blob_same_size")
+    # frames at t = 0, .04, .08, .12, .16: the filter only runs from t >= 0.1
+    got = plan_with_filter(ffmpeg, tmp_path, case, frames=5, extra=":enable='gte(t,0.1)'")
+    assert [bool(f) for f in got] == [False, False, False, True, True]
+    assert got[3] == case["regions"]
+
+
+def test_process_command_strength(ffmpeg, tmp_path):
+    """strength is a runtime command (sendcmd after salroi: it fires once salroi has run)."""
+    case = next(c for c in CASES if c["name"] == "blob_same_size")
+    m = read_pgm(VECTORS / case["map"])
+    graph = ("[0:v][1:v]salroi@s=strength=6,sendcmd=c='0.1 salroi@s strength 0',showinfo")
+    r = run_ff(ffmpeg, "-f", "lavfi", "-i", "color=c=gray:size=64x48:rate=25",
+               *map_inputs(tmp_path, m, 10), "-filter_complex", graph,
+               "-frames:v", "10", "-f", "null", "-")
+    got = showinfo_rois(r.stderr)
+    assert len(got) == 10
+    assert got[0] == case["regions"]      # t = 0: strength 6
+    assert got[-1] == []                  # t = 0.36: strength 0 from the command
+    switch = [bool(f) for f in got].index(False)
+    assert not any(got[switch:]) and switch >= 3  # the command is sent at t = 0.12
+    # an out-of-range value is refused and the filter carries on
+    graph = "[0:v][1:v]salroi@s=strength=6,sendcmd=c='0.1 salroi@s strength -3',showinfo"
+    r = run_ff(ffmpeg, "-f", "lavfi", "-i", "color=c=gray:size=64x48:rate=25",
+               *map_inputs(tmp_path, m, 10), "-filter_complex", graph,
+               "-frames:v", "10", "-f", "null", "-")
+    got = showinfo_rois(r.stderr)
+    assert len(got) == 10 and all(f == case["regions"] for f in got)
+    assert "out of range" in r.stderr
+
+
+# --------------------------------------------------------------------------------------
+# errors and odd inputs
+
+
+def test_non_gray_saliency_is_an_error(ffmpeg):
+    r = run_ff(ffmpeg, "-f", "lavfi", "-i", "color=size=64x48:rate=25",
+               "-f", "lavfi", "-i", "testsrc=size=32x24:rate=25",
+               "-filter_complex", "[0:v][1:v]salroi", "-frames:v", "1", "-f", "null", "-",
+               check=False)
+    assert r.returncode != 0
+    assert "saliency input must be gray" in r.stderr
+
+
+@pytest.mark.parametrize("opts, name", [
+    ("block=0", "block"), ("qp_scale=0", "qp_scale"), ("strength=-1", "strength"),
+    ("max_regions=0", "max_regions"), ("clamp=-2", "clamp"), ("mode=sideways", "mode"),
+])
+def test_impossible_options_are_errors(ffmpeg, tmp_path, opts, name):
+    r = run_ff(ffmpeg, "-f", "lavfi", "-i", "color=size=64x48:rate=25",
+               *map_inputs(tmp_path, np.zeros((8, 8), np.uint8)),
+               "-filter_complex", f"[0:v][1:v]salroi={opts}", "-frames:v", "1",
+               "-f", "null", "-", check=False)
+    assert r.returncode != 0
+    assert name in r.stderr and ("out of range" in r.stderr or "Unable to parse" in r.stderr
+                                 or "Error" in r.stderr)
+
+
+def test_clamp_beyond_qp_scale_warns(ffmpeg, tmp_path):
+    r = run_ff(ffmpeg, "-f", "lavfi", "-i", "color=size=64x48:rate=25",
+               *map_inputs(tmp_path, np.zeros((8, 8), np.uint8)),
+               "-filter_complex", "[0:v][1:v]salroi=clamp=60", "-frames:v", "1",
+               "-f", "null", "-")
+    assert "beyond qp_scale" in r.stderr
+
+
+# --------------------------------------------------------------------------------------
+# a real clip: video + saliency stream as vmaf-roi writes them
+
+W, H, N, FPS = 320, 240, 30, 30
+OBJ = (64, 160, 112, 208)  # top, bottom, left, right: 16-aligned, 6x6 macroblocks
+
+
+def write_clip(path: Path, n: int = N) -> None:
+    rng = np.random.default_rng(7)
+    bg = rng.integers(40, 90, size=(H + n, W + n), dtype=np.uint8)
+    obj = rng.integers(0, 255, size=(OBJ[1] - OBJ[0], OBJ[3] - OBJ[2]), dtype=np.uint8)
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=FPS)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        s.options = {"crf": "12", "preset": "ultrafast"}
+        for i in range(n):
+            y = bg[i:i + H, i:i + W].copy()
+            y[OBJ[0]:OBJ[1], OBJ[2]:OBJ[3]] = obj
+            yuv = np.concatenate([y, np.full((H // 2, W), 128, np.uint8)])
+            f = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+            f.pts = i
+            for p in s.encode(f):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+
+
+def write_saliency(path: Path, n: int = N) -> None:
+    """gray8 FFV1 in Matroska at half resolution, like ``vmaf-roi saliency``."""
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("ffv1", rate=FPS)
+        s.width, s.height, s.pix_fmt = W // 2, H // 2, "gray"
+        m = np.zeros((H // 2, W // 2), np.uint8)
+        m[OBJ[0] // 2:OBJ[1] // 2, OBJ[2] // 2:OBJ[3] // 2] = 255
+        for i in range(n):
+            f = av.VideoFrame.from_ndarray(m, format="gray")
+            f.pts = i
+            for p in s.encode(f):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("clip")
+    paths = {"video": d / "in.mp4", "sal": d / "in.sal.mkv", "short": d / "short.sal.mkv",
+             "long": d / "long.sal.mkv"}
+    write_clip(paths["video"])
+    write_saliency(paths["sal"])
+    write_saliency(paths["short"], n=10)
+    write_saliency(paths["long"], n=N + 15)
+    return paths
+
+
+X264 = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "28", "-g", "5", "-threads", "1"]
+
+
+def encode(ffmpeg: Path, clip: dict, out: Path, filt: str | None) -> Path:
+    if filt is None:
+        run_ff(ffmpeg, "-i", str(clip["video"]), *X264, str(out))
+    else:
+        run_ff(ffmpeg, "-i", str(clip["video"]), "-i", str(clip["sal"]),
+               "-filter_complex", f"[0:v][1:v]{filt}", *X264, str(out))
+    return out
+
+
+def keyframe_qp(path: Path) -> tuple[float, float, int]:
+    """Mean QP of the object's inner macroblocks and of the background, over keyframes.
+
+    Non-key frames are left out: skipped blocks carry the previous QP in the exported map.
+    """
+    inner = np.zeros((H // 16, W // 16), bool)
+    inner[OBJ[0] // 16 + 1:OBJ[1] // 16 - 1, OBJ[2] // 16 + 1:OBJ[3] // 16 - 1] = True
+    outer = np.ones_like(inner)
+    outer[OBJ[0] // 16 - 1:OBJ[1] // 16 + 1, OBJ[2] // 16 - 1:OBJ[3] // 16 + 1] = False
+    ins, outs = [], []
+    with av.open(str(path)) as c:
+        st = c.streams.video[0]
+        st.codec_context.options = {"export_side_data": "venc_params"}
+        for f in c.decode(st):
+            if not f.key_frame:
+                continue
+            q = f.side_data.get("VIDEO_ENC_PARAMS").qp_map()
+            assert q.shape == inner.shape
+            ins.append(q[inner].mean())
+            outs.append(q[outer].mean())
+    return float(np.mean(ins)), float(np.mean(outs)), len(ins)
+
+
+@pytest.fixture(scope="module")
+def baseline_qp(ffmpeg, clip, tmp_path_factory):
+    out = encode(ffmpeg, clip, tmp_path_factory.mktemp("enc") / "base.mp4", "salroi=strength=0")
+    return keyframe_qp(out)
+
+
+@pytest.mark.parametrize("strength", [4.0, 8.0])
+def test_salient_blocks_get_lower_qp(ffmpeg, clip, tmp_path, baseline_qp, strength):
+    base_in, base_out, nkey = baseline_qp
+    assert nkey >= 5
+    out = encode(ffmpeg, clip, tmp_path / "roi.mp4", f"salroi=strength={strength}:clamp=10")
+    roi_in, roi_out, _ = keyframe_qp(out)
+    print(f"strength {strength}: object QP {base_in:.2f} -> {roi_in:.2f}, "
+          f"background QP {base_out:.2f} -> {roi_out:.2f}")
+    # the object (saliency 1) gets -strength, the background (saliency 0) +strength
+    assert roi_in - base_in == pytest.approx(-strength, abs=2.5)
+    # background blocks without residual repeat the previous QP in H.264: a bit diluted
+    assert strength - 4 <= roi_out - base_out <= strength + 1.5
+    gap_change = (roi_out - roi_in) - (base_out - base_in)
+    assert 0.7 * 2 * strength <= gap_change <= 1.2 * 2 * strength
+
+
+def test_mode_lower_keeps_background_qp(ffmpeg, clip, tmp_path, baseline_qp):
+    base_in, base_out, _ = baseline_qp
+    out = encode(ffmpeg, clip, tmp_path / "lower.mp4", "salroi=strength=8:mode=lower")
+    roi_in, roi_out, _ = keyframe_qp(out)
+    assert roi_in - base_in == pytest.approx(-8, abs=2.5)
+    assert roi_out - base_out == pytest.approx(0, abs=1.0)
+
+
+def test_zero_strength_matches_plain_encode(ffmpeg, clip, tmp_path):
+    plain = encode(ffmpeg, clip, tmp_path / "plain.mp4", None)
+    zero = encode(ffmpeg, clip, tmp_path / "zero.mp4", "salroi=strength=0")
+    roi = encode(ffmpeg, clip, tmp_path / "roi.mp4", "salroi=strength=6")
+    assert zero.read_bytes() == plain.read_bytes()
+    assert roi.read_bytes() != plain.read_bytes()
+
+
+def count_roi_frames(ffmpeg: Path, video: Path, sal: Path, filt: str, check: bool = True):
+    r = run_ff(ffmpeg, "-i", str(video), "-i", str(sal), "-filter_complex",
+               f"[0:v][1:v]{filt},showinfo", "-f", "null", "-", check=check)
+    frames = showinfo_rois(r.stderr)
+    return r, frames
+
+
+def test_real_streams_pair_every_frame(ffmpeg, clip):
+    """mp4 (1/15360) and Matroska (1 ms) timestamps differ by rounding: still paired 1:1."""
+    r, frames = count_roi_frames(ffmpeg, clip["video"], clip["sal"], "salroi")
+    assert len(frames) == N and all(frames)
+    assert "another timestamp" not in r.stderr and "do not share" not in r.stderr
+
+
+def test_short_saliency_stream_repeats_last_map_with_warning(ffmpeg, clip):
+    r, frames = count_roi_frames(ffmpeg, clip["video"], clip["short"], "salroi")
+    assert len(frames) == N and all(frames)  # documented: the last map is repeated
+    assert "do not share timestamps or frame counts" in r.stderr
+    assert "20 used a map with another timestamp" in r.stderr
+
+
+def test_short_saliency_stream_eof_action_pass(ffmpeg, clip):
+    r, frames = count_roi_frames(ffmpeg, clip["video"], clip["short"], "salroi=eof_action=pass")
+    assert len(frames) == N
+    assert all(frames[:10]) and not any(frames[10:])
+    assert "20 of 30 frames had no saliency map" in r.stderr
+
+
+def test_short_saliency_stream_strict_is_an_error(ffmpeg, clip):
+    r, _ = count_roi_frames(ffmpeg, clip["video"], clip["short"], "salroi=strict=1", check=False)
+    assert r.returncode != 0
+    assert "does not match the frame" in r.stderr
+
+
+def test_late_saliency_stream(ffmpeg, clip):
+    """A map stream that starts 1/3 s late (ffmpeg moves every input to start at 0, so
+    -itsoffset makes it late): the first 10 frames have no map and pass through."""
+    args = ["-i", str(clip["video"]), "-itsoffset", "0.3333", "-i", str(clip["sal"]),
+            "-filter_complex"]
+    r = run_ff(ffmpeg, *args, "[0:v][1:v]salroi,showinfo", "-f", "null", "-")
+    frames = showinfo_rois(r.stderr)
+    assert len(frames) == N  # the output ends with the video, not with the longer map stream
+    assert [bool(f) for f in frames[:10]] == [False] * 10 and all(frames[10:])
+    assert "10 of 30 frames had no saliency map" in r.stderr
+    r = run_ff(ffmpeg, *args, "[0:v][1:v]salroi=strict=1", "-f", "null", "-", check=False)
+    assert r.returncode != 0 and "No saliency map for the frame" in r.stderr
+
+
+def test_longer_saliency_stream_is_cut(ffmpeg, clip):
+    r, frames = count_roi_frames(ffmpeg, clip["video"], clip["long"], "salroi=strict=1")
+    assert len(frames) == N and all(frames)
+
+
+# --------------------------------------------------------------------------------------
+# memory: valgrind over a short run through every code path of the filter
+
+
+def test_valgrind_clean(ffmpeg, tmp_path):
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        pytest.skip("valgrind is not installed (plugin/ci.sh installs it)")
+    m = read_pgm(VECTORS / "noise_budget.pgm")
+    graph = ("[0:v]addroi=0:0:16:16:-1/5,sendcmd=c='0.1 salroi@s strength 3'[m];"
+             "[m][1:v]salroi@s=block=4:max_regions=6:enable='gte(t,0.04)',showinfo")
+    cmd = [valgrind, "--error-exitcode=99", "--leak-check=full",
+           "--show-leak-kinds=definite,indirect", "--errors-for-leak-kinds=definite,indirect",
+           str(ffmpeg), "-hide_banner", "-nostdin", "-nostats", "-threads", "1",
+           "-filter_threads", "1", "-f", "lavfi", "-i", "color=size=112x80:rate=25",
+           *map_inputs(tmp_path, m, frames=4), "-filter_complex", graph,
+           "-frames:v", "6", "-f", "null", "-"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-6000:]
+    assert "ERROR SUMMARY: 0 errors" in r.stderr
+    frames = showinfo_rois(r.stderr)
+    assert len(frames) == 6
+    assert frames[0] == [[0, 16, 0, 16, -1, 5]]  # disabled: addroi's region passes
+    assert frames[1] and [0, 16, 0, 16, -1, 5] not in frames[1]  # replaced
+    assert "definitely lost: 0 bytes" in r.stderr or "no leaks are possible" in r.stderr

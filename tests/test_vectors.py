@@ -1,0 +1,77 @@
+"""roi.py against the shared planner vectors in tests/vectors/ (the C filter is checked
+against the same files in tests/test_plugin.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vmaf_roi.roi import PlannerParams, plan
+
+VECTORS = Path(__file__).resolve().parent / "vectors"
+CASES = json.loads((VECTORS / "cases.json").read_text())["cases"]
+sys.path.insert(0, str(VECTORS))
+from generate import read_pgm  # noqa: E402
+
+
+def params_of(case: dict) -> PlannerParams:
+    return PlannerParams(**case["params"])
+
+
+def test_vector_set_is_substantial():
+    # guards against an empty or truncated cases.json making every other test vacuous
+    assert len(CASES) >= 20
+    assert sum(len(c["regions"]) for c in CASES) >= 100
+    assert any(c["params"]["mode"] == "lower" for c in CASES)
+    assert any(len(c["regions"]) == 0 for c in CASES)
+    names = [c["name"] for c in CASES]
+    assert len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_roi_py_matches_vector(case):
+    m = read_pgm(VECTORS / case["map"])
+    got = [list(r.as_tuple()) for r in plan(m, case["width"], case["height"], params_of(case))]
+    assert got == case["regions"]
+
+
+def test_vectors_are_up_to_date():
+    """The files are what generate.py makes now (run it after changing roi.py or the cases)."""
+    src = Path(__file__).resolve().parents[1] / "src"
+    r = subprocess.run(
+        [sys.executable, str(VECTORS / "generate.py"), "--check"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(src)},
+    )
+    assert r.returncode == 0, r.stderr
+
+
+def test_halves_round_away_from_zero():
+    """The halves_* cases really sit on .5: strength*(1-2s) = strength/2 exactly."""
+    case = next(c for c in CASES if c["name"] == "halves_s1")
+    m = read_pgm(VECTORS / case["map"]).astype(np.int64)
+    assert m[0:2, 0:2].sum() == 255 and m[0:2, 4:6].sum() == 765
+    # s = 0.25 -> d = +0.5 -> +1 ; s = 0.75 -> d = -0.5 -> -1
+    qs = {tuple(r[:4]): r[4] for r in case["regions"]}
+    assert qs[(0, 2, 0, 2)] == 1
+    assert qs[(0, 2, 4, 6)] == -1
+
+
+def test_vectors_detect_a_wrong_planner():
+    """A planner with banker's rounding (np.round) disagrees with the vectors."""
+    from vmaf_roi import roi
+
+    case = next(c for c in CASES if c["name"] == "halves_s1")
+    m = read_pgm(VECTORS / case["map"])
+    orig = roi.round_half_away
+    try:
+        roi.round_half_away = np.round  # type: ignore[assignment]
+        got = [list(r.as_tuple()) for r in plan(m, case["width"], case["height"], params_of(case))]
+    finally:
+        roi.round_half_away = orig
+    assert got != case["regions"]
