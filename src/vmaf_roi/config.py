@@ -86,7 +86,7 @@ def _choice(*opts: str) -> Check:
 
 SCHEMA: dict[str, Check] = {
     "encoder": Check(str, None, "an encoder name"),
-    "preset": Check(str, None, "a preset name", nullable=True),
+    "preset": Check((str, int), None, "a preset name", nullable=True),
     "rate_control.mode": _choice("crf", "qp", "bitrate"),
     "rate_control.value": Check((int, float, str), None, "a number or a bitrate like 2.5M"),
     "encoder_params": Check(dict, None, "a mapping"),

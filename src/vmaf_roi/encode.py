@@ -8,6 +8,7 @@ saliency or side data, for fair comparisons.
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import av
 import av.error
 import av.logging
 import numpy as np
+from av.video.frame import PictureType
 
 from . import roi as roi_mod
 from .config import NO_ROI_ENCODERS, ROI_ENCODERS, parse_bitrate
@@ -125,7 +127,7 @@ def encoder_options(cfg: dict[str, Any], plain: bool, notes: list[str]) -> tuple
     opts: dict[str, str] = {}
     bit_rate = 0
     rc = cfg["rate_control"]
-    if enc in ("libx264", "libx265", "h264_nvenc", "hevc_nvenc") and cfg.get("preset"):
+    if enc in ("libx264", "libx265", "h264_nvenc", "hevc_nvenc", "libsvtav1") and cfg.get("preset") is not None:
         opts["preset"] = str(cfg["preset"])
     if rc["mode"] == "crf":
         if enc.endswith("_nvenc"):
@@ -191,36 +193,57 @@ def _vp9_ok(key: str, value: str) -> bool:
     return value == "0"
 
 
-def _open_checked(out: av.container.OutputContainer, stream: av.VideoStream) -> None:
-    """Open the encoder and muxer; turn FFmpeg's logged option errors into exceptions.
+def _check_options(stream: av.VideoStream) -> None:
+    """Reject encoder settings FFmpeg would only log about.
 
     FFmpeg only logs bad encoder parameters (e.g. an unknown x264-params key) and PyAV hides
-    its log, so the log is captured while the encoder opens and checked here.
+    its log, so unknown option names are checked against the encoder's AVOptions, and the
+    settings are tried on a throw-away encoder with the log captured. (Capturing the log of
+    the real encoder made libx264's output differ from run to run: measured.)
     """
-    known = {o.name for o in stream.codec_context.supported_options.generic}
-    known |= {o.name for o in stream.codec_context.supported_options.private}
+    cc = stream.codec_context
+    known = {o.name for o in cc.supported_options.generic} | {o.name for o in cc.supported_options.private}
     for k in stream.options:
         if k not in known:
             near = [n for n in known if n.replace("_", "-") == k.replace("_", "-")]
             hint = f" (did you mean {near[0]}?)" if near else ""
-            raise ConfigError(f"encoder option {k!r} is not an option of {stream.codec_context.name}{hint}")
+            raise ConfigError(f"encoder option {k!r} is not an option of {cc.name}{hint}")
+    probe = av.codec.CodecContext.create(cc.name, "w")
+    probe.width, probe.height, probe.pix_fmt = cc.width, cc.height, cc.pix_fmt
+    probe.time_base = cc.time_base
+    if cc.framerate:
+        probe.framerate = cc.framerate
+    probe.bit_rate = cc.bit_rate or 0
     old = av.logging.get_level()
     av.logging.set_level(av.logging.WARNING)
     try:
         with av.logging.Capture(local=False) as logs:
             try:
-                out.start_encoding()
+                probe.options = dict(stream.options)
+                probe.open()
             except PermissionError as exc:
-                raise DeviceError(f"encoder {stream.codec_context.name} could not open (no usable GPU?): {exc}") from None
+                raise DeviceError(f"encoder {cc.name} could not open (no usable GPU?): {exc}") from None
             except av.error.FFmpegError as exc:
                 detail = "; ".join(m.strip() for lvl, _, m in logs if lvl <= av.logging.ERROR) or str(exc)
-                raise EncodeError(f"encoder {stream.codec_context.name} rejected its settings: {detail}") from None
+                raise EncodeError(f"encoder {cc.name} rejected its settings: {detail}") from None
     finally:
         av.logging.set_level(old)
+        del probe
+        gc.collect()  # free the probe encoder now, not while the real one runs
     bad = [m.strip() for lvl, name, m in logs
            if lvl <= av.logging.ERROR or any(s in m.lower() for s in ("error parsing", "unknown option", "invalid value", "bad option"))]
     if bad:
-        raise EncodeError(f"encoder {stream.codec_context.name} rejected its settings: {'; '.join(bad)}")
+        raise EncodeError(f"encoder {cc.name} rejected its settings: {'; '.join(bad)}")
+
+
+def _open_checked(out: av.container.OutputContainer, stream: av.VideoStream) -> None:
+    _check_options(stream)
+    try:
+        out.start_encoding()
+    except PermissionError as exc:
+        raise DeviceError(f"encoder {stream.codec_context.name} could not open (no usable GPU?): {exc}") from None
+    except av.error.FFmpegError as exc:
+        raise EncodeError(f"encoder {stream.codec_context.name} failed to open: {exc}") from None
 
 
 # -- saliency scheduling ----------------------------------------------------------------------
@@ -371,6 +394,9 @@ def encode(
                 for frame in src.frames(on_packet=on_packet if to_copy else None):
                     if frame.pts is None:
                         frame.pts = n if last_pts is None else last_pts + 1
+                    # Decoded frames carry the source's picture types; encoders such as libx264
+                    # obey them (as FFmpeg's CLI knows, which resets them): let the encoder choose.
+                    frame.pict_type = PictureType.NONE
                     last_pts = frame.pts
                     if vs is None:
                         vs = _add_video_stream(out, codec, cfg, frame, src, opts, bit_rate, on_event)

@@ -23,7 +23,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "src"))
 
-from vmaf_roi.roi import PlannerParams, plan  # noqa: E402
+from vmaf_roi.roi import PlannerParams, plan
 
 
 def write_pgm(path: Path, m: np.ndarray) -> bytes:
@@ -158,7 +158,8 @@ def main() -> int:
                  if not (HERE / n).is_file() or (HERE / n).read_bytes() != data]
         extra = sorted(p.name for p in HERE.glob("*.pgm") if p.name not in files)
         if stale or extra:
-            print(f"stale vector files: {stale + extra}; run {Path(__file__).name}", file=sys.stderr)
+            print(f"stale vector files: {stale + extra}; run {Path(__file__).name}",
+                  file=sys.stderr)
             return 1
         return 0
     for p in HERE.glob("*.pgm"):

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Fail when ffmpeg-patches/ no longer carries plugin/ (run plugin/make-patches.sh to fix).
+
+Checks, without needing the FFmpeg source:
+- ffmpeg-patches/series lists exactly the *.patch files there, and each exists;
+- the new file libavfilter/vf_salroi.c in the series is byte-identical to plugin/vf_salroi.c;
+- the lines the series adds to doc/filters.texi are exactly plugin/salroi.texi;
+- the series registers the filter in allfilters.c and libavfilter/Makefile.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PATCHES = REPO / "ffmpeg-patches"
+PLUGIN = REPO / "plugin"
+FIX = "run plugin/make-patches.sh and commit ffmpeg-patches/"
+
+
+def added_lines(patches: list[str], path: str) -> list[str]:
+    """'+' lines of every hunk touching ``path`` (b/ side), in series order."""
+    out: list[str] = []
+    for text in patches:
+        current = None
+        for line in text.splitlines(keepends=True):
+            if line.startswith("diff --git "):
+                m = re.match(r"diff --git a/(\S+) b/(\S+)", line)
+                current = m.group(2) if m else None
+            elif line.startswith(("+++ ", "--- ")):
+                continue
+            elif current == path and line.startswith("+"):
+                out.append(line[1:])
+            elif line.startswith("-- \n"):
+                current = None
+    return out
+
+
+def main() -> int:
+    errors: list[str] = []
+    series_file = PATCHES / "series"
+    if not series_file.is_file():
+        print(f"check_drift: no {series_file}; {FIX}", file=sys.stderr)
+        return 1
+    series = [s.strip() for s in series_file.read_text().splitlines()
+              if s.strip() and not s.startswith("#")]
+    on_disk = sorted(p.name for p in PATCHES.glob("*.patch"))
+    if sorted(series) != on_disk:
+        errors.append(f"series lists {series} but the directory holds {on_disk}")
+    patches = [(PATCHES / s).read_text() for s in series if (PATCHES / s).is_file()]
+
+    c_in_patch = "".join(added_lines(patches, "libavfilter/vf_salroi.c"))
+    c_plugin = (PLUGIN / "vf_salroi.c").read_text()
+    if c_in_patch != c_plugin:
+        errors.append("libavfilter/vf_salroi.c in the series differs from plugin/vf_salroi.c")
+    texi_in_patch = "".join(added_lines(patches, "doc/filters.texi"))
+    if texi_in_patch != (PLUGIN / "salroi.texi").read_text():
+        errors.append("doc/filters.texi in the series differs from plugin/salroi.texi")
+    allfilters = added_lines(patches, "libavfilter/allfilters.c")
+    if "extern const AVFilter ff_vf_salroi;\n" not in allfilters:
+        errors.append("the series does not register ff_vf_salroi in libavfilter/allfilters.c")
+    if not any("CONFIG_SALROI_FILTER" in l and "vf_salroi.o" in l
+               for l in added_lines(patches, "libavfilter/Makefile")):
+        errors.append("the series does not add vf_salroi.o to libavfilter/Makefile")
+
+    for e in errors:
+        print(f"check_drift: {e}; {FIX}", file=sys.stderr)
+    if not errors:
+        print(f"check_drift: ffmpeg-patches/ matches plugin/ ({len(series)} patches)")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# CI entry point for the salroi FFmpeg filter:
+#   1. install the apt build dependencies that are missing (Debian/Ubuntu, as root or via sudo),
+#   2. check that ffmpeg-patches/ carries plugin/ (plugin/check_drift.py),
+#   3. build (or reuse) the patched ffmpeg with plugin/build.sh.
+# Prints the ffmpeg path as its last stdout line, e.g.
+#   export VMAF_ROI_FFMPEG=$(plugin/ci.sh | tail -n1)
+# and exits non-zero on any failure.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PKGS=(gcc make nasm pkg-config libx264-dev libx265-dev patch xz-utils dpkg-dev
+      debian-archive-keyring valgrind)
+
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "ci.sh: installing ${missing[*]}" >&2
+    SUDO=
+    [ "$(id -u)" = 0 ] || SUDO=sudo
+    export DEBIAN_FRONTEND=noninteractive
+    { $SUDO apt-get update -q && $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"; } >&2 \
+        || { echo "ci.sh: error: could not install ${missing[*]}" >&2; exit 1; }
+fi
+
+PYTHON=${PYTHON:-python3}
+command -v "$PYTHON" >/dev/null || { echo "ci.sh: error: missing $PYTHON (set PYTHON=...)" >&2; exit 1; }
+"$PYTHON" "$REPO/plugin/check_drift.py" >&2
+"$REPO/plugin/build.sh"
