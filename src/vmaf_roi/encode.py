@@ -8,7 +8,6 @@ saliency or side data, for fair comparisons.
 
 from __future__ import annotations
 
-import gc
 import math
 import time
 from dataclasses import dataclass, field
@@ -198,8 +197,8 @@ def _check_options(stream: av.VideoStream) -> None:
 
     FFmpeg only logs bad encoder parameters (e.g. an unknown x264-params key) and PyAV hides
     its log, so unknown option names are checked against the encoder's AVOptions, and the
-    settings are tried on a throw-away encoder with the log captured. (Capturing the log of
-    the real encoder made libx264's output differ from run to run: measured.)
+    settings are tried on a throw-away encoder with the log captured; the real encoder then
+    opens with FFmpeg's log left as the user has it.
     """
     cc = stream.codec_context
     known = {o.name for o in cc.supported_options.generic} | {o.name for o in cc.supported_options.private}
@@ -208,32 +207,41 @@ def _check_options(stream: av.VideoStream) -> None:
             near = [n for n in known if n.replace("_", "-") == k.replace("_", "-")]
             hint = f" (did you mean {near[0]}?)" if near else ""
             raise ConfigError(f"encoder option {k!r} is not an option of {cc.name}{hint}")
-    probe = av.codec.CodecContext.create(cc.name, "w")
-    probe.width, probe.height, probe.pix_fmt = cc.width, cc.height, cc.pix_fmt
-    probe.time_base = cc.time_base
-    if cc.framerate:
-        probe.framerate = cc.framerate
-    probe.bit_rate = cc.bit_rate or 0
+    rate = cc.framerate or stream.average_rate or Fraction(25)
+    spec = (cc.name, cc.width, cc.height, cc.pix_fmt, cc.time_base, rate, cc.bit_rate or 0, dict(stream.options))
+    status, message = _probe_open(spec)
+    if status == "device":
+        raise DeviceError(f"encoder {cc.name} could not open (no usable GPU?): {message}")
+    if status != "ok":
+        raise EncodeError(f"encoder {cc.name} rejected its settings: {message}")
+
+
+def _probe_open(spec) -> tuple[str, str]:
+    name, width, height, pix_fmt, time_base, rate, bit_rate, options = spec
+    probe = av.codec.CodecContext.create(name, "w")
+    probe.width, probe.height, probe.pix_fmt, probe.time_base = width, height, pix_fmt, time_base
+    probe.framerate = rate
+    probe.bit_rate = bit_rate
     old = av.logging.get_level()
     av.logging.set_level(av.logging.WARNING)
     try:
         with av.logging.Capture(local=False) as logs:
             try:
-                probe.options = dict(stream.options)
+                probe.options = options
                 probe.open()
             except PermissionError as exc:
-                raise DeviceError(f"encoder {cc.name} could not open (no usable GPU?): {exc}") from None
+                return "device", str(exc)
             except av.error.FFmpegError as exc:
-                detail = "; ".join(m.strip() for lvl, _, m in logs if lvl <= av.logging.ERROR) or str(exc)
-                raise EncodeError(f"encoder {cc.name} rejected its settings: {detail}") from None
+                return "error", "; ".join(m.strip() for lvl, _, m in logs if lvl <= av.logging.ERROR) or str(exc)
     finally:
+        # Restore the log level *before* the probe encoder is freed: its worker threads log
+        # while it closes, and routing that into Python while this thread waits for them
+        # deadlocks (seen with libx264).
         av.logging.set_level(old)
         del probe
-        gc.collect()  # free the probe encoder now, not while the real one runs
-    bad = [m.strip() for lvl, name, m in logs
+    bad = [m.strip() for lvl, _, m in logs
            if lvl <= av.logging.ERROR or any(s in m.lower() for s in ("error parsing", "unknown option", "invalid value", "bad option"))]
-    if bad:
-        raise EncodeError(f"encoder {cc.name} rejected its settings: {'; '.join(bad)}")
+    return ("error", "; ".join(bad)) if bad else ("ok", "")
 
 
 def _open_checked(out: av.container.OutputContainer, stream: av.VideoStream) -> None:

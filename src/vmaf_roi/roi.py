@@ -89,10 +89,13 @@ def encoder_qp_scale(codec: str, bit_depth: int = 8) -> int:
     """The QP range an encoder multiplies ``AVRegionOfInterest.qoffset`` by.
 
     libx264/libx265 (and NVENC, which follows them): ``51 + 6*(bit_depth-8)``.
-    libvpx-vp9: the wrapper scales qoffset by its 0..255 internal q index range (255).
+    libvpx-vp9: FFmpeg's wrapper computes ``delta_q = (int)(qoffset * 63)`` in VP9 q-index
+    units (0..255), so with 63 a planner offset q becomes a q-index delta of q, truncated.
+    The encode stage does its own VP9 conversion (about 4 q-index per QP step, see
+    ``encode.roi_entries``); this is the scale for a caller that wants q-index offsets.
     """
     if codec in ("libvpx-vp9", "libvpx"):
-        return 255
+        return 63
     return 51 + 6 * (bit_depth - 8)
 
 
