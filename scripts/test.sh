@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
-# Install vmaf-roi with its test extras into .venv (if needed) and run the whole test suite.
-# Extra arguments go to pytest, e.g. `bash scripts/test.sh -k roi -x`.
+# Install vmaf-roi with its test extras into .venv (if needed), build the FFmpeg filter
+# (plugin/), and run the whole test suite. Extra arguments go to pytest, e.g.
+#   bash scripts/test.sh -k roi -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+
 # Real model weights for the tests, verified, in a cache inside the checkout.
 export VMAF_ROI_MODEL_DIR=${VMAF_ROI_MODEL_DIR:-$PWD/build/models}
 "$VENV/bin/vmaf-roi" models fetch u2netp
-set +e
-"$VENV/bin/python" -m pytest -q -rs "$@"
-rc=$?
-set -e
-# pytest exits 5 when no test was collected: that is a failure here, not a pass.
-exit $rc
+
+# The salroi FFmpeg filter: fetch FFmpeg 7.1 source, patch, build (cached after the first run).
+# In CI a failed build fails the run; elsewhere its tests are skipped with the reason.
+if ffmpeg_bin=$(PYTHON="$VENV/bin/python" bash plugin/ci.sh | tail -n1) && [ -x "$ffmpeg_bin" ]; then
+    export VMAF_ROI_FFMPEG=$ffmpeg_bin
+elif [ "${CI:-}" = true ]; then
+    echo "test.sh: error: building the salroi FFmpeg filter failed" >&2
+    exit 1
+else
+    echo "test.sh: warning: salroi filter not built; its tests will be skipped" >&2
+fi
+
+# pytest exits 5 when no test was collected: a failure here too.
+exec "$VENV/bin/python" -m pytest -q -rs "$@"

@@ -152,24 +152,41 @@ def cmd_sample(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from . import config
+    from .analysis import masked_psnr
+    from .encode import SaliencyTrack, encode
     from .maps import run_saliency
     from .registry import fetch, get_spec
     from .saliency import SaliencyModel
-    from .synth import make_clip
+    from .synth import make_clip, read_masks
 
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
-    clip = out / "sample.mp4"
-    _info(f"demo: writing a synthetic clip with a known moving object to {clip}")
-    make_clip(clip, width=640, height=360, frames=48, fps=24, audio=True, mask_path=out / "sample.mask.mkv")
+    clip, mask = out / "sample.mp4", out / "sample.mask.mkv"
+    _info(f"demo: writing a synthetic 640x360 clip with a known moving object to {clip}")
+    make_clip(clip, width=640, height=360, frames=48, fps=24, audio=True, mask_path=mask)
     spec = get_spec(args.model)
     fetch(spec, _model_dir(args))
     model = SaliencyModel(spec, device=args.device, cache_dir=_model_dir(args))
     _warn_placeholder(spec)
+    bars = _progress_factory(sys.stderr.isatty())
     res = run_saliency(clip, output=out / "sample.sal.mkv", overlay=out / "sample.overlay.mp4", model=model,
-                       progress=_progress_factory(sys.stderr.isatty()))
-    _info(f"demo: {res.frames} frames through {res.model} on {res.provider} at {res.fps:.1f} fps")
-    _info(f"demo: saliency maps {out / 'sample.sal.mkv'}; heat-map overlay {out / 'sample.overlay.mp4'}")
+                       progress=bars)
+    _info(f"demo: saliency {res.frames} frames through {res.model} on {res.provider} at {res.fps:.1f} fps")
+    cfg = config.load(None, [f"saliency.model={spec.id}", f"saliency.device={args.device}"])
+    track = SaliencyTrack()
+    roi = encode(clip, out / "sample.roi.mp4", cfg, model=model, track=track, progress=bars)
+    plain = encode(clip, out / "sample.plain.mp4", cfg, plain=True, progress=bars)
+    masks = read_masks(mask)
+    rows = []
+    for name, r in (("plain", plain), ("ROI", roi)):
+        obj, bg = masked_psnr(clip, r.output, masks)
+        rows.append((name, r.bitrate / 1000, obj, bg, r.output.name))
+    print(f"libx264 crf {cfg['rate_control']['value']} preset {cfg['preset']}, same settings for both:")
+    print(f"{'encode':<7}{'kb/s':>8}{'PSNR object':>13}{'PSNR background':>17}  file")
+    for name, kbps, obj, bg, f in rows:
+        print(f"{name:<7}{kbps:>8.0f}{obj:>12.2f} {bg:>16.2f}  {f}")
+    _info(f"demo: outputs in {out}/ (maps sample.sal.mkv, heat-map overlay sample.overlay.mp4)")
     return 0
 
 
