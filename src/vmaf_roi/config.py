@@ -47,6 +47,8 @@ DEFAULTS: dict[str, Any] = {
         "scene_cut": True,  # ... and always on a scene cut
         "scene_threshold": 12.0,  # mean abs luma difference (0-255) of 64x36 thumbnails
         "smoothing": 0.0,  # 0..1: weight of the previous map in a running blend
+        "change_threshold": None,  # also run the model when the picture changed this much (0-255)
+        "lookahead": 16,  # frames decoded ahead while the model runs; 0 = all in one thread
     },
     "roi": {
         "block": None,  # null: the encoder's block size (16 x264/x265, 8 vp9)
@@ -100,6 +102,8 @@ SCHEMA: dict[str, Check] = {
     "saliency.scene_cut": Check(bool, None, "true or false"),
     "saliency.scene_threshold": _num(0, 255),
     "saliency.smoothing": _num(0, 0.99),
+    "saliency.change_threshold": Check((int, float), lambda v: 0 <= v <= 255, "a number 0-255 or null", nullable=True),
+    "saliency.lookahead": _num(0, 256, integer=True),
     "roi.block": Check(int, lambda v: v in (8, 16, 32, 64), "8, 16, 32 or 64", nullable=True),
     "roi.strength": _num(0, 51),
     "roi.max_offset": _num(0, 51, integer=True),

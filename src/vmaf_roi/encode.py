@@ -8,6 +8,7 @@ saliency or side data, for fair comparisons.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from .errors import ConfigError, DeviceError, EncodeError, InputError
 from .maps import ProgressFactory, no_progress
 from .output import AtomicOutputs
 from .saliency import SaliencyModel
+from .pipeline import Item, MapPolicy, MapState, items
 from .sidedata import RoiAttacher
 
 EventSink = Callable[[str], None]
@@ -69,6 +71,7 @@ class EncodeResult:
     provider: str = ""
     model: str = ""
     mean_regions: float = 0.0
+    roi_digest: str = ""  # sha256 of every frame's ROI list: equal digests = same ROI applied
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -254,56 +257,6 @@ def _open_checked(out: av.container.OutputContainer, stream: av.VideoStream) -> 
         raise EncodeError(f"encoder {stream.codec_context.name} failed to open: {exc}") from None
 
 
-# -- saliency scheduling ----------------------------------------------------------------------
-class MapScheduler:
-    """Decides when to run the model and holds the current model-resolution map."""
-
-    def __init__(self, model: SaliencyModel | None, cfg: dict[str, Any], track: SaliencyTrack | None) -> None:
-        self.model = model
-        self.stride = int(cfg["stride"])
-        self.scene_cut = bool(cfg["scene_cut"])
-        self.threshold = float(cfg["scene_threshold"])
-        self.alpha = float(cfg["smoothing"])
-        self.track = track
-        self.current: np.ndarray | None = None
-        self.version = 0
-        self.since = 0
-        self._thumb: np.ndarray | None = None
-        self.inferences = 0
-        self.cuts = 0
-
-    def _is_cut(self, frame: av.VideoFrame) -> bool:
-        thumb = frame.reformat(64, 36, "gray").to_ndarray().astype(np.int16)
-        prev, self._thumb = self._thumb, thumb
-        return prev is not None and float(np.abs(thumb - prev).mean()) > self.threshold
-
-    def update(self, index: int, frame: av.VideoFrame) -> np.ndarray:
-        cut = self._is_cut(frame) if self.scene_cut else False
-        if cut:
-            self.cuts += 1
-        cached = self.track.maps.get(index) if self.track is not None else None
-        if cached is not None:
-            if self.current is None or not np.array_equal(cached, self.current):
-                self.current = cached
-                self.version += 1
-            return self.current
-        if self.current is None or cut or self.since + 1 >= self.stride:
-            assert self.model is not None
-            new = self.model.predict(self.model.model_input(frame)[None])[0]
-            self.inferences += 1
-            if self.alpha > 0 and self.current is not None and not cut:
-                prev = self.current.astype(np.float32) / 255.0
-                new = self.alpha * prev + (1 - self.alpha) * new
-            self.current = np.rint(np.clip(new, 0, 1) * 255).astype(np.uint8)
-            self.version += 1
-            self.since = 0
-        else:
-            self.since += 1
-        if self.track is not None:
-            self.track.maps[index] = self.current
-        return self.current
-
-
 def roi_entries(regions: list[roi_mod.Region], encoder: str) -> list[tuple[int, int, int, int, int, int]]:
     """Planner regions -> AVRegionOfInterest tuples in the encoder's qoffset units."""
     if encoder == "libvpx-vp9":
@@ -345,7 +298,11 @@ def encode(
         model = SaliencyModel(sc["model"], device=sc["device"], cache_dir=model_dir)
         if model.placeholder:
             on_event(f"model {model.spec.id!r} is a PLACEHOLDER: its output is not real saliency")
-    sched = MapScheduler(model, cfg["saliency"], track) if not plain else None
+    sal = cfg["saliency"]
+    policy = MapPolicy(sal) if not plain else None
+    state = MapState(sal["smoothing"], track) if not plain else None
+    inferences = 0
+    digest = hashlib.sha256()
     rcfg = cfg["roi"]
     slots = int(rcfg["max_regions"])
     attacher = RoiAttacher(slots) if not plain else None
@@ -399,7 +356,13 @@ def encode(
             bar = progress(src.estimated_frames(), "encode" + (" (plain)" if plain else " (roi)"))
             try:
                 last_pts = None
-                for frame in src.frames(on_packet=on_packet if to_copy else None):
+                stream = items(src.frames, model=model, policy=policy, track=track,
+                               lookahead=int(sal["lookahead"]), copy_packets=bool(to_copy))
+                for item in stream:
+                    if not isinstance(item, Item):
+                        on_packet(item)
+                        continue
+                    frame = item.frame
                     if frame.pts is None:
                         frame.pts = n if last_pts is None else last_pts + 1
                     # Decoded frames carry the source's picture types; encoders such as libx264
@@ -419,14 +382,16 @@ def encode(
                         for pkt in pending:
                             mux_copy(pkt)
                         pending.clear()
-                    if sched is not None and attacher is not None:
+                    if state is not None and attacher is not None:
                         if getattr(frame, "interlaced_frame", False) and n == 0 and enc in ("libx264", "libx265"):
                             on_event(f"interlaced input: {enc} skips ROI on interlaced frames")
-                        small = sched.update(n, frame)
-                        if plan_cache is None or plan_cache[0] != sched.version:
+                        inferences += item.prediction is not None
+                        small = state.consume(item)
+                        if plan_cache is None or plan_cache[0] != state.version:
                             regions = roi_mod.plan(small, frame.width, frame.height, params)
-                            plan_cache = (sched.version, roi_entries(regions, enc))
+                            plan_cache = (state.version, roi_entries(regions, enc))
                         entries = plan_cache[1]
+                        digest.update(repr(entries).encode())
                         regions_total += sum(1 for e in entries if e[4] != 0)
                         frame = attacher.attach(frame, entries)
                     try:
@@ -444,6 +409,8 @@ def encode(
                     packets_out += 1
             finally:
                 bar.close()
+                if "stream" in locals():
+                    stream.close()  # stops the decode-ahead thread on errors and Ctrl-C
         finally:
             out.close()
         if packets_out != n:
@@ -455,12 +422,13 @@ def encode(
         bytes=size, duration=duration, notes=notes,
         mean_regions=regions_total / n if n else 0.0,
     )
-    if sched is not None:
-        res.inferences = sched.inferences
+    if state is not None:
+        res.inferences = inferences
+        res.roi_digest = digest.hexdigest()
         res.provider = model.provider if model else (track.provider if track else "")
         res.model = model.spec.id if model else (track.model if track else "")
         if track is not None and model is not None:
-            track.inferences += sched.inferences
+            track.inferences += inferences
             track.provider, track.model = model.provider, model.spec.id
     return res
 

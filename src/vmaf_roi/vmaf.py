@@ -1,0 +1,173 @@
+"""VMAF through libvmaf: one small runner around an ffmpeg that has the `libvmaf` filter.
+
+PyAV's FFmpeg has no libvmaf, so VMAF runs in a separate ffmpeg process. By default that is
+the static ffmpeg shipped by ``imageio-ffmpeg`` (built with libvmaf); ``--ffmpeg PATH`` or
+``$VMAF_ROI_FFMPEG`` choose another one. Whichever is used is checked for the filter first.
+
+>>> ff = find_ffmpeg()                                  # path, verified to have libvmaf
+>>> frames = run_vmaf(ff, "ref.mp4", [("dist.mp4", "dist")], size=(1280, 720))
+>>> frames["dist"][0]["vmaf"]                           # per-frame metrics from libvmaf's JSON log
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from .errors import ConfigError, VmafRoiError
+
+ENV_FFMPEG = "VMAF_ROI_FFMPEG"
+DEFAULT_MODEL = "vmaf_v0.6.1"
+SCALERS = ("bicubic", "bilinear", "lanczos", "neighbor", "area", "spline")
+# A fixed time base for the index-paired streams; any constant works (see run_vmaf).
+_TB = "1/30"
+
+
+class VmafError(VmafRoiError):
+    """No usable libvmaf, or libvmaf/ffmpeg failed on the inputs."""
+
+    exit_code = 7
+
+
+def find_ffmpeg(path: str | os.PathLike | None = None) -> str:
+    """The ffmpeg to run: ``path``, else $VMAF_ROI_FFMPEG, else imageio-ffmpeg's; checked for libvmaf."""
+    source = "--ffmpeg"
+    if not path:
+        path, source = os.environ.get(ENV_FFMPEG) or None, f"${ENV_FFMPEG}"
+    if not path:
+        source = "imageio-ffmpeg"
+        try:
+            import imageio_ffmpeg
+        except ImportError:
+            raise VmafError("no ffmpeg with libvmaf: the imageio-ffmpeg package is not installed; "
+                            f"install it or point --ffmpeg / ${ENV_FFMPEG} at an ffmpeg built with libvmaf") from None
+        try:
+            path = imageio_ffmpeg.get_ffmpeg_exe()
+        except RuntimeError as exc:
+            raise VmafError(f"imageio-ffmpeg has no ffmpeg binary for this platform ({exc}); "
+                            f"point --ffmpeg / ${ENV_FFMPEG} at an ffmpeg built with libvmaf") from None
+    resolved = shutil.which(str(path)) or (str(path) if Path(path).is_file() else None)
+    if resolved is None:
+        raise VmafError(f"ffmpeg {path!r} (from {source}) not found")
+    _check_libvmaf(resolved, source)
+    return resolved
+
+
+@functools.lru_cache(maxsize=8)
+def _filters(ffmpeg: str) -> str:
+    try:
+        r = subprocess.run([ffmpeg, "-hide_banner", "-filters"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise VmafError(f"cannot run ffmpeg {ffmpeg}: {exc}") from None
+    if r.returncode != 0:
+        raise VmafError(f"ffmpeg {ffmpeg} -filters failed (exit {r.returncode}): {r.stderr.strip()[-300:]}")
+    return r.stdout
+
+
+def _check_libvmaf(ffmpeg: str, source: str = "--ffmpeg") -> None:
+    names = {line.split()[1] for line in _filters(ffmpeg).splitlines() if len(line.split()) > 2}
+    if "libvmaf" not in names:
+        raise VmafError(f"ffmpeg {ffmpeg} (from {source}) has no libvmaf filter; use one built with "
+                        f"--enable-libvmaf (imageio-ffmpeg's is), via --ffmpeg or ${ENV_FFMPEG}")
+
+
+def model_option(model: str) -> tuple[str, Path | None]:
+    """libvmaf ``model=`` value for a built-in version name or a model JSON file.
+
+    A file is returned as the second item: the caller copies it to a path that needs no
+    escaping inside the filter graph.
+    """
+    if model.endswith(".json") or os.sep in model:
+        p = Path(model).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"--vmaf-model {model}: no such model file")
+        return "", p
+    if not all(c.isalnum() or c in "._-" for c in model):
+        raise ConfigError(f"--vmaf-model {model!r}: expected a built-in version (e.g. {DEFAULT_MODEL}) or a .json file")
+    return f"version={model}", None
+
+
+def run_vmaf(
+    ffmpeg: str,
+    reference: str | Path,
+    distorted: Sequence[tuple[str | Path, str]],
+    *,
+    size: tuple[int, int],
+    pix_fmt: str = "yuv420p",
+    model: str = DEFAULT_MODEL,
+    scaler: str = "bicubic",
+    threads: int | None = None,
+) -> dict[str, list[dict[str, float]]]:
+    """Score each distorted file against ``reference`` in ONE ffmpeg pass.
+
+    ``distorted`` is a list of (path, key); returns key -> per-frame metric dicts from libvmaf
+    (``vmaf``, ``float_ssim``, ``psnr_y``, ... per frame, in frame order).
+    """
+    if scaler not in SCALERS:
+        raise ConfigError(f"scaler {scaler!r}: choose one of {', '.join(SCALERS)}")
+    threads = threads or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    w, h = size
+    with tempfile.TemporaryDirectory(prefix="vmaf-roi-") as tmp:
+        model_value, model_file = model_option(model)
+        if model_file is not None:
+            shutil.copyfile(model_file, Path(tmp) / "model.json")
+            model_value = f"path={Path(tmp) / 'model.json'}"
+        k = len(distorted)
+        # Why each piece is there:
+        # - settb+setpts=N: libvmaf (framesync) pairs frames by timestamp; renumbering both streams
+        #   0,1,2,... pairs them by index instead (an FFV1/MKV reference otherwise mispairs).
+        # - scale to the reference's size (only the distorted side) with the chosen scaler, then one
+        #   common pixel format so libvmaf sees equal formats.
+        # - split the reference once per distorted stream: every pair in this single decode.
+        # - -fps_mode passthrough: the null muxer must not duplicate/drop frames by timestamp.
+        parts = [f"[0:v]settb={_TB},setpts=N,format={pix_fmt}" + (f",split={k}" if k > 1 else "")
+                 + "".join(f"[r{i}]" for i in range(k))]
+        logs = []
+        for i, (_, _key) in enumerate(distorted):
+            log = Path(tmp) / f"log{i}.json"
+            logs.append(log)
+            parts.append(f"[{i + 1}:v]settb={_TB},setpts=N,scale={w}:{h}:flags={scaler},format={pix_fmt}[d{i}]")
+            parts.append(
+                f"[d{i}][r{i}]libvmaf=model={model_value}:feature=name=float_ssim|name=psnr:"
+                f"log_fmt=json:log_path={log}:n_threads={threads}[o{i}]"
+            )
+        cmd = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-i", str(reference)]
+        for path, _ in distorted:
+            cmd += ["-i", str(path)]
+        cmd += ["-filter_complex", ";".join(parts)]
+        for i in range(k):
+            cmd += ["-map", f"[o{i}]", "-fps_mode", "passthrough", "-f", "null", "-"]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True)
+        except OSError as exc:
+            raise VmafError(f"cannot run ffmpeg {ffmpeg}: {exc}") from None
+        if r.returncode != 0:
+            err = r.stderr.strip()
+            if "libvmaf model" in err or "built-in model" in err:
+                raise ConfigError(f"--vmaf-model {model}: libvmaf cannot load it ({_last_lines(err)})")
+            raise VmafError(f"ffmpeg/libvmaf failed (exit {r.returncode}): {_last_lines(err)}")
+        out: dict[str, list[dict[str, float]]] = {}
+        for (_, key), log in zip(distorted, logs):
+            out[key] = parse_log(log)
+    return out
+
+
+def _last_lines(text: str, n: int = 3) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return " | ".join(lines[-n:]) if lines else "no message"
+
+
+def parse_log(path: str | Path) -> list[dict[str, float]]:
+    """libvmaf JSON log -> per-frame metric dicts, ordered by frame number."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise VmafError(f"libvmaf wrote no readable log ({exc})") from None
+    frames = sorted(data.get("frames", []), key=lambda f: f["frameNum"])
+    return [{k: float(v) for k, v in f["metrics"].items()} for f in frames]
