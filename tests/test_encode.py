@@ -241,3 +241,15 @@ def test_cli_bad_input_and_config(tmp_path, clip, capsys):
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("vmaf-roi: error:")]
     assert len(err) == 2 and "roi.strength" in err[0] and "no such file" in err[1]
     assert {p.name for p in tmp_path.iterdir()} == {"job.yaml"}
+
+
+@pytest.mark.parametrize("encoder", ["h264_nvenc", "hevc_nvenc"])
+def test_nvenc_without_gpu_is_a_clear_device_error(clip, tmp_path, encoder):
+    from vmaf_roi.errors import DeviceError
+    from vmaf_roi.saliency import cuda_available
+
+    if cuda_available():
+        pytest.skip("a CUDA GPU is present: NVENC may open here")
+    with pytest.raises(DeviceError, match=f"encoder {encoder} could not open"):
+        encode(clip.path, tmp_path / "o.mp4", cfg(f"encoder={encoder}", f"saliency.model={PH}"))
+    assert list(tmp_path.iterdir()) == []

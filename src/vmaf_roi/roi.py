@@ -152,28 +152,33 @@ def qp_offsets(means: np.ndarray, params: PlannerParams) -> np.ndarray:
 
 def rectangles(q: np.ndarray) -> list[tuple[int, int, int, int, int]]:
     """Step 4: (by0, by1, bx0, bx1, q) rectangles of equal non-zero q, in creation order."""
+    bh, bw = q.shape
+    # all runs of the grid at once: a run starts where the value differs from its left neighbour
+    start = np.ones((bh, bw), dtype=bool)
+    start[:, 1:] = q[:, 1:] != q[:, :-1]
+    rows, cols = np.nonzero(start)  # row-major order, as the spec walks the grid
+    nxt = np.full_like(cols, bw)  # a row's last run ends at the right edge
+    same_row = rows[:-1] == rows[1:]
+    nxt[:-1][same_row] = cols[1:][same_row]
+    vals = q[rows, cols]
+    keep = vals != 0
     rects: list[list[int]] = []
     open_prev: dict[tuple[int, int, int], int] = {}  # (bx0, bx1, q) -> index, ended on row above
-    for by in range(q.shape[0]):
-        row = q[by]
-        # run starts: where the value changes
-        change = np.flatnonzero(np.diff(row)) + 1
-        starts = np.concatenate(([0], change))
-        ends = np.concatenate((change, [row.shape[0]]))
-        open_now: dict[tuple[int, int, int], int] = {}
-        for bx0, bx1 in zip(starts.tolist(), ends.tolist()):
-            v = int(row[bx0])
-            if v == 0:
-                continue
-            key = (bx0, bx1, v)
-            idx = open_prev.get(key)
-            if idx is not None:
-                rects[idx][1] = by + 1
-            else:
-                idx = len(rects)
-                rects.append([by, by + 1, bx0, bx1, v])
-            open_now[key] = idx
-        open_prev = open_now
+    open_now: dict[tuple[int, int, int], int] = {}
+    row = -1
+    for by, bx0, bx1, v in zip(rows[keep].tolist(), cols[keep].tolist(), nxt[keep].tolist(), vals[keep].tolist()):
+        if by != row:
+            open_prev = open_now if by == row + 1 else {}
+            open_now = {}
+            row = by
+        key = (bx0, bx1, v)
+        idx = open_prev.get(key)
+        if idx is not None:
+            rects[idx][1] = by + 1
+        else:
+            idx = len(rects)
+            rects.append([by, by + 1, bx0, bx1, v])
+        open_now[key] = idx
     return [tuple(r) for r in rects]  # type: ignore[misc]
 
 

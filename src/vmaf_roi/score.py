@@ -26,17 +26,19 @@ composite video for ``vmaf_roi``), then one ffmpeg/libvmaf pass for all VMAF/SSI
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import statistics
 import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import av
 import av.error
@@ -479,10 +481,8 @@ def _python_pass(ref: _Video, dists: list[_Video], map_video: _Video | None, map
     finally:
         bar.close()
         for w in writers:
-            try:
+            with contextlib.suppress(Exception):  # error path: the temporary directory goes anyway
                 w.c.close()
-            except Exception:  # noqa: BLE001 - error path: the temporary directory goes anyway
-                pass
     return {"frames": n, "width": W, "height": H, "fmt": fmt, "psnr": psnr, "wpsnr": wpsnr, "mask_in": mask_in,
             "mask_out": mask_out, "saliency_mean": sal_mean, "composites": composites, "scaled_from": scaled_from}
 

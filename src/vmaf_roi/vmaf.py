@@ -17,8 +17,8 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .errors import ConfigError, VmafRoiError
 
@@ -62,7 +62,7 @@ def find_ffmpeg(path: str | os.PathLike | None = None) -> str:
 @functools.lru_cache(maxsize=8)
 def _filters(ffmpeg: str) -> str:
     try:
-        r = subprocess.run([ffmpeg, "-hide_banner", "-filters"], capture_output=True, text=True, timeout=60)
+        r = subprocess.run([ffmpeg, "-hide_banner", "-filters"], capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise VmafError(f"cannot run ffmpeg {ffmpeg}: {exc}") from None
     if r.returncode != 0:
@@ -144,7 +144,7 @@ def run_vmaf(
         for i in range(k):
             cmd += ["-map", f"[o{i}]", "-fps_mode", "passthrough", "-f", "null", "-"]
         try:
-            r = subprocess.run(cmd, capture_output=True, text=True)
+            r = subprocess.run(cmd, capture_output=True, text=True, check=False)
         except OSError as exc:
             raise VmafError(f"cannot run ffmpeg {ffmpeg}: {exc}") from None
         if r.returncode != 0:

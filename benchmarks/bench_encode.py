@@ -1,0 +1,102 @@
+"""Encode throughput: plain PyAV encode vs `vmaf-roi encode --plain` vs ROI encodes.
+
+All on one generated 720p clip, libx264 preset medium crf 23, same encoder settings; fps and
+the ratio to the plain PyAV encode measured in this one run (the plain reference is timed at
+the start and the end to show the noise). Appends a table to benchmarks/RESULTS.md with --write.
+
+Usage: python benchmarks/bench_encode.py [--frames 120] [--write] [--models u2netp,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from vmaf_roi import config
+from vmaf_roi.encode import encode
+from vmaf_roi.registry import fetch, get_spec
+from vmaf_roi.synth import make_clip
+
+
+def plain_pyav(src: Path, dst: Path) -> tuple[float, int]:
+    t = time.perf_counter()
+    n = 0
+    with av.open(str(src)) as i, av.open(str(dst), "w") as o:
+        ist = i.streams.video[0]
+        ist.thread_type = "AUTO"
+        ost = o.add_stream("libx264", rate=ist.average_rate)
+        ost.width, ost.height, ost.pix_fmt = ist.codec_context.width, ist.codec_context.height, "yuv420p"
+        ost.time_base = ost.codec_context.time_base = ist.time_base
+        ost.options = {"preset": "medium", "crf": "23"}
+        for f in i.decode(ist):
+            f.pict_type = av.video.frame.PictureType.NONE
+            for p in ost.encode(f):
+                o.mux(p)
+            n += 1
+        for p in ost.encode(None):
+            o.mux(p)
+    return time.perf_counter() - t, n
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--frames", type=int, default=120)
+    ap.add_argument("--width", type=int, default=1280)
+    ap.add_argument("--height", type=int, default=720)
+    ap.add_argument("--models", default="mobilesal_placeholder_v0,u2netp")
+    ap.add_argument("--strides", default="1,4,8")
+    ap.add_argument("--write", action="store_true")
+    a = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "in.mp4"
+        make_clip(src, width=a.width, height=a.height, frames=a.frames, fps=30, crf=18)
+        base = ["preset=medium", "rate_control.value=23"]
+        sec, n = plain_pyav(src, Path(d) / "ref.mp4")
+        ref_fps = n / sec
+        rows.append(("plain PyAV decode+encode (reference)", ref_fps))
+        r = encode(src, Path(d) / "plain.mp4", config.load(None, base), plain=True)
+        rows.append(("vmaf-roi encode --plain", r.fps))
+        for mid in a.models.split(","):
+            fetch(get_spec(mid))
+            for stride in map(int, a.strides.split(",")):
+                for la in (0, 16):
+                    c = config.load(None, base + [f"saliency.model={mid}", f"saliency.stride={stride}",
+                                                  f"saliency.lookahead={la}"])
+                    r = encode(src, Path(d) / "roi.mp4", c)
+                    mode = "threaded" if la else "sequential"
+                    rows.append((f"ROI {mid} stride {stride}, {mode} ({r.inferences} inferences)", r.fps))
+        sec, n = plain_pyav(src, Path(d) / "ref.mp4")
+        rows.append(("plain PyAV decode+encode (reference, again)", n / sec))
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, PyAV {av.__version__}, no GPU"
+    lines = [
+        f"### Encode throughput ({time.strftime('%Y-%m-%d')})",
+        "",
+        f"Command: `python benchmarks/bench_encode.py --frames {a.frames} --width {a.width} --height {a.height}"
+        f" --models {a.models} --strides {a.strides}`  ",
+        f"Machine: {machine}. libx264 preset medium crf 23 for every row; generated {a.width}x{a.height} clip,"
+        f" {a.frames} frames, 30 fps.",
+        "",
+        "| pipeline | fps | × plain PyAV |",
+        "|---|---:|---:|",
+        *[f"| {k} | {v:.1f} | {v / ref_fps:.2f} |" for k, v in rows],
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if a.write:
+        with open(Path(__file__).with_name("RESULTS.md"), "a") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""`vmaf-roi score` and `vmaf-roi compare`: the quality-measurement subcommands.
+
+Wired into the main parser with ``cli_quality.add_parsers(sub)``. The library returns results;
+everything printed is printed here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from .cli import _info, _model_dir, _progress_factory
+from .vmaf import DEFAULT_MODEL, ENV_FFMPEG, SCALERS
+
+
+def _fmt(v, digits: int = 2) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "-"
+        if math.isinf(v):
+            return "inf"
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for j, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)).rstrip())
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _write(text: str, output: str | None) -> None:
+    if output:
+        from .output import AtomicOutputs
+
+        with AtomicOutputs() as outs:
+            tmp = outs.add(output)
+            tmp.write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+# -- score --------------------------------------------------------------------------------
+def cmd_score(args) -> int:
+    from .score import score
+
+    res = score(
+        args.reference, args.distorted, saliency=args.saliency, model=args.model, stride=args.stride,
+        device=args.device, model_dir=_model_dir(args), mask=args.mask, vmaf_model=args.vmaf_model,
+        scaler=args.scale, roi_weight=args.roi_weight, ffmpeg=args.ffmpeg,
+        progress=_progress_factory(sys.stderr.isatty() and not args.quiet),
+    )
+    if res.scaled_from:
+        _info(f"note: distorted {res.scaled_from[0]}x{res.scaled_from[1]} scaled to the reference's "
+              f"{res.width}x{res.height} ({args.scale})")
+    if args.json:
+        _write(res.to_json() + "\n", args.output)
+    elif args.csv:
+        _write(res.to_csv(), args.output)
+    else:
+        rows = [["metric", "mean", "median", "stdev", "min", "max", "frames"]]
+        for m, p in res.pooled.items():
+            d = 4 if m in ("ssim", "saliency_mean") else 2
+            rows.append([m, *(_fmt(p[k], d) for k in ("mean", "median", "stdev", "min", "max")), str(p["count"])])
+        text = (f"{res.distorted} vs {res.reference}: {res.frames} frames {res.width}x{res.height}, "
+                f"{res.vmaf_model}" + (f", saliency {res.saliency}" if res.saliency else "") + "\n"
+                + _table(rows) + "\n")
+        inf = [m for m, v in res.per_frame.items() if any(math.isinf(x) for x in v)]
+        if inf:
+            text += f"(frames identical to the reference have infinite {', '.join(inf)}; pooled over the others)\n"
+        _write(text, args.output)
+    return 0
+
+
+# -- compare ------------------------------------------------------------------------------
+def cmd_compare(args) -> int:
+    from . import config
+    from .compare import LABELS, compare, parse_points
+
+    cfg = config.load(args.config, args.set)
+    crfs = parse_points(args.crf, "crf") if args.crf else None
+    bitrates = parse_points(args.bitrates, "bitrates") if args.bitrates else None
+    inp = Path(args.input)
+    out_dir = Path(args.out_dir) if args.out_dir else inp.with_name(inp.stem + ".compare")
+    show = sys.stderr.isatty() and not args.quiet
+    res = compare(
+        inp, cfg, crfs=crfs, bitrates=bitrates, out_dir=out_dir, mask=args.mask, vmaf_model=args.vmaf_model,
+        ffmpeg=args.ffmpeg, roi_weight=args.roi_weight, model_dir=_model_dir(args), keep=args.keep,
+        progress=_progress_factory(show),
+    )
+    for n in res.notes:
+        _info(f"note: {n}")
+    report = res.write_json(Path(args.json) if args.json else out_dir / "report.json")
+    plot = res.write_plot(Path(args.plot) if args.plot else out_dir / "rd.png")
+    short = {"vmaf": "VMAF", "psnr_y": "PSNR", "ssim": "SSIM", "vmaf_saliency": "wVMAF", "vmaf_roi": "roiVMAF",
+             "psnr_y_weighted": "wPSNR", "psnr_y_mask_in": "PSNR-in", "psnr_y_mask_out": "PSNR-out"}
+    rows = [[res.kind, "mode", "kbit/s", *(short.get(m, m) for m in res.metrics)]]
+    for r in res.table():
+        pt = r["point"] if res.kind == "crf" else f"{r['point'] / 1000:.0f}k"
+        rows.append([str(pt), r["mode"], f"{r['kbps']:.1f}",
+                     *(_fmt(r[m], 4 if m == "ssim" else 2) for m in res.metrics)])
+    print(_table(rows))
+    print()
+    rows = [["BD (ROI vs plain)", "BD-rate %", "BD-quality", "note"]]
+    for m in res.metrics:
+        b = res.bd[m]
+        rows.append([LABELS.get(m, m), _fmt(b["bd_rate"], 1), _fmt(b["bd_quality"], 3 if m == "ssim" else 2),
+                     b["note"] or ""])
+    print(_table(rows))
+    print("BD-rate < 0: ROI needs fewer bits for the same score; BD-quality > 0: ROI scores higher at equal bitrate.")
+    _info(f"compare: {len(res.encodes)} encodes, saliency {res.saliency['model']} "
+          f"({res.saliency['inferences']} inferences on {res.saliency['provider']}), {res.seconds:.1f} s "
+          f"-> {report}, {plot}" + (f", encodes in {out_dir}" if args.keep else ""))
+    return 0
+
+
+# -- parsers ------------------------------------------------------------------------------
+def _add_vmaf_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vmaf-model", default=DEFAULT_MODEL,
+                   help=f"libvmaf built-in model version or a model .json file (default: {DEFAULT_MODEL})")
+    p.add_argument("--ffmpeg", default=None,
+                   help=f"ffmpeg built with libvmaf (default: ${ENV_FFMPEG}, else imageio-ffmpeg's)")
+    p.add_argument("--roi-weight", type=float, default=0.5,
+                   help="w in vmaf_saliency = w*vmaf_roi + (1-w)*vmaf (default: 0.5)")
+    p.add_argument("--mask", help="ground-truth object mask video (gray, >127 inside): adds PSNR inside/outside it")
+
+
+def add_parsers(sub) -> None:
+    """Register `score` and `compare` on the main parser's subparsers."""
+    from .cli import _add_model_dir
+
+    s = sub.add_parser("score", help="VMAF, PSNR-Y, SSIM (and saliency-weighted variants) of a video vs its reference",
+                       description="Score DISTORTED against REFERENCE, frame by frame (paired by index) and pooled.")
+    s.add_argument("reference")
+    s.add_argument("distorted")
+    src = s.add_mutually_exclusive_group()
+    src.add_argument("--saliency", metavar="MAPS", help="saliency map video (gray, e.g. from `vmaf-roi saliency -o`)")
+    src.add_argument("--model", metavar="ID", help="compute saliency maps of the reference with this registry model")
+    s.add_argument("--stride", type=int, default=1, help="with --model: run it every Nth frame (default: 1)")
+    s.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"], help="with --model (default: auto)")
+    fmt = s.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="per-frame lists and pooled stats as JSON")
+    fmt.add_argument("--csv", action="store_true", help="one CSV row per frame")
+    s.add_argument("-o", "--output", help="write the result here instead of stdout")
+    s.add_argument("--scale", default="bicubic", choices=["none", *SCALERS],
+                   help="scaler for a distorted video of another size (scaled to the reference); "
+                        "none: refuse (default: bicubic)")
+    _add_vmaf_args(s)
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_model_dir(s)
+    s.set_defaults(func=cmd_score)
+
+    c = sub.add_parser("compare", help="RD comparison of ROI vs plain encodes: table, BD-rates, RD plot, JSON",
+                       description="Encode INPUT plain and with ROI at each point (same settings), score every "
+                                   "encode against INPUT, and report BD-rates of ROI against plain.")
+    c.add_argument("input")
+    c.add_argument("-c", "--config", help="YAML job config (see configs/default.yaml)")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set roi.strength=4 (repeatable)")
+    pts = c.add_mutually_exclusive_group(required=True)
+    pts.add_argument("--crf", help="comma-separated CRF points, e.g. 20,24,28,32 (cq for NVENC)")
+    pts.add_argument("--bitrates", help="comma-separated target bitrates, e.g. 500k,1M,2M,4M")
+    c.add_argument("-o", "--out-dir", help="where encodes, report.json and rd.png go (default: INPUT's stem + .compare)")
+    c.add_argument("--json", metavar="PATH", help="JSON report path (default: OUT_DIR/report.json)")
+    c.add_argument("--plot", metavar="PATH", help="RD-curve PNG path (default: OUT_DIR/rd.png)")
+    c.add_argument("--keep", action="store_true", help="keep the encodes (deleted by default)")
+    _add_vmaf_args(c)
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_model_dir(c)
+    c.set_defaults(func=cmd_compare)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run these subcommands with the main CLI's error handling (until they are wired into cli.py)."""
+    from . import cli
+
+    parser = argparse.ArgumentParser(prog=cli.PROG)
+    parser.add_argument("--debug", action="store_true")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except cli.VmafRoiError as exc:
+        if args.debug:
+            raise
+        cli._err(str(exc))
+        return exc.exit_code

@@ -1,0 +1,325 @@
+"""Rate-distortion comparison of ROI against plain encodes of one input.
+
+>>> res = compare("in.mp4", cfg, crfs=[20, 24, 28, 32], out_dir=Path("in.compare"), mask="in.mask.mkv")
+>>> res.bd["psnr_y_mask_in"]["bd_rate"]     # % bitrate change of ROI vs plain at equal quality
+>>> res.write_json(path); res.write_plot(path)
+
+Every point is encoded twice with identical encoder settings (plain, then ROI); the ROI encodes
+share one saliency pass (a :class:`SaliencyTrack` filled by the first). Both encodes of a point
+are scored against the input in one pass (:func:`score_many`), the saliency-weighted metrics
+with the very maps the ROI encoder used. BD-rates come from the ``bjontegaard`` package.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, InputError
+from .maps import ProgressFactory, no_progress
+from .score import pool, score_many
+from .vmaf import DEFAULT_MODEL, find_ffmpeg
+
+SCHEMA = "vmaf-roi.compare/1"
+# Metrics compared (pooled mean per encode), in table order; a metric missing from a run is skipped.
+METRICS = ("vmaf", "psnr_y", "ssim", "vmaf_saliency", "vmaf_roi", "psnr_y_weighted", "psnr_y_mask_in", "psnr_y_mask_out")
+LABELS = {
+    "vmaf": "VMAF", "psnr_y": "PSNR-Y", "ssim": "SSIM", "vmaf_saliency": "VMAF (saliency-weighted)",
+    "vmaf_roi": "VMAF (salient region)", "psnr_y_weighted": "PSNR-Y (saliency-weighted)",
+    "psnr_y_mask_in": "PSNR-Y inside mask", "psnr_y_mask_out": "PSNR-Y outside mask",
+}
+EventSink = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def parse_points(text: str, kind: str) -> list[Any]:
+    """'20,24,28' (crf) or '500k,1M' (bitrates) -> values, validated, order kept."""
+    from .config import parse_bitrate
+
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise ConfigError(f"--{kind}: expected a comma-separated list, got {text!r}")
+    out: list[Any] = []
+    for t in items:
+        try:
+            if kind == "crf":
+                v = float(t)
+                v = int(v) if v.is_integer() else v
+                if not 0 <= v <= 63:
+                    raise ValueError
+            else:
+                v = parse_bitrate(t)
+        except (ValueError, TypeError):
+            what = "a CRF number 0-63" if kind == "crf" else "a bitrate like 800k or 2.5M"
+            raise ConfigError(f"--{kind}: {t!r} is not {what}") from None
+        out.append(v)
+    if len(set(out)) != len(out):
+        raise ConfigError(f"--{kind}: repeated value in {text!r}")
+    if len(out) < 2:
+        raise ConfigError(f"--{kind}: give at least 2 points for an RD curve (4 for a reliable BD-rate)")
+    return out
+
+
+def bd_metrics(rate_anchor: Sequence[float], q_anchor: Sequence[float], rate_test: Sequence[float],
+               q_test: Sequence[float], method: str = "akima") -> dict[str, Any]:
+    """BD-rate (%; negative = the test needs fewer bits for the same quality) and BD-quality
+    (the test's mean quality gain at equal bitrate), via the ``bjontegaard`` package.
+
+    None (with a note) where it cannot be computed: fewer than 2 usable points, non-finite values,
+    or curves that do not overlap.
+    """
+    import bjontegaard as bd
+
+    def clean(r, q):
+        pts = sorted((float(a), float(b)) for a, b in zip(r, q) if a and math.isfinite(a) and b is not None
+                     and math.isfinite(b))
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    ra, qa = clean(rate_anchor, q_anchor)
+    rt, qt = clean(rate_test, q_test)
+    out: dict[str, Any] = {"bd_rate": None, "bd_quality": None, "note": None}
+    if len(ra) < 2 or len(rt) < 2:
+        out["note"] = "fewer than 2 finite points"
+        return out
+    if len(set(qa)) < len(qa) or len(set(qt)) < len(qt):
+        out["note"] = "quality not strictly varying across points"
+        return out
+    notes = []
+    for key, fn in (("bd_rate", bd.bd_rate), ("bd_quality", bd.bd_psnr)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                v = float(fn(ra, qa, rt, qt, method=method, require_matching_points=False))
+            except (ValueError, ZeroDivisionError, IndexError) as exc:
+                notes.append(f"{key}: {exc}")
+                continue
+        msgs = [str(w.message) for w in caught]
+        if any("do not overlap" in m for m in msgs) or not math.isfinite(v):
+            notes.append(f"{key}: curves do not overlap")
+            continue
+        notes.extend(f"{key}: {m}" for m in msgs)
+        out[key] = v
+    out["note"] = "; ".join(notes) or None
+    return out
+
+
+@dataclass
+class Encode:
+    point: Any  # crf value or bitrate (bit/s)
+    mode: str  # plain | roi
+    path: str
+    bitrate: float
+    bytes: int
+    encode_fps: float
+    pooled: dict[str, dict[str, Any]]  # metric -> pooled stats of the score
+
+
+@dataclass
+class CompareResult:
+    input: str
+    kind: str  # crf | bitrate
+    points: list[Any]
+    encoder: str
+    config: dict[str, Any]
+    encodes: list[Encode]
+    bd: dict[str, dict[str, Any]]
+    metrics: list[str]
+    saliency: dict[str, Any]
+    mask: str | None
+    vmaf_model: str
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def curve(self, mode: str, metric: str) -> tuple[list[float], list[float]]:
+        rows = [e for e in self.encodes if e.mode == mode]
+        return [e.bitrate for e in rows], [_mean(e.pooled, metric) for e in rows]
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per encode: point, mode, kbit/s, then the pooled mean of each metric."""
+        rows = []
+        for e in self.encodes:
+            row = {"point": e.point, "mode": e.mode, "kbps": e.bitrate / 1000}
+            row.update({m: _mean(e.pooled, m) for m in self.metrics})
+            rows.append(row)
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        def num(x):
+            return x if not isinstance(x, float) or math.isfinite(x) else None
+
+        return {
+            "schema": SCHEMA,
+            "input": self.input,
+            "kind": self.kind,
+            "points": self.points,
+            "encoder": self.encoder,
+            "vmaf_model": self.vmaf_model,
+            "saliency": self.saliency,
+            "mask": self.mask,
+            "metrics": self.metrics,
+            "encodes": [
+                {"point": e.point, "mode": e.mode, "path": e.path, "bitrate": e.bitrate, "bytes": e.bytes,
+                 "encode_fps": e.encode_fps,
+                 "pooled": {m: {k: num(v) for k, v in e.pooled[m].items()} for m in self.metrics if m in e.pooled}}
+                for e in self.encodes
+            ],
+            "bd": {m: {k: num(v) for k, v in d.items()} for m, d in self.bd.items()},
+            "config": self.config,
+            "seconds": self.seconds,
+            "notes": self.notes,
+        }
+
+    def write_json(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+        return p
+
+    def write_plot(self, path: str | Path) -> Path:
+        """RD curves (bitrate vs each metric, plain and ROI) as a PNG, with BD-rates in the titles."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=True)
+        import matplotlib.pyplot as plt
+
+        metrics = [m for m in self.metrics if m != "ssim"]
+        cols = 2 if len(metrics) > 1 else 1
+        rows = math.ceil(len(metrics) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 3.6 * rows), squeeze=False)
+        for ax, m in zip(axes.flat, metrics):
+            for mode, style in (("plain", "o-"), ("roi", "s-")):
+                r, q = self.curve(mode, m)
+                ax.plot([x / 1000 for x in r], q, style, label=mode)
+            b = self.bd.get(m, {})
+            title = LABELS.get(m, m)
+            if b.get("bd_rate") is not None:
+                title += f"\nBD-rate {b['bd_rate']:+.1f}%"
+            ax.set_title(title, fontsize=10)
+            ax.set_xlabel("kbit/s")
+            ax.set_xscale("log")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=8)
+        for ax in list(axes.flat)[len(metrics):]:
+            ax.axis("off")
+        fig.suptitle(f"{Path(self.input).name}: ROI vs plain ({self.encoder}, {self.kind} {self.points})", fontsize=11)
+        fig.tight_layout()
+        p = Path(path)
+        fig.savefig(p, dpi=100)
+        plt.close(fig)
+        return p
+
+
+def _mean(pooled: dict[str, dict[str, Any]], metric: str) -> float:
+    v = pooled.get(metric, {}).get("mean")
+    return float(v) if v is not None else float("nan")
+
+
+def compare(
+    input_path: str | Path,
+    cfg: dict[str, Any],
+    *,
+    crfs: Sequence[float] | None = None,
+    bitrates: Sequence[int] | None = None,
+    out_dir: str | Path,
+    mask: str | Path | None = None,
+    vmaf_model: str = DEFAULT_MODEL,
+    ffmpeg: str | None = None,
+    roi_weight: float = 0.5,
+    model_dir: Path | None = None,
+    keep: bool = False,
+    track=None,
+    progress: ProgressFactory = no_progress,
+    on_event: EventSink = _quiet,
+) -> CompareResult:
+    """Encode plain and ROI at every point, score each against the input, BD-rate ROI vs plain.
+
+    ``track``: a :class:`~vmaf_roi.encode.SaliencyTrack` to use (and fill); pass the same one
+    to several calls on the same input and saliency settings to run the model only once.
+    Encodes go to ``out_dir`` and are deleted at the end unless ``keep``.
+    """
+    from .encode import SaliencyTrack, encode
+
+    t0 = time.perf_counter()
+    if (crfs is None) == (bitrates is None):
+        raise ConfigError("give either CRF points or bitrates")
+    input_path = Path(input_path)
+    if not input_path.is_file():
+        raise InputError(f"{input_path}: no such file" if not input_path.exists() else f"{input_path}: not a file")
+    if cfg.get("filters"):
+        raise ConfigError("compare scores the encodes against INPUT, so a filters chain (which changes the frames) "
+                          "cannot be used; apply it first (vmaf-roi encode --plain with a lossless setting, or ffmpeg)")
+    if mask is not None and not Path(mask).is_file():
+        raise InputError(f"--mask {mask}: no such file")
+    find_ffmpeg(ffmpeg)  # no libvmaf: fail before encoding anything
+    kind = "crf" if crfs is not None else "bitrate"
+    points = list(crfs if crfs is not None else bitrates)  # type: ignore[arg-type]
+    if kind == "crf" and cfg["encoder"].endswith("_nvenc"):
+        on_event("NVENC: CRF points are used as constant-quality (cq) values")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    track = track if track is not None else SaliencyTrack()
+    base = copy.deepcopy(cfg)
+    base["audio"] = "drop"  # the bitrate compared is the video's
+    notes: list[str] = []
+    encodes: list[Encode] = []
+    written: list[Path] = []
+    bar = progress(len(points) * 4, "compare")
+    stem = input_path.stem
+    try:
+        for pt in points:
+            c = copy.deepcopy(base)
+            c["rate_control"] = {"mode": kind, "value": pt}
+            tag = f"crf{pt}" if kind == "crf" else f"{int(pt) // 1000}k"
+            results = {}
+            for mode in ("plain", "roi"):
+                path = out_dir / f"{stem}.{tag}.{mode}.mkv"
+                on_event(f"encode {tag} {mode}")
+                res = encode(input_path, path, c, plain=(mode == "plain"), track=None if mode == "plain" else track,
+                             model_dir=model_dir, on_event=lambda m: notes.append(m) if m not in notes else None)
+                written.append(path)
+                results[mode] = res
+                bar.update(1)
+            on_event(f"score {tag}")
+            scores = score_many(
+                input_path, [results["plain"].output, results["roi"].output], saliency=track.maps, mask=mask,
+                vmaf_model=vmaf_model, ffmpeg=ffmpeg, roi_weight=roi_weight,
+                saliency_label=f"encoder's maps ({track.model})",
+            )
+            for mode, sc in zip(("plain", "roi"), scores):
+                r = results[mode]
+                encodes.append(Encode(point=pt, mode=mode, path=str(r.output), bitrate=r.bitrate, bytes=r.bytes,
+                                      encode_fps=r.fps, pooled=sc.pooled))
+                bar.update(1)
+    finally:
+        bar.close()
+        if not keep:
+            for p in written:
+                p.unlink(missing_ok=True)
+    metrics = [m for m in METRICS if any(m in e.pooled for e in encodes)]
+    bd = {}
+    for m in metrics:
+        rp = [e for e in encodes if e.mode == "plain"]
+        rr = [e for e in encodes if e.mode == "roi"]
+        bd[m] = bd_metrics([e.bitrate for e in rp], [_mean(e.pooled, m) for e in rp],
+                           [e.bitrate for e in rr], [_mean(e.pooled, m) for e in rr])
+    return CompareResult(
+        input=str(input_path), kind=kind, points=points, encoder=cfg["encoder"], config=base, encodes=encodes,
+        bd=bd, metrics=metrics, saliency={"model": track.model, "provider": track.provider,
+                                          "inferences": track.inferences},
+        mask=str(mask) if mask is not None else None, vmaf_model=vmaf_model,
+        seconds=time.perf_counter() - t0, notes=notes,
+    )
+
+
+def summarize(values: Sequence[float]) -> dict[str, Any]:
+    """Pooled statistics of BD values across clips (for the evaluation script)."""
+    return pool(values)
