@@ -265,6 +265,50 @@ def test_sigkilled_worker_leaves_no_partial_and_rerun_completes(tmp_path, clips,
     assert (out / "slow/slow.mp4").stat().st_size > 0 and leftovers(out) == []
 
 
+def test_sigkilled_run_leaves_no_finished_looking_partial(tmp_path, clips, capsys):
+    """Killing the driver itself: its workers die with it, the half-written output stays a
+    hidden temporary, the manifest stays readable, and the next run cleans up and finishes."""
+    data = basic(clips)
+    data["jobs"].append({"name": "slow", "inputs": str(clips / "slow.mp4"), "output": "slow/{stem}.mp4",
+                         "config": {"filters": "realtime"}})  # 2 s
+    bf = write_batch(tmp_path, data)
+    out = tmp_path / "out"
+    pids: list[int] = []
+    with subprocess.Popen([sys.executable, "-m", "vmaf_roi.cli_batch", str(bf), "--json", "-j", "2"],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"}) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            e = json.loads(line)
+            if e["event"] == "start":
+                pids.append(e["pid"])
+            if e["event"] == "progress" and e["key"] == "slow/slow.mp4" and e["frames"] >= 3:
+                proc.kill()
+                break
+        proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pids and not any(_alive(p) for p in pids)
+    assert not (out / "slow/slow.mp4").exists() and batch_mod.temp_files(out / "slow/slow.mp4")
+    assert read_manifest(out / MANIFEST_NAME)["slow/slow.mp4"]["status"] == "running"
+    rc, events = run_json([str(bf), "-j", "2"], capsys)
+    assert rc == 0 and "slow/slow.mp4" in {e["key"] for e in events if e["event"] == "done"}
+    assert leftovers(out) == [] and events[-1]["failed"] == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_worker_death_is_retried(tmp_path, clips):
     """A unit whose worker dies is retried (--retries) on a fresh worker."""
     from vmaf_roi.executors import LocalExecutor
@@ -325,3 +369,21 @@ def test_gpu_job_without_gpu_worker_fails_clearly(tmp_path, clips):
     with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
         summary = batch_mod.run_batch(b, DaskExecutor(client=client))
     assert summary.count("failed") == 1 and "GPU" in summary.rows[0].detail
+
+
+def test_example_batch_file_validates():
+    b = load_batch(Path(__file__).parent.parent / "configs" / "batch-example.yaml")
+    assert [u.job for u in b.units] == ["rd-check"] and {u.job for u in b.unmatched} == {"trailers"}
+    assert "compare" in b.units[0].steps
+
+
+def test_add_parsers_registers_batch():
+    import argparse
+
+    from vmaf_roi import cli_batch
+
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="command")
+    cli_batch.add_parsers(sub)
+    args = p.parse_args(["batch", "jobs.yaml", "--executor", "dask", "--scheduler", "tcp://127.0.0.1:1", "--json"])
+    assert args.func is cli_batch.cmd_batch and args.executor == "dask" and args.json

@@ -474,7 +474,7 @@ def load_batch(path: str | Path | None = None, *, data: dict | None = None, base
 
         cfg = copy.deepcopy(base_cfg)
         cfg_ok = True
-        for src_where, over in ((f"defaults.config", defaults.get("config")), (f"{where}.config", job.get("config"))):
+        for src_where, over in (("defaults.config", defaults.get("config")), (f"{where}.config", job.get("config"))):
             if over is None or (src_where == "defaults.config" and not isinstance(over, dict)):
                 continue
             if not isinstance(over, dict):
@@ -787,21 +787,11 @@ class Interrupt:
             signal.signal(signal.SIGINT, self._old)
 
 
-def _rel(p: str, base: Path | None) -> str:
-    if base is not None:
-        try:
-            return os.path.relpath(p, base)
-        except ValueError:
-            pass
-    return p
-
-
 def run_batch(batch: Batch, executor, *, force: bool = False, overwrite: bool = False,
               on_event: EventSink = _noop, interrupt: Interrupt | None = None) -> Summary:
     """Plan, run the units that need it on ``executor``, record everything in the manifest."""
     t0 = time.perf_counter()
     rows: list[Row] = []
-    base = batch.path.resolve().parent if batch.path is not None else None
     by_key: dict[str, Unit] = {}
     interrupted = False
 
@@ -892,7 +882,7 @@ def run_batch(batch: Batch, executor, *, force: bool = False, overwrite: bool = 
                     close = getattr(stream, "close", None)
                     if close:
                         close()
-            interrupted = intr.level > 0
+            interrupted = intr.level > 0 and any(u.key not in finished for u in to_run)
             for u in to_run:
                 if u.key not in finished:
                     remove_temp_files(u.output)
@@ -929,6 +919,15 @@ def _short(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.2f}" if math.isfinite(v) else str(v)
     if isinstance(v, dict):
+        pooled = v.get("pooled")
+        if isinstance(pooled, dict) and pooled:
+            m = "vmaf" if "vmaf" in pooled else next(iter(pooled))
+            mean = (pooled[m] or {}).get("mean") if isinstance(pooled[m], dict) else None
+            if isinstance(mean, (int, float)):
+                return f"{m}={_short(float(mean))}"
+        bd = v.get("bd")
+        if isinstance(bd, dict) and isinstance(bd.get("vmaf"), dict) and isinstance(bd["vmaf"].get("bd_rate"), (int, float)):
+            return f"BD-rate(vmaf)={float(bd['vmaf']['bd_rate']):+.1f}%"
         for k in ("vmaf", "mean", "score", "bd_rate"):
             if isinstance(v.get(k), (int, float)):
                 return f"{k}={_short(float(v[k]))}"

@@ -259,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--audio", action="store_true", help="add an AAC tone track")
     sm.set_defaults(func=cmd_sample)
 
+    from . import cli_batch
+
+    cli_batch.add_parsers(sub)
+
     d = sub.add_parser("demo", help="generate a sample clip and run the main job on it")
     d.add_argument("dir", nargs="?", default="demo-out")
     _add_model_args(d)

@@ -97,6 +97,7 @@ class _BarView:
         self.bars: dict[str, Any] = {}
         self.free: list[int] = []
         self.next_pos = 1
+        self.notes: set[str] = set()
 
     def __call__(self, e: dict[str, Any]) -> None:
         from tqdm import tqdm
@@ -125,6 +126,10 @@ class _BarView:
                 tqdm.write(f"failed  {e['job']}: {_name(e['input'])}: {e['reason']}", file=sys.stderr)
         elif k in ("retry", "note"):
             msg = e.get("reason") or e.get("message")
+            if k == "note":  # the same note for every job (e.g. a placeholder model) is shown once
+                if msg in self.notes:
+                    return
+                self.notes.add(msg)
             tqdm.write(f"{k:7} {e['job']}: {_name(e['input'])}: {msg}", file=sys.stderr)
         elif k == "interrupt":
             tqdm.write(e.get("message") or "aborting", file=sys.stderr)

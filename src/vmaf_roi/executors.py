@@ -3,7 +3,8 @@
 Both have the same small interface, and neither knows what a unit does:
 
 * ``run(units)`` -> iterator of messages, each a dict with ``type`` (``start``, ``progress``,
-  ``note``, ``retry``, ``result``) and ``key`` (the unit's key); ``result`` carries the dict
+  ``note``, ``retry``, ``result``; ``tick`` without a key, now and then while nothing happens)
+  and ``key`` (the unit's key); ``result`` carries the dict
   :func:`vmaf_roi.batch.run_unit` returned (or a ``failed`` one when the worker died).
 * ``stop(abort)``: ``abort=False`` starts no more units (running ones finish); ``abort=True``
   ends the running ones too (their units get no result).
@@ -134,7 +135,8 @@ class LocalExecutor:
                     if not pending or self._stop is not None:
                         break
                     continue
-                mp.connection.wait([p.conn for p in busy] + [p.proc.sentinel for p in busy], timeout=0.25)
+                if not mp.connection.wait([p.conn for p in busy] + [p.proc.sentinel for p in busy], timeout=0.25):
+                    yield {"type": "tick"}  # lets the driver act on Ctrl-C while jobs are silent
                 for p in busy:
                     dead = False
                     try:
@@ -286,6 +288,7 @@ class DaskExecutor:
                 try:
                     msg = q.get(timeout=0.25)
                 except queue.Empty:
+                    yield {"type": "tick"}
                     continue
                 if msg.get("type") != "_finished":
                     if msg.get("key") in futures:
