@@ -2,7 +2,9 @@
 
 All on one generated 720p clip, libx264 preset medium crf 23, same encoder settings; fps and
 the ratio to the plain PyAV encode measured in this one run (the plain reference is timed at
-the start and the end to show the noise). Appends a table to benchmarks/RESULTS.md with --write.
+the start and the end to show the noise). For every ROI row, the maps it applied (held between
+inferences) are compared with stride-1 u2netp maps of the same frames: mean per-frame Pearson
+correlation. Appends a table to benchmarks/RESULTS.md with --write.
 
 Usage: python benchmarks/bench_encode.py [--frames 120] [--write] [--models u2netp,...]
 """
@@ -21,7 +23,9 @@ from pathlib import Path
 import av
 
 from vmaf_roi import config
-from vmaf_roi.encode import encode
+import numpy as np
+
+from vmaf_roi.encode import SaliencyTrack, encode
 from vmaf_roi.registry import fetch, get_spec
 from vmaf_roi.synth import make_clip
 
@@ -51,8 +55,9 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=120)
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=720)
-    ap.add_argument("--models", default="mobilesal_placeholder_v0,u2netp")
-    ap.add_argument("--strides", default="1,4,8")
+    ap.add_argument("--configs", default="u2netp,4,0;u2netp,4,16;u2netp,8,16;u2netp_int8,8,16;"
+                    "u2netp_int8_192,4,16;u2netp_int8_192,6,16;u2netp_int8_192,8,16",
+                    help="ROI rows: model,stride,lookahead separated by ';'")
     ap.add_argument("--write", action="store_true")
     a = ap.parse_args()
     rows = []
@@ -62,32 +67,43 @@ def main() -> int:
         base = ["preset=medium", "rate_control.value=23"]
         sec, n = plain_pyav(src, Path(d) / "ref.mp4")
         ref_fps = n / sec
-        rows.append(("plain PyAV decode+encode (reference)", ref_fps))
+        rows.append(("plain PyAV decode+encode (reference)", ref_fps, None))
         r = encode(src, Path(d) / "plain.mp4", config.load(None, base), plain=True)
-        rows.append(("vmaf-roi encode --plain", r.fps))
-        for mid in a.models.split(","):
+        rows.append(("vmaf-roi encode --plain", r.fps, None))
+        fetch(get_spec("u2netp"))
+        ref = SaliencyTrack()
+        encode(src, Path(d) / "ref-roi.mp4", config.load(None, base + ["saliency.stride=1", "saliency.lookahead=0"]),
+               track=ref)
+
+        def corr(track: SaliencyTrack) -> float:
+            cs = []
+            for i, m in ref.maps.items():
+                x, y = m.astype(np.float64).ravel(), track.maps[i].astype(np.float64).ravel()
+                cs.append(float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else float(np.array_equal(x, y)))
+            return float(np.mean(cs))
+
+        for spec in a.configs.split(";"):
+            mid, stride, la = spec.split(",")
             fetch(get_spec(mid))
-            for stride in map(int, a.strides.split(",")):
-                for la in (0, 16):
-                    c = config.load(None, base + [f"saliency.model={mid}", f"saliency.stride={stride}",
-                                                  f"saliency.lookahead={la}"])
-                    r = encode(src, Path(d) / "roi.mp4", c)
-                    mode = "threaded" if la else "sequential"
-                    rows.append((f"ROI {mid} stride {stride}, {mode} ({r.inferences} inferences)", r.fps))
+            c = config.load(None, base + [f"saliency.model={mid}", f"saliency.stride={stride}", f"saliency.lookahead={la}"])
+            track = SaliencyTrack()
+            r = encode(src, Path(d) / "roi.mp4", c, track=track)
+            mode = f"threaded, lookahead {la}" if int(la) else "sequential"
+            rows.append((f"ROI {mid} stride {stride}, {mode} ({r.inferences} inferences)", r.fps, corr(track)))
         sec, n = plain_pyav(src, Path(d) / "ref.mp4")
-        rows.append(("plain PyAV decode+encode (reference, again)", n / sec))
+        rows.append(("plain PyAV decode+encode (reference, again)", n / sec, None))
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, PyAV {av.__version__}, no GPU"
     lines = [
         f"### Encode throughput ({time.strftime('%Y-%m-%d')})",
         "",
         f"Command: `python benchmarks/bench_encode.py --frames {a.frames} --width {a.width} --height {a.height}"
-        f" --models {a.models} --strides {a.strides}`  ",
+        f" --configs '{a.configs}'`  ",
         f"Machine: {machine}. libx264 preset medium crf 23 for every row; generated {a.width}x{a.height} clip,"
         f" {a.frames} frames, 30 fps.",
         "",
-        "| pipeline | fps | × plain PyAV |",
-        "|---|---:|---:|",
-        *[f"| {k} | {v:.1f} | {v / ref_fps:.2f} |" for k, v in rows],
+        "| pipeline | fps | × plain PyAV | map correlation with stride-1 u2netp |",
+        "|---|---:|---:|---:|",
+        *[f"| {k} | {v:.1f} | {v / ref_fps:.2f} | {'' if c is None else f'{c:.3f}'} |" for k, v, c in rows],
         "",
     ]
     text = "\n".join(lines)

@@ -259,8 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--audio", action="store_true", help="add an AAC tone track")
     sm.set_defaults(func=cmd_sample)
 
-    from . import cli_batch
+    from . import cli_batch, cli_quality  # imported here: they use helpers from this module
 
+    cli_quality.add_parsers(sub)
     cli_batch.add_parsers(sub)
 
     d = sub.add_parser("demo", help="generate a sample clip and run the main job on it")
