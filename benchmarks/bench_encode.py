@@ -57,7 +57,7 @@ def main() -> int:
     ap.add_argument("--height", type=int, default=720)
     ap.add_argument("--configs", default="u2netp,4,0;u2netp,4,16;u2netp,8,16;u2netp_int8,8,16;"
                     "u2netp_int8_192,4,16;u2netp_int8_192,6,16;u2netp_int8_192,8,16",
-                    help="ROI rows: model,stride,lookahead separated by ';'")
+                    help="ROI rows: model,stride,lookahead[,key=value...] separated by ';'")
     ap.add_argument("--write", action="store_true")
     a = ap.parse_args()
     rows = []
@@ -78,18 +78,23 @@ def main() -> int:
         def corr(track: SaliencyTrack) -> float:
             cs = []
             for i, m in ref.maps.items():
-                x, y = m.astype(np.float64).ravel(), track.maps[i].astype(np.float64).ravel()
+                t = track.maps[i]
+                if t.shape != m.shape:  # a model run at another size: compare at the reference's
+                    t = av.VideoFrame.from_ndarray(t, format="gray").reformat(m.shape[1], m.shape[0]).to_ndarray()
+                x, y = m.astype(np.float64).ravel(), t.astype(np.float64).ravel()
                 cs.append(float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else float(np.array_equal(x, y)))
             return float(np.mean(cs))
 
         for spec in a.configs.split(";"):
-            mid, stride, la = spec.split(",")
+            mid, stride, la, *extra = spec.split(",")
             fetch(get_spec(mid))
-            c = config.load(None, base + [f"saliency.model={mid}", f"saliency.stride={stride}", f"saliency.lookahead={la}"])
+            c = config.load(None, base + [f"saliency.model={mid}", f"saliency.stride={stride}",
+                                          f"saliency.lookahead={la}", *extra])
             track = SaliencyTrack()
             r = encode(src, Path(d) / "roi.mp4", c, track=track)
             mode = f"threaded, lookahead {la}" if int(la) else "sequential"
-            rows.append((f"ROI {mid} stride {stride}, {mode} ({r.inferences} inferences)", r.fps, corr(track)))
+            interp = "interpolated" if c["saliency"]["interpolate"] else "held"
+            rows.append((f"ROI {mid} stride {stride}, {interp}, {mode} ({r.inferences} inferences)", r.fps, corr(track)))
         sec, n = plain_pyav(src, Path(d) / "ref.mp4")
         rows.append(("plain PyAV decode+encode (reference, again)", n / sec, None))
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, PyAV {av.__version__}, no GPU"

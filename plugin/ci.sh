@@ -4,7 +4,7 @@
 #   2. check that ffmpeg-patches/ carries plugin/ (plugin/check_drift.py),
 #   3. build (or reuse) the patched ffmpeg with plugin/build.sh.
 # Prints the ffmpeg path as its last stdout line, e.g.
-#   export VMAF_ROI_FFMPEG=$(plugin/ci.sh | tail -n1)
+#   export VMAF_ROI_SALROI_FFMPEG=$(plugin/ci.sh | tail -n1)
 # and exits non-zero on any failure.
 set -euo pipefail
 

@@ -91,7 +91,7 @@ typedef struct SalROIContext {
 #define TFLAGS AV_OPT_FLAG_VIDEO_PARAM | AV_OPT_FLAG_FILTERING_PARAM | AV_OPT_FLAG_RUNTIME_PARAM
 static const AVOption salroi_options[] = {
     { "strength", "QP steps between a fully salient block and neutral saliency",
-      OFFSET(strength), AV_OPT_TYPE_DOUBLE, { .dbl = 6.0 }, 0, DBL_MAX, TFLAGS },
+      OFFSET(strength), AV_OPT_TYPE_DOUBLE, { .dbl = 4.0 }, 0, DBL_MAX, TFLAGS },
     { "block", "block size in pixels (doubled until the regions fit max_regions)",
       OFFSET(block), AV_OPT_TYPE_INT, { .i64 = 16 }, 1, INT_MAX / 4, FLAGS },
     { "max_regions", "maximum number of regions per frame",

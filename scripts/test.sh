@@ -15,7 +15,7 @@ export VMAF_ROI_MODEL_DIR=${VMAF_ROI_MODEL_DIR:-$PWD/build/models}
 # The salroi FFmpeg filter: fetch FFmpeg 7.1 source, patch, build (cached after the first run).
 # In CI a failed build fails the run; elsewhere its tests are skipped with the reason.
 if ffmpeg_bin=$(PYTHON="$VENV/bin/python" bash plugin/ci.sh | tail -n1) && [ -x "$ffmpeg_bin" ]; then
-    export VMAF_ROI_FFMPEG=$ffmpeg_bin
+    export VMAF_ROI_SALROI_FFMPEG=$ffmpeg_bin
 elif [ "${CI:-}" = true ]; then
     echo "test.sh: error: building the salroi FFmpeg filter failed" >&2
     exit 1

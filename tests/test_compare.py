@@ -53,7 +53,7 @@ def small_clip(tmp_path_factory):
 
 
 def test_compare_end_to_end(small_clip, tmp_path):
-    cfg = config.load(None, ["saliency.model=mobilesal_placeholder_v0", "preset=veryfast"])
+    cfg = config.load(None, ["saliency.model=mobilesal_placeholder_v0", "preset=veryfast", "saliency.stride=4"])
     track = SaliencyTrack()
     events = []
     res = compare(small_clip.path, cfg, crfs=[24, 30, 36], out_dir=tmp_path / "out", mask=small_clip.mask_path,

@@ -14,7 +14,7 @@ CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").gl
 
 def test_defaults_validate():
     cfg = config.load()
-    assert cfg["encoder"] == "libx264" and cfg["roi"]["strength"] == 6.0
+    assert cfg == config.DEFAULTS and cfg is not config.DEFAULTS
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

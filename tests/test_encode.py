@@ -54,7 +54,7 @@ def key_qp(path, masks):
 
 def test_x264_u2netp_roi_lowers_qp_on_object_by_strength(clip, model_dir, tmp_path):
     masks = read_masks(clip.mask_path)
-    c = cfg("saliency.stride=1", "roi.strength=5")
+    c = cfg("saliency.model=u2netp", "saliency.stride=1", "roi.strength=5")
     roi = encode(clip.path, tmp_path / "roi.mp4", c, model_dir=model_dir)
     plain = encode(clip.path, tmp_path / "plain.mp4", c, plain=True)
     assert roi.inferences == 12 and roi.model == "u2netp" and plain.inferences == 0
@@ -62,6 +62,17 @@ def test_x264_u2netp_roi_lowers_qp_on_object_by_strength(clip, model_dir, tmp_pa
     p_in, p_out = key_qp(tmp_path / "plain.mp4", masks)
     assert r_in - p_in == pytest.approx(-5, abs=1.5), (r_in, p_in)
     assert r_out - p_out == pytest.approx(5, abs=1.5), (r_out, p_out)
+
+
+def test_default_config_boosts_the_object(clip, tmp_path):
+    """The shipped defaults (int8 u2netp at 192, stride 8, interpolated maps, strength 4)."""
+    masks = read_masks(clip.mask_path)
+    roi = encode(clip.path, tmp_path / "roi.mp4", cfg())
+    encode(clip.path, tmp_path / "plain.mp4", cfg(), plain=True)
+    assert roi.model == "u2netp_int8_192" and roi.inferences == 2  # frames 0 and 8 of 12
+    r_in, r_out = key_qp(tmp_path / "roi.mp4", masks)
+    p_in, p_out = key_qp(tmp_path / "plain.mp4", masks)
+    assert r_in < p_in - 2 and r_out > p_out + 2, (r_in, p_in, r_out, p_out)
 
 
 def test_zero_strength_equals_plain(clip, tmp_path):

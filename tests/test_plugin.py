@@ -1,8 +1,8 @@
 """The salroi FFmpeg filter (plugin/vf_salroi.c) in a built ffmpeg.
 
-Needs the ffmpeg made by ``plugin/build.sh``: found through ``$VMAF_ROI_FFMPEG`` or the
+Needs the ffmpeg made by ``plugin/build.sh``: found through ``$VMAF_ROI_SALROI_FFMPEG`` or the
 default build path (``${VMAF_ROI_FFMPEG_BUILD:-build/ffmpeg}/current/ffmpeg``); the tests are
-skipped when neither exists.  When ``$VMAF_ROI_FFMPEG`` is set, a missing binary is an error.
+skipped when neither exists.  When ``$VMAF_ROI_SALROI_FFMPEG`` is set, a missing binary is an error.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ av = pytest.importorskip("av")
 
 
 def _find_ffmpeg() -> Path | None:
-    env = os.environ.get("VMAF_ROI_FFMPEG")
+    env = os.environ.get("VMAF_ROI_SALROI_FFMPEG")
     if env:
         p = Path(env)
         if not (p.is_file() and os.access(p, os.X_OK)):
-            pytest.fail(f"VMAF_ROI_FFMPEG={env} is not an executable file", pytrace=False)
+            pytest.fail(f"VMAF_ROI_SALROI_FFMPEG={env} is not an executable file", pytrace=False)
         return p
     build = Path(os.environ.get("VMAF_ROI_FFMPEG_BUILD", REPO / "build" / "ffmpeg"))
     p = build / "current" / "ffmpeg"
@@ -44,7 +44,7 @@ def ffmpeg() -> Path:
     p = _find_ffmpeg()
     if p is None:
         pytest.skip("ffmpeg with the salroi filter is not built: run plugin/build.sh "
-                    "(or set VMAF_ROI_FFMPEG to its path)")
+                    "(or set VMAF_ROI_SALROI_FFMPEG to its path)")
     r = subprocess.run([str(p), "-hide_banner", "-h", "filter=salroi"],
                        check=False, capture_output=True, text=True)
     assert "Filter salroi" in r.stdout, f"{p} has no salroi filter:\n{r.stdout}{r.stderr}"

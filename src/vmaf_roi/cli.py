@@ -153,40 +153,45 @@ def cmd_sample(args) -> int:
 
 def cmd_demo(args) -> int:
     from . import config
-    from .analysis import masked_psnr
-    from .encode import SaliencyTrack, encode
+    from .compare import compare
     from .maps import run_saliency
     from .registry import fetch, get_spec
     from .saliency import SaliencyModel
-    from .synth import make_clip, read_masks
+    from .synth import make_clip
 
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
     clip, mask = out / "sample.mp4", out / "sample.mask.mkv"
     _info(f"demo: writing a synthetic 640x360 clip with a known moving object to {clip}")
     make_clip(clip, width=640, height=360, frames=48, fps=24, audio=True, mask_path=mask)
+    bars = _progress_factory(sys.stderr.isatty())
+    # 1. saliency maps of the clip with the reference model, and a picture of them
     spec = get_spec(args.model)
     fetch(spec, _model_dir(args))
     model = SaliencyModel(spec, device=args.device, cache_dir=_model_dir(args))
     _warn_placeholder(spec)
-    bars = _progress_factory(sys.stderr.isatty())
     res = run_saliency(clip, output=out / "sample.sal.mkv", overlay=out / "sample.overlay.mp4", model=model,
                        progress=bars)
-    _info(f"demo: saliency {res.frames} frames through {res.model} on {res.provider} at {res.fps:.1f} fps")
-    cfg = config.load(None, [f"saliency.model={spec.id}", f"saliency.device={args.device}"])
-    track = SaliencyTrack()
-    roi = encode(clip, out / "sample.roi.mp4", cfg, model=model, track=track, progress=bars)
-    plain = encode(clip, out / "sample.plain.mp4", cfg, plain=True, progress=bars)
-    masks = read_masks(mask)
-    rows = []
-    for name, r in (("plain", plain), ("ROI", roi)):
-        obj, bg = masked_psnr(clip, r.output, masks)
-        rows.append((name, r.bitrate / 1000, obj, bg, r.output.name))
-    print(f"libx264 crf {cfg['rate_control']['value']} preset {cfg['preset']}, same settings for both:")
-    print(f"{'encode':<7}{'kb/s':>8}{'PSNR object':>13}{'PSNR background':>17}  file")
-    for name, kbps, obj, bg, f in rows:
-        print(f"{name:<7}{kbps:>8.0f}{obj:>12.2f} {bg:>16.2f}  {f}")
-    _info(f"demo: outputs in {out}/ (maps sample.sal.mkv, heat-map overlay sample.overlay.mp4)")
+    _info(f"demo: saliency {res.frames} frames through {res.model} on {res.provider} at {res.fps:.1f} fps "
+          f"-> sample.sal.mkv, sample.overlay.mp4")
+    # 2. ROI against plain with the default encode config, at three CRFs, scored and BD-rated
+    cfg = config.load(None, [f"saliency.device={args.device}"])
+    fetch(get_spec(cfg["saliency"]["model"]), _model_dir(args))
+    cmp = compare(clip, cfg, crfs=[23, 28, 33], out_dir=out / "compare", mask=mask, model_dir=_model_dir(args),
+                  keep=True, progress=bars)
+    report = cmp.write_json(out / "compare" / "report.json")
+    plot = cmp.write_plot(out / "compare" / "rd.png")
+    print(f"{cfg['encoder']} preset {cfg['preset']}, saliency {cmp.saliency['model']} stride "
+          f"{cfg['saliency']['stride']}, roi strength {cfg['roi']['strength']}; plain and ROI at the same settings:")
+    print(f"{'crf':>4} {'mode':<6}{'kb/s':>8}{'VMAF':>7}{'PSNR object':>13}{'PSNR background':>17}")
+    for r in cmp.table():
+        print(f"{r['point']:>4} {r['mode']:<6}{r['kbps']:>8.0f}{r['vmaf']:>7.2f}"
+              f"{r.get('psnr_y_mask_in', float('nan')):>13.2f}{r.get('psnr_y_mask_out', float('nan')):>17.2f}")
+    for metric, label in (("psnr_y_mask_in", "object PSNR"), ("vmaf", "full-frame VMAF")):
+        bd = cmp.bd.get(metric)
+        if bd and bd.get("bd_rate") is not None:
+            print(f"BD-rate ROI vs plain on {label}: {bd['bd_rate']:+.1f}% (negative = fewer bits for the same score)")
+    _info(f"demo: report {report}, RD curves {plot}, encodes in {out / 'compare'}")
     return 0
 
 

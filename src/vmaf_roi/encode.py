@@ -29,7 +29,7 @@ from .errors import ConfigError, DeviceError, EncodeError, InputError
 from .maps import ProgressFactory, no_progress
 from .output import AtomicOutputs
 from .saliency import SaliencyModel
-from .pipeline import Item, MapPolicy, MapState, items
+from .pipeline import Item, MapPolicy, MapState, items, with_maps
 from .sidedata import RoiAttacher
 
 EventSink = Callable[[str], None]
@@ -358,7 +358,9 @@ def encode(
                 last_pts = None
                 stream = items(src.frames, model=model, policy=policy, track=track,
                                lookahead=int(sal["lookahead"]), copy_packets=bool(to_copy))
-                for item in stream:
+                paired = with_maps(stream, state, bool(sal["interpolate"])) if state is not None else (
+                    (x, None) for x in stream)
+                for item, small in paired:
                     if not isinstance(item, Item):
                         on_packet(item)
                         continue
@@ -386,7 +388,6 @@ def encode(
                         if getattr(frame, "interlaced_frame", False) and n == 0 and enc in ("libx264", "libx265"):
                             on_event(f"interlaced input: {enc} skips ROI on interlaced frames")
                         inferences += item.prediction is not None
-                        small = state.consume(item)
                         if plan_cache is None or plan_cache[0] != state.version:
                             regions = roi_mod.plan(small, frame.width, frame.height, params)
                             plan_cache = (state.version, roi_entries(regions, enc))

@@ -71,32 +71,87 @@ class MapPolicy:
 
 
 class MapState:
-    """The current model-resolution map (uint8), updated as items reach the encoder."""
+    """The model-resolution map (uint8) applied to each frame, in encode order."""
 
     def __init__(self, smoothing: float, track: Any | None) -> None:
         self.alpha = float(smoothing)
         self.track = track
-        self.current: np.ndarray | None = None
-        self.version = 0
+        self.current: np.ndarray | None = None  # the map of the last frame handed out
+        self.key: np.ndarray | None = None  # the map of the last frame the model ran on
+        self.version = 0  # changes whenever `current` does (the planner caches on it)
 
-    def consume(self, item: Item) -> np.ndarray:
-        cached = self.track.maps.get(item.index) if self.track is not None else None
-        if cached is not None:
-            if self.current is None or cached is not self.current:
-                self.current = cached
-                self.version += 1
-            return cached
-        if item.prediction is not None:
-            pred = item.prediction.result() if isinstance(item.prediction, Future) else item.prediction
-            new = pred
-            if self.alpha > 0 and self.current is not None and not item.cut:
-                new = self.alpha * (self.current.astype(np.float32) / 255.0) + (1 - self.alpha) * pred
-            self.current = np.rint(np.clip(new, 0, 1) * 255).astype(np.uint8)
+    def cached(self, index: int) -> np.ndarray | None:
+        return self.track.maps.get(index) if self.track is not None else None
+
+    def apply(self, index: int, m: np.ndarray) -> np.ndarray:
+        if m is not self.current:
+            self.current = m
             self.version += 1
-        assert self.current is not None, "the first frame always gets a map"
         if self.track is not None:
-            self.track.maps[item.index] = self.current
-        return self.current
+            self.track.maps[index] = m
+        return m
+
+    def from_prediction(self, item: Item) -> np.ndarray:
+        pred = item.prediction.result() if isinstance(item.prediction, Future) else item.prediction
+        new = pred
+        if self.alpha > 0 and self.key is not None and not item.cut:
+            new = self.alpha * (self.key.astype(np.float32) / 255.0) + (1 - self.alpha) * pred
+        self.key = np.rint(np.clip(new, 0, 1) * 255).astype(np.uint8)
+        return self.key
+
+
+def with_maps(stream: Iterator[Any], state: MapState, interpolate: bool) -> Iterator[tuple[Any, np.ndarray | None]]:
+    """Pair every frame with the map it gets; packets pass through (with None) in order.
+
+    Between two frames the model ran on, frames get the earlier map (held) or, with
+    ``interpolate``, a linear blend of the two maps by position: this needs the later map
+    before the frames in between are encoded, so they wait in a buffer of at most
+    ``stride`` frames. Nothing is blended across a scene cut.
+    """
+    held: list[Any] = []
+    for x in stream:
+        if not isinstance(x, Item):
+            if held:
+                held.append(x)
+            else:
+                yield x, None
+            continue
+        cached = state.cached(x.index)
+        if cached is not None:  # maps from an earlier encode of the same input
+            yield from _flush(held, state, state.key, None)
+            held = []
+            state.key = cached
+            yield x, state.apply(x.index, cached)
+        elif x.prediction is None:
+            if interpolate:
+                held.append(x)
+            else:
+                assert state.key is not None, "the first frame always gets a map"
+                yield x, state.apply(x.index, state.key)
+        else:
+            prev = state.key
+            new = state.from_prediction(x)
+            yield from _flush(held, state, prev, None if x.cut else new)
+            held = []
+            yield x, state.apply(x.index, new)
+    yield from _flush(held, state, state.key, None)
+
+
+def _flush(held: list[Any], state: MapState, prev: np.ndarray | None, new: np.ndarray | None):
+    count = sum(isinstance(h, Item) for h in held)
+    j = 0
+    for h in held:
+        if not isinstance(h, Item):
+            yield h, None
+            continue
+        j += 1
+        assert prev is not None
+        if new is None:
+            m = prev
+        else:
+            w = j / (count + 1)
+            m = np.rint((1 - w) * prev.astype(np.float32) + w * new.astype(np.float32)).astype(np.uint8)
+        yield h, state.apply(h.index, m)
 
 
 _DONE = object()
