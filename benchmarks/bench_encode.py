@@ -17,7 +17,6 @@ import platform
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import av

@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
-import yaml
 
 from . import config as config_mod
 from .errors import ConfigError, InputError, VmafRoiError
@@ -352,16 +351,7 @@ def load_batch(path: str | Path | None = None, *, data: dict | None = None, base
     if data is None:
         assert path is not None
         p = Path(path)
-        try:
-            text = p.read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read batch file {p}: {exc.strerror}") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"batch file {p}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        data = config_mod.read_yaml(p, "batch file")
         base_dir = base_dir or p.resolve().parent
     base_dir = (base_dir or Path.cwd()).resolve()
     if not isinstance(data, dict):

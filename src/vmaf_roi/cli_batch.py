@@ -14,8 +14,8 @@ import os
 import sys
 from typing import Any
 
-from .cli import PROG, _add_model_dir, _err, _info, _model_dir
-from .errors import ConfigError, VmafRoiError
+from .cli import _add_model_dir, _info, _model_dir
+from .errors import ConfigError
 
 EXIT_FAILED = 1  # some jobs failed (the others ran)
 EXIT_INTERRUPTED = 130
@@ -226,21 +226,10 @@ def cmd_batch(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``vmaf-roi batch`` on its own (used by tests and ``python -m vmaf_roi.cli_batch``)."""
-    p = argparse.ArgumentParser(prog=f"{PROG} batch", description="Run the jobs of a batch file.")
-    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    add_arguments(p)
-    args = p.parse_args(argv)
-    try:
-        return cmd_batch(args)
-    except VmafRoiError as exc:
-        if args.debug:
-            raise
-        _err(str(exc))
-        return exc.exit_code
-    except KeyboardInterrupt:
-        _err("interrupted")
-        return EXIT_INTERRUPTED
+    """`python -m vmaf_roi.cli_batch ARGS` = `vmaf-roi batch ARGS`, with the main CLI's error handling."""
+    from .cli import main as cli_main
+
+    return cli_main(["batch", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -179,17 +179,7 @@ def add_parsers(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run these subcommands with the main CLI's error handling (until they are wired into cli.py)."""
-    from . import cli
+    """`vmaf-roi score|compare ...` through the main CLI (argv starts with the subcommand)."""
+    from .cli import main as cli_main
 
-    parser = argparse.ArgumentParser(prog=cli.PROG)
-    parser.add_argument("--debug", action="store_true")
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except cli.VmafRoiError as exc:
-        if args.debug:
-            raise
-        cli._err(str(exc))
-        return exc.exit_code
+    return cli_main(argv)

@@ -199,21 +199,27 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+def read_yaml(path: str | Path, what: str = "config") -> Any:
+    """Parse a YAML file with the safe loader; unreadable files and bad YAML are ConfigErrors."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {p}: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{what} {p}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+
+
 def load(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """DEFAULTS <- YAML file <- --set overrides, validated."""
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
         p = Path(path)
-        try:
-            text = p.read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {p}: {exc.strerror}") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"config {p}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        data = read_yaml(p)
         if data is None:
             data = {}
         if not isinstance(data, dict):

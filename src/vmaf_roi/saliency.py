@@ -43,11 +43,15 @@ def _import_ort():
     return ort
 
 
-def _session(ort, model_bytes: bytes, providers: list[str], threads: int | None, quiet: bool):
+def _session(ort, model_bytes: bytes, providers: list[str], threads: int | None, quiet: bool, spin: bool = True):
     so = ort.SessionOptions()
     so.log_severity_level = 3
     if threads:
         so.intra_op_num_threads = threads
+    if not spin:
+        # ONNX Runtime's workers busy-wait between ops by default: fine alone, but it takes
+        # CPU from an encoder running at the same time.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if quiet:
         # ONNX Runtime reports a failed CUDA provider through its default logger before it
         # falls back; on a machine without CUDA that text is noise, not an error.
@@ -75,6 +79,7 @@ class SaliencyModel:
         device: str = "auto",
         cache_dir: Path | None = None,
         threads: int | None = None,
+        spin: bool = True,
     ) -> None:
         if device not in DEVICES:
             raise DeviceError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
@@ -90,7 +95,7 @@ class SaliencyModel:
                 reason = "no NVIDIA driver found (libcuda.so.1 does not load)"
             else:
                 try:
-                    sess = _session(ort, model_bytes, [CUDA_EP, CPU_EP], threads, quiet=(device == "auto"))
+                    sess = _session(ort, model_bytes, [CUDA_EP, CPU_EP], threads, quiet=(device == "auto"), spin=spin)
                 except Exception as exc:  # noqa: BLE001 - any failure means: no CUDA session
                     sess, reason = None, f"session creation failed: {exc}"
                 if sess is not None and sess.get_providers()[0] == CUDA_EP:
@@ -101,7 +106,7 @@ class SaliencyModel:
                 raise DeviceError(f"--device cuda: {reason}")
         if self.session is None:
             try:
-                self.session = _session(ort, model_bytes, [CPU_EP], threads, quiet=False)
+                self.session = _session(ort, model_bytes, [CPU_EP], threads, quiet=False, spin=spin)
             except Exception as exc:  # noqa: BLE001
                 raise ModelError(f"model {self.spec.id!r} failed to load in ONNX Runtime: {exc}") from None
         self.provider: str = self.session.get_providers()[0]
