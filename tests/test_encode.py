@@ -264,3 +264,24 @@ def test_nvenc_without_gpu_is_a_clear_device_error(clip, tmp_path, encoder):
     with pytest.raises(DeviceError, match=f"encoder {encoder} could not open"):
         encode(clip.path, tmp_path / "o.mp4", cfg(f"encoder={encoder}", f"saliency.model={PH}"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_two_pass_bitrate(tmp_path):
+    from vmaf_roi.synth import make_clip
+
+    src = make_clip(tmp_path / "in.mp4", width=320, height=240, frames=96, fps=24).path
+    c = cfg(f"saliency.model={PH}", "rate_control.mode=bitrate", "rate_control.value=400k",
+            "rate_control.two_pass=true")
+    res = encode(src, tmp_path / "o.mp4", c)
+    assert b"rc=2pass" in (tmp_path / "o.mp4").read_bytes()  # x264's settings SEI
+    assert res.inferences == 12  # 96 frames, stride 8, one saliency pass: the second pass reuses the first's maps
+    assert 0.6 < res.bitrate / 400_000 < 1.4, res.bitrate
+    assert {p.name for p in tmp_path.iterdir()} == {"in.mp4", "o.mp4"}  # stats and pass 1 are gone
+
+
+def test_two_pass_needs_bitrate_and_a_two_pass_encoder(clip, tmp_path):
+    with pytest.raises(ConfigError, match="two_pass: needs rate_control.mode bitrate"):
+        cfg("rate_control.two_pass=true")
+    with pytest.raises(ConfigError, match="two_pass: supported with libx264, libx265"):
+        encode(clip.path, tmp_path / "o.webm", cfg("encoder=libvpx-vp9", "audio=drop", "rate_control.mode=bitrate",
+                                                   "rate_control.value=300k", "rate_control.two_pass=true"))

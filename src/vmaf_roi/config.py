@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "rate_control": {
         "mode": "crf",  # crf | qp | bitrate
         "value": 23,  # crf or qp value; bitrate in bit/s or with k/M suffix ("2.5M")
+        "two_pass": False,  # bitrate mode, libx264/libx265: a first pass writes rate statistics
     },
     "encoder_params": {},  # x264-params / x265-params as a mapping (libx264, libx265)
     "encoder_options": {},  # other encoder AVOptions, e.g. {tune: film, g: 48}
@@ -92,6 +93,7 @@ SCHEMA: dict[str, Check] = {
     "preset": Check((str, int), None, "a preset name", nullable=True),
     "rate_control.mode": _choice("crf", "qp", "bitrate"),
     "rate_control.value": Check((int, float, str), None, "a number or a bitrate like 2.5M"),
+    "rate_control.two_pass": Check(bool, None, "true or false"),
     "encoder_params": Check(dict, None, "a mapping"),
     "encoder_options": Check(dict, None, "a mapping"),
     "pix_fmt": Check(str, None, "a pixel format name or auto"),
@@ -185,6 +187,8 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
         if not ok:
             raise ConfigError(f"config {key}: expected {chk.what}, got {value!r}")
     rc = cfg["rate_control"]
+    if rc["two_pass"] and rc["mode"] != "bitrate":
+        raise ConfigError(f"config rate_control.two_pass: needs rate_control.mode bitrate (got {rc['mode']})")
     if rc["mode"] == "bitrate":
         try:
             parse_bitrate(rc["value"])

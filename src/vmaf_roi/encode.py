@@ -9,6 +9,7 @@ saliency or side data, for fair comparisons.
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -122,9 +123,18 @@ def choose_pix_fmt(cfg_fmt: str, frame_fmt: str, codec: av.codec.Codec) -> str:
     return "yuv420p"
 
 
-def encoder_options(cfg: dict[str, Any], plain: bool, notes: list[str]) -> tuple[dict[str, str], int]:
-    """AVOptions (strings) and bit_rate for the configured encoder. Refuses ROI-defeating settings."""
+TWO_PASS_ENCODERS = ("libx264", "libx265")
+
+
+def encoder_options(cfg: dict[str, Any], plain: bool, notes: list[str], *, pass_no: int = 0,
+                    stats: str | None = None) -> tuple[dict[str, str], int]:
+    """AVOptions (strings) and bit_rate for the configured encoder. Refuses ROI-defeating settings.
+
+    ``pass_no`` 1 or 2 with ``stats`` (a file path) sets up one pass of a two-pass encode.
+    """
     enc = cfg["encoder"]
+    if cfg["rate_control"]["two_pass"] and enc not in TWO_PASS_ENCODERS:
+        raise ConfigError(f"config rate_control.two_pass: supported with {', '.join(TWO_PASS_ENCODERS)}, not {enc}")
     opts: dict[str, str] = {}
     bit_rate = 0
     rc = cfg["rate_control"]
@@ -145,6 +155,8 @@ def encoder_options(cfg: dict[str, Any], plain: bool, notes: list[str]) -> tuple
     params = {str(k): v for k, v in cfg["encoder_params"].items()}
     if enc == "libx265":
         params.setdefault("log-level", "error")  # x265 prints its banner to stderr itself
+        if pass_no:
+            params.update({"pass": pass_no, "stats": stats})
     if params:
         key = {"libx264": "x264-params", "libx265": "x265-params"}.get(enc)
         if key is None:
@@ -167,6 +179,9 @@ def encoder_options(cfg: dict[str, Any], plain: bool, notes: list[str]) -> tuple
         if rc["mode"] == "crf":
             bit_rate = 0  # constant quality
     opts.update(user)
+    if pass_no and enc == "libx264":
+        opts["flags"] = f"+pass{pass_no}"
+        opts["stats"] = str(stats)
     if not plain:
         aq = params.get("aq-mode", user.get("aq-mode"))
         if enc in ("libx264", "libx265") and aq is not None and str(aq) == "0":
@@ -281,6 +296,8 @@ def encode(
     progress: ProgressFactory = no_progress,
     on_event: EventSink = _quiet,
     model_dir: Path | None = None,
+    _pass: int = 0,
+    _stats: str | None = None,
 ) -> EncodeResult:
     """Encode ``input_path`` to ``output_path`` with ROI from saliency (or plain)."""
     t0 = time.perf_counter()
@@ -288,7 +305,10 @@ def encode(
     enc = cfg["encoder"]
     codec = check_encoder(enc, plain)
     notes: list[str] = []
-    opts, bit_rate = encoder_options(cfg, plain, notes)
+    opts, bit_rate = encoder_options(cfg, plain, notes, pass_no=_pass, stats=_stats)
+    if cfg["rate_control"]["two_pass"] and not _pass:
+        return _two_pass(input_path, output_path, cfg, plain=plain, model=model, track=track, progress=progress,
+                         on_event=on_event, model_dir=model_dir)
     for n in notes:
         on_event(n)
     have_track = track is not None and bool(track.maps)
@@ -432,6 +452,25 @@ def encode(
         if track is not None and model is not None:
             track.inferences += inferences
             track.provider, track.model = model.provider, model.spec.id
+    return res
+
+
+def _two_pass(input_path: Path, output_path: Path, cfg: dict[str, Any], *, track: SaliencyTrack | None,
+              **kw: Any) -> EncodeResult:
+    """First pass to a throw-away file (rate statistics), second pass to the output.
+
+    Both passes apply the same ROI: the maps of the first are reused by the second.
+    """
+    shared = track if track is not None else SaliencyTrack()
+    with tempfile.TemporaryDirectory(prefix="vmaf-roi-2pass-") as d:
+        stats = str(Path(d) / "stats.log")
+        first = encode(input_path, Path(d) / ("pass1" + output_path.suffix), cfg, track=shared, _pass=1, _stats=stats,
+                       **kw)
+        res = encode(input_path, output_path, cfg, track=shared, _pass=2, _stats=stats, **kw)
+    res.seconds += first.seconds
+    res.inferences = first.inferences
+    res.provider, res.model = first.provider, first.model
+    res.notes = first.notes + [n for n in res.notes if n not in first.notes]
     return res
 
 
