@@ -277,7 +277,8 @@ def compare(
     try:
         for pt in points:
             c = copy.deepcopy(base)
-            c["rate_control"] = {"mode": kind, "value": pt}
+            two_pass = kind == "bitrate" and bool(cfg["rate_control"].get("two_pass"))
+            c["rate_control"] = {"mode": kind, "value": pt, "two_pass": two_pass}
             tag = f"crf{pt}" if kind == "crf" else f"{int(pt) // 1000}k"
             results = {}
             for mode in ("plain", "roi"):

@@ -133,7 +133,7 @@ def encoder_options(cfg: dict[str, Any], plain: bool, notes: list[str], *, pass_
     ``pass_no`` 1 or 2 with ``stats`` (a file path) sets up one pass of a two-pass encode.
     """
     enc = cfg["encoder"]
-    if cfg["rate_control"]["two_pass"] and enc not in TWO_PASS_ENCODERS:
+    if cfg["rate_control"].get("two_pass") and enc not in TWO_PASS_ENCODERS:
         raise ConfigError(f"config rate_control.two_pass: supported with {', '.join(TWO_PASS_ENCODERS)}, not {enc}")
     opts: dict[str, str] = {}
     bit_rate = 0
@@ -306,7 +306,7 @@ def encode(
     codec = check_encoder(enc, plain)
     notes: list[str] = []
     opts, bit_rate = encoder_options(cfg, plain, notes, pass_no=_pass, stats=_stats)
-    if cfg["rate_control"]["two_pass"] and not _pass:
+    if cfg["rate_control"].get("two_pass") and not _pass:
         return _two_pass(input_path, output_path, cfg, plain=plain, model=model, track=track, progress=progress,
                          on_event=on_event, model_dir=model_dir)
     for n in notes:
