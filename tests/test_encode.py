@@ -161,13 +161,16 @@ def test_bad_encoder_settings_fail_loudly_without_output(clip, tmp_path, sets, e
     assert list(tmp_path.iterdir()) == []
 
 
-def _write(path, frames, *, pix_fmt="yuv420p", codec="libx264", pts=None, color=None, metadata=None, w=128, h=96):
+def _write(path, frames, *, pix_fmt="yuv420p", codec="libx264", pts=None, color=None, metadata=None, w=128, h=96,
+           rotation=0):
     scene = SyntheticScene(w, h, frames, seed=3)
     with av.open(str(path), "w") as out:
         out.metadata.update(metadata or {})
         s = out.add_stream(codec, rate=25)
         s.width, s.height, s.pix_fmt = w, h, pix_fmt
         s.time_base = s.codec_context.time_base = Fraction(1, 1000)  # else PyAV snaps pts to 1/rate
+        if rotation:
+            s.set_display_rotation(rotation)
         for k, v in (color or {}).items():
             setattr(s.codec_context, k, v)
         for i in range(frames):
@@ -209,6 +212,20 @@ def test_colour_properties_and_metadata_preserved(tmp_path):
         cc = c.streams.video[0].codec_context
         assert (cc.color_range, cc.color_primaries, cc.color_trc, cc.colorspace) == (2, 9, 16, 9)
         assert c.metadata.get("title") == "colour test"
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_rotation_metadata_carried_over(tmp_path, ext):
+    src = tmp_path / ("in" + ext)
+    _write(src, 4, rotation=90)
+    with av.open(str(src)) as c:
+        assert next(c.decode(video=0)).rotation == 90
+    notes = []
+    res = encode(src, tmp_path / ("o" + ext), cfg(f"saliency.model={PH}"), on_event=notes.append)
+    assert res.frames == 4 and any("rotation metadata (90°) carried over" in n for n in notes)
+    with av.open(str(tmp_path / ("o" + ext))) as c:
+        f = next(c.decode(video=0))
+        assert f.rotation == 90 and (f.width, f.height) == (128, 96)
 
 
 def test_odd_size_gets_clear_error_and_crop_filter_fixes_it(tmp_path):

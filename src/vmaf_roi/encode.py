@@ -490,12 +490,6 @@ def _duration(src: VideoSource, frames: int) -> float:
 
 
 def _add_video_stream(out, codec, cfg, frame: av.VideoFrame, src: VideoSource, opts, bit_rate, on_event):
-    rot = getattr(frame, "rotation", 0) or 0
-    if rot % 360:
-        raise InputError(
-            f"{src.path}: has {rot}° rotation metadata, which vmaf-roi does not carry over yet; "
-            f"rotate it first (e.g. ffmpeg -i IN -c:a copy OUT, which applies it) and encode that"
-        )
     pix_fmt = choose_pix_fmt(cfg["pix_fmt"], frame.format.name, codec)
     if pix_fmt != frame.format.name:
         on_event(f"{codec.name} does not take {frame.format.name}: converting to {pix_fmt}")
@@ -519,4 +513,10 @@ def _add_video_stream(out, codec, cfg, frame: av.VideoFrame, src: VideoSource, o
     cc.bit_rate = bit_rate
     vs.options = dict(opts)
     vs.metadata.update(dict(src.stream.metadata))
+    rot = getattr(frame, "rotation", 0) or 0
+    if rot % 360:
+        # Carried over as display metadata, like a stream copy: the pixels (and so the ROI
+        # coordinates) stay in the coded orientation, players rotate on display.
+        vs.set_display_rotation(rot)
+        on_event(f"rotation metadata ({rot}°) carried over; saliency and ROI work on the stored, unrotated frames")
     return vs
