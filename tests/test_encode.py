@@ -302,3 +302,18 @@ def test_two_pass_needs_bitrate_and_a_two_pass_encoder(clip, tmp_path):
     with pytest.raises(ConfigError, match="two_pass: supported with libx264, libx265"):
         encode(clip.path, tmp_path / "o.webm", cfg("encoder=libvpx-vp9", "audio=drop", "rate_control.mode=bitrate",
                                                    "rate_control.value=300k", "rate_control.two_pass=true"))
+
+
+def test_subtitles_copied(clip, tmp_path):
+    import imageio_ffmpeg
+
+    srt = tmp_path / "s.srt"
+    srt.write_text("1\n00:00:00,000 --> 00:00:00,200\nhello\n\n2\n00:00:00,250 --> 00:00:00,450\nworld\n")
+    src = tmp_path / "in.mkv"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(clip.path), "-i", str(srt),
+                    "-map", "0", "-map", "1", "-c", "copy", "-c:s", "srt", str(src)], check=True)
+    out = tmp_path / "o.mkv"
+    encode(src, out, cfg(f"saliency.model={PH}"))
+    with av.open(str(out)) as c:
+        assert [s.type for s in c.streams] == ["video", "audio", "subtitle"]
+    assert [b for b, _ in packets(out, "subtitle")] == [b for b, _ in packets(src, "subtitle")] != []
