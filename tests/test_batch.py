@@ -143,7 +143,7 @@ def test_mixed_inputs_then_resume_and_idempotence(tmp_path, clips, capsys):
     assert st["roi/c0.mp4"] == "done" and st["bad/notvideo.mp4"] == "failed" and st["bad/missing.mp4"] == "failed"
     rec = read_manifest(out / MANIFEST_NAME)["roi/c1.mp4"]
     assert rec["input_id"]["size"] == (clips / "c1.mp4").stat().st_size and len(rec["input_id"]["sha256"]) == 64
-    assert rec["output_sha256"] == batch_mod.file_sha256(out / "roi/c1.mp4") and rec["config_hash"]
+    assert rec["output_sha256"] == batch_mod.sha256_file(out / "roi/c1.mp4") and rec["config_hash"]
     assert {"progress", "start", "done", "failed", "batch"} <= {e["event"] for e in events}
 
     # second run: nothing to redo, outputs untouched
@@ -355,7 +355,7 @@ def test_dask_localcluster_matches_local_checksums(tmp_path, clips, capsys):
 
     assert sums(local) == sums(dask) and len(sums(local)) == 4
     for key, sha in sums(dask).items():
-        assert batch_mod.file_sha256(tmp_path / "dask" / key) == sha
+        assert batch_mod.sha256_file(tmp_path / "dask" / key) == sha
 
 
 def test_gpu_job_without_gpu_worker_fails_clearly(tmp_path, clips):

@@ -44,6 +44,7 @@ from typing import Any, Callable
 
 
 from . import config as config_mod
+from .registry import sha256_file
 from .errors import ConfigError, InputError, VmafRoiError
 
 EventSink = Callable[[dict], None]
@@ -89,14 +90,6 @@ class Unit:
 def config_hash(cfg: dict[str, Any], plain: bool, steps: dict[str, dict[str, Any]]) -> str:
     blob = json.dumps({"cfg": cfg, "plain": plain, "steps": steps}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class _ReportingProgress:
@@ -209,7 +202,7 @@ def run_unit(unit: Unit, report: EventSink = _noop) -> dict[str, Any]:
             model_dir=Path(unit.model_dir) if unit.model_dir else None,
         )
         done: dict[str, Any] = {
-            "status": "done", "output_sha256": file_sha256(out), "output_size": out.stat().st_size,
+            "status": "done", "output_sha256": sha256_file(out), "output_size": out.stat().st_size,
             "frames": res.frames, "bitrate": round(res.bitrate), "fps": round(res.fps, 2),
             "encoder": res.encoder, "roi": res.roi, "model": res.model, "provider": res.provider,
         }
@@ -682,7 +675,7 @@ def input_identity(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise InputError(f"{p}: not a regular file")
     try:
-        digest = file_sha256(p)
+        digest = sha256_file(p)
     except OSError as exc:
         raise InputError(f"{p}: cannot read ({exc.strerror})") from None
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
@@ -715,7 +708,7 @@ def _decide(unit: Unit, rec: dict[str, Any] | None, force: bool, overwrite: bool
     if not exists:
         return Decision(unit, "run", "output missing", ident)
     try:
-        if file_sha256(out) != rec.get("output_sha256"):
+        if sha256_file(out) != rec.get("output_sha256"):
             return Decision(unit, "run", "output changed since", ident)
     except OSError as exc:
         return Decision(unit, "run", f"output unreadable ({exc.strerror})", ident)

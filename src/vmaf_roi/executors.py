@@ -97,7 +97,19 @@ class _Proc:
         self.attempt = 0
 
 
-class LocalExecutor:
+class _Stoppable:
+    """First Ctrl-C: drain (finish running jobs, start no more); second: abort."""
+
+    _stop: str | None = None
+
+    def stop(self, abort: bool = False) -> None:
+        if abort:
+            self._stop = "abort"
+        elif self._stop is None:
+            self._stop = "drain"
+
+
+class LocalExecutor(_Stoppable):
     """N worker processes (spawned, so safe with threads in the driver); bounded retries of a
     unit whose worker died (a job's own error is never retried: it would fail the same way)."""
 
@@ -109,11 +121,6 @@ class LocalExecutor:
         self.start_method = start_method
         self._stop: str | None = None
 
-    def stop(self, abort: bool = False) -> None:
-        if abort:
-            self._stop = "abort"
-        elif self._stop is None:
-            self._stop = "drain"
 
     def run(self, units: list[Unit]) -> Iterator[dict[str, Any]]:
         ctx = mp.get_context(self.start_method)
@@ -220,7 +227,7 @@ def _workers_info(client) -> dict[str, dict]:
     return info.get("workers", {})
 
 
-class DaskExecutor:
+class DaskExecutor(_Stoppable):
     """Units as Dask tasks on ``scheduler`` (``tcp://HOST:PORT``) or an existing ``client``."""
 
     name = "dask"
@@ -234,11 +241,6 @@ class DaskExecutor:
         self.workers: int | None = None
         self._stop: str | None = None
 
-    def stop(self, abort: bool = False) -> None:
-        if abort:
-            self._stop = "abort"
-        elif self._stop is None:
-            self._stop = "drain"
 
     def _connect(self):
         from .errors import ConfigError
