@@ -245,6 +245,14 @@ def test_cli_encode_end_to_end_and_interrupt(clip, tmp_path, monkeypatch):
     assert proc.returncode == 0, proc.stderr
     assert "PLACEHOLDER" in proc.stderr and "encode: 12 frames libx264 ROI" in proc.stderr
     out.unlink()
+    proc = subprocess.run([sys.executable, "-m", "vmaf_roi", "encode", str(clip.path), "-o", str(out), "--json",
+                           "--set", f"saliency.model={PH}", "--set", "saliency.stride=4"], capture_output=True, text=True)
+    import json
+
+    d = json.loads(proc.stdout)
+    assert d["frames"] == 12 and d["roi"] and d["inferences"] == 3 and d["bytes"] == out.stat().st_size
+    assert d["output"] == str(out) and d["bitrate"] > 0 and len(d["roi_digest"]) == 64
+    out.unlink()
 
     import vmaf_roi.encode as enc_mod
 

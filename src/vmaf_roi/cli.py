@@ -128,6 +128,13 @@ def cmd_encode(args) -> int:
         progress=_progress_factory(sys.stderr.isatty() and not args.quiet),
         on_event=lambda m: _info(f"note: {m}"),
     )
+    if args.json:
+        import dataclasses
+        import json
+
+        d = dataclasses.asdict(res)
+        d.update(output=str(res.output), fps=res.fps, bitrate=res.bitrate)
+        print(json.dumps(d))
     what = "plain" if not res.roi else f"ROI ({res.model}, {res.inferences} inferences on {res.provider}, {res.mean_regions:.0f} regions/frame)"
     _info(
         f"encode: {res.frames} frames {res.encoder} {what}, {res.bitrate / 1000:.0f} kb/s, "
@@ -248,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key, e.g. --set roi.strength=4 --set rate_control.value=28 (repeatable)")
     e.add_argument("--plain", action="store_true", help="identical pipeline and encoder settings, no ROI")
     e.add_argument("--print-config", action="store_true", help="print the effective config and exit")
+    e.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_model_dir(e)
     e.set_defaults(func=cmd_encode)
