@@ -325,3 +325,20 @@ def test_subtitles_copied(clip, tmp_path):
     with av.open(str(out)) as c:
         assert [s.type for s in c.streams] == ["video", "audio", "subtitle"]
     assert [b for b, _ in packets(out, "subtitle")] == [b for b, _ in packets(src, "subtitle")] != []
+
+
+def test_cli_qpmap_picture(clip, tmp_path, capsys):
+    roi, plain = tmp_path / "roi.mp4", tmp_path / "plain.mp4"
+    encode(clip.path, roi, cfg(f"saliency.model={PH}"))
+    encode(clip.path, plain, cfg(f"saliency.model={PH}"), plain=True)
+    png = tmp_path / "qp.png"
+    assert main(["qpmap", str(roi), "-o", str(png), "--compare", str(plain)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    assert Image.open(png).size[0] > Image.open(png).size[1] * 2  # three panels side by side
+    # a codec whose decoder exports no QP map: one clear error, no picture
+    ffv1 = tmp_path / "f.mkv"
+    _write(ffv1, 2, codec="ffv1")
+    assert main(["qpmap", str(ffv1), "-o", str(tmp_path / "x.png")]) == 3
+    assert "exports no QP map" in capsys.readouterr().err and not (tmp_path / "x.png").exists()

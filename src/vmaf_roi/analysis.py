@@ -68,3 +68,49 @@ def masked_psnr(reference: str | Path, distorted: str | Path, masks: np.ndarray)
         return float("inf") if se == 0 or n == 0 else 10 * np.log10(255.0**2 / (se / n))
 
     return db(se_in, n_in), db(se_out, n_out)
+
+
+def qp_picture(path: str | Path, out_png: str | Path, *, frame_index: int = 0,
+               compare: str | Path | None = None) -> Path:
+    """A PNG of one frame with the encoder's per-block QP map beside it (H.264 and others whose
+    decoder exports QP maps). With ``compare`` (e.g. the plain encode), a third panel shows the
+    QP difference, ROI minus plain: blue where ROI spent more bits, red where it saved."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def grab(p: str | Path) -> tuple[np.ndarray, np.ndarray]:
+        with av.open(str(p)) as c:
+            s = c.streams.video[0]
+            s.codec_context.options = {"export_side_data": "venc_params"}
+            for i, f in enumerate(c.decode(s)):
+                if i == frame_index:
+                    sd = f.side_data.get("VIDEO_ENC_PARAMS")
+                    if sd is None:
+                        raise ValueError(f"{p}: the decoder exports no QP map for this codec (H.264 does)")
+                    return f.to_ndarray(format="rgb24"), np.asarray(sd.qp_map(), dtype=np.float64)
+        raise ValueError(f"{p}: has no frame {frame_index}")
+
+    rgb, qp = grab(path)
+    panels = 2 + (compare is not None)
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.4), constrained_layout=True)
+    axes[0].imshow(rgb)
+    axes[0].set_title(f"{Path(path).name}, frame {frame_index}")
+    im = axes[1].imshow(qp, cmap="viridis_r", interpolation="nearest")
+    axes[1].set_title(f"QP per block (mean {qp.mean():.1f})")
+    fig.colorbar(im, ax=axes[1], shrink=0.8)
+    if compare is not None:
+        _, qp2 = grab(compare)
+        d = qp - qp2
+        lim = max(1.0, float(np.abs(d).max()))
+        im2 = axes[2].imshow(d, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+        axes[2].set_title(f"QP minus {Path(compare).name}")
+        fig.colorbar(im2, ax=axes[2], shrink=0.8)
+    for a in axes:
+        a.set_xticks([])
+        a.set_yticks([])
+    out_png = Path(out_png)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png

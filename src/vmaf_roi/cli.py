@@ -143,6 +143,22 @@ def cmd_encode(args) -> int:
     return 0
 
 
+# -- qpmap ------------------------------------------------------------------------------
+def cmd_qpmap(args) -> int:
+    from .analysis import qp_picture
+    from .decode import open_input
+    from .errors import InputError
+
+    for p in [args.input] + ([args.compare] if args.compare else []):
+        open_input(p).close()  # one clear error for a missing or unreadable file
+    try:
+        out = qp_picture(args.input, args.output, frame_index=args.frame, compare=args.compare)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    _info(f"qpmap: frame {args.frame} -> {out}")
+    return 0
+
+
 # -- sample / demo ------------------------------------------------------------------------
 def cmd_sample(args) -> int:
     from .output import AtomicOutputs
@@ -259,6 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_model_dir(e)
     e.set_defaults(func=cmd_encode)
+
+    q = sub.add_parser("qpmap", help="picture of the QP an encoder chose per block (H.264), optionally vs another encode")
+    q.add_argument("input", help="an encoded video (H.264: its decoder exports QP maps)")
+    q.add_argument("-o", "--output", required=True, help="PNG to write")
+    q.add_argument("--frame", type=int, default=0, help="frame index (default 0, a keyframe)")
+    q.add_argument("--compare", help="another encode of the same source (e.g. --plain): adds a QP difference panel")
+    q.set_defaults(func=cmd_qpmap)
 
     sm = sub.add_parser("sample", help="write a synthetic test clip with a known moving object")
     sm.add_argument("output")
