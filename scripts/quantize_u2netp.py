@@ -32,7 +32,6 @@ import tempfile
 from pathlib import Path
 
 import av
-import numpy as np
 import onnx
 from onnx import version_converter
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static

@@ -17,11 +17,12 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .encode import EventSink, _quiet
 from .errors import ConfigError, InputError
 from .maps import ProgressFactory, no_progress
 from .score import pool, score_many
@@ -35,13 +36,6 @@ LABELS = {
     "vmaf_roi": "VMAF (salient region)", "psnr_y_weighted": "PSNR-Y (saliency-weighted)",
     "psnr_y_mask_in": "PSNR-Y inside mask", "psnr_y_mask_out": "PSNR-Y outside mask",
 }
-EventSink = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    pass
-
-
 def parse_points(text: str, kind: str) -> list[Any]:
     """'20,24,28' (crf) or '500k,1M' (bitrates) -> values, validated, order kept."""
     from .config import parse_bitrate

@@ -374,11 +374,12 @@ def encode(
                 else:
                     mux_copy(pkt)
 
+            # a generator: nothing runs (no thread starts) until the loop below pulls from it
+            stream = items(src.frames, model=model, policy=policy, track=track,
+                           lookahead=int(sal["lookahead"]), copy_packets=bool(to_copy))
             bar = progress(src.estimated_frames(), "encode" + (" (plain)" if plain else " (roi)"))
             try:
                 last_pts = None
-                stream = items(src.frames, model=model, policy=policy, track=track,
-                               lookahead=int(sal["lookahead"]), copy_packets=bool(to_copy))
                 paired = with_maps(stream, state, bool(sal["interpolate"])) if state is not None else (
                     (x, None) for x in stream)
                 for item, small in paired:
@@ -431,8 +432,7 @@ def encode(
                     packets_out += 1
             finally:
                 bar.close()
-                if "stream" in locals():
-                    stream.close()  # stops the decode-ahead thread on errors and Ctrl-C
+                stream.close()  # stops the decode-ahead thread on errors and Ctrl-C
         finally:
             out.close()
         if packets_out != n:

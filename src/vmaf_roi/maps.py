@@ -20,7 +20,7 @@ import numpy as np
 import numpy.lib.format as npformat
 
 from .decode import VideoSource
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .output import AtomicOutputs
 from .saliency import SaliencyModel, resize_map
 
@@ -231,7 +231,6 @@ def run_saliency(
                 n += 1
                 bar.update(1)
             if n == 0:
-                from .errors import InputError
                 raise InputError(f"{input_path}: no video frames could be decoded")
             for wr in writers:
                 wr.close()
