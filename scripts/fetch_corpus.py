@@ -113,6 +113,10 @@ def _download(src: dict, tmp: Path) -> Path:
     if src["type"] == "deb":
         cmd = ["apt-get", "download", f"{src['package']}={src['version']}"]
         proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+        if proc.returncode != 0 and hasattr(os, "geteuid") and os.geteuid() == 0:
+            # a fresh machine has no package lists yet: update them once and retry
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, text=True)
+            proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
         debs = list(tmp.glob("*.deb"))
         if proc.returncode != 0 or len(debs) != 1:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]

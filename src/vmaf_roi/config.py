@@ -111,7 +111,7 @@ SCHEMA: dict[str, Check] = {
     "roi.block": Check(int, lambda v: v in (8, 16, 32, 64), "8, 16, 32 or 64", nullable=True),
     "roi.strength": _num(0, 51),
     "roi.max_offset": _num(0, 51, integer=True),
-    "roi.mode": _choice("both", "lower"),
+    "roi.mode": _choice("both", "lower", "balanced"),
     "roi.max_regions": _num(1, 1024, integer=True),
 }
 

@@ -14,6 +14,14 @@ Everything below is the specification both follow (docs/roi-planner.md repeats i
 3. **Offsets.** ``d = -strength * (2*s - 1)``; ``q = round(d)`` rounding halves away from
    zero (C ``round()``); ``q = clamp(q, -max_offset, +max_offset)``; in mode ``lower``
    ``q = min(q, 0)`` (only salient areas change, the background keeps the encoder's QP).
+   In mode ``balanced`` the background's raise follows the salient area: with
+   ``P = sum(max(d, 0))`` and ``N = sum(max(-d, 0))`` over all blocks, when ``P > N`` every
+   positive ``d`` is first multiplied by ``N / P`` (double precision; sums taken block by block
+   in row-major order), so the blocks'
+   summed QP raise never exceeds their summed QP drop: bits move from the background to
+   the salient area instead of leaving the frame. A frame mostly salient keeps mode
+   ``both``'s offsets; a frame with a few small salient objects (a street seen from far) gets
+   little or no background raise.
 4. **Rectangles.** Row by row, top to bottom: each maximal run of equal non-zero ``q``
    in a row is a run ``[bx0, bx1)``. A run extends the rectangle opened by the row above
    when that rectangle has the same ``bx0``, ``bx1`` and ``q`` and ended on the row above;
@@ -37,8 +45,8 @@ from typing import Literal
 
 import numpy as np
 
-Mode = Literal["both", "lower"]
-MODES: tuple[str, ...] = ("both", "lower")
+Mode = Literal["both", "lower", "balanced"]
+MODES: tuple[str, ...] = ("both", "lower", "balanced")
 
 
 @dataclass(frozen=True)
@@ -144,6 +152,12 @@ def round_half_away(d: np.ndarray) -> np.ndarray:
 def qp_offsets(means: np.ndarray, params: PlannerParams) -> np.ndarray:
     """Step 3: per-block integer QP offsets from block means."""
     d = -params.strength * (2.0 * means - 1.0)
+    if params.mode == "balanced":
+        # sequential sums in row-major order (cumsum), as the C filter's loop adds them
+        pos = float(np.cumsum(np.maximum(d, 0.0), axis=None)[-1]) if d.size else 0.0
+        neg = float(np.cumsum(np.maximum(-d, 0.0), axis=None)[-1]) if d.size else 0.0
+        if pos > neg:
+            d = np.where(d > 0, d * (neg / pos), d)
     q = np.clip(round_half_away(d), -params.max_offset, params.max_offset).astype(np.int64)
     if params.mode == "lower":
         q = np.minimum(q, 0)
