@@ -25,18 +25,68 @@ def _info(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
+class BarView:
+    """Renders library events on a terminal: a tqdm bar per Progress stage (the unit the
+    event names), notes as ``note: ...`` lines on stderr; results are left to the command."""
+
+    def __init__(self, bars: bool = True, notes: bool = True) -> None:
+        self.show_bars, self.show_notes = bars, notes
+        self.bar = None
+        self.stage: str | None = None
+        self.seen: set[str] = set()
+
+    def __call__(self, e) -> None:
+        from .events import Progress, Status
+
+        if isinstance(e, Progress) and self.show_bars:
+            from tqdm import tqdm
+
+            if self.bar is None or e.stage != self.stage:
+                self.close()
+                self.stage = e.stage
+                self.bar = tqdm(total=e.total, desc=e.stage, unit=e.unit, file=sys.stderr, dynamic_ncols=True,
+                                leave=False)
+            if e.total and self.bar.total != e.total:
+                self.bar.total = e.total
+            self.bar.update(e.done - self.bar.n)
+            if e.final:
+                self.close()
+        elif isinstance(e, Status) and e.level != "info" and self.show_notes and e.message not in self.seen:
+            self.seen.add(e.message)
+            msg = f"{e.level}: {e.message}"
+            if self.bar is not None:
+                from tqdm import tqdm
+
+                tqdm.write(msg, file=sys.stderr)
+            else:
+                _info(msg)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar, self.stage = None, None
+
+
+def ndjson_view(e) -> None:
+    """``--ndjson``: every event as one JSON object on its own line of stdout."""
+    from .events import to_json
+
+    sys.stdout.write(to_json(e) + "\n")
+    sys.stdout.flush()
+
+
 def _progress_factory(enabled: bool):
+    """Progress bars for the library's progress hook, rendered from Progress events."""
+    from .events import progress_events
     from .maps import no_progress
 
     if not enabled:
         return no_progress
+    return progress_events(BarView(notes=False), interval=0.1)
 
-    def make(total, desc):
-        from tqdm import tqdm
 
-        return tqdm(total=total, desc=desc, unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False)
-
-    return make
+def _kbps(bps: float) -> str:
+    return f"{bps / 1000:.1f} kb/s"
 
 
 def _model_dir(args) -> Path | None:
@@ -123,24 +173,47 @@ def cmd_encode(args) -> int:
         from .errors import ConfigError
 
         raise ConfigError("-o/--output is required")
+    from .events import Result, Status, notes, progress_events
+
+    if args.json and args.ndjson:
+        from .errors import ConfigError
+
+        raise ConfigError("--json and --ndjson: choose one")
+    if args.ndjson:
+        view = ndjson_view
+        progress = progress_events(view)
+    else:
+        view = BarView(bars=sys.stderr.isatty() and not args.quiet)
+        progress = progress_events(view, interval=0.1)
+    view(Status(f"{'plain' if args.plain else 'ROI'} {cfg['encoder']} encode of {args.input} -> {args.output}",
+                stage="encode"))
     res = encode(
         args.input, args.output, cfg, plain=args.plain, model_dir=_model_dir(args),
-        progress=_progress_factory(sys.stderr.isatty() and not args.quiet),
-        on_event=lambda m: _info(f"note: {m}"),
+        progress=progress, on_event=notes(view, "encode"),
     )
-    if args.json:
-        import dataclasses
+    d = encode_result_dict(res)
+    if args.ndjson:
+        view(Result("encode", d))
+    elif args.json:
         import json
 
-        d = dataclasses.asdict(res)
-        d.update(output=str(res.output), fps=res.fps, bitrate=res.bitrate)
         print(json.dumps(d))
     what = "plain" if not res.roi else f"ROI ({res.model}, {res.inferences} inferences on {res.provider}, {res.mean_regions:.0f} regions/frame)"
     _info(
-        f"encode: {res.frames} frames {res.encoder} {what}, {res.bitrate / 1000:.0f} kb/s, "
-        f"{res.fps:.1f} fps -> {res.output}"
+        f"encode: {res.frames} frames {res.encoder} {what}, video {_kbps(res.video_bitrate)} "
+        f"(total {_kbps(res.total_bitrate)}), {res.fps:.1f} fps -> {res.output}"
     )
     return 0
+
+
+def encode_result_dict(res) -> dict:
+    """EncodeResult as the JSON object of `encode --json` and the ndjson result event."""
+    import dataclasses
+
+    d = dataclasses.asdict(res)
+    d.update(output=str(res.output), fps=res.fps, video_bitrate=res.video_bitrate, total_bitrate=res.total_bitrate,
+             bitrate=res.total_bitrate)
+    return d
 
 
 # -- qpmap ------------------------------------------------------------------------------
@@ -272,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--plain", action="store_true", help="identical pipeline and encoder settings, no ROI")
     e.add_argument("--print-config", action="store_true", help="print the effective config and exit")
     e.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts)")
+    e.add_argument("--ndjson", action="store_true",
+                   help="status, progress and result events on stdout, one JSON object per line (for scripts)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_model_dir(e)
     e.set_defaults(func=cmd_encode)
