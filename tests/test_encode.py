@@ -352,7 +352,7 @@ def test_cli_qpmap_picture(clip, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from PIL import Image
 
-    assert Image.open(png).size[0] > Image.open(png).size[1] * 2  # three panels side by side
+    assert Image.open(png).size[0] > Image.open(png).size[1]  # three panels, two a row
     # a codec whose decoder exports no QP map: one clear error, no picture
     ffv1 = tmp_path / "f.mkv"
     _write(ffv1, 2, codec="ffv1")

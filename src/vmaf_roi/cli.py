@@ -224,11 +224,21 @@ def cmd_qpmap(args) -> int:
 
     for p in [args.input] + ([args.compare] if args.compare else []):
         open_input(p).close()  # one clear error for a missing or unreadable file
+    cfg = None
+    if args.planned:
+        from . import config
+
+        cfg = config.load(args.config, args.set)
     try:
-        out = qp_picture(args.input, args.output, frame_index=args.frame, compare=args.compare)
+        res = qp_picture(args.input, args.output, frame_index=args.frame, compare=args.compare, cfg=cfg,
+                         model_dir=_model_dir(args))
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    _info(f"qpmap: frame {args.frame} -> {out}")
+    for w in res.warnings:
+        _info(f"warning: {w}")
+    planned = f", planned offsets from {res.planned_model}" if res.planned_model else ""
+    _info(f"qpmap: frame {args.frame} ({'keyframe' if res.key_frame else res.picture_type + '-frame'}), "
+          f"mean QP {res.mean_qp:.1f}{planned} -> {res.path}")
     return 0
 
 
@@ -356,6 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-o", "--output", required=True, help="PNG to write")
     q.add_argument("--frame", type=int, default=0, help="frame index (default 0, a keyframe)")
     q.add_argument("--compare", help="another encode of the same source (e.g. --plain): adds a QP difference panel")
+    q.add_argument("--planned", action="store_true",
+                   help="add the planner's per-block offsets for this frame (saliency recomputed on it with the "
+                        "config's model and ROI settings; give the encode's -c/--set)")
+    q.add_argument("-c", "--config", help="with --planned: the encode's YAML config (default: the defaults)")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --planned: the encode's config overrides (repeatable)")
+    _add_model_dir(q)
     q.set_defaults(func=cmd_qpmap)
 
     sm = sub.add_parser("sample", help="write a synthetic test clip with a known moving object")
