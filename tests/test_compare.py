@@ -74,7 +74,8 @@ def test_compare_end_to_end(small_clip, tmp_path):
                                      "pooled"]
     # the bitrate compared is the video's alone: below the file's, and labelled as such
     assert all(0 < e["bitrate"] < e["total_bitrate"] for e in d["encodes"])
-    assert list(d["bd"]["vmaf"]) == ["bd_rate", "bd_quality", "note", "reliable", "overlap"]
+    assert list(d["bd"]["vmaf"]) == ["bd_rate", "bd_quality", "note", "reliable", "quality_reliable", "overlap",
+                                     "quality_overlap"]
     assert d["config"]["audio"] == "drop"
     png = res.write_plot(tmp_path / "rd.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -125,8 +126,10 @@ def test_cli_compare_tables_fit_100_columns_and_notes_come_once(small_clip, tmp_
 def test_bd_note_is_short_and_marks_unreliable():
     r = bd_metrics(RATES, QUALITY, RATES, [q + 6 for q in QUALITY])  # the quality ranges overlap a little
     assert r["bd_rate"] is not None and r["reliable"] is False and r["overlap"] < 75
-    assert "min_overlap" not in r["note"] and "unreliable" in r["note"]
-    assert bd_metrics(RATES, QUALITY, [x * 0.9 for x in RATES], QUALITY)["reliable"] is True
+    assert r["quality_reliable"] is True and r["quality_overlap"] is None  # same bitrates: BD-quality is fine
+    assert "min_overlap" not in r["note"] and "unreliable" in r["note"] and r["note"].startswith("BD-rate: ")
+    ok = bd_metrics(RATES, QUALITY, [x * 0.9 for x in RATES], QUALITY)
+    assert ok["reliable"] is True and ok["quality_reliable"] is True and ok["note"] is None
 
 
 def test_cli_compare_ndjson(small_clip, tmp_path, capsys):

@@ -299,17 +299,22 @@ def cmd_demo(args) -> int:
     report = cmp.write_json(out / "compare" / "report.json")
     plot = cmp.write_plot(out / "compare" / "rd.png")
     print(f"{cfg['encoder']} preset {cfg['preset']}, saliency {cmp.saliency['model']} stride "
-          f"{cfg['saliency']['stride']}, roi strength {cfg['roi']['strength']}; plain and ROI at the same settings:")
+          f"{cfg['saliency']['stride']}, roi strength {cfg['roi']['strength']}")
+    print("plain and ROI encodes at the same settings:")
     print(f"{'crf':>4} {'mode':<6}{'video kb/s':>11}{'VMAF':>7}{'PSNR object':>13}{'PSNR background':>17}")
     for r in cmp.table():
         print(f"{r['point']:>4} {r['mode']:<6}{r['kbps']:>11.0f}{r['vmaf']:>7.2f}"
               f"{r.get('psnr_y_mask_in', float('nan')):>13.2f}{r.get('psnr_y_mask_out', float('nan')):>17.2f}")
+    shaky = False
     for metric, label in (("psnr_y_mask_in", "object PSNR"), ("vmaf", "full-frame VMAF")):
         bd = cmp.bd.get(metric)
         if bd and bd.get("bd_rate") is not None:
-            shaky = "" if bd.get("reliable") else " - unreliable: the curves overlap little"
-            print(f"BD-rate ROI vs plain on {label}: {bd['bd_rate']:+.1f}% (negative = fewer bits for the same "
-                  f"score){shaky}")
+            shaky |= not bd.get("reliable")
+            print(f"BD-rate ROI vs plain on {label}: {bd['bd_rate']:+.1f}%" + ("" if bd.get("reliable") else " [1]"))
+    print("(negative = fewer bits for the same score)")
+    if shaky:
+        print("[1] unreliable: the ROI and plain curves share too little of their quality range "
+              "(see compare/report.json)")
     _info(f"demo: report {report}, RD curves {plot}, encodes in {out / 'compare'}")
     return 0
 

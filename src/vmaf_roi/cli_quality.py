@@ -144,18 +144,21 @@ def compare_tables(res) -> str:
         out.append(_wrap("; ".join(legend) + "."))
     out.append("")
     keys: dict[str, int] = {}
-    rows = [["BD, ROI vs plain", "BD-rate %", "BD-quality", "reliable"]]
+
+    def mark(b: dict, name: str) -> str:
+        marks = ""
+        for n in (b.get("note") or "").split("; "):
+            general = n and not n.startswith(("BD-rate:", "BD-quality:"))  # e.g. too few points: both
+            if n.startswith(name + ":") or general:
+                keys.setdefault(n, len(keys) + 1)
+                marks += f"[{keys[n]}]"
+        return f" {marks}" if marks else ""
+
+    rows = [["BD, ROI vs plain", "BD-rate %", "BD-quality"]]
     for m in res.metrics:
         b = res.bd[m]
-        marks = []
-        for n in (b.get("note") or "").split("; "):
-            if n:
-                keys.setdefault(n, len(keys) + 1)
-                marks.append(f"[{keys[n]}]")
-        ok = b.get("reliable", b["bd_rate"] is not None and not b.get("note"))
-        why = f" ({b['overlap']:.0f}% overlap)" if b.get("overlap") is not None else ""
-        rows.append([LABELS.get(m, m), _fmt(b["bd_rate"], 1), _fmt(b["bd_quality"], 3 if m == "ssim" else 2),
-                     ("yes" if ok else "no") + why + (" " + "".join(marks) if marks else "")])
+        rows.append([LABELS.get(m, m), _fmt(b["bd_rate"], 1) + mark(b, "BD-rate"),
+                     _fmt(b["bd_quality"], 3 if m == "ssim" else 2) + mark(b, "BD-quality")])
     out.append(_table(rows))
     out.append("BD-rate < 0: ROI needs fewer bits for the same score.")
     out.append("BD-quality > 0: ROI scores higher at equal bitrate.")

@@ -82,8 +82,11 @@ def bd_metrics(rate_anchor: Sequence[float], q_anchor: Sequence[float], rate_tes
 
     ra, qa = clean(rate_anchor, q_anchor)
     rt, qt = clean(rate_test, q_test)
-    # overlap: the smallest share (%) of the range both curves cover, where it is below bjontegaard's minimum
-    out: dict[str, Any] = {"bd_rate": None, "bd_quality": None, "note": None, "reliable": False, "overlap": None}
+    # reliable: BD-rate computed from curves that overlap enough (bjontegaard's minimum) on the quality
+    # axis; quality_reliable: the same for BD-quality, on the bitrate axis. overlap / quality_overlap:
+    # the share (%) of the range both curves cover, where it is below that minimum.
+    out: dict[str, Any] = {"bd_rate": None, "bd_quality": None, "note": None, "reliable": False,
+                           "quality_reliable": False, "overlap": None, "quality_overlap": None}
     if len(ra) < 2 or len(rt) < 2:
         out["note"] = "fewer than 2 finite points"
         return out
@@ -92,26 +95,32 @@ def bd_metrics(rate_anchor: Sequence[float], q_anchor: Sequence[float], rate_tes
         return out
     notes = []
     for key, fn in (("bd_rate", bd.bd_rate), ("bd_quality", bd.bd_psnr)):
+        name = NOTE_NAMES[key]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 v = float(fn(ra, qa, rt, qt, method=method, require_matching_points=False))
             except (ValueError, ZeroDivisionError, IndexError) as exc:
-                notes.append(f"{key}: {exc}")
+                notes.append(f"{name}: {exc}")
                 continue
         msgs = [str(w.message) for w in caught]
         if any("do not overlap" in m for m in msgs) or not math.isfinite(v):
-            notes.append(f"{key}: curves do not overlap")
+            notes.append(f"{name}: the curves do not overlap, so it cannot be computed")
             continue
+        ok = True
         for m in msgs:
             text, overlap = _short_note(key, m)
             notes.append(text)
+            ok = False
             if overlap is not None:
-                out["overlap"] = min(overlap, out.get("overlap") or 100.0)
+                out["overlap" if key == "bd_rate" else "quality_overlap"] = overlap
         out[key] = v
+        out["reliable" if key == "bd_rate" else "quality_reliable"] = ok
     out["note"] = "; ".join(notes) or None
-    out["reliable"] = out["bd_rate"] is not None and out["bd_quality"] is not None and not notes
     return out
+
+
+NOTE_NAMES = {"bd_rate": "BD-rate", "bd_quality": "BD-quality"}
 
 
 def _short_note(key: str, message: str) -> tuple[str, float | None]:
@@ -122,7 +131,7 @@ def _short_note(key: str, message: str) -> tuple[str, float | None]:
         return (f"{what}: the ROI and plain curves share less than {float(m.group(2)):.0f}% of their {axis} range, "
                 f"so the value leans on extrapolation: treat it as unreliable, or add points where the curves "
                 f"overlap", float(m.group(1)))
-    return f"{key}: {message}", None
+    return f"{NOTE_NAMES[key]}: {message}", None
 
 
 @dataclass
@@ -233,10 +242,10 @@ class CompareResult:
                 title += f": BD-rate {b['bd_rate']:+.1f}%"
             else:
                 title += ": BD-rate n/a"
-            if not b.get("reliable", b.get("bd_rate") is not None and not b.get("note")):
+            if not b.get("reliable"):
                 title += " (unreliable)"
                 ax.set_facecolor("#f4f0e6")
-                ax.text(0.98, 0.04, "unreliable: curves overlap little" if b.get("bd_rate") is not None
+                ax.text(0.98, 0.04, "BD-rate unreliable: curves overlap little" if b.get("bd_rate") is not None
                         else "BD not computable: curves do not overlap", transform=ax.transAxes, ha="right",
                         va="bottom", fontsize=7, color="firebrick")
             ax.set_title(title, fontsize=9)
@@ -248,7 +257,7 @@ class CompareResult:
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.tick_params(labelsize=7)
             ax.grid(True, which="both", alpha=0.25)
-            ax.legend(fontsize=7, loc="lower right" if b.get("reliable", True) else "upper left")
+            ax.legend(fontsize=7, loc="lower right" if b.get("reliable") else "upper left")
         for ax in list(axes.flat)[len(metrics):]:
             ax.axis("off")
         pts = ", ".join(f"{p:g}" if self.kind == "crf" else f"{p / 1000:g}k" for p in self.points)
