@@ -252,6 +252,7 @@ class CompareResult:
             ax.set_xlabel("video bitrate, kbit/s (log scale)", fontsize=8)
             ax.set_ylabel(_AXIS.get(m, LABELS.get(m, m)), fontsize=8)
             ax.set_xscale("log")
+            ax.margins(x=0.06, y=0.12)  # room for the point labels
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
