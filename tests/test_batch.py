@@ -249,6 +249,18 @@ def test_ndjson_events_carry_a_type(tmp_path, clips, capsys):
     assert all(e["type"] == "progress" for e in events if e["event"] == "progress")
 
 
+def test_summary_table_fits_100_columns():
+    from vmaf_roi.cli_batch import summary_table
+
+    long = "/data/" + "very_long_directory_name/" * 4 + "clip_with_a_long_name.mp4"
+    rows = [batch_mod.Row("done", "a-job-with-a-long-name", long, long.replace("/data", "/out"),
+                          "48 frames, video 1234 kb/s (total 1300), 12.3 s, score vmaf=93.21, and more detail " * 2),
+            batch_mod.Row("failed", "j", "/in/x.mp4", "-", "no files match")]
+    text = summary_table(batch_mod.Summary(rows=rows, seconds=1.0))
+    assert max(len(line) for line in text.splitlines()) <= 100, text
+    assert "clip_with_a_long_name.mp4" in text and "no files match" in text and "video 1234 kb/s" in text
+
+
 # -- killed worker --------------------------------------------------------------------------
 def test_sigkilled_worker_leaves_no_partial_and_rerun_completes(tmp_path, clips, capsys):
     data = basic(clips)

@@ -161,6 +161,9 @@ class _BarView:
             self.free.sort()
 
 
+WIDTH = 100  # the summary table fits in this many columns
+
+
 def summary_table(summary, base: str | None = None) -> str:
     def rel(p: str) -> str:
         if base and p not in ("-",) and os.path.isabs(p):
@@ -170,10 +173,22 @@ def summary_table(summary, base: str | None = None) -> str:
 
     rows = [("STATUS", "JOB", "INPUT", "OUTPUT", "DETAIL")]
     order = {"failed": 0, "done": 1, "skipped": 2}
+    caps = (7, 16, 34, 34)  # the four columns stay within 97; long paths keep their end
     for r in sorted(summary.rows, key=lambda r: (order.get(r.status, 3), r.job, r.input)):
-        rows.append((r.status, r.job, rel(r.input), rel(r.output), r.detail.replace("\n", " ")))
-    widths = [min(40, max(len(row[i]) for row in rows)) for i in range(4)]
-    lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(row[:4])) + "  " + row[4] for row in rows]
+        cells = (r.status, r.job, rel(r.input), rel(r.output))
+        rows.append((*(c if len(c) <= caps[i] else "..." + c[-(caps[i] - 3):] for i, c in enumerate(cells)),
+                     r.detail.replace("\n", " ")))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = []
+    for row in rows:
+        head = "  ".join(c.ljust(widths[i]) for i, c in enumerate(row[:4]))
+        if len(head) + 2 + len(row[4]) <= WIDTH:
+            lines.append(f"{head}  {row[4]}".rstrip())
+        else:  # the detail goes under its row, indented, wrapped at WIDTH
+            import textwrap
+
+            lines.append(head.rstrip())
+            lines.extend(textwrap.wrap(row[4], WIDTH, initial_indent=" " * 8, subsequent_indent=" " * 8))
     n = len(summary.rows)
     tail = (f"{n} job{'s' if n != 1 else ''}: {summary.count('done')} done, {summary.count('skipped')} skipped, "
             f"{summary.count('failed')} failed in {summary.seconds:.1f} s")
