@@ -75,13 +75,20 @@ def test_cli_models_list_status_words(tmp_path, capsys):
     from vmaf_roi.cli import main
 
     (tmp_path / "u2netp.onnx").write_bytes(b"not the model")
+    def table() -> tuple[dict[str, str], str]:
+        out = capsys.readouterr().out
+        body = out.split("\n\n")[0].splitlines()[1:]
+        assert max(len(line) for line in body) <= 100, out  # the directories go under the table, once
+        return {line.split()[0]: line.split()[3] for line in body}, out
+
     assert main(["models", "list", "--model-dir", str(tmp_path)]) == 0
-    rows = {line.split()[0]: line.split()[3] for line in capsys.readouterr().out.splitlines()[1:]}
+    rows, out = table()
     assert rows["u2netp"] == "MISMATCH"
     assert rows[PH] == "present"  # bundled and verified
+    assert f"cache: {tmp_path}" in out
     (tmp_path / "u2netp.onnx").unlink()
     main(["models", "list", "--model-dir", str(tmp_path)])
-    rows = {line.split()[0]: line.split()[3] for line in capsys.readouterr().out.splitlines()[1:]}
+    rows, _ = table()
     assert rows["u2netp"] == "missing" and set(rows.values()) <= {"present", "missing", "MISMATCH"}
 
 

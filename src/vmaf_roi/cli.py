@@ -107,14 +107,23 @@ def cmd_models_list(args) -> int:
     from .registry import load_registry, status
 
     cache = _model_dir(args)
-    rows = [("ID", "TYPE", "LICENCE", "STATUS", "PATH")]
+    rows = [("ID", "TYPE", "LICENCE", "STATUS", "FILE")]
+    dirs: dict[str, str] = {}
     for spec in load_registry().values():
         kind = "placeholder" if spec.placeholder else "real"
+        loc = spec.location(cache)
+        where = "bundled" if spec.bundled else "cache"
+        dirs[where] = str(loc.parent)
         rows.append((spec.id, kind, spec.license, STATUS_WORDS.get(st := status(spec, cache), st),
-                     str(spec.location(cache))))
+                     f"{where}/{loc.name}"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:4])) + "  " + r[4])
+    # the directories once, under the table (they are long, and the same for every row)
+    print()
+    for where, d in sorted(dirs.items(), key=lambda x: x[0] != "cache"):
+        print(f"{where}: {d}" + (" (--model-dir or $VMAF_ROI_MODEL_DIR)" if where == "cache"
+                                 else " (shipped with vmaf-roi)"))
     return 0
 
 
