@@ -232,7 +232,7 @@ def test_score_step_reports_progress_and_video_bitrate(tmp_path, clips):
     res = run_unit(u, msgs.append)
     assert res["status"] == "done", res
     stages = [m.get("stage") for m in msgs if m["type"] == "progress"]
-    assert stages[0] == "encode" and stages[-1] == "score: score"  # the step shows progress too, named
+    assert stages[0] == "encode" and stages[-1] == "score"  # the step shows progress too, named
     last = [m for m in msgs if m["type"] == "progress"][-1]
     assert last["frames"] == last["total"] == 12 and last["final"]
     assert 0 < res["video_bitrate"] <= res["total_bitrate"] == res["bitrate"]

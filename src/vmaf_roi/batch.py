@@ -168,7 +168,8 @@ def run_step(kind: str, unit: Unit, output: Path, report: EventSink = _noop) -> 
         opts["model_dir"] = Path(unit.model_dir)
     any_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
     if "progress" in params or any_kw:
-        opts["progress"] = lambda total, desc: _ReportingProgress(report, total, stage=f"{kind}: {desc}")
+        opts["progress"] = lambda total, desc: _ReportingProgress(
+            report, total, stage=kind if desc == kind else f"{kind}: {desc}")
     if kind == "score":
         res = fn(Path(unit.input), output, **opts)
     else:
