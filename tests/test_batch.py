@@ -223,6 +223,44 @@ def test_missing_step_module_fails_only_that_job(tmp_path, clips, monkeypatch):
     assert leftovers(tmp_path / "out") == []
 
 
+def test_score_step_reports_progress_and_video_bitrate(tmp_path, clips):
+    data = basic(clips)
+    data["jobs"][0]["inputs"] = [str(clips / "c0.mp4")]
+    data["jobs"][0]["score"] = {}
+    u = load_batch(write_batch(tmp_path, data)).units[0]
+    msgs = []
+    res = run_unit(u, msgs.append)
+    assert res["status"] == "done", res
+    stages = [m.get("stage") for m in msgs if m["type"] == "progress"]
+    assert stages[0] == "encode" and stages[-1] == "score"  # the step shows progress too, named
+    last = [m for m in msgs if m["type"] == "progress"][-1]
+    assert last["frames"] == last["total"] == 12 and last["final"]
+    assert 0 < res["video_bitrate"] <= res["total_bitrate"] == res["bitrate"]
+    assert batch_mod._detail(res).startswith("12 frames, video ")
+
+
+def test_ndjson_events_carry_a_type(tmp_path, clips, capsys):
+    data = basic(clips)
+    data["jobs"][0]["inputs"] = [str(clips / "c1.mp4")]
+    rc = main([str(write_batch(tmp_path, data)), "--ndjson", "-j", "1"])
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rc == 0 and {e["type"] for e in events} == {"status", "progress", "result"}
+    assert [e["event"] for e in events if e["type"] == "result"] == ["done", "summary"]
+    assert all(e["type"] == "progress" for e in events if e["event"] == "progress")
+
+
+def test_summary_table_fits_100_columns():
+    from vmaf_roi.cli_batch import summary_table
+
+    long = "/data/" + "very_long_directory_name/" * 4 + "clip_with_a_long_name.mp4"
+    rows = [batch_mod.Row("done", "a-job-with-a-long-name", long, long.replace("/data", "/out"),
+                          "48 frames, video 1234 kb/s (total 1300), 12.3 s, score vmaf=93.21, and more detail " * 2),
+            batch_mod.Row("failed", "j", "/in/x.mp4", "-", "no files match")]
+    text = summary_table(batch_mod.Summary(rows=rows, seconds=1.0))
+    assert max(len(line) for line in text.splitlines()) <= 100, text
+    assert "clip_with_a_long_name.mp4" in text and "no files match" in text and "video 1234 kb/s" in text
+
+
 # -- killed worker --------------------------------------------------------------------------
 def test_sigkilled_worker_leaves_no_partial_and_rerun_completes(tmp_path, clips, capsys):
     data = basic(clips)

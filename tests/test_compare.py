@@ -70,8 +70,12 @@ def test_compare_end_to_end(small_clip, tmp_path):
     assert not list((tmp_path / "out").glob("*.mkv"))  # encodes removed without keep
     d = json.loads(res.write_json(tmp_path / "r.json").read_text())
     assert d["schema"] == "vmaf-roi.compare/1" and d["kind"] == "crf" and d["points"] == [24, 30, 36]
-    assert list(d["encodes"][0]) == ["point", "mode", "path", "bitrate", "bytes", "encode_fps", "pooled"]
-    assert list(d["bd"]["vmaf"]) == ["bd_rate", "bd_quality", "note"]
+    assert list(d["encodes"][0]) == ["point", "mode", "path", "bitrate", "total_bitrate", "bytes", "encode_fps",
+                                     "pooled"]
+    # the bitrate compared is the video's alone: below the file's, and labelled as such
+    assert all(0 < e["bitrate"] < e["total_bitrate"] for e in d["encodes"])
+    assert list(d["bd"]["vmaf"]) == ["bd_rate", "bd_quality", "note", "reliable", "quality_reliable", "overlap",
+                                     "quality_overlap"]
     assert d["config"]["audio"] == "drop"
     png = res.write_plot(tmp_path / "rd.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -100,3 +104,45 @@ def test_cli_compare(small_clip, tmp_path, capsys):
     assert (out / "rd.png").is_file() and len(list(out.glob("*.mkv"))) == 4
     assert cli_quality.main(["compare", str(small_clip.path), "--crf", "20"]) == ConfigError.exit_code
     assert "at least 2 points" in capsys.readouterr().err
+
+
+def test_cli_compare_tables_fit_100_columns_and_notes_come_once(small_clip, tmp_path, capsys):
+    rc = cli_quality.main(["compare", str(small_clip.path), "--crf", "20,24", "-q", "-o", str(tmp_path / "o"),
+                           "--mask", str(small_clip.mask_path), "--set", "saliency.model=mobilesal_placeholder_v0",
+                           "--set", "preset=ultrafast"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 100, out
+    assert lines[0].split()[:4] == ["CRF", "mode", "video", "kb/s"] and "total kb/s" in lines[0]
+    assert "SSIM" in lines[0]
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    notes = {b["note"] for b in report["bd"].values() if b["note"]}
+    for n in notes:  # each distinct note is printed once, under the table, not in every row
+        assert sum(n.split(": ")[-1][:40] in line for line in lines) <= 1
+    assert "min_overlap" not in out
+
+
+def test_bd_note_is_short_and_marks_unreliable():
+    r = bd_metrics(RATES, QUALITY, RATES, [q + 6 for q in QUALITY])  # the quality ranges overlap a little
+    assert r["bd_rate"] is not None and r["reliable"] is False and r["overlap"] < 75
+    assert r["quality_reliable"] is True and r["quality_overlap"] is None  # same bitrates: BD-quality is fine
+    assert "min_overlap" not in r["note"] and "unreliable" in r["note"] and r["note"].startswith("BD-rate: ")
+    ok = bd_metrics(RATES, QUALITY, [x * 0.9 for x in RATES], QUALITY)
+    assert ok["reliable"] is True and ok["quality_reliable"] is True and ok["note"] is None
+
+
+def test_cli_compare_ndjson(small_clip, tmp_path, capsys):
+    rc = cli_quality.main(["compare", str(small_clip.path), "--crf", "24,32", "--ndjson", "-o", str(tmp_path / "o"),
+                           "--set", "saliency.model=mobilesal_placeholder_v0", "--set", "preset=ultrafast"])
+    assert rc == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    kinds = [e["type"] for e in events]
+    assert set(kinds) == {"status", "progress", "result"} and kinds[-1] == "result" and kinds.count("result") == 1
+    steps = [e["message"] for e in events if e["type"] == "status" and e["level"] == "info"]
+    assert steps[0] == "step 1/6: encode crf24 plain" and steps[-1] == "step 6/6: score crf32"
+    prog = [e for e in events if e["type"] == "progress"]
+    assert all(e["unit"] == "frame" and e["total"] == 8 for e in prog)  # counted in frames, not steps
+    assert sum(e["final"] for e in prog) == 6 and all(e["done"] == 8 for e in prog if e["final"])
+    res = events[-1]["result"]
+    assert res["schema"] == "vmaf-roi.compare/1" and res["encodes"][0]["bitrate"] > 0

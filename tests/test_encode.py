@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from fractions import Fraction
@@ -111,6 +112,19 @@ def test_audio_copied_bit_exact_frames_and_timestamps_kept(clip, tmp_path):
     assert video_pts(same) == video_pts(clip.path)
     with av.open(str(out)) as c:
         assert [s.type for s in c.streams] == ["video", "audio"]
+
+
+def test_video_bitrate_reported_apart_from_copied_audio(clip, tmp_path):
+    out = tmp_path / "o.mp4"
+    res = encode(clip.path, out, cfg(f"saliency.model={PH}"))
+    # the video packets, nothing else (the muxer may rewrite a few header bytes of them)
+    assert res.video_bytes == pytest.approx(sum(len(b) for b, _ in packets(out, "video")), rel=0.01)
+    audio = sum(len(b) for b, _ in packets(out, "audio"))
+    assert audio > 0 and res.bytes >= res.video_bytes + audio
+    assert res.video_bitrate == pytest.approx(res.video_bytes * 8 / res.duration)
+    assert res.video_bitrate < res.total_bitrate == res.bitrate
+    drop = encode(clip.path, tmp_path / "d.mp4", cfg(f"saliency.model={PH}", "audio=drop"))
+    assert drop.video_bytes == res.video_bytes  # copying audio changes the total only
 
 
 def test_encoder_options_really_applied(clip, tmp_path):
@@ -244,6 +258,7 @@ def test_cli_encode_end_to_end_and_interrupt(clip, tmp_path, monkeypatch):
                            "--set", f"saliency.model={PH}"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "PLACEHOLDER" in proc.stderr and "encode: 12 frames libx264 ROI" in proc.stderr
+    assert re.search(r"video [\d.]+ kb/s \(total [\d.]+ kb/s\)", proc.stderr), proc.stderr
     out.unlink()
     proc = subprocess.run([sys.executable, "-m", "vmaf_roi", "encode", str(clip.path), "-o", str(out), "--json",
                            "--set", f"saliency.model={PH}", "--set", "saliency.stride=4"], capture_output=True, text=True)
@@ -252,6 +267,7 @@ def test_cli_encode_end_to_end_and_interrupt(clip, tmp_path, monkeypatch):
     d = json.loads(proc.stdout)
     assert d["frames"] == 12 and d["roi"] and d["inferences"] == 3 and d["bytes"] == out.stat().st_size
     assert d["output"] == str(out) and d["bitrate"] > 0 and len(d["roi_digest"]) == 64
+    assert 0 < d["video_bitrate"] < d["total_bitrate"] == d["bitrate"]  # the clip has audio
     out.unlink()
 
     import vmaf_roi.encode as enc_mod
@@ -336,7 +352,7 @@ def test_cli_qpmap_picture(clip, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from PIL import Image
 
-    assert Image.open(png).size[0] > Image.open(png).size[1] * 2  # three panels side by side
+    assert Image.open(png).size[0] > Image.open(png).size[1]  # three panels, two a row
     # a codec whose decoder exports no QP map: one clear error, no picture
     ffv1 = tmp_path / "f.mkv"
     _write(ffv1, 2, codec="ffv1")

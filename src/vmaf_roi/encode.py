@@ -65,8 +65,9 @@ class EncodeResult:
     roi: bool
     frames: int
     seconds: float
-    bytes: int
+    bytes: int  # the whole file: video, copied audio/subtitles, container
     duration: float
+    video_bytes: int = 0  # the encoded video packets only
     inferences: int = 0
     provider: str = ""
     model: str = ""
@@ -80,7 +81,17 @@ class EncodeResult:
 
     @property
     def bitrate(self) -> float:
+        """Total bit/s of the file (video + copied streams + container), as before."""
         return self.bytes * 8 / self.duration if self.duration > 0 else 0.0
+
+    @property
+    def total_bitrate(self) -> float:
+        return self.bitrate
+
+    @property
+    def video_bitrate(self) -> float:
+        """Bit/s of the encoded video alone: what ROI changes, and what compare compares."""
+        return self.video_bytes * 8 / self.duration if self.duration > 0 else 0.0
 
 
 # -- encoder set-up ---------------------------------------------------------------------------
@@ -328,7 +339,7 @@ def encode(
     slots = int(rcfg["max_regions"])
     attacher = RoiAttacher(slots) if not plain else None
 
-    n = packets_out = 0
+    n = packets_out = video_bytes = 0
     regions_total = 0
     plan_cache: tuple[int, list] | None = None
     with VideoSource(input_path, cfg["filters"]) as src, AtomicOutputs() as outs:
@@ -419,6 +430,7 @@ def encode(
                         frame = attacher.attach(frame, entries)
                     try:
                         for pkt in vs.encode(frame):
+                            video_bytes += pkt.size
                             out.mux(pkt)
                             packets_out += 1
                     except av.error.FFmpegError as exc:
@@ -428,6 +440,7 @@ def encode(
                 if vs is None:
                     raise InputError(f"{input_path}: no video frames could be decoded")
                 for pkt in vs.encode(None):
+                    video_bytes += pkt.size
                     out.mux(pkt)
                     packets_out += 1
             finally:
@@ -441,7 +454,7 @@ def encode(
     size = output_path.stat().st_size
     res = EncodeResult(
         output=output_path, encoder=enc, roi=not plain, frames=n, seconds=time.perf_counter() - t0,
-        bytes=size, duration=duration, notes=notes,
+        bytes=size, video_bytes=video_bytes, duration=duration, notes=notes,
         mean_regions=regions_total / n if n else 0.0,
     )
     if state is not None:

@@ -64,6 +64,46 @@ def overlay_rgb(rgb: np.ndarray, map_u8: np.ndarray, alpha: float = 0.5) -> np.n
     return (rgb * (1 - alpha) + heat * alpha).astype(np.uint8)
 
 
+def legend_strip(width: int, height: int, label: str = "") -> tuple[np.ndarray, np.ndarray, int, int]:
+    """A colour-scale legend to burn into a width x height overlay frame: the heat colours from
+    "not salient" to "salient" on a dark box, bottom left. Returns (rgb, alpha [h,w,1], x, y)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    scale = max(1.0, min(width / 640, height / 360))
+    fs = max(8, round(11 * scale))
+    try:
+        font = ImageFont.load_default(size=fs)
+    except TypeError:  # Pillow < 10.1: a fixed bitmap font
+        font = ImageFont.load_default()
+    left, right = "not salient", "salient"
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    tw = [probe.textbbox((0, 0), t, font=font)[2] for t in (left, right, label)]
+    th = probe.textbbox((0, 0), "Ag", font=font)[3]
+    pad = max(2, fs // 3)
+    bar_w = max(24, min(round(120 * scale), width - tw[0] - tw[1] - 6 * pad))
+    if label and 2 * th + 3 * pad > height // 4:  # a small frame: the colour scale only
+        label, tw[2] = "", 0
+    w = min(width, max(tw[0] + tw[1] + bar_w + 4 * pad, tw[2] + 2 * pad if label else 0))
+    rows = 2 if label else 1
+    h = min(height, rows * th + (rows + 1) * pad)
+    img = Image.new("RGB", (w, h), (16, 16, 16))
+    d = ImageDraw.Draw(img)
+    y = pad + (th + pad if label else 0)
+    if label:
+        fit = label if tw[2] + 2 * pad <= w else label[: max(1, len(label) * (w - 2 * pad) // tw[2] - 3)] + "..."
+        d.text((pad, pad), fit, fill=(235, 235, 235), font=font)
+    d.text((pad, y), left, fill=(235, 235, 235), font=font)
+    x0 = 2 * pad + tw[0]
+    grad = _LUT[np.linspace(0, 255, max(1, bar_w)).astype(np.uint8)]
+    bar = np.broadcast_to(grad[None], (max(1, th - 2), max(1, bar_w), 3))
+    img.paste(Image.fromarray(np.ascontiguousarray(bar)), (x0, y + 1))
+    d.text((x0 + bar_w + pad, y), right, fill=(235, 235, 235), font=font)
+    rgb = np.asarray(img, dtype=np.uint8)
+    alpha = np.full((h, w, 1), 0.85, dtype=np.float32)
+    margin = max(0, min(pad * 2, height - h, width - w))
+    return rgb, alpha, margin, height - h - margin
+
+
 class MapVideoWriter:
     def __init__(self, path: Path, width: int, height: int, rate: Fraction | None, metadata: dict[str, str]):
         self.c = av.open(str(path), "w", format="matroska")
@@ -100,9 +140,17 @@ class OverlayWriter:
         self.s.width, self.s.height, self.s.pix_fmt = self.w, self.h, "yuv420p"
         self.s.time_base = time_base
         self.s.options = {"crf": "20", "preset": "veryfast"}
+        model = metadata.get("vmaf_roi_model", "")
+        ph = metadata.get("vmaf_roi_placeholder") == "true"
+        label = f"saliency: {model}" + (" (PLACEHOLDER, not saliency)" if ph else "") if model else ""
+        self.legend = legend_strip(self.w, self.h, label)
 
     def write(self, rgb: np.ndarray, map_u8_full: np.ndarray, pts: int | None, time_base: Fraction) -> None:
         img = overlay_rgb(rgb[: self.h, : self.w], map_u8_full[: self.h, : self.w])
+        lg, a, x, y = self.legend
+        h, w = lg.shape[:2]
+        roi = img[y: y + h, x: x + w].astype(np.float32)
+        img[y: y + h, x: x + w] = (roi * (1 - a) + lg * a).astype(np.uint8)
         f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
         f.pts, f.time_base = pts, time_base
         for p in self.s.encode(f):

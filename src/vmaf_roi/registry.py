@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -154,7 +155,9 @@ def _fix_hint(spec: ModelSpec, cache_dir: Path | None) -> str:
     if spec.bundled:
         return "reinstall vmaf-roi or restore the file from the repository"
     where = spec.location(cache_dir)
-    return f"run `vmaf-roi models fetch {spec.id}` or place the verified file at {where}"
+    # the cache the user chose (--model-dir) goes into the command, or the fetch would land elsewhere
+    opt = f" --model-dir {shlex.quote(str(cache_dir))}" if cache_dir is not None else ""
+    return f"run `vmaf-roi models fetch {spec.id}{opt}` or place the verified file at {where}"
 
 
 def load_verified(spec: ModelSpec, cache_dir: Path | None = None) -> bytes:
