@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__
-from .errors import VmafRoiError
+from .errors import ConfigError, Interrupted, OutputError, VmafRoiError, exit_code_for_interrupt
 
 PROG = "vmaf-roi"
 
@@ -94,13 +96,18 @@ def cmd_models_fetch(args) -> int:
 # -- saliency ----------------------------------------------------------------------------
 def cmd_saliency(args) -> int:
     from .maps import run_saliency
+    from .output import check_outputs
     from .saliency import SaliencyModel
 
+    if not (args.output or args.npz or args.overlay):
+        raise ConfigError("nothing to write: give -o/--output, --npz and/or --overlay")
+    check_outputs([args.output, args.npz, args.overlay], [args.input], overwrite=args.overwrite)
     model = SaliencyModel(args.model, device=args.device, cache_dir=_model_dir(args), threads=args.threads)
     _warn_placeholder(model.spec)
     res = run_saliency(
         args.input, output=args.output, npz=args.npz, overlay=args.overlay, model=model,
         stride=args.stride, filters=args.vf, progress=_progress_factory(sys.stderr.isatty() and not args.quiet),
+        overwrite=args.overwrite,
     )
     kind = "PLACEHOLDER" if res.placeholder else "model"
     _info(
@@ -120,11 +127,9 @@ def cmd_encode(args) -> int:
         print(config.dump(cfg), end="")
         return 0
     if not args.output:
-        from .errors import ConfigError
-
         raise ConfigError("-o/--output is required")
     res = encode(
-        args.input, args.output, cfg, plain=args.plain, model_dir=_model_dir(args),
+        args.input, args.output, cfg, plain=args.plain, model_dir=_model_dir(args), overwrite=args.overwrite,
         progress=_progress_factory(sys.stderr.isatty() and not args.quiet),
         on_event=lambda m: _info(f"note: {m}"),
     )
@@ -148,23 +153,32 @@ def cmd_qpmap(args) -> int:
     from .analysis import qp_picture
     from .decode import open_input
     from .errors import InputError
+    from .output import AtomicOutputs, check_outputs
 
+    check_image_suffix(args.output, "-o")
+    check_outputs([args.output], [args.input, args.compare], overwrite=args.overwrite)
+    if args.frame < 0:
+        raise ConfigError(f"--frame: expected a number >= 0, got {args.frame}")
     for p in [args.input] + ([args.compare] if args.compare else []):
         open_input(p).close()  # one clear error for a missing or unreadable file
-    try:
-        out = qp_picture(args.input, args.output, frame_index=args.frame, compare=args.compare)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-    _info(f"qpmap: frame {args.frame} -> {out}")
+    with AtomicOutputs(overwrite=args.overwrite) as outs:
+        tmp = outs.add(args.output, inputs=(args.input, args.compare))
+        try:
+            qp_picture(args.input, tmp, frame_index=args.frame, compare=args.compare)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+    _info(f"qpmap: frame {args.frame} -> {args.output}")
     return 0
 
 
 # -- sample / demo ------------------------------------------------------------------------
 def cmd_sample(args) -> int:
-    from .output import AtomicOutputs
+    from .output import AtomicOutputs, check_outputs
     from .synth import make_clip
 
-    with AtomicOutputs() as outs:
+    check_sample_args(args.width, args.height, args.frames, args.fps)
+    check_outputs([args.output, args.mask], overwrite=args.overwrite)
+    with AtomicOutputs(overwrite=args.overwrite) as outs:
         tmp = outs.add(args.output)
         mtmp = outs.add(args.mask) if args.mask else None
         make_clip(tmp, width=args.width, height=args.height, frames=args.frames, fps=args.fps,
@@ -182,28 +196,41 @@ def cmd_demo(args) -> int:
     from .saliency import SaliencyModel
     from .synth import make_clip
 
+    from .output import AtomicOutputs, check_outputs
+
     out = Path(args.dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"demo: {out} exists and is not a directory; give a directory (new or existing)")
     clip, mask = out / "sample.mp4", out / "sample.mask.mkv"
-    _info(f"demo: writing a synthetic 640x360 clip with a known moving object to {clip}")
-    make_clip(clip, width=640, height=360, frames=48, fps=24, audio=True, mask_path=mask)
+    sal, overlay = out / "sample.sal.mkv", out / "sample.overlay.mp4"
+    report_path, plot_path = out / "compare" / "report.json", out / "compare" / "rd.png"
+    created = _make_dirs(out / "compare")
+    try:
+        check_outputs([clip, mask, sal, overlay, report_path, plot_path], overwrite=args.overwrite)
+        # the encodes compare keeps in out/compare are checked by compare itself
+        _info(f"demo: writing a synthetic 640x360 clip with a known moving object to {clip}")
+        with AtomicOutputs(overwrite=args.overwrite) as outs:
+            make_clip(outs.add(clip), width=640, height=360, frames=48, fps=24, audio=True,
+                      mask_path=outs.add(mask))
+    except BaseException:
+        _remove_dirs(created)
+        raise
     bars = _progress_factory(sys.stderr.isatty())
     # 1. saliency maps of the clip with the reference model, and a picture of them
     spec = get_spec(args.model)
     fetch(spec, _model_dir(args))
     model = SaliencyModel(spec, device=args.device, cache_dir=_model_dir(args))
     _warn_placeholder(spec)
-    res = run_saliency(clip, output=out / "sample.sal.mkv", overlay=out / "sample.overlay.mp4", model=model,
-                       progress=bars)
+    res = run_saliency(clip, output=sal, overlay=overlay, model=model, progress=bars, overwrite=args.overwrite)
     _info(f"demo: saliency {res.frames} frames through {res.model} on {res.provider} at {res.fps:.1f} fps "
           f"-> sample.sal.mkv, sample.overlay.mp4")
     # 2. ROI against plain with the default encode config, at three CRFs, scored and BD-rated
     cfg = config.load(None, [f"saliency.device={args.device}"])
     fetch(get_spec(cfg["saliency"]["model"]), _model_dir(args))
     cmp = compare(clip, cfg, crfs=[23, 28, 33], out_dir=out / "compare", mask=mask, model_dir=_model_dir(args),
-                  keep=True, progress=bars)
-    report = cmp.write_json(out / "compare" / "report.json")
-    plot = cmp.write_plot(out / "compare" / "rd.png")
+                  keep=True, progress=bars, overwrite=args.overwrite, outputs=[report_path, plot_path])
+    report = cmp.write_json(report_path, overwrite=args.overwrite)
+    plot = cmp.write_plot(plot_path, overwrite=args.overwrite)
     print(f"{cfg['encoder']} preset {cfg['preset']}, saliency {cmp.saliency['model']} stride "
           f"{cfg['saliency']['stride']}, roi strength {cfg['roi']['strength']}; plain and ROI at the same settings:")
     print(f"{'crf':>4} {'mode':<6}{'kb/s':>8}{'VMAF':>7}{'PSNR object':>13}{'PSNR background':>17}")
@@ -216,6 +243,61 @@ def cmd_demo(args) -> int:
             print(f"BD-rate ROI vs plain on {label}: {bd['bd_rate']:+.1f}% (negative = fewer bits for the same score)")
     _info(f"demo: report {report}, RD curves {plot}, encodes in {out / 'compare'}")
     return 0
+
+
+def check_sample_args(width: int, height: int, frames: int, fps: int) -> None:
+    """The synthetic clip is H.264 4:2:0: even sizes, at least 16x16."""
+    for name, v, lo in (("--width", width, 16), ("--height", height, 16), ("--frames", frames, 1), ("--fps", fps, 1)):
+        if v < lo:
+            raise ConfigError(f"{name}: expected a number >= {lo}, got {v}")
+    for name, v in (("--width", width), ("--height", height)):
+        if v % 2 or v > 8192:
+            raise ConfigError(f"{name}: expected an even number <= 8192 (the clip is 4:2:0 H.264), got {v}")
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
+
+
+def check_image_suffix(path: str | Path, option: str) -> None:
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise ConfigError(f"{option} {path}: a picture is written; use one of {', '.join(IMAGE_SUFFIXES)}")
+
+
+def _make_dirs(d: Path) -> list[Path]:
+    """mkdir -p, returning the directories it created (deepest last); OutputError if it cannot."""
+    missing = []
+    p = d
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    if p.exists() and not p.is_dir():
+        raise OutputError(f"cannot create {d}: {p} is not a directory")
+    created = []
+    for m in reversed(missing):
+        try:
+            m.mkdir()
+        except OSError as exc:
+            _remove_dirs(created)
+            raise OutputError(f"cannot create directory {m}: {exc.strerror}") from None
+        created.append(m)
+    return created
+
+
+def _remove_dirs(created: list[Path]) -> None:
+    """Remove the directories :func:`_make_dirs` made, if they are still empty."""
+    for d in reversed(created):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+
+
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-y", "--overwrite", action="store_true",
+                   help="replace existing outputs (refused by default, as in ffmpeg)")
 
 
 # -- parser -------------------------------------------------------------------------------
@@ -259,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stride", type=int, default=1, help="run the model every Nth frame, reuse the map between (default: 1)")
     s.add_argument("--vf", default=None, help="FFmpeg filter chain applied before saliency, e.g. 'scale=1280:720,fps=30'")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_overwrite(s)
     _add_model_args(s)
     _add_model_dir(s)
     s.set_defaults(func=cmd_saliency)
@@ -273,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--print-config", action="store_true", help="print the effective config and exit")
     e.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_overwrite(e)
     _add_model_dir(e)
     e.set_defaults(func=cmd_encode)
 
@@ -281,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-o", "--output", required=True, help="PNG to write")
     q.add_argument("--frame", type=int, default=0, help="frame index (default 0, a keyframe)")
     q.add_argument("--compare", help="another encode of the same source (e.g. --plain): adds a QP difference panel")
+    _add_overwrite(q)
     q.set_defaults(func=cmd_qpmap)
 
     sm = sub.add_parser("sample", help="write a synthetic test clip with a known moving object")
@@ -293,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--seed", type=int, default=0)
     sm.add_argument("--pan", action="store_true", help="camera pan over the background")
     sm.add_argument("--audio", action="store_true", help="add an AAC tone track")
+    _add_overwrite(sm)
     sm.set_defaults(func=cmd_sample)
 
     from . import cli_batch, cli_quality  # imported here: they use helpers from this module
@@ -302,25 +388,56 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="generate a sample clip and run the main job on it")
     d.add_argument("dir", nargs="?", default="demo-out")
+    _add_overwrite(d)
     _add_model_args(d)
     _add_model_dir(d)
     d.set_defaults(func=cmd_demo)
     return p
 
 
+class _Signals:
+    """SIGTERM and SIGHUP (a job scheduler, a closed terminal) act like Ctrl-C: the first one
+    raises :class:`~vmaf_roi.errors.Interrupted` in the main thread, so the same cleanup runs
+    (temporaries removed, child processes stopped); later ones are ignored while it does."""
+
+    SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+    def __init__(self) -> None:
+        self._old: dict[int, object] = {}
+        self.fired = False
+
+    def __enter__(self) -> "_Signals":
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._old[s] = signal.signal(s, self._handler)
+        return self
+
+    def _handler(self, signum, frame) -> None:
+        if self.fired:
+            return
+        self.fired = True
+        raise Interrupted(signum)
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with _Signals():
+            return int(args.func(args) or 0)
     except VmafRoiError as exc:
         if args.debug:
             raise
         _err(str(exc))
         return exc.exit_code
-    except KeyboardInterrupt:
-        _err("interrupted; no output written")
-        return 130
+    except KeyboardInterrupt as exc:
+        what = exc.name if isinstance(exc, Interrupted) else "Ctrl-C"
+        _err(f"interrupted ({what}); no output written")
+        return exit_code_for_interrupt(exc)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

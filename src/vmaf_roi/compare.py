@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from .encode import EventSink, _quiet
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, OutputError
 from .maps import ProgressFactory, no_progress
-from .score import pool, score_many
+from .output import AtomicOutputs, check_outputs, write_text
+from .score import check_mask, pool, score_many
 from .vmaf import DEFAULT_MODEL, find_ffmpeg
 
 SCHEMA = "vmaf-roi.compare/1"
@@ -173,12 +174,15 @@ class CompareResult:
             "notes": self.notes,
         }
 
-    def write_json(self, path: str | Path) -> Path:
-        p = Path(path)
-        p.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
-        return p
+    def write_json(self, path: str | Path, *, overwrite: bool = True) -> Path:
+        """The report as JSON, written atomically (never over the input)."""
+        text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+        return write_text(path, text, inputs=self._inputs(), overwrite=overwrite)
 
-    def write_plot(self, path: str | Path) -> Path:
+    def _inputs(self) -> list[str]:
+        return [self.input] + ([self.mask] if self.mask else [])
+
+    def write_plot(self, path: str | Path, *, overwrite: bool = True) -> Path:
         """RD curves (bitrate vs each metric, plain and ROI) as a PNG, with BD-rates in the titles."""
         import matplotlib
 
@@ -207,8 +211,12 @@ class CompareResult:
         fig.suptitle(f"{Path(self.input).name}: ROI vs plain ({self.encoder}, {self.kind} {self.points})", fontsize=11)
         fig.tight_layout()
         p = Path(path)
-        fig.savefig(p, dpi=100)
-        plt.close(fig)
+        try:
+            with AtomicOutputs(overwrite=overwrite) as outs:
+                tmp = outs.add(p, inputs=self._inputs())
+                fig.savefig(tmp, dpi=100, format=p.suffix.lstrip(".").lower() or "png")
+        finally:
+            plt.close(fig)
         return p
 
 
@@ -233,15 +241,18 @@ def compare(
     track=None,
     progress: ProgressFactory = no_progress,
     on_event: EventSink = _quiet,
+    overwrite: bool = True,
+    outputs: Sequence[str | Path] = (),
 ) -> CompareResult:
     """Encode plain and ROI at every point, score each against the input, BD-rate ROI vs plain.
 
     ``track``: a :class:`~vmaf_roi.encode.SaliencyTrack` to use (and fill); pass the same one
     to several calls on the same input and saliency settings to run the model only once.
     Encodes go to ``out_dir`` and are deleted at the end unless ``keep``.
+    ``overwrite=False`` refuses existing encodes (and ``outputs``, e.g. where the caller will
+    write the report) before anything runs; ``out_dir`` is created if needed and removed again
+    if it is left empty.
     """
-    from .encode import SaliencyTrack, encode
-
     t0 = time.perf_counter()
     if (crfs is None) == (bitrates is None):
         raise ConfigError("give either CRF points or bitrates")
@@ -253,13 +264,34 @@ def compare(
                           "cannot be used; apply it first (vmaf-roi encode --plain with a lossless setting, or ffmpeg)")
     if mask is not None and not Path(mask).is_file():
         raise InputError(f"--mask {mask}: no such file")
+    if mask is not None:
+        check_mask(mask, input_path)  # the right size and gray, before the first encode
     find_ffmpeg(ffmpeg)  # no libvmaf: fail before encoding anything
     kind = "crf" if crfs is not None else "bitrate"
     points = list(crfs if crfs is not None else bitrates)  # type: ignore[arg-type]
     if kind == "crf" and cfg["encoder"].endswith("_nvenc"):
         on_event("NVENC: CRF points are used as constant-quality (cq) values")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {out_dir}: {exc.strerror}") from None
+    try:
+        tags = [f"crf{pt}" if kind == "crf" else f"{int(pt) // 1000}k" for pt in points]
+        check_outputs([out_dir / f"{input_path.stem}.{t}.{m}.mkv" for t in tags for m in ("plain", "roi")]
+                      + list(outputs), [input_path, mask], overwrite=overwrite)
+        return _compare(input_path, cfg, kind, points, out_dir, mask, vmaf_model, ffmpeg, roi_weight, model_dir,
+                        keep, track, progress, on_event, overwrite, t0)
+    finally:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+
+
+def _compare(input_path, cfg, kind, points, out_dir, mask, vmaf_model, ffmpeg, roi_weight, model_dir, keep,
+             track, progress, on_event, overwrite, t0) -> CompareResult:
+    from .encode import SaliencyTrack, encode
+
     track = track if track is not None else SaliencyTrack()
     base = copy.deepcopy(cfg)
     base["audio"] = "drop"  # the bitrate compared is the video's
@@ -279,7 +311,7 @@ def compare(
                 path = out_dir / f"{stem}.{tag}.{mode}.mkv"
                 on_event(f"encode {tag} {mode}")
                 res = encode(input_path, path, c, plain=(mode == "plain"), track=None if mode == "plain" else track,
-                             model_dir=model_dir, on_event=lambda m: notes.append(m) if m not in notes else None)
+                             model_dir=model_dir, overwrite=overwrite, on_event=lambda m: notes.append(m) if m not in notes else None)
                 written.append(path)
                 results[mode] = res
                 bar.update(1)
