@@ -431,6 +431,42 @@ def test_signal_stops_the_ffmpeg_child_and_leaves_nothing(work, sig):
     assert sorted(p.name for p in work.iterdir()) == ["a.mask.mkv", "a.mp4", "fake-ffmpeg", "ffmpeg.pid", "tmp"]
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_signal_aborts_a_batch_and_its_workers_clean_up(work, sig):
+    """The driver gets the signal while a worker's score step runs ffmpeg: the worker is
+    stopped, ffmpeg with it, the unit's output and temporaries are removed, exit 128+N."""
+    import json
+
+    fake = work / "fake-ffmpeg"
+    fake.write_text(FAKE_FFMPEG.format(python=sys.executable))
+    fake.chmod(0o755)
+    tmp = work / "tmp"
+    tmp.mkdir()
+    pid_file = work / "ffmpeg.pid"
+    bf = work / "b.yaml"
+    bf.write_text(yaml.safe_dump({"version": 1, "output_dir": "out", "jobs": [
+        {"name": "j", "inputs": ["a.mp4"], "output": "{stem}.mkv", "plain": True, "score": {"ffmpeg": str(fake)}}]}))
+    env = {**os.environ, "PYTHONPATH": str(SRC), "TMPDIR": str(tmp), "FAKE_FFMPEG_PID": str(pid_file)}
+    proc = subprocess.Popen([sys.executable, "-m", "vmaf_roi", "batch", str(bf), "-j", "1", "--json"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_for(lambda: pid_file.exists() and pid_file.read_text(), 120), "the ffmpeg child never started"
+        child = int(pid_file.read_text())
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + sig, err
+    events = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
+    worker = next(e["pid"] for e in events if e["event"] == "start")
+    assert _wait_for(lambda: not _alive(child) and not _alive(worker), 10), "orphaned worker or ffmpeg"
+    assert events[-1]["event"] == "summary" and events[-1]["interrupted"]
+    assert f"interrupted ({signal.Signals(sig).name})" in events[-1]["failures"][0]["reason"]
+    assert sorted(p.name for p in (work / "out").iterdir()) == [".vmaf-roi-batch.jsonl", ".vmaf-roi-batch.lock"]
+    assert ours(tmp) == []
+
+
 def test_sigterm_during_an_encode_removes_the_partial_output(tmp_path):
     clip = make_clip(tmp_path / "in.mp4", width=320, height=240, frames=96, fps=24)
     env = {**os.environ, "PYTHONPATH": str(SRC)}

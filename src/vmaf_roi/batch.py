@@ -64,7 +64,7 @@ STEP_KINDS = ("score", "compare")
 #   compare: vmaf_roi.compare.compare(input, cfg, out_dir=..., **options) -> ROI vs plain RD curves
 STEP_HOOKS = {"score": ("vmaf_roi.score", "score"), "compare": ("vmaf_roi.compare", "compare")}
 STEP_RESERVED = {"score": ("reference", "distorted", "progress"),
-                 "compare": ("input_path", "cfg", "out_dir", "progress", "on_event", "track")}
+                 "compare": ("input_path", "cfg", "out_dir", "progress", "on_event", "track", "overwrite", "outputs")}
 
 
 def _noop(_: dict) -> None:
@@ -189,11 +189,27 @@ def run_step(kind: str, unit: Unit, output: Path) -> Any:
 
 def run_unit(unit: Unit, report: EventSink = _noop) -> dict[str, Any]:
     """Encode one unit (and run its steps). Never raises for a job's own failure: returns
-    ``{"status": "done", ...}`` or ``{"status": "failed", "reason": ...}``."""
+    ``{"status": "done", ...}`` or ``{"status": "failed", "reason": ...}``.
+
+    A unit is all or nothing: when a step fails or the worker is stopped (SIGTERM) after the
+    encode, the output and step files it wrote are removed again, so a file at an output path
+    is always a finished job (and a re-run does not mistake it for someone else's)."""
     from .encode import encode
 
     t0 = time.perf_counter()
     out = Path(unit.output)
+    wrote: list[Path] = []  # emptied when the unit completes
+    try:
+        return _run_unit(unit, report, out, wrote, t0, encode)
+    finally:
+        for p in wrote:
+            try:
+                p.unlink()
+            except OSError:
+                pass
+
+
+def _run_unit(unit: Unit, report: EventSink, out: Path, wrote: list[Path], t0: float, encode) -> dict[str, Any]:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         res = encode(
@@ -201,7 +217,9 @@ def run_unit(unit: Unit, report: EventSink = _noop) -> dict[str, Any]:
             progress=lambda total, desc: _ReportingProgress(report, total),
             on_event=lambda m: report({"type": "note", "message": m}),
             model_dir=Path(unit.model_dir) if unit.model_dir else None,
+            overwrite=True,  # the planner decided: the output is ours, or --overwrite
         )
+        wrote.append(out)
         done: dict[str, Any] = {
             "status": "done", "output_sha256": sha256_file(out), "output_size": out.stat().st_size,
             "frames": res.frames, "bitrate": round(res.bitrate), "fps": round(res.fps, 2),
@@ -210,8 +228,10 @@ def run_unit(unit: Unit, report: EventSink = _noop) -> dict[str, Any]:
         for kind in STEP_KINDS:
             if kind in unit.steps:
                 report({"type": "note", "message": f"running {kind} step"})
+                wrote.append(out.with_name(f"{out.name}.{kind}.json"))
                 done[kind] = run_step(kind, unit, out)
         done["seconds"] = round(time.perf_counter() - t0, 3)
+        wrote.clear()  # complete: keep everything
         return done
     except VmafRoiError as exc:
         return {"status": "failed", "reason": str(exc), "error": type(exc).__name__,
