@@ -241,7 +241,7 @@ def _run_unit(unit: Unit, report: EventSink, out: Path, wrote: list[Path], t0: f
                 "traceback": traceback.format_exc(), "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def temp_files(output: str | Path) -> list[Path]:
+def temp_files(output: str | Path, *, only_dead: bool = False) -> list[Path]:
     """Temporaries a killed worker can leave beside ``output``: AtomicOutputs' hidden
     ``.<stem>.<hex>.part<suffix>`` files (for the output and its step sidecars) and a compare
     step's work directory. None of them looks like a finished output."""
@@ -255,14 +255,16 @@ def temp_files(output: str | Path) -> list[Path]:
     pats = [re.compile(r"\." + re.escape(Path(n).stem) + r"\.[0-9a-f]{8}\.part" + re.escape(Path(n).suffix) + r"\Z")
             for n in names]
     found = [p for p in out.parent.iterdir() if any(pt.match(p.name) for pt in pats)]
-    found += [p for n in names for p, _pid in output_mod.temp_files(out.parent / n)]
+    # only_dead: not those of a process still running (another vmaf-roi command writing there)
+    found += [p for n in names for p, pid in output_mod.temp_files(out.parent / n)
+              if not (only_dead and output_mod.pid_alive(pid))]
     work = out.parent / f".{out.name}.compare"
     return found + ([work] if work.is_dir() else [])
 
 
 def remove_temp_files(output: str | Path) -> int:
     n = 0
-    for p in temp_files(output):
+    for p in temp_files(output, only_dead=True):
         try:
             if p.is_dir():
                 shutil.rmtree(p)
@@ -397,6 +399,9 @@ def load_batch(path: str | Path | None = None, *, data: dict | None = None, base
     man_name = data.get("manifest", MANIFEST_NAME) or MANIFEST_NAME
     if not isinstance(man_name, str) or "/" in man_name or "\\" in man_name or man_name in (".", ".."):
         errs.add("manifest", f"expected a file name (it lives in output_dir), got {short(man_name)}")
+        man_name = MANIFEST_NAME
+    elif man_name == LOCK_NAME:
+        errs.add("manifest", f"{man_name!r} is the name of the output directory's lock file")
         man_name = MANIFEST_NAME
 
     base_cfg = copy.deepcopy(config_mod.DEFAULTS)

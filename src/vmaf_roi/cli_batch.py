@@ -34,9 +34,11 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--retries", type=int, default=1,
                    help="local: times a job is retried when its worker process dies (default: 1; "
                         "a job's own error is not retried)")
-    b.add_argument("--force", action="store_true", help="redo every job, finished or not")
-    b.add_argument("--overwrite", action="store_true",
-                   help="replace existing outputs that the manifest does not know (refused by default)")
+    b.add_argument("--force", action="store_true",
+                   help="redo every job, finished or not (an output that is not ours still needs --overwrite)")
+    b.add_argument("-y", "--overwrite", action="store_true",
+                   help="replace existing outputs that are not this batch's own: unknown to the manifest, or changed "
+                        "since it wrote them (refused by default)")
     b.add_argument("--dry-run", action="store_true", help="validate and show what would run, skip or fail; run nothing")
     b.add_argument("--json", action="store_true", help="NDJSON events on stdout (for scripts); no progress bars")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bars or per-job lines")

@@ -67,7 +67,11 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # exists, another user's
-    return True
+    try:  # a zombie (exited, not yet reaped by its parent) is dead too
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def clean_stale(final: PathLike) -> int:
