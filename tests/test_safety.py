@@ -589,3 +589,25 @@ def test_set_override_property(item):
         config.load(None, [item])
     except ConfigError as exc:
         assert "\n" not in str(exc)
+
+
+def test_demo_checks_every_output_first(tmp_path, capsys, monkeypatch):
+    import vmaf_roi.synth as synth_mod
+
+    def interrupted(*a, **k):  # like Ctrl-C while the clip is written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synth_mod, "make_clip", interrupted)
+    d = tmp_path / "demo"
+    (d / "compare").mkdir(parents=True)
+    (d / "compare" / "sample.crf33.roi.mkv").write_bytes(b"an earlier run's")
+    before = snapshot(tmp_path)
+    assert main(["demo", str(d), "--model", PH]) == 8
+    assert "sample.crf33.roi.mkv already exists (use -y" in one_error(capsys)
+    assert snapshot(tmp_path) == before
+    (d / "compare" / "sample.crf33.roi.mkv").unlink()
+    (d / "compare").rmdir()
+    before = snapshot(tmp_path)
+    assert main(["demo", str(d / "new" / "dir"), "--model", PH]) == 130
+    assert snapshot(tmp_path) == before  # the directories it made are removed again
+    capsys.readouterr()

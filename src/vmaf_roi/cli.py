@@ -188,9 +188,12 @@ def cmd_sample(args) -> int:
     return 0
 
 
+DEMO_CRFS = [23, 28, 33]
+
+
 def cmd_demo(args) -> int:
     from . import config
-    from .compare import compare
+    from .compare import compare, encode_paths
     from .maps import run_saliency
     from .registry import fetch, get_spec
     from .saliency import SaliencyModel
@@ -206,8 +209,8 @@ def cmd_demo(args) -> int:
     report_path, plot_path = out / "compare" / "report.json", out / "compare" / "rd.png"
     created = _make_dirs(out / "compare")
     try:
-        check_outputs([clip, mask, sal, overlay, report_path, plot_path], overwrite=args.overwrite)
-        # the encodes compare keeps in out/compare are checked by compare itself
+        check_outputs([clip, mask, sal, overlay, report_path, plot_path,
+                       *encode_paths(clip, out / "compare", "crf", DEMO_CRFS)], overwrite=args.overwrite)
         _info(f"demo: writing a synthetic 640x360 clip with a known moving object to {clip}")
         with AtomicOutputs(overwrite=args.overwrite) as outs:
             make_clip(outs.add(clip), width=640, height=360, frames=48, fps=24, audio=True,
@@ -227,7 +230,7 @@ def cmd_demo(args) -> int:
     # 2. ROI against plain with the default encode config, at three CRFs, scored and BD-rated
     cfg = config.load(None, [f"saliency.device={args.device}"])
     fetch(get_spec(cfg["saliency"]["model"]), _model_dir(args))
-    cmp = compare(clip, cfg, crfs=[23, 28, 33], out_dir=out / "compare", mask=mask, model_dir=_model_dir(args),
+    cmp = compare(clip, cfg, crfs=DEMO_CRFS, out_dir=out / "compare", mask=mask, model_dir=_model_dir(args),
                   keep=True, progress=bars, overwrite=args.overwrite, outputs=[report_path, plot_path])
     report = cmp.write_json(report_path, overwrite=args.overwrite)
     plot = cmp.write_plot(plot_path, overwrite=args.overwrite)

@@ -225,6 +225,16 @@ def _mean(pooled: dict[str, dict[str, Any]], metric: str) -> float:
     return float(v) if v is not None else float("nan")
 
 
+def _tag(kind: str, point: Any) -> str:
+    return f"crf{point}" if kind == "crf" else f"{int(point) // 1000}k"
+
+
+def encode_paths(input_path: str | Path, out_dir: str | Path, kind: str, points: Sequence[Any]) -> list[Path]:
+    """Where :func:`compare` writes its encodes (plain and roi at each point), to check them first."""
+    stem = Path(input_path).stem
+    return [Path(out_dir) / f"{stem}.{_tag(kind, pt)}.{mode}.mkv" for pt in points for mode in ("plain", "roi")]
+
+
 def compare(
     input_path: str | Path,
     cfg: dict[str, Any],
@@ -278,9 +288,8 @@ def compare(
     except OSError as exc:
         raise OutputError(f"cannot create {out_dir}: {exc.strerror}") from None
     try:
-        tags = [f"crf{pt}" if kind == "crf" else f"{int(pt) // 1000}k" for pt in points]
-        check_outputs([out_dir / f"{input_path.stem}.{t}.{m}.mkv" for t in tags for m in ("plain", "roi")]
-                      + list(outputs), [input_path, mask], overwrite=overwrite)
+        check_outputs(encode_paths(input_path, out_dir, kind, points) + list(outputs), [input_path, mask],
+                      overwrite=overwrite)
         return _compare(input_path, cfg, kind, points, out_dir, mask, vmaf_model, ffmpeg, roi_weight, model_dir,
                         keep, track, progress, on_event, overwrite, t0)
     finally:
@@ -305,10 +314,10 @@ def _compare(input_path, cfg, kind, points, out_dir, mask, vmaf_model, ffmpeg, r
             c = copy.deepcopy(base)
             two_pass = kind == "bitrate" and bool(cfg["rate_control"].get("two_pass"))
             c["rate_control"] = {"mode": kind, "value": pt, "two_pass": two_pass}
-            tag = f"crf{pt}" if kind == "crf" else f"{int(pt) // 1000}k"
+            tag = _tag(kind, pt)
             results = {}
             for mode in ("plain", "roi"):
-                path = out_dir / f"{stem}.{tag}.{mode}.mkv"
+                path = out_dir / f"{stem}.{tag}.{mode}.mkv"  # as encode_paths() says
                 on_event(f"encode {tag} {mode}")
                 res = encode(input_path, path, c, plain=(mode == "plain"), track=None if mode == "plain" else track,
                              model_dir=model_dir, overwrite=overwrite, on_event=lambda m: notes.append(m) if m not in notes else None)
