@@ -195,11 +195,10 @@ def cmd_demo(args) -> int:
     from . import config
     from .compare import compare, encode_paths
     from .maps import run_saliency
+    from .output import AtomicOutputs, check_outputs
     from .registry import fetch, get_spec
     from .saliency import SaliencyModel
     from .synth import make_clip
-
-    from .output import AtomicOutputs, check_outputs
 
     out = Path(args.dir)
     if out.exists() and not out.is_dir():
