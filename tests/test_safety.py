@@ -158,14 +158,15 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
     stale = tmp_path / f".o.txt.vmaf-roi-{dead.pid}-0123abcd.part.txt"
     live = tmp_path / f".o.txt.vmaf-roi-{os.getppid()}-0123abcd.part.txt"  # a running process's
     other = tmp_path / f".p.txt.vmaf-roi-{dead.pid}-0123abcd.part.txt"  # beside another output
-    for p in (stale, live, other):
+    scratch = tmp_path / f".o.txt.vmaf-roi-{dead.pid}-0123abcd.part.txt.raw"  # a writer's own scratch file
+    for p in (stale, live, other, scratch):
         p.write_text("x")
         os.utime(p, (time.time() - 3600,) * 2)
-    assert {p for p, _ in temp_files(out)} == {stale, live}
+    assert {p for p, _ in temp_files(out)} == {stale, live, scratch}
     with AtomicOutputs(overwrite=False) as outs:
         outs.add(out).write_text("done")
     assert out.read_text() == "done"
-    assert not stale.exists() and live.exists() and other.exists()
+    assert not stale.exists() and not scratch.exists() and live.exists() and other.exists()
     assert clean_stale(out) == 0
 
 

@@ -31,7 +31,8 @@ from .errors import OutputError
 
 TAG = "vmaf-roi"
 _STARTED = time.time()
-_TEMP_RE = re.compile(r"\.(?P<name>.+)\." + TAG + r"-(?P<pid>\d+)-[0-9a-f]{8}\.part(?:\.[^./]*)?\Z")
+# (anything may follow .part: a writer may keep its own scratch file beside it, e.g. NpzWriter's .raw)
+_TEMP_RE = re.compile(r"\.(?P<name>.+)\." + TAG + r"-(?P<pid>\d+)-[0-9a-f]{8}\.part(?:\.[^/]*)?\Z")
 
 PathLike = str | os.PathLike
 
