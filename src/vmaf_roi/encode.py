@@ -319,6 +319,7 @@ def encode(
         check_outputs([output_path], [input_path], overwrite=overwrite)
     enc = cfg["encoder"]
     codec = check_encoder(enc, plain)
+    _check_muxable(None, codec, output_path)
     notes: list[str] = []
     opts, bit_rate = encoder_options(cfg, plain, notes, pass_no=_pass, stats=_stats)
     if cfg["rate_control"].get("two_pass") and not _pass:
@@ -496,10 +497,14 @@ def _two_pass(input_path: Path, output_path: Path, cfg: dict[str, Any], *, track
 
 def _check_muxable(out, codec, output_path: Path) -> None:
     """The container takes the encoder's stream (webm: VP8/VP9/AV1 only): checked on an
-    in-memory muxer of the same format, before any frame is decoded."""
+    in-memory muxer of the same format, before any frame is decoded. ``out`` is the opened
+    output, or None to check a format known from the extension (before the model loads)."""
     import io
 
-    probe = av.open(io.BytesIO(), "w", format=out.format.name)
+    fmt = out.format.name if out is not None else _format_for(output_path)
+    if fmt is None:
+        return
+    probe = av.open(io.BytesIO(), "w", format=fmt)
     try:
         probe.add_stream(codec.name)
     except (av.error.FFmpegError, ValueError) as exc:
