@@ -438,7 +438,10 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt as exc:
         what = exc.name if isinstance(exc, Interrupted) else "Ctrl-C"
-        _err(f"interrupted ({what}); no output written")
+        try:
+            _err(f"interrupted ({what}); no output written")
+        except OSError:  # SIGHUP: the terminal may be gone
+            pass
         return exit_code_for_interrupt(exc)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
