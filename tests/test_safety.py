@@ -170,6 +170,18 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
     assert clean_stale(out) == 0
 
 
+def test_overwrite_writes_through_a_symlink(tmp_path):
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "o.txt"
+    target.write_text("old")
+    link = tmp_path / "o.txt"
+    link.symlink_to(target)
+    with AtomicOutputs(overwrite=True) as outs:
+        outs.add(link).write_text("new")
+    assert link.is_symlink() and target.read_text() == "new"
+    assert sorted(p.name for p in (tmp_path / "real").iterdir()) == ["o.txt"]
+
+
 def test_atomic_outputs_remove_everything_on_error(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         with AtomicOutputs() as outs:

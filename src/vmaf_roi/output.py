@@ -177,6 +177,8 @@ class AtomicOutputs:
         """Check ``final`` (see :func:`check_output`), create its temporary and return it."""
         final = Path(final)
         check_output(final, inputs, overwrite=self.overwrite if overwrite is None else overwrite)
+        if final.is_symlink():  # write through the link, as ffmpeg does: the link stays
+            final = Path(os.path.realpath(final))
         if any(same_file(final, f) for f, _ in self._pending):
             raise OutputError(f"output {final} is named twice")
         clean_stale(final)
