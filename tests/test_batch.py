@@ -153,17 +153,24 @@ def test_mixed_inputs_then_resume_and_idempotence(tmp_path, clips, capsys):
     assert rc == 1 and (s["done"], s["skipped"], s["failed"]) == (0, 3, 4)
     assert mtimes == {p.name: p.stat().st_mtime_ns for p in (out / "roi").iterdir()}
 
-    # a deleted and a changed output are redone; the third is skipped
+    # a deleted output is redone; one changed since (by someone) is unknown: refused and left
+    # as it is without --overwrite, redone with it; the third is skipped
     (out / "roi/c0.mp4").unlink()
     with open(out / "roi/c1.mp4", "ab") as f:
         f.write(b"x")
+    changed = (out / "roi/c1.mp4").read_bytes()
     data["jobs"] = data["jobs"][:1]
     write_batch(tmp_path, data)
     rc, events = run_json([str(bf)], capsys)
     s = events[-1]
-    assert rc == 0 and (s["done"], s["skipped"], s["failed"]) == (2, 1, 0)
-    starts = {e["key"] for e in events if e["event"] == "start"}
-    assert starts == {"roi/c0.mp4", "roi/c1.mp4"}
+    assert rc == 1 and (s["done"], s["skipped"], s["failed"]) == (1, 1, 1)
+    assert "differs from what the manifest recorded" in s["failures"][0]["reason"]
+    assert (out / "roi/c1.mp4").read_bytes() == changed
+    assert {e["key"] for e in events if e["event"] == "start"} == {"roi/c0.mp4"}
+    rc, events = run_json([str(bf), "--overwrite"], capsys)
+    s = events[-1]
+    assert rc == 0 and (s["done"], s["skipped"], s["failed"]) == (1, 2, 0)
+    assert {e["key"] for e in events if e["event"] == "start"} == {"roi/c1.mp4"}
 
     # a config change redoes all of that job; --force redoes everything
     data["jobs"][0]["config"] = {"rate_control": {"value": 30}}

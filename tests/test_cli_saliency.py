@@ -108,7 +108,7 @@ def test_bad_input_one_line_error_no_output(kind, clip, tmp_path):
 def test_bad_options_are_clear(clip, tmp_path, capsys):
     assert main(["saliency", str(clip.path), "-o", str(tmp_path / "m.mkv"), "--model", PH, "--stride", "0"]) == 2
     assert main(["saliency", str(clip.path), "-o", str(tmp_path / "m.mkv"), "--model", PH, "--vf", "nosuchfilter=1"]) == 2
-    assert main(["saliency", str(clip.path), "-o", str(tmp_path / "nodir" / "m.mkv"), "--model", PH]) == 2
+    assert main(["saliency", str(clip.path), "-o", str(tmp_path / "nodir" / "m.mkv"), "--model", PH]) == 8  # OutputError
     assert main(["saliency", str(clip.path), "-o", str(tmp_path / "m.mkv"), "--model", "nope"]) == 4
     err = capsys.readouterr().err.strip().splitlines()
     errors = [ln for ln in err if ln.startswith("vmaf-roi: error:")]

@@ -45,11 +45,12 @@ from typing import Any, Callable
 
 from . import config as config_mod
 from .registry import sha256_file
-from .errors import ConfigError, InputError, VmafRoiError
+from .errors import ConfigError, InputError, OutputError, VmafRoiError, short
 
 EventSink = Callable[[dict], None]
 MANIFEST_NAME = ".vmaf-roi-batch.jsonl"
-LOCK_SUFFIX = ".lock"
+LOCK_SUFFIX = ".lock"  # the lock of earlier versions (per manifest): <manifest>.lock
+LOCK_NAME = ".vmaf-roi-batch.lock"  # one lock per output directory
 MANIFEST_VERSION = 1
 
 TOP_KEYS = ("version", "output_dir", "manifest", "base_config", "defaults", "jobs")
@@ -63,7 +64,7 @@ STEP_KINDS = ("score", "compare")
 #   compare: vmaf_roi.compare.compare(input, cfg, out_dir=..., **options) -> ROI vs plain RD curves
 STEP_HOOKS = {"score": ("vmaf_roi.score", "score"), "compare": ("vmaf_roi.compare", "compare")}
 STEP_RESERVED = {"score": ("reference", "distorted", "progress"),
-                 "compare": ("input_path", "cfg", "out_dir", "progress", "on_event", "track")}
+                 "compare": ("input_path", "cfg", "out_dir", "progress", "on_event", "track", "overwrite", "outputs")}
 
 
 def _noop(_: dict) -> None:
@@ -199,11 +200,27 @@ def run_step(kind: str, unit: Unit, output: Path, report: EventSink = _noop) -> 
 
 def run_unit(unit: Unit, report: EventSink = _noop) -> dict[str, Any]:
     """Encode one unit (and run its steps). Never raises for a job's own failure: returns
-    ``{"status": "done", ...}`` or ``{"status": "failed", "reason": ...}``."""
+    ``{"status": "done", ...}`` or ``{"status": "failed", "reason": ...}``.
+
+    A unit is all or nothing: when a step fails or the worker is stopped (SIGTERM) after the
+    encode, the output and step files it wrote are removed again, so a file at an output path
+    is always a finished job (and a re-run does not mistake it for someone else's)."""
     from .encode import encode
 
     t0 = time.perf_counter()
     out = Path(unit.output)
+    wrote: list[Path] = []  # emptied when the unit completes
+    try:
+        return _run_unit(unit, report, out, wrote, t0, encode)
+    finally:
+        for p in wrote:
+            try:
+                p.unlink()
+            except OSError:
+                pass
+
+
+def _run_unit(unit: Unit, report: EventSink, out: Path, wrote: list[Path], t0: float, encode) -> dict[str, Any]:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         res = encode(
@@ -211,7 +228,9 @@ def run_unit(unit: Unit, report: EventSink = _noop) -> dict[str, Any]:
             progress=lambda total, desc: _ReportingProgress(report, total),
             on_event=lambda m: report({"type": "note", "message": m}),
             model_dir=Path(unit.model_dir) if unit.model_dir else None,
+            overwrite=True,  # the planner decided: the output is ours, or --overwrite
         )
+        wrote.append(out)
         done: dict[str, Any] = {
             "status": "done", "output_sha256": sha256_file(out), "output_size": out.stat().st_size,
             "frames": res.frames, "bitrate": round(res.total_bitrate), "video_bitrate": round(res.video_bitrate),
@@ -221,8 +240,10 @@ def run_unit(unit: Unit, report: EventSink = _noop) -> dict[str, Any]:
         for kind in STEP_KINDS:
             if kind in unit.steps:
                 report({"type": "note", "message": f"running {kind} step"})
+                wrote.append(out.with_name(f"{out.name}.{kind}.json"))
                 done[kind] = run_step(kind, unit, out, report)
         done["seconds"] = round(time.perf_counter() - t0, 3)
+        wrote.clear()  # complete: keep everything
         return done
     except VmafRoiError as exc:
         return {"status": "failed", "reason": str(exc), "error": type(exc).__name__,
@@ -232,24 +253,30 @@ def run_unit(unit: Unit, report: EventSink = _noop) -> dict[str, Any]:
                 "traceback": traceback.format_exc(), "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def temp_files(output: str | Path) -> list[Path]:
+def temp_files(output: str | Path, *, only_dead: bool = False) -> list[Path]:
     """Temporaries a killed worker can leave beside ``output``: AtomicOutputs' hidden
     ``.<stem>.<hex>.part<suffix>`` files (for the output and its step sidecars) and a compare
     step's work directory. None of them looks like a finished output."""
+    from . import output as output_mod
+
     out = Path(output)
     if not out.parent.is_dir():
         return []
     names = [out.name] + [f"{out.name}.{k}.json" for k in STEP_KINDS]
+    # earlier versions' names (.<stem>.<hex>.part<suffix>), then today's (output.temp_path)
     pats = [re.compile(r"\." + re.escape(Path(n).stem) + r"\.[0-9a-f]{8}\.part" + re.escape(Path(n).suffix) + r"\Z")
             for n in names]
     found = [p for p in out.parent.iterdir() if any(pt.match(p.name) for pt in pats)]
+    # only_dead: not those of a process still running (another vmaf-roi command writing there)
+    found += [p for n in names for p, pid in output_mod.temp_files(out.parent / n)
+              if not (only_dead and output_mod.pid_alive(pid))]
     work = out.parent / f".{out.name}.compare"
     return found + ([work] if work.is_dir() else [])
 
 
 def remove_temp_files(output: str | Path) -> int:
     n = 0
-    for p in temp_files(output):
+    for p in temp_files(output, only_dead=True):
         try:
             if p.is_dir():
                 shutil.rmtree(p)
@@ -303,27 +330,27 @@ class _Errors:
 
 def _check_template(tpl: Any, where: str, errs: _Errors) -> bool:
     if not isinstance(tpl, str) or not tpl.strip():
-        errs.add(where, f"expected an output template string like '{{stem}}.roi.mp4', got {tpl!r}")
+        errs.add(where, f"expected an output template string like '{{stem}}.roi.mp4', got {short(tpl)}")
         return False
     if tpl.startswith(("/", "\\", "~")) or re.match(r"[A-Za-z]:", tpl):
-        errs.add(where, f"{tpl!r} is absolute; templates are relative to output_dir and cannot leave it")
+        errs.add(where, f"{short(tpl)} is absolute; templates are relative to output_dir and cannot leave it")
         return False
     if ".." in re.split(r"[/\\]", tpl):
-        errs.add(where, f"{tpl!r} contains '..'; templates cannot write outside output_dir")
+        errs.add(where, f"{short(tpl)} contains '..'; templates cannot write outside output_dir")
         return False
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(tpl) if f is not None]
     except ValueError as exc:
-        errs.add(where, f"{tpl!r} is not a valid template: {exc}")
+        errs.add(where, f"{short(tpl)} is not a valid template: {exc}")
         return False
     for f in fields:
         base = re.split(r"[.\[]", f, maxsplit=1)[0]
         if base not in TEMPLATE_FIELDS or base != f:
-            errs.add(where, f"{tpl!r}: unknown field {{{f}}}{_near(base, TEMPLATE_FIELDS)}; "
+            errs.add(where, f"{short(tpl)}: unknown field {{{f}}}{_near(base, TEMPLATE_FIELDS)}; "
                             f"fields are {', '.join('{' + x + '}' for x in TEMPLATE_FIELDS)}")
             return False
     if not PurePosixPath(tpl.replace("\\", "/")).suffix:
-        errs.add(where, f"{tpl!r} has no extension; the container follows it (.mp4, .mkv, .webm, ...)")
+        errs.add(where, f"{short(tpl)} has no extension; the container follows it (.mp4, .mkv, .webm, ...)")
         return False
     return True
 
@@ -335,7 +362,7 @@ def _step_options(v: Any, where: str, errs: _Errors) -> dict[str, Any] | None:
         return {}
     if isinstance(v, dict) and all(isinstance(k, str) for k in v):
         return dict(v)
-    errs.add(where, f"expected true, false or a mapping of options, got {v!r}")
+    errs.add(where, f"expected true, false or a mapping of options, got {short(v)}")
     return None
 
 
@@ -366,14 +393,14 @@ def load_batch(path: str | Path | None = None, *, data: dict | None = None, base
         if k not in TOP_KEYS:
             errs.add(str(k), f"unknown key{_near(str(k), TOP_KEYS)}")
     if data.get("version", 1) != 1:
-        errs.add("version", f"expected 1, got {data.get('version')!r}")
+        errs.add("version", f"expected 1, got {short(data.get('version'))}")
 
     out_raw = output_dir if output_dir is not None else data.get("output_dir")
     if out_raw is None:
         errs.add("output_dir", "required (the directory every output is written under)")
         out_dir = base_dir
     elif not isinstance(out_raw, (str, os.PathLike)) or not str(out_raw):
-        errs.add("output_dir", f"expected a directory path, got {out_raw!r}")
+        errs.add("output_dir", f"expected a directory path, got {short(out_raw)}")
         out_dir = base_dir
     else:
         out_dir = Path(os.path.expanduser(str(out_raw)))
@@ -383,14 +410,17 @@ def load_batch(path: str | Path | None = None, *, data: dict | None = None, base
 
     man_name = data.get("manifest", MANIFEST_NAME) or MANIFEST_NAME
     if not isinstance(man_name, str) or "/" in man_name or "\\" in man_name or man_name in (".", ".."):
-        errs.add("manifest", f"expected a file name (it lives in output_dir), got {man_name!r}")
+        errs.add("manifest", f"expected a file name (it lives in output_dir), got {short(man_name)}")
+        man_name = MANIFEST_NAME
+    elif man_name == LOCK_NAME:
+        errs.add("manifest", f"{man_name!r} is the name of the output directory's lock file")
         man_name = MANIFEST_NAME
 
     base_cfg = copy.deepcopy(config_mod.DEFAULTS)
     bc = data.get("base_config")
     if bc is not None:
         if not isinstance(bc, str):
-            errs.add("base_config", f"expected a path to an encode config YAML, got {bc!r}")
+            errs.add("base_config", f"expected a path to an encode config YAML, got {short(bc)}")
         else:
             bp = Path(os.path.expanduser(bc))
             try:
@@ -400,13 +430,13 @@ def load_batch(path: str | Path | None = None, *, data: dict | None = None, base
 
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
-        errs.add("defaults", f"expected a mapping, got {defaults!r}")
+        errs.add("defaults", f"expected a mapping, got {short(defaults)}")
         defaults = {}
     for k in defaults:
         if k not in DEFAULT_KEYS:
             errs.add(f"defaults.{k}", f"unknown key{_near(str(k), DEFAULT_KEYS)}")
     if "config" in defaults and not isinstance(defaults["config"], dict):
-        errs.add("defaults.config", f"expected a mapping of encode config keys, got {defaults['config']!r}")
+        errs.add("defaults.config", f"expected a mapping of encode config keys, got {short(defaults['config'])}")
 
     jobs = data.get("jobs")
     if not isinstance(jobs, list) or not jobs:
@@ -420,15 +450,15 @@ def load_batch(path: str | Path | None = None, *, data: dict | None = None, base
     md = str(Path(model_dir).expanduser()) if model_dir else None
     for i, job in enumerate(jobs):
         if not isinstance(job, dict):
-            errs.add(f"jobs[{i}]", f"expected a mapping, got {job!r}")
+            errs.add(f"jobs[{i}]", f"expected a mapping, got {short(job)}")
             continue
         name = job.get("name", f"job{i + 1}")
         where = f"jobs[{i}]" if "name" not in job else f"jobs[{i}] ({name})"
         if not isinstance(name, str) or not name or not re.fullmatch(r"[\w.+-]+", name):
-            errs.add(f"{where}.name", f"expected a name of letters, digits, '.', '_', '+' or '-', got {name!r}")
+            errs.add(f"{where}.name", f"expected a name of letters, digits, '.', '_', '+' or '-', got {short(name)}")
             continue
         if name in seen_names:
-            errs.add(f"{where}.name", f"{name!r} is also the name of jobs[{seen_names[name]}]")
+            errs.add(f"{where}.name", f"{short(name)} is also the name of jobs[{seen_names[name]}]")
         seen_names[name] = i
         for k in job:
             if k not in JOB_KEYS:
@@ -440,7 +470,7 @@ def load_batch(path: str | Path | None = None, *, data: dict | None = None, base
         if isinstance(inputs, str):
             inputs = [inputs]
         if not isinstance(inputs, list) or not inputs or not all(isinstance(x, str) and x for x in inputs):
-            errs.add(f"{where}.inputs", f"expected a path, a glob or a list of them, got {job.get('inputs')!r}")
+            errs.add(f"{where}.inputs", f"expected a path, a glob or a list of them, got {short(job.get('inputs'))}")
             inputs = []
 
         tpl = merged.get("output")
@@ -450,11 +480,11 @@ def load_batch(path: str | Path | None = None, *, data: dict | None = None, base
 
         plain = merged.get("plain", False)
         if not isinstance(plain, bool):
-            errs.add(f"{where}.plain", f"expected true or false, got {plain!r}")
+            errs.add(f"{where}.plain", f"expected true or false, got {short(plain)}")
             plain = False
         gpu_opt = merged.get("gpu", "auto")
         if gpu_opt not in ("auto", True, False):
-            errs.add(f"{where}.gpu", f"expected auto, true or false, got {gpu_opt!r}")
+            errs.add(f"{where}.gpu", f"expected auto, true or false, got {short(gpu_opt)}")
             gpu_opt = "auto"
         steps: dict[str, dict[str, Any]] = {}
         for kind in STEP_KINDS:
@@ -473,7 +503,7 @@ def load_batch(path: str | Path | None = None, *, data: dict | None = None, base
             if over is None or (src_where == "defaults.config" and not isinstance(over, dict)):
                 continue
             if not isinstance(over, dict):
-                errs.add(src_where, f"expected a mapping of encode config keys, got {over!r}")
+                errs.add(src_where, f"expected a mapping of encode config keys, got {short(over)}")
                 cfg_ok = False
                 continue
             try:
@@ -508,27 +538,27 @@ def load_batch(path: str | Path | None = None, *, data: dict | None = None, base
                 try:
                     rel = tpl.format_map(fields).replace("\\", "/")  # type: ignore[union-attr]
                 except (ValueError, KeyError, IndexError, TypeError) as exc:
-                    errs.add(f"{where}.output", f"{tpl!r} cannot be filled for {inp}: {exc}")
+                    errs.add(f"{where}.output", f"{short(tpl)} cannot be filled for {inp}: {exc}")
                     break
                 parts = PurePosixPath(rel).parts
                 if not parts or any(x in ("..", ".", "") for x in parts) or rel.startswith("/"):
-                    errs.add(f"{where}.output", f"{tpl!r} gives {rel!r} for {inp}, which is outside output_dir")
+                    errs.add(f"{where}.output", f"{short(tpl)} gives {short(rel)} for {inp}, which is outside output_dir")
                     continue
                 final = out_dir.joinpath(*parts)
                 real = Path(os.path.realpath(final))
                 if not real.is_relative_to(os.path.realpath(out_dir)):
-                    errs.add(f"{where}.output", f"{rel!r} for {inp} resolves to {real}, outside output_dir (a symlink?)")
+                    errs.add(f"{where}.output", f"{short(rel)} for {inp} resolves to {real}, outside output_dir (a symlink?)")
                     continue
                 key = "/".join(parts)
                 if key in (man_name, man_name + LOCK_SUFFIX):
-                    errs.add(f"{where}.output", f"{rel!r} is the manifest's own name")
+                    errs.add(f"{where}.output", f"{short(rel)} is the manifest's own name")
                     continue
                 if real == Path(os.path.realpath(inp)):
-                    errs.add(f"{where}.output", f"{rel!r} would overwrite its input {inp}")
+                    errs.add(f"{where}.output", f"{short(rel)} would overwrite its input {inp}")
                     continue
                 who = f"{where} input {inp}"
                 if key in owner:
-                    errs.add(f"{where}.output", f"{rel!r} is written by both {owner[key]} and {who}; "
+                    errs.add(f"{where}.output", f"{short(rel)} is written by both {owner[key]} and {who}; "
                                                 f"add {{job}}, {{parent}} or {{index}} to the template")
                     continue
                 owner[key] = who
@@ -563,27 +593,28 @@ class Manifest:
 
     Appends are flushed and fsynced line by line, so a killed run leaves at most a torn last
     line; :meth:`open` ignores such lines and rewrites the file atomically (temp + rename).
-    A lock file beside it keeps two runs off the same output directory.
+    One lock per output directory (``<output_dir>/.vmaf-roi-batch.lock``, whatever the manifest
+    is called) keeps two runs off the same outputs. ``readonly`` (``--dry-run``) creates, locks
+    and rewrites nothing: it only reads the records.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
+        self.readonly = readonly
         self.records: dict[str, dict[str, Any]] = {}
         self.dropped = 0
         self._f = None
         self._lock = None
 
+    @property
+    def lock_path(self) -> Path:
+        return self.path.parent / LOCK_NAME
+
     def open(self) -> "Manifest":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = open(str(self.path) + LOCK_SUFFIX, "a")
-        try:
-            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._lock.close()
-            self._lock = None
-            raise ConfigError(f"another batch run is using {self.path.parent} (lock {self.path}{LOCK_SUFFIX})") from None
+        if not self.readonly:
+            self._take_lock()
         lines = 0
-        if self.path.exists():
+        if self.path.is_file():
             with open(self.path, "rb") as f:
                 raw = f.read()
             for line in raw.split(b"\n"):
@@ -598,10 +629,24 @@ class Manifest:
                     self.dropped += 1
                     continue
                 self.records[rec["key"]] = rec
-            if self.dropped or not raw.endswith(b"\n") or lines > 2 * len(self.records) + 16:
+            if not self.readonly and (self.dropped or not raw.endswith(b"\n") or lines > 2 * len(self.records) + 16):
                 self._rewrite()
-        self._f = open(self.path, "a", encoding="utf-8")
+        if not self.readonly:
+            self._f = open(self.path, "a", encoding="utf-8")
         return self
+
+    def _take_lock(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = open(self.lock_path, "a")
+        except OSError as exc:
+            raise OutputError(f"cannot write to output directory {self.path.parent}: {exc.strerror}") from None
+        try:
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            self._lock = None
+            raise ConfigError(f"another batch run is using {self.path.parent} (lock {self.lock_path})") from None
 
     def _rewrite(self) -> None:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
@@ -617,6 +662,8 @@ class Manifest:
         return self.records.get(key)
 
     def put(self, rec: dict[str, Any]) -> None:
+        if self.readonly:
+            raise RuntimeError("Manifest opened read-only")
         rec = {"v": MANIFEST_VERSION, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **rec}
         self.records[rec["key"]] = rec
         assert self._f is not None
@@ -674,6 +721,7 @@ class Decision:
     action: str  # run | skip | fail
     reason: str
     input_id: dict[str, Any] | None = None
+    untouched: bool = False  # an output we do not know: left alone, and kept out of the manifest
 
 
 def input_identity(path: str | Path) -> dict[str, Any]:
@@ -699,16 +747,31 @@ def _decide(unit: Unit, rec: dict[str, Any] | None, force: bool, overwrite: bool
     except InputError as exc:
         return Decision(unit, "fail", str(exc))
     out = Path(unit.output)
-    exists = out.exists()
+    exists = os.path.lexists(out)
     if exists and out.is_dir():
         return Decision(unit, "fail", f"output {out} is a directory", ident)
-    if exists and rec is None and not overwrite:
-        return Decision(unit, "fail", f"output {out} exists and is not in the manifest; "
-                                      f"pass --overwrite to replace it", ident)
+    ours = False
+    if exists:
+        # an existing output is ours only if the manifest says we finished it AND it is still
+        # byte for byte what we wrote; anything else (a file someone put or changed there) is
+        # unknown and replaced only with --overwrite
+        try:
+            ours = (rec is not None and rec.get("status") == "done" and bool(rec.get("output_sha256"))
+                    and out.is_file() and sha256_file(out) == rec.get("output_sha256"))
+        except OSError as exc:
+            return Decision(unit, "fail", f"output {out} exists but cannot be read ({exc.strerror})", ident,
+                            untouched=True)
+        if not ours and not overwrite:
+            why = ("is not in the manifest" if rec is None or rec.get("status") != "done"
+                   else "differs from what the manifest recorded (changed since)")
+            return Decision(unit, "fail", f"output {out} exists and {why}; pass --overwrite to replace it", ident,
+                            untouched=True)
     if force:
         return Decision(unit, "run", "--force", ident)
+    if exists and not ours:
+        return Decision(unit, "run", "--overwrite", ident)
     if rec is None:
-        return Decision(unit, "run", "new" if not exists else "--overwrite", ident)
+        return Decision(unit, "run", "new", ident)
     if rec.get("status") != "done":
         return Decision(unit, "run", "interrupted before" if rec.get("status") == "running"
                         else "failed before", ident)
@@ -719,11 +782,6 @@ def _decide(unit: Unit, rec: dict[str, Any] | None, force: bool, overwrite: bool
         return Decision(unit, "run", "config changed", ident)
     if not exists:
         return Decision(unit, "run", "output missing", ident)
-    try:
-        if sha256_file(out) != rec.get("output_sha256"):
-            return Decision(unit, "run", "output changed since", ident)
-    except OSError as exc:
-        return Decision(unit, "run", f"output unreadable ({exc.strerror})", ident)
     return Decision(unit, "skip", "unchanged since the last run", ident)
 
 
@@ -750,6 +808,7 @@ class Summary:
     rows: list[Row]
     seconds: float
     interrupted: bool = False
+    signum: int = 0  # with interrupted: the signal (SIGINT, SIGTERM, SIGHUP)
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.rows if r.status == status)
@@ -760,26 +819,45 @@ class Summary:
 
 
 class Interrupt:
-    """First Ctrl-C drains (no new jobs; running ones finish), second aborts."""
+    """First Ctrl-C drains (no new jobs; running ones finish), second aborts. SIGTERM and SIGHUP
+    (a job scheduler, a closed terminal) abort at once: running jobs are stopped and cleaned up."""
+
+    ABORT_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
 
     def __init__(self) -> None:
         self.level = 0
+        self.signum = 0  # the signal that aborted the run (SIGINT for Ctrl-C)
         self._old = None
+        self._old_abort: dict[int, Any] = {}
 
     def __enter__(self) -> "Interrupt":
         if threading.current_thread() is threading.main_thread():
             self._old = signal.signal(signal.SIGINT, self._handler)
+            for sig in self.ABORT_SIGNALS:
+                self._old_abort[sig] = signal.signal(sig, self._abort)
         return self
 
     def _handler(self, signum, frame) -> None:
         self.level += 1
+        self.signum = self.signum or signum
         if self.level >= 3 and callable(self._old):  # a third Ctrl-C: give up at once
             signal.signal(signal.SIGINT, self._old)
             raise KeyboardInterrupt
 
+    def _abort(self, signum, frame) -> None:
+        if self.level < 2:
+            self.signum = signum
+        self.level = max(self.level, 2)
+
+    @property
+    def what(self) -> str:
+        return "Ctrl-C" if self.signum in (0, signal.SIGINT) else signal.Signals(self.signum).name
+
     def __exit__(self, *exc) -> None:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
+        for sig, h in self._old_abort.items():
+            signal.signal(sig, h)
 
 
 def run_batch(batch: Batch, executor, *, force: bool = False, overwrite: bool = False,
@@ -789,6 +867,7 @@ def run_batch(batch: Batch, executor, *, force: bool = False, overwrite: bool = 
     rows: list[Row] = []
     by_key: dict[str, Unit] = {}
     interrupted = False
+    signum = 0
 
     def ev(kind: str, unit: Unit | None = None, **kw) -> None:
         e: dict[str, Any] = {"event": kind}
@@ -813,7 +892,7 @@ def run_batch(batch: Batch, executor, *, force: bool = False, overwrite: bool = 
             elif d.action == "fail":
                 rows.append(Row("failed", u.job, u.input, u.output, d.reason))
                 # an output that the manifest does not know stays out of it (and untouched)
-                if man.get(u.key) is not None or "not in the manifest" not in d.reason:
+                if man.get(u.key) is not None or not d.untouched:
                     man.put(_record(u, d.input_id, "failed", reason=d.reason))
             else:
                 to_run.append(u)
@@ -844,7 +923,9 @@ def run_batch(batch: Batch, executor, *, force: bool = False, overwrite: bool = 
                         if intr.level >= 2 and not aborted:
                             aborted = True
                             executor.stop(abort=True)
-                            on_event({"event": "interrupt", "action": "abort", "message": "Ctrl-C again: aborting"})
+                            on_event({"event": "interrupt", "action": "abort",
+                                      "message": "Ctrl-C again: aborting" if intr.what == "Ctrl-C"
+                                      else f"{intr.what}: aborting"})
                         kind, key = msg["type"], msg.get("key")
                         u = by_key.get(key)
                         if u is None:
@@ -879,15 +960,17 @@ def run_batch(batch: Batch, executor, *, force: bool = False, overwrite: bool = 
                     if close:
                         close()
             interrupted = intr.level > 0 and any(u.key not in finished for u in to_run)
+            if interrupted:
+                signum = intr.signum or signal.SIGINT
             for u in to_run:
                 if u.key not in finished:
                     remove_temp_files(u.output)
-                    reason = "interrupted (Ctrl-C)" if intr.level else "not run"
+                    reason = f"interrupted ({intr.what})" if intr.level else "not run"
                     rows.append(Row("failed", u.job, u.input, u.output, reason))
                     rec = man.get(u.key)
                     if rec is not None and rec.get("status") == "running":
                         man.put(_record(u, ids[u.key], "failed", reason=reason))
-    summary = Summary(rows=rows, seconds=time.perf_counter() - t0, interrupted=interrupted)
+    summary = Summary(rows=rows, seconds=time.perf_counter() - t0, interrupted=interrupted, signum=signum)
     on_event({"event": "summary", "done": summary.count("done"), "skipped": summary.count("skipped"),
               "failed": summary.count("failed"), "seconds": round(summary.seconds, 3), "interrupted": interrupted,
               "failures": [{"job": r.job, "input": r.input, "output": r.output, "reason": r.detail}

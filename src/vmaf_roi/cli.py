@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__
-from .errors import VmafRoiError
+from .errors import ConfigError, Interrupted, OutputError, VmafRoiError, exit_code_for_interrupt
 
 PROG = "vmaf-roi"
 
@@ -158,13 +160,18 @@ def cmd_models_fetch(args) -> int:
 # -- saliency ----------------------------------------------------------------------------
 def cmd_saliency(args) -> int:
     from .maps import run_saliency
+    from .output import check_outputs
     from .saliency import SaliencyModel
 
+    if not (args.output or args.npz or args.overlay):
+        raise ConfigError("nothing to write: give -o/--output, --npz and/or --overlay")
+    check_outputs([args.output, args.npz, args.overlay], [args.input], overwrite=args.overwrite)
     model = SaliencyModel(args.model, device=args.device, cache_dir=_model_dir(args), threads=args.threads)
     _warn_placeholder(model.spec)
     res = run_saliency(
         args.input, output=args.output, npz=args.npz, overlay=args.overlay, model=model,
         stride=args.stride, filters=args.vf, progress=_progress_factory(sys.stderr.isatty() and not args.quiet),
+        overwrite=args.overwrite,
     )
     kind = "PLACEHOLDER" if res.placeholder else "model"
     _info(
@@ -184,8 +191,6 @@ def cmd_encode(args) -> int:
         print(config.dump(cfg), end="")
         return 0
     if not args.output:
-        from .errors import ConfigError
-
         raise ConfigError("-o/--output is required")
     from .events import Result, Status, notes, progress_events
 
@@ -202,7 +207,7 @@ def cmd_encode(args) -> int:
     view(Status(f"{'plain' if args.plain else 'ROI'} {cfg['encoder']} encode of {args.input} -> {args.output}",
                 stage="encode"))
     res = encode(
-        args.input, args.output, cfg, plain=args.plain, model_dir=_model_dir(args),
+        args.input, args.output, cfg, plain=args.plain, model_dir=_model_dir(args), overwrite=args.overwrite,
         progress=progress, on_event=notes(view, "encode"),
     )
     d = encode_result_dict(res)
@@ -235,7 +240,12 @@ def cmd_qpmap(args) -> int:
     from .analysis import qp_picture
     from .decode import open_input
     from .errors import InputError
+    from .output import AtomicOutputs, check_outputs
 
+    check_image_suffix(args.output, "-o")
+    check_outputs([args.output], [args.input, args.compare], overwrite=args.overwrite)
+    if args.frame < 0:
+        raise ConfigError(f"--frame: expected a number >= 0, got {args.frame}")
     for p in [args.input] + ([args.compare] if args.compare else []):
         open_input(p).close()  # one clear error for a missing or unreadable file
     cfg = None
@@ -243,25 +253,29 @@ def cmd_qpmap(args) -> int:
         from . import config
 
         cfg = config.load(args.config, args.set)
-    try:
-        res = qp_picture(args.input, args.output, frame_index=args.frame, compare=args.compare, cfg=cfg,
-                         model_dir=_model_dir(args))
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+    with AtomicOutputs(overwrite=args.overwrite) as outs:
+        tmp = outs.add(args.output, inputs=(args.input, args.compare))
+        try:
+            res = qp_picture(args.input, tmp, frame_index=args.frame, compare=args.compare, cfg=cfg,
+                             model_dir=_model_dir(args))
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
     for w in res.warnings:
         _info(f"warning: {w}")
     planned = f", planned offsets from {res.planned_model}" if res.planned_model else ""
     _info(f"qpmap: frame {args.frame} ({'keyframe' if res.key_frame else res.picture_type + '-frame'}), "
-          f"mean QP {res.mean_qp:.1f}{planned} -> {res.path}")
+          f"mean QP {res.mean_qp:.1f}{planned} -> {args.output}")
     return 0
 
 
 # -- sample / demo ------------------------------------------------------------------------
 def cmd_sample(args) -> int:
-    from .output import AtomicOutputs
+    from .output import AtomicOutputs, check_outputs
     from .synth import make_clip
 
-    with AtomicOutputs() as outs:
+    check_sample_args(args.width, args.height, args.frames, args.fps)
+    check_outputs([args.output, args.mask], overwrite=args.overwrite)
+    with AtomicOutputs(overwrite=args.overwrite) as outs:
         tmp = outs.add(args.output)
         mtmp = outs.add(args.mask) if args.mask else None
         make_clip(tmp, width=args.width, height=args.height, frames=args.frames, fps=args.fps,
@@ -271,10 +285,14 @@ def cmd_sample(args) -> int:
     return 0
 
 
+DEMO_CRFS = [23, 28, 33]
+
+
 def cmd_demo(args) -> int:
     from . import config
-    from .compare import compare
+    from .compare import compare, encode_paths
     from .maps import run_saliency
+    from .output import AtomicOutputs, check_outputs
     from .registry import fetch, get_spec, status
     from .saliency import SaliencyModel
     from .synth import make_clip
@@ -290,23 +308,34 @@ def cmd_demo(args) -> int:
               f"then verifying its sha256")
     fetch(spec, _model_dir(args))
     out = Path(args.dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"demo: {out} exists and is not a directory; give a directory (new or existing)")
     clip, mask = out / "sample.mp4", out / "sample.mask.mkv"
-    _info(f"demo: writing a synthetic 640x360 clip with a known moving object to {clip}")
-    make_clip(clip, width=640, height=360, frames=48, fps=24, audio=True, mask_path=mask)
+    sal, overlay = out / "sample.sal.mkv", out / "sample.overlay.mp4"
+    report_path, plot_path = out / "compare" / "report.json", out / "compare" / "rd.png"
+    created = _make_dirs(out / "compare")
+    try:
+        check_outputs([clip, mask, sal, overlay, report_path, plot_path,
+                       *encode_paths(clip, out / "compare", "crf", DEMO_CRFS)], overwrite=args.overwrite)
+        _info(f"demo: writing a synthetic 640x360 clip with a known moving object to {clip}")
+        with AtomicOutputs(overwrite=args.overwrite) as outs:
+            make_clip(outs.add(clip), width=640, height=360, frames=48, fps=24, audio=True,
+                      mask_path=outs.add(mask))
+    except BaseException:
+        _remove_dirs(created)
+        raise
     bars = _progress_factory(sys.stderr.isatty())
     # 1. saliency maps of the clip, and a picture of them
     model = SaliencyModel(spec, device=args.device, cache_dir=_model_dir(args))
     _warn_placeholder(spec)
-    res = run_saliency(clip, output=out / "sample.sal.mkv", overlay=out / "sample.overlay.mp4", model=model,
-                       progress=bars)
+    res = run_saliency(clip, output=sal, overlay=overlay, model=model, progress=bars, overwrite=args.overwrite)
     _info(f"demo: saliency {res.frames} frames through {res.model} on {res.provider} at {res.fps:.1f} fps "
           f"-> sample.sal.mkv, sample.overlay.mp4")
     # 2. ROI against plain with the default encode config, at three CRFs, scored and BD-rated
-    cmp = compare(clip, cfg, crfs=[23, 28, 33], out_dir=out / "compare", mask=mask, model_dir=_model_dir(args),
-                  keep=True, progress=bars)
-    report = cmp.write_json(out / "compare" / "report.json")
-    plot = cmp.write_plot(out / "compare" / "rd.png")
+    cmp = compare(clip, cfg, crfs=DEMO_CRFS, out_dir=out / "compare", mask=mask, model_dir=_model_dir(args),
+                  keep=True, progress=bars, overwrite=args.overwrite, outputs=[report_path, plot_path])
+    report = cmp.write_json(report_path, overwrite=args.overwrite)
+    plot = cmp.write_plot(plot_path, overwrite=args.overwrite)
     print(f"{cfg['encoder']} preset {cfg['preset']}, saliency {cmp.saliency['model']} stride "
           f"{cfg['saliency']['stride']}, roi strength {cfg['roi']['strength']}")
     print("plain and ROI encodes at the same settings:")
@@ -326,6 +355,61 @@ def cmd_demo(args) -> int:
               "(see compare/report.json)")
     _info(f"demo: report {report}, RD curves {plot}, encodes in {out / 'compare'}")
     return 0
+
+
+def check_sample_args(width: int, height: int, frames: int, fps: int) -> None:
+    """The synthetic clip is H.264 4:2:0: even sizes, at least 16x16."""
+    for name, v, lo in (("--width", width, 16), ("--height", height, 16), ("--frames", frames, 1), ("--fps", fps, 1)):
+        if v < lo:
+            raise ConfigError(f"{name}: expected a number >= {lo}, got {v}")
+    for name, v in (("--width", width), ("--height", height)):
+        if v % 2 or v > 8192:
+            raise ConfigError(f"{name}: expected an even number <= 8192 (the clip is 4:2:0 H.264), got {v}")
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
+
+
+def check_image_suffix(path: str | Path, option: str) -> None:
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise ConfigError(f"{option} {path}: a picture is written; use one of {', '.join(IMAGE_SUFFIXES)}")
+
+
+def _make_dirs(d: Path) -> list[Path]:
+    """mkdir -p, returning the directories it created (deepest last); OutputError if it cannot."""
+    missing = []
+    p = d
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    if p.exists() and not p.is_dir():
+        raise OutputError(f"cannot create {d}: {p} is not a directory")
+    created = []
+    for m in reversed(missing):
+        try:
+            m.mkdir()
+        except OSError as exc:
+            _remove_dirs(created)
+            raise OutputError(f"cannot create directory {m}: {exc.strerror}") from None
+        created.append(m)
+    return created
+
+
+def _remove_dirs(created: list[Path]) -> None:
+    """Remove the directories :func:`_make_dirs` made, if they are still empty."""
+    for d in reversed(created):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+
+
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-y", "--overwrite", action="store_true",
+                   help="replace existing outputs (refused by default, as in ffmpeg)")
 
 
 # -- parser -------------------------------------------------------------------------------
@@ -369,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stride", type=int, default=1, help="run the model every Nth frame, reuse the map between (default: 1)")
     s.add_argument("--vf", default=None, help="FFmpeg filter chain applied before saliency, e.g. 'scale=1280:720,fps=30'")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_overwrite(s)
     _add_model_args(s)
     _add_model_dir(s)
     s.set_defaults(func=cmd_saliency)
@@ -385,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--ndjson", action="store_true",
                    help="status, progress and result events on stdout, one JSON object per line (for scripts)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_overwrite(e)
     _add_model_dir(e)
     e.set_defaults(func=cmd_encode)
 
@@ -400,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="with --planned: the encode's config overrides (repeatable)")
     _add_model_dir(q)
+    _add_overwrite(q)
     q.set_defaults(func=cmd_qpmap)
 
     sm = sub.add_parser("sample", help="write a synthetic test clip with a known moving object",
@@ -416,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="random seed of textures, noise and motion; same seed, same clip (default: %(default)s)")
     sm.add_argument("--pan", action="store_true", help="camera pan over the background (default: a static camera)")
     sm.add_argument("--audio", action="store_true", help="add an AAC tone track (default: no audio)")
+    _add_overwrite(sm)
     sm.set_defaults(func=cmd_sample)
 
     from . import cli_batch, cli_quality  # imported here: they use helpers from this module
@@ -436,24 +524,58 @@ def build_parser() -> argparse.ArgumentParser:
                         "config's saliency.model; see `models list`)")
     d.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"],
                    help="auto: CUDA if it really initialises, else CPU (default: auto)")
+    _add_overwrite(d)
     _add_model_dir(d)
     d.set_defaults(func=cmd_demo)
     return p
+
+
+class _Signals:
+    """SIGTERM and SIGHUP (a job scheduler, a closed terminal) act like Ctrl-C: the first one
+    raises :class:`~vmaf_roi.errors.Interrupted` in the main thread, so the same cleanup runs
+    (temporaries removed, child processes stopped); later ones are ignored while it does."""
+
+    SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+    def __init__(self) -> None:
+        self._old: dict[int, object] = {}
+        self.fired = False
+
+    def __enter__(self) -> "_Signals":
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._old[s] = signal.signal(s, self._handler)
+        return self
+
+    def _handler(self, signum, frame) -> None:
+        if self.fired:
+            return
+        self.fired = True
+        raise Interrupted(signum)
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with _Signals():
+            return int(args.func(args) or 0)
     except VmafRoiError as exc:
         if args.debug:
             raise
         _err(str(exc))
         return exc.exit_code
-    except KeyboardInterrupt:
-        _err("interrupted; no output written")
-        return 130
+    except KeyboardInterrupt as exc:
+        what = exc.name if isinstance(exc, Interrupted) else "Ctrl-C"
+        try:
+            _err(f"interrupted ({what}); no output written")
+        except OSError:  # SIGHUP: the terminal may be gone
+            pass
+        return exit_code_for_interrupt(exc)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

@@ -34,9 +34,11 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--retries", type=int, default=1,
                    help="local: times a job is retried when its worker process dies (default: 1; "
                         "a job's own error is not retried)")
-    b.add_argument("--force", action="store_true", help="redo every job, finished or not")
-    b.add_argument("--overwrite", action="store_true",
-                   help="replace existing outputs that the manifest does not know (refused by default)")
+    b.add_argument("--force", action="store_true",
+                   help="redo every job, finished or not (an output that is not ours still needs --overwrite)")
+    b.add_argument("-y", "--overwrite", action="store_true",
+                   help="replace existing outputs that are not this batch's own: unknown to the manifest, or changed "
+                        "since it wrote them (refused by default)")
     b.add_argument("--dry-run", action="store_true", help="validate and show what would run, skip or fail; run nothing")
     b.add_argument("--json", "--ndjson", action="store_true", dest="json",
                    help="NDJSON events on stdout, one JSON object per line, each with a type (status, progress "
@@ -50,7 +52,8 @@ def add_parsers(subparsers) -> argparse.ArgumentParser:
         "batch", help="run many encodes from a batch file (resumable; local processes or Dask)",
         description="Run the jobs of a batch file. A manifest beside the outputs makes re-runs skip "
                     "finished jobs whose input and config did not change. Exit status: 0 all done or "
-                    "skipped, 1 some jobs failed, 2 bad batch file or options, 130 interrupted.",
+                    "skipped, 1 some jobs failed (with --dry-run: would fail), 2 bad batch file or options, "
+                    "130 interrupted (Ctrl-C), 143 SIGTERM, 129 SIGHUP.",
     )
     add_arguments(b)
     b.set_defaults(func=cmd_batch)
@@ -220,8 +223,8 @@ def cmd_batch(args) -> int:
 
     batch = load_batch(args.batch_file, output_dir=args.output_dir, model_dir=_model_dir(args))
     base = os.path.dirname(os.path.abspath(args.batch_file))
-    if args.dry_run:
-        with Manifest(batch.manifest_path) as man:
+    if args.dry_run:  # reads only: no directory, manifest or lock is created, nothing rewritten
+        with Manifest(batch.manifest_path, readonly=True) as man:
             decisions = plan(batch, man, force=args.force, overwrite=args.overwrite)
         if args.json:
             for d in decisions:
@@ -235,7 +238,7 @@ def cmd_batch(args) -> int:
                 print(f"{d.action:5} {d.unit.job}: {os.path.relpath(d.unit.input, base)} -> {d.unit.key}  ({d.reason})")
             for u in batch.unmatched:
                 print(f"fail  {u.job}: {u.pattern}  (no files match)")
-        return 0
+        return EXIT_FAILED if batch.unmatched or any(d.action == "fail" for d in decisions) else 0
     executor = make_executor(args)
     if args.json:
         view = _JsonView()
@@ -247,7 +250,7 @@ def cmd_batch(args) -> int:
     if not args.json:
         print(summary_table(summary, base))
     if summary.interrupted:
-        return EXIT_INTERRUPTED
+        return 128 + summary.signum if summary.signum else EXIT_INTERRUPTED
     return 0 if summary.ok else EXIT_FAILED
 
 

@@ -37,21 +37,22 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _write(text: str, output: str | None) -> None:
+def _write(text: str, output: str | None, inputs=(), overwrite: bool = False) -> None:
     if output:
-        from .output import AtomicOutputs
+        from .output import write_text
 
-        with AtomicOutputs() as outs:
-            tmp = outs.add(output)
-            tmp.write_text(text)
+        write_text(output, text, inputs=inputs, overwrite=overwrite)
     else:
         sys.stdout.write(text)
 
 
 # -- score --------------------------------------------------------------------------------
 def cmd_score(args) -> int:
+    from .output import check_outputs
     from .score import score
 
+    inputs = (args.reference, args.distorted, args.saliency, args.mask)
+    check_outputs([args.output], inputs, overwrite=args.overwrite)
     res = score(
         args.reference, args.distorted, saliency=args.saliency, model=args.model, stride=args.stride,
         device=args.device, model_dir=_model_dir(args), mask=args.mask, vmaf_model=args.vmaf_model,
@@ -62,9 +63,9 @@ def cmd_score(args) -> int:
         _info(f"note: distorted {res.scaled_from[0]}x{res.scaled_from[1]} scaled to the reference's "
               f"{res.width}x{res.height} ({args.scale})")
     if args.json:
-        _write(res.to_json() + "\n", args.output)
+        _write(res.to_json() + "\n", args.output, inputs, args.overwrite)
     elif args.csv:
-        _write(res.to_csv(), args.output)
+        _write(res.to_csv(), args.output, inputs, args.overwrite)
     else:
         rows = [["metric", "mean", "median", "stdev", "min", "max", "frames"]]
         for m, p in res.pooled.items():
@@ -76,39 +77,56 @@ def cmd_score(args) -> int:
         inf = [m for m, v in res.per_frame.items() if any(math.isinf(x) for x in v)]
         if inf:
             text += f"(frames identical to the reference have infinite {', '.join(inf)}; pooled over the others)\n"
-        _write(text, args.output)
+        _write(text, args.output, inputs, args.overwrite)
     return 0
 
 
 # -- compare ------------------------------------------------------------------------------
 def cmd_compare(args) -> int:
     from . import config
-    from .cli import BarView, ndjson_view
+    from .cli import BarView, _make_dirs, _remove_dirs, check_image_suffix, ndjson_view
     from .compare import compare, parse_points
+    from .errors import InputError
     from .events import Result, progress_events
+    from .output import check_outputs
 
     cfg = config.load(args.config, args.set)
     crfs = parse_points(args.crf, "crf") if args.crf else None
     bitrates = parse_points(args.bitrates, "bitrates") if args.bitrates else None
     inp = Path(args.input)
+    if not inp.is_file():
+        raise InputError(f"{inp}: no such file" if not inp.exists() else f"{inp}: not a regular file")
     out_dir = Path(args.out_dir) if args.out_dir else inp.with_name(inp.stem + ".compare")
+    report_path = Path(args.json) if args.json else out_dir / "report.json"
+    plot_path = Path(args.plot) if args.plot else out_dir / "rd.png"
+    check_image_suffix(plot_path, "--plot")
+    inputs = [inp, args.mask]
+    # every output is checked before the first encode (those outside OUT_DIR here, the rest by compare)
+    check_outputs([p for p in (report_path, plot_path) if p.parent != out_dir], inputs, overwrite=args.overwrite)
     if args.ndjson:
         view = ndjson_view
         progress = progress_events(view)
     else:
         view = BarView(bars=sys.stderr.isatty() and not args.quiet)
         progress = progress_events(view, interval=0.1)
+    created = _make_dirs(out_dir)
     try:
-        res = compare(
-            inp, cfg, crfs=crfs, bitrates=bitrates, out_dir=out_dir, mask=args.mask, vmaf_model=args.vmaf_model,
-            ffmpeg=args.ffmpeg, roi_weight=args.roi_weight, model_dir=_model_dir(args), keep=args.keep,
-            progress=progress, on_event=view,
-        )
-    finally:
-        if isinstance(view, BarView):
-            view.close()
-    report = res.write_json(Path(args.json) if args.json else out_dir / "report.json")
-    plot = res.write_plot(Path(args.plot) if args.plot else out_dir / "rd.png")
+        try:
+            res = compare(
+                inp, cfg, crfs=crfs, bitrates=bitrates, out_dir=out_dir, mask=args.mask, vmaf_model=args.vmaf_model,
+                ffmpeg=args.ffmpeg, roi_weight=args.roi_weight, model_dir=_model_dir(args), keep=args.keep,
+                progress=progress, on_event=view, overwrite=args.overwrite, outputs=[report_path, plot_path],
+            )
+        finally:
+            if isinstance(view, BarView):
+                view.close()
+        report = res.write_json(report_path, overwrite=args.overwrite)
+        plot = res.write_plot(plot_path, overwrite=args.overwrite)
+    except BaseException:
+        _remove_dirs(created)
+        raise
+    if created and not any(out_dir.iterdir()):
+        _remove_dirs(created)
     if args.ndjson:
         view(Result("compare", {**res.to_dict(), "report": str(report), "plot": str(plot)}))
         return 0
@@ -186,7 +204,7 @@ def _add_vmaf_args(p: argparse.ArgumentParser) -> None:
 
 def add_parsers(sub) -> None:
     """Register `score` and `compare` on the main parser's subparsers."""
-    from .cli import _add_model_dir
+    from .cli import _add_model_dir, _add_overwrite
 
     s = sub.add_parser("score", help="VMAF, PSNR-Y, SSIM (and saliency-weighted variants) of a video vs its reference",
                        description="Score DISTORTED against REFERENCE, frame by frame (paired by index) and pooled.")
@@ -206,6 +224,7 @@ def add_parsers(sub) -> None:
                         "none: refuse (default: bicubic)")
     _add_vmaf_args(s)
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_overwrite(s)
     _add_model_dir(s)
     s.set_defaults(func=cmd_score)
 
@@ -228,6 +247,7 @@ def add_parsers(sub) -> None:
                    help="status, progress and result events on stdout, one JSON object per line (for scripts); "
                         "no tables")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_overwrite(c)
     _add_model_dir(c)
     c.set_defaults(func=cmd_compare)
 

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError, InputError, OutputError
 from .events import EventSink, Status, discard
-from .errors import ConfigError, InputError
 from .maps import ProgressFactory, no_progress
-from .score import pool, score_many
+from .output import AtomicOutputs, check_outputs, write_text
+from .score import check_mask, pool, score_many
 from .vmaf import DEFAULT_MODEL, find_ffmpeg
 
 SCHEMA = "vmaf-roi.compare/1"
@@ -202,15 +203,18 @@ class CompareResult:
             "notes": self.notes,
         }
 
-    def write_json(self, path: str | Path) -> Path:
-        p = Path(path)
-        p.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
-        return p
+    def write_json(self, path: str | Path, *, overwrite: bool = True) -> Path:
+        """The report as JSON, written atomically (never over the input)."""
+        text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+        return write_text(path, text, inputs=self._inputs(), overwrite=overwrite)
 
-    def write_plot(self, path: str | Path) -> Path:
-        """RD curves as a PNG: video bitrate (log axis) against each metric, plain and ROI, every
-        point labelled with its CRF or target bitrate, the BD-rate in each panel's title, and panels
-        whose BD values are unreliable (little overlap, or none) marked as such."""
+    def _inputs(self) -> list[str]:
+        return [self.input] + ([self.mask] if self.mask else [])
+
+    def write_plot(self, path: str | Path, *, overwrite: bool = True) -> Path:
+        """RD curves as a PNG (written atomically): video bitrate (log axis) against each metric,
+        plain and ROI, every point labelled with its CRF or target bitrate, the BD-rate in each
+        panel's title, and panels whose BD values are unreliable (little overlap, or none) marked."""
         import matplotlib
 
         matplotlib.use("Agg", force=True)
@@ -267,8 +271,12 @@ class CompareResult:
                      f"BD-rate < 0: ROI needs fewer bits for the same score", fontsize=9)
         fig.tight_layout()
         p = Path(path)
-        fig.savefig(p, dpi=90)
-        plt.close(fig)
+        try:
+            with AtomicOutputs(overwrite=overwrite) as outs:
+                tmp = outs.add(p, inputs=self._inputs())
+                fig.savefig(tmp, dpi=90, format=p.suffix.lstrip(".").lower() or "png")
+        finally:
+            plt.close(fig)
         return p
 
 
@@ -282,6 +290,16 @@ _AXIS = {
 def _mean(pooled: dict[str, dict[str, Any]], metric: str) -> float:
     v = pooled.get(metric, {}).get("mean")
     return float(v) if v is not None else float("nan")
+
+
+def _tag(kind: str, point: Any) -> str:
+    return f"crf{point}" if kind == "crf" else f"{int(point) // 1000}k"
+
+
+def encode_paths(input_path: str | Path, out_dir: str | Path, kind: str, points: Sequence[Any]) -> list[Path]:
+    """Where :func:`compare` writes its encodes (plain and roi at each point), to check them first."""
+    stem = Path(input_path).stem
+    return [Path(out_dir) / f"{stem}.{_tag(kind, pt)}.{mode}.mkv" for pt in points for mode in ("plain", "roi")]
 
 
 def compare(
@@ -300,6 +318,8 @@ def compare(
     track=None,
     progress: ProgressFactory = no_progress,
     on_event: EventSink = discard,
+    overwrite: bool = True,
+    outputs: Sequence[str | Path] = (),
 ) -> CompareResult:
     """Encode plain and ROI at every point, score each against the input, BD-rate ROI vs plain.
 
@@ -309,9 +329,10 @@ def compare(
     ``on_event`` receives :class:`~vmaf_roi.events.Status` events (each step, and notes);
     ``progress`` makes one bar per step (plain encode, ROI encode, scoring), counted in frames.
     Bitrates are the video's alone (audio is dropped, container overhead not counted).
+    ``overwrite=False`` refuses existing encodes (and ``outputs``, e.g. where the caller will
+    write the report) before anything runs; ``out_dir`` is created if needed and removed again
+    if it is left empty.
     """
-    from .encode import SaliencyTrack, encode
-
     t0 = time.perf_counter()
     if (crfs is None) == (bitrates is None):
         raise ConfigError("give either CRF points or bitrates")
@@ -323,6 +344,8 @@ def compare(
                           "cannot be used; apply it first (vmaf-roi encode --plain with a lossless setting, or ffmpeg)")
     if mask is not None and not Path(mask).is_file():
         raise InputError(f"--mask {mask}: no such file")
+    if mask is not None:
+        check_mask(mask, input_path)  # the right size and gray, before the first encode
     find_ffmpeg(ffmpeg)  # no libvmaf: fail before encoding anything
     kind = "crf" if crfs is not None else "bitrate"
     points = list(crfs if crfs is not None else bitrates)  # type: ignore[arg-type]
@@ -336,7 +359,25 @@ def compare(
     if kind == "crf" and cfg["encoder"].endswith("_nvenc"):
         note("NVENC: CRF points are used as constant-quality (cq) values")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {out_dir}: {exc.strerror}") from None
+    try:
+        check_outputs(encode_paths(input_path, out_dir, kind, points) + list(outputs), [input_path, mask],
+                      overwrite=overwrite)
+        return _compare(input_path, cfg, kind, points, out_dir, mask, vmaf_model, ffmpeg, roi_weight, model_dir,
+                        keep, track, progress, on_event, overwrite, t0, notes, note)
+    finally:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+
+
+def _compare(input_path, cfg, kind, points, out_dir, mask, vmaf_model, ffmpeg, roi_weight, model_dir, keep,
+             track, progress, on_event, overwrite, t0, notes, note) -> CompareResult:
+    from .encode import SaliencyTrack, encode
+
     track = track if track is not None else SaliencyTrack()
     base = copy.deepcopy(cfg)
     base["audio"] = "drop"  # the bitrate compared is the video's
@@ -359,12 +400,13 @@ def compare(
             c = copy.deepcopy(base)
             two_pass = kind == "bitrate" and bool(cfg["rate_control"].get("two_pass"))
             c["rate_control"] = {"mode": kind, "value": pt, "two_pass": two_pass}
-            tag = f"crf{pt}" if kind == "crf" else f"{int(pt) // 1000}k"
+            tag = _tag(kind, pt)
             results = {}
             for mode in ("plain", "roi"):
-                path = out_dir / f"{stem}.{tag}.{mode}.mkv"
+                path = out_dir / f"{stem}.{tag}.{mode}.mkv"  # as encode_paths() says
                 res = encode(input_path, path, c, plain=(mode == "plain"), track=None if mode == "plain" else track,
-                             model_dir=model_dir, progress=stage(f"encode {tag} {mode}"), on_event=note)
+                             model_dir=model_dir, progress=stage(f"encode {tag} {mode}"), on_event=note,
+                             overwrite=overwrite)
                 written.append(path)
                 results[mode] = res
             scores = score_many(

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, short
 
 # Encoders that honour AVRegionOfInterest side data, and their ROI block size.
 ROI_ENCODERS: dict[str, int] = {
@@ -128,6 +131,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _unknown(key: str) -> ConfigError:
+    key = short_text(key, 80)
     near = difflib.get_close_matches(key, list(SCHEMA), n=1)
     hint = f" (did you mean {near[0]}?)" if near else ""
     return ConfigError(f"config {key}: unknown key{hint}")
@@ -153,7 +157,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any], path: str = "") -> None:
             raise _unknown(key)
         if isinstance(base[k], dict) and key not in ("encoder_params", "encoder_options"):
             if not isinstance(v, dict):
-                raise ConfigError(f"config {key}: expected a mapping, got {type(v).__name__}")
+                raise ConfigError(f"config {short_text(key, 80)}: expected a mapping, got {type(v).__name__}")
             _merge(base[k], v, key + ".")
         else:
             base[k] = v
@@ -163,11 +167,13 @@ def parse_bitrate(v: Any) -> int:
     if isinstance(v, bool):
         raise ValueError
     if isinstance(v, (int, float)):
-        return int(v)
-    s = str(v).strip().lower()
-    mult = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}.get(s[-1:], 1)
-    num = float(s[:-1] if mult != 1 else s)
-    if num <= 0:
+        num, mult = float(v), 1
+    else:
+        s = str(v).strip().lower()
+        mult = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}.get(s[-1:], 1)
+        num = float(s[:-1] if mult != 1 else s)
+    # a bitrate of 1e999 (inf), nan, or beyond any encoder (100 Gbit/s) is a typo, not a rate
+    if not math.isfinite(num) or num * mult < 1 or num * mult > 100e9:
         raise ValueError
     return int(num * mult)
 
@@ -185,7 +191,7 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
         if ok and chk.test is not None:
             ok = chk.test(value)
         if not ok:
-            raise ConfigError(f"config {key}: expected {chk.what}, got {value!r}")
+            raise ConfigError(f"config {key}: expected {chk.what}, got {short(value)}")
     rc = cfg["rate_control"]
     if rc["two_pass"] and rc["mode"] != "bitrate":
         raise ConfigError(f"config rate_control.two_pass: needs rate_control.mode bitrate (got {rc['mode']})")
@@ -193,29 +199,131 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
         try:
             parse_bitrate(rc["value"])
         except (ValueError, TypeError):
-            raise ConfigError(f"config rate_control.value: expected a bitrate like 2500000 or 2.5M, got {rc['value']!r}") from None
+            raise ConfigError(f"config rate_control.value: expected a bitrate like 2500000 or 2.5M "
+                              f"(1 bit/s to 100G), got {short(rc['value'])}") from None
     elif isinstance(rc["value"], str) or not (0 <= rc["value"] <= 63):
-        raise ConfigError(f"config rate_control.value: expected a {rc['mode']} number 0-63, got {rc['value']!r}")
+        raise ConfigError(f"config rate_control.value: expected a {rc['mode']} number 0-63, got {short(rc['value'])}")
     for section in ("encoder_params", "encoder_options"):
         for k, v in cfg[section].items():
             if not isinstance(k, str) or isinstance(v, (dict, list)) or v is None:
-                raise ConfigError(f"config {section}.{k}: expected a scalar value, got {v!r}")
+                raise ConfigError(f"config {section}.{short_text(k, 60)}: expected a scalar value, got {short(v)}")
     return cfg
 
 
+# Bounds on what a config or batch file may be: a few hundred bytes of aliases must not become
+# gigabytes (an "alias bomb"), and a value quoted in an error stays short.
+MAX_YAML_BYTES = 1 << 20  # 1 MiB of YAML text
+MAX_YAML_NODES = 100_000  # nodes after alias expansion
+MAX_YAML_DEPTH = 64
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses documents whose alias expansion or nesting is too large."""
+
+    def construct_document(self, node):  # type: ignore[override]
+        _check_size(node)
+        return super().construct_document(node)
+
+
+def _check_size(root) -> None:
+    """Count nodes as if every alias were expanded (memoised per node, so the count itself is
+    cheap); refuse recursive aliases, deep nesting and documents over MAX_YAML_NODES."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node, depth: int) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise _Bound("a recursive alias")
+        if depth > MAX_YAML_DEPTH:
+            raise _Bound(f"nesting deeper than {MAX_YAML_DEPTH} levels")
+        active.add(key)
+        n = 1
+        if isinstance(node, yaml.SequenceNode):
+            for child in node.value:
+                n += size(child, depth + 1)
+                if n > MAX_YAML_NODES:
+                    break
+        elif isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                n += size(k, depth + 1) + size(v, depth + 1)
+                if n > MAX_YAML_NODES:
+                    break
+        active.discard(key)
+        if n > MAX_YAML_NODES:
+            raise _Bound(f"more than {MAX_YAML_NODES} values once its aliases are expanded (an alias bomb?)")
+        sizes[key] = n
+        return n
+
+    size(root, 0)
+
+
+class _Bound(Exception):
+    pass
+
+
+def parse_yaml_text(data: bytes | str, where: str) -> Any:
+    """Parse YAML (safe loader, bounded) from bytes or text; any problem is one ConfigError line."""
+    if isinstance(data, bytes):
+        if len(data) > MAX_YAML_BYTES:
+            raise ConfigError(f"{where}: larger than {MAX_YAML_BYTES // 1024} KiB; not a config file?")
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{where}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+    else:
+        text = data
+        if len(text) > MAX_YAML_BYTES:
+            raise ConfigError(f"{where}: larger than {MAX_YAML_BYTES // 1024} KiB; not a config file?")
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+    except _Bound as exc:
+        raise ConfigError(f"{where}: refused: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: refused: nested too deeply") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}{at}: not valid YAML ({short_text(problem)})") from None
+
+
+def short_text(s: str, limit: int = 120) -> str:
+    s = " ".join(str(s).split())
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
 def read_yaml(path: str | Path, what: str = "config") -> Any:
-    """Parse a YAML file with the safe loader; unreadable files and bad YAML are ConfigErrors."""
+    """Parse a YAML file with the safe loader; unreadable files and bad YAML are ConfigErrors.
+
+    Only regular files are read (a FIFO or device would block or never end), at most
+    MAX_YAML_BYTES, and alias expansion is bounded (see :data:`MAX_YAML_NODES`)."""
     p = Path(path)
     try:
-        text = p.read_text()
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {p}: {exc.strerror}") from None
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{what} {p}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise ConfigError(f"cannot read {what} {p}: {kind}")
+        if st.st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"{what} {p}: larger than {MAX_YAML_BYTES // 1024} KiB; not a config file?")
+        os.set_blocking(fd, True)
+        data = b""
+        while len(data) <= MAX_YAML_BYTES:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            data += chunk
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {p}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    return parse_yaml_text(data, f"{what} {p}")
 
 
 def load(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -232,10 +340,10 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected key=value")
+            raise ConfigError(f"--set {short(item)}: expected key=value")
         try:
-            value = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError:
+            value = parse_yaml_text(raw, f"--set {key}") if raw else ""
+        except ConfigError:
             value = raw
         if key.strip() not in SCHEMA and not key.startswith(("encoder_params.", "encoder_options.")):
             raise _unknown(key.strip())

@@ -76,6 +76,8 @@ def open_input(path: str | Path) -> av.container.InputContainer:
         raise InputError(f"{p}: no such file")
     if p.is_dir():
         raise InputError(f"{p}: is a directory, not a video file")
+    if not p.is_file():  # a FIFO, socket or device: the passes here need a file they can reopen
+        raise InputError(f"{p}: not a regular file (a FIFO, socket or device); give a file")
     if p.stat().st_size == 0:
         raise InputError(f"{p}: file is empty (0 bytes)")
     try:

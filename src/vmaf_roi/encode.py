@@ -25,9 +25,9 @@ from av.video.frame import PictureType
 from . import roi as roi_mod
 from .config import NO_ROI_ENCODERS, ROI_ENCODERS, parse_bitrate
 from .decode import VideoSource
-from .errors import ConfigError, DeviceError, EncodeError, InputError
+from .errors import ConfigError, DeviceError, EncodeError, InputError, OutputError
 from .maps import ProgressFactory, no_progress
-from .output import AtomicOutputs
+from .output import AtomicOutputs, check_outputs
 from .saliency import SaliencyModel
 from .pipeline import Item, MapPolicy, MapState, items, with_maps
 from .sidedata import RoiAttacher
@@ -272,12 +272,20 @@ def _probe_open(spec) -> tuple[str, str]:
     return ("error", "; ".join(bad)) if bad else ("ok", "")
 
 
+# Hardware encoders raise PermissionError at open when their device is missing.
+_HW_ENCODER_TAGS = ("nvenc", "qsv", "amf", "vaapi", "v4l2m2m", "videotoolbox", "mediacodec", "d3d12va", "vulkan")
+
+
 def _open_checked(out: av.container.OutputContainer, stream: av.VideoStream) -> None:
     _check_options(stream)
     try:
         out.start_encoding()
     except PermissionError as exc:
-        raise DeviceError(f"encoder {stream.codec_context.name} could not open (no usable GPU?): {exc}") from None
+        name = stream.codec_context.name
+        if any(h in name for h in _HW_ENCODER_TAGS):
+            raise DeviceError(f"encoder {name} could not open (no usable GPU?): {exc}") from None
+        # a software encoder: EACCES/EPERM came from opening the output file
+        raise OutputError(f"cannot write the output: {exc.strerror or exc}") from None
     except av.error.FFmpegError as exc:
         raise EncodeError(f"encoder {stream.codec_context.name} failed to open: {exc}") from None
 
@@ -307,19 +315,27 @@ def encode(
     progress: ProgressFactory = no_progress,
     on_event: EventSink = _quiet,
     model_dir: Path | None = None,
+    overwrite: bool = True,
     _pass: int = 0,
     _stats: str | None = None,
 ) -> EncodeResult:
-    """Encode ``input_path`` to ``output_path`` with ROI from saliency (or plain)."""
+    """Encode ``input_path`` to ``output_path`` with ROI from saliency (or plain).
+
+    ``overwrite=False`` refuses an existing output (OutputError) before any work; an output that
+    is the input is always refused.
+    """
     t0 = time.perf_counter()
     input_path, output_path = Path(input_path), Path(output_path)
+    if not _pass:
+        check_outputs([output_path], [input_path], overwrite=overwrite)
     enc = cfg["encoder"]
     codec = check_encoder(enc, plain)
+    _check_muxable(None, codec, output_path)
     notes: list[str] = []
     opts, bit_rate = encoder_options(cfg, plain, notes, pass_no=_pass, stats=_stats)
     if cfg["rate_control"].get("two_pass") and not _pass:
         return _two_pass(input_path, output_path, cfg, plain=plain, model=model, track=track, progress=progress,
-                         on_event=on_event, model_dir=model_dir)
+                         on_event=on_event, model_dir=model_dir, overwrite=overwrite)
     for n in notes:
         on_event(n)
     have_track = track is not None and bool(track.maps)
@@ -343,11 +359,16 @@ def encode(
     regions_total = 0
     plan_cache: tuple[int, list] | None = None
     with VideoSource(input_path, cfg["filters"]) as src, AtomicOutputs() as outs:
-        tmp = outs.add(output_path, inputs=(input_path,))
+        tmp = outs.add(output_path, inputs=(input_path,), overwrite=overwrite)
         try:
             out = av.open(str(tmp), "w", format=_format_for(output_path))
         except (av.error.FFmpegError, ValueError) as exc:
             raise ConfigError(f"cannot write {output_path}: no container format for {output_path.suffix!r} ({exc})") from None
+        try:
+            _check_muxable(out, codec, output_path)
+        except ConfigError:
+            out.close()
+            raise
         try:
             out.metadata.update({k: v for k, v in src.container.metadata.items()})
             copies: dict[int, av.stream.Stream] = {}
@@ -487,6 +508,25 @@ def _two_pass(input_path: Path, output_path: Path, cfg: dict[str, Any], *, track
     return res
 
 
+def _check_muxable(out, codec, output_path: Path) -> None:
+    """The container takes the encoder's stream (webm: VP8/VP9/AV1 only): checked on an
+    in-memory muxer of the same format, before any frame is decoded. ``out`` is the opened
+    output, or None to check a format known from the extension (before the model loads)."""
+    import io
+
+    fmt = out.format.name if out is not None else _format_for(output_path)
+    if fmt is None:
+        return
+    probe = av.open(io.BytesIO(), "w", format=fmt)
+    try:
+        probe.add_stream(codec.name)
+    except (av.error.FFmpegError, ValueError) as exc:
+        raise ConfigError(f"cannot write {output_path.name}: {exc}; choose another extension "
+                          f"(e.g. .mkv) or encoder") from None
+    finally:
+        probe.close()
+
+
 def _format_for(path: Path) -> str | None:
     return {".mkv": "matroska", ".webm": "webm", ".mp4": "mp4", ".mov": "mov", ".ts": "mpegts",
             ".h264": "h264", ".264": "h264", ".hevc": "hevc", ".265": "hevc", ".ivf": "ivf"}.get(path.suffix.lower())
@@ -505,7 +545,10 @@ def _duration(src: VideoSource, frames: int) -> float:
 def _add_video_stream(out, codec, cfg, frame: av.VideoFrame, src: VideoSource, opts, bit_rate, on_event):
     pix_fmt = choose_pix_fmt(cfg["pix_fmt"], frame.format.name, codec)
     if pix_fmt != frame.format.name:
-        on_event(f"{codec.name} does not take {frame.format.name}: converting to {pix_fmt}")
+        if cfg["pix_fmt"] == "auto":
+            on_event(f"{codec.name} does not take {frame.format.name}: converting to {pix_fmt}")
+        else:
+            on_event(f"converting {frame.format.name} to {pix_fmt} (config pix_fmt)")
     tb = frame.time_base or src.time_base
     vs = out.add_stream(codec.name, rate=src.rate or 25)
     vs.width, vs.height, vs.pix_fmt = frame.width, frame.height, pix_fmt

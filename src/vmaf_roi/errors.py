@@ -1,9 +1,27 @@
 """Errors a user can cause and fix. The CLI prints them as one line and exits non-zero.
 
 Anything else is a bug and keeps its traceback.
+
+Exit status by category (documented in README, *Exit status*):
+
+====  =====================================================================
+0     success
+1     some batch jobs failed (the others ran)
+2     usage: a bad option, configuration key or value (:class:`ConfigError`)
+3     a missing, unreadable or unsupported input file (:class:`InputError`)
+4     an unknown, missing or tampered model (:class:`ModelError`)
+5     a requested device that is not available (:class:`DeviceError`)
+6     the encoder failed or rejected its options (:class:`EncodeError`)
+7     scoring failed: ffmpeg/libvmaf (``vmaf.VmafError``)
+8     an output refused: it exists (no ``-y``), it is an input, or its
+      directory is missing or not writable (:class:`OutputError`)
+128+N interrupted by signal N: 130 Ctrl-C (SIGINT), 129 SIGHUP, 143 SIGTERM
+====  =====================================================================
 """
 
 from __future__ import annotations
+
+import signal
 
 
 class VmafRoiError(Exception):
@@ -40,3 +58,64 @@ class EncodeError(VmafRoiError):
     """An encoder that failed to open or rejected its options."""
 
     exit_code = 6
+
+
+class OutputError(VmafRoiError):
+    """An output that must not be written: it exists (and no -y), it is one of the inputs,
+    or its directory is missing or not writable."""
+
+    exit_code = 8
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C's KeyboardInterrupt, so every
+    ``finally`` and context manager (temporary files, child processes) cleans up the same way."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    @property
+    def name(self) -> str:
+        try:
+            return signal.Signals(self.signum).name
+        except ValueError:
+            return f"signal {self.signum}"
+
+
+def exit_code_for_interrupt(exc: BaseException) -> int:
+    """128 + the signal number, as shells report it (130 for Ctrl-C)."""
+    return exc.exit_code if isinstance(exc, Interrupted) else 128 + signal.SIGINT
+
+
+def short(value: object, limit: int = 60) -> str:
+    """repr() of a value for an error message, cut to ``limit`` characters."""
+    try:
+        r = repr(value) if not isinstance(value, (list, dict, tuple, set)) else _shallow(value, limit)
+    except RecursionError:  # pragma: no cover - a self-referencing structure
+        r = f"<{type(value).__name__}>"
+    return r if len(r) <= limit else r[: limit - 3] + "..."
+
+
+def _shallow(value, limit: int) -> str:
+    """repr of a container that stops once it is long enough (an alias bomb never expands)."""
+    out: list[str] = []
+    n = 0
+    brackets = {"list": "[]", "tuple": "()", "dict": "{}", "set": "{}"}.get(type(value).__name__, "[]")
+    items = value.items() if isinstance(value, dict) else value
+    for it in items:
+        if isinstance(value, dict):
+            k, v = it
+            s = f"{short(k, limit)}: {short(v, limit)}"
+        else:
+            s = short(it, limit)
+        out.append(s)
+        n += len(s) + 2
+        if n > limit:
+            out.append("...")
+            break
+    return brackets[0] + ", ".join(out) + brackets[1]

@@ -62,9 +62,28 @@ def _die_with_parent() -> None:
         pass
 
 
+def _worker_sigterm(signum, frame) -> None:
+    """The driver aborts a running unit with SIGTERM: unwind like Ctrl-C, so the unit's child
+    processes (ffmpeg/libvmaf) are stopped and its temporaries removed before the worker exits."""
+    signal.signal(signum, signal.SIG_IGN)
+    from .errors import Interrupted
+
+    raise Interrupted(signum)
+
+
 def _worker_main(conn, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver owns Ctrl-C (drain, then abort)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # ... and a closed terminal
+    signal.signal(signal.SIGTERM, _worker_sigterm)
     _die_with_parent()
+    try:
+        _worker_loop(conn, parent_pid)
+    except KeyboardInterrupt:
+        return
+
+
+def _worker_loop(conn, parent_pid: int) -> None:
     if os.getppid() != parent_pid:  # the driver died before prctl
         return
     while True:

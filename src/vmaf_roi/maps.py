@@ -21,7 +21,7 @@ import numpy.lib.format as npformat
 
 from .decode import VideoSource
 from .errors import ConfigError, InputError
-from .output import AtomicOutputs
+from .output import AtomicOutputs, check_outputs
 from .saliency import SaliencyModel, resize_map
 
 MKV_TB = Fraction(1, 1000)
@@ -133,9 +133,11 @@ class MapVideoWriter:
 class OverlayWriter:
     def __init__(self, path: Path, width: int, height: int, rate: Fraction | None, time_base: Fraction,
                  metadata: dict[str, str]):
+        self.w, self.h = width - width % 2, height - height % 2  # yuv420p needs even sizes
+        if self.w < 2 or self.h < 2:
+            raise InputError(f"--overlay: the video is {width}x{height}; an overlay needs at least 2x2 pixels")
         self.c = av.open(str(path), "w")
         self.c.metadata.update(metadata)
-        self.w, self.h = width - width % 2, height - height % 2  # yuv420p needs even sizes
         self.s = self.c.add_stream("libx264", rate=rate or 25)
         self.s.width, self.s.height, self.s.pix_fmt = self.w, self.h, "yuv420p"
         self.s.time_base = time_base
@@ -224,7 +226,9 @@ def run_saliency(
     stride: int = 1,
     filters: str | None = None,
     progress: ProgressFactory = no_progress,
+    overwrite: bool = True,
 ) -> SaliencyResult:
+    """``overwrite=False``: an existing output is refused (OutputError) before any work."""
     if stride < 1:
         raise ConfigError(f"--stride must be >= 1, got {stride}")
     if not (output or npz or overlay):
@@ -238,7 +242,8 @@ def run_saliency(
                     else f"saliency maps by vmaf-roi, model {model.spec.id}"),
     }
     n = inferences = 0
-    with VideoSource(input_path, filters) as src, AtomicOutputs() as outs:
+    check_outputs([output, npz, overlay], [input_path], overwrite=overwrite)
+    with VideoSource(input_path, filters) as src, AtomicOutputs(overwrite=overwrite) as outs:
         out_tmp = outs.add(output, inputs=(input_path,)) if output else None
         npz_tmp = outs.add(npz, inputs=(input_path,)) if npz else None
         ov_tmp = outs.add(overlay, inputs=(input_path,)) if overlay else None

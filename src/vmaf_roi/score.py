@@ -182,6 +182,38 @@ def _map_frame(frame: av.VideoFrame) -> np.ndarray:
     return np.frombuffer(y, dtype=np.uint8).reshape(-1, y.line_size)[: frame.height, : frame.width]
 
 
+def _check_mask_frame(frame: av.VideoFrame, width: int, height: int, path: Path, index: int = 0) -> None:
+    """A mask must have the reference's size (resizing would move its edges) and be gray
+    (a colour picture is not a mask: its Y plane would be taken without a word)."""
+    if (frame.width, frame.height) != (width, height):
+        raise InputError(f"mask {path} frame {index} is {frame.width}x{frame.height}, the reference {width}x{height}; "
+                         f"a mask must have the reference's size")
+    name = frame.format.name
+    if name.startswith("gray") or name in ("monob", "monow"):
+        return
+    yuv = frame.reformat(format="yuv444p")
+    for plane in (1, 2):
+        c = np.frombuffer(yuv.planes[plane], dtype=np.uint8).reshape(-1, yuv.planes[plane].line_size)
+        c = c[:height, :width].astype(np.int16)
+        if np.mean(np.abs(c - 128) > 16) > 0.01:
+            raise InputError(f"mask {path} frame {index} is in colour ({name}); a mask is gray "
+                             f"(255 or >127 inside the object, 0 outside)")
+
+
+def check_mask(mask: str | Path, reference: str | Path) -> None:
+    """Before any work: the mask's first frame has the reference's size and is gray."""
+    ref, mv = _Video(reference, "reference"), _Video(mask, "mask")
+    try:
+        rf = next(iter(ref), None)
+        mf = next(iter(mv), None)
+        if rf is None or mf is None:
+            return  # empty videos are reported by the scoring pass
+        _check_mask_frame(mf, rf.width, rf.height, Path(mask))
+    finally:
+        ref.close()
+        mv.close()
+
+
 class _Video:
     """Decoded frames of a file, with every failure as one InputError naming what it is."""
 
@@ -448,9 +480,8 @@ def _python_pass(ref: _Video, dists: list[_Video], map_video: _Video | None, map
             mk = None
             if mask_video is not None:
                 mf = rest.pop(0)
+                _check_mask_frame(mf, W, H, mask_video.path, n)
                 mk = _map_frame(mf) > 127
-                if mk.shape != (H, W):
-                    mk = resize_map(mk.astype(np.float32), W, H) > 0.5
             if weights is not None:
                 sal_mean.append(float(weights.mean()))
             for i, df in enumerate(dfs):

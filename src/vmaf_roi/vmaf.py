@@ -14,8 +14,10 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -144,7 +146,9 @@ def run_vmaf(
         for i in range(k):
             cmd += ["-map", f"[o{i}]", "-fps_mode", "passthrough", "-f", "null", "-"]
         try:
-            r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            # on an exception (Ctrl-C, SIGTERM, SIGHUP: see cli) subprocess.run kills ffmpeg; if
+            # this process is killed outright, the kernel ends ffmpeg too (PDEATHSIG)
+            r = subprocess.run(cmd, capture_output=True, text=True, check=False, preexec_fn=_die_with_parent)
         except OSError as exc:
             raise VmafError(f"cannot run ffmpeg {ffmpeg}: {exc}") from None
         if r.returncode != 0:
@@ -156,6 +160,17 @@ def run_vmaf(
         for (_, key), log in zip(distorted, logs):
             out[key] = parse_log(log)
     return out
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Linux: the child gets SIGKILL when this process dies, so no orphan ffmpeg keeps running."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
 
 
 def _last_lines(text: str, n: int = 3) -> str:
