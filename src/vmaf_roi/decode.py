@@ -231,6 +231,12 @@ class VideoSource:
                        f"{'was' if self.decode_errors == 1 else 'were'} skipped (as ffmpeg)")
         if self.demux_error:
             out.append(f"{name}: reading stopped early ({self.demux_error}); the frames before it were used")
+        else:
+            # FFmpeg's demuxers end quietly at a cut or damaged spot (ffmpeg only logs it)
+            est = self.estimated_frames()
+            if est and self.decoded and self.decoded < 0.9 * est and est - self.decoded >= 2:
+                out.append(f"{name}: only {self.decoded} of the about {est} frames its header announces could be "
+                           f"read (truncated or damaged file?); the frames read were used, as ffmpeg does")
         return out
 
     def estimated_frames(self) -> int | None:
