@@ -57,23 +57,25 @@ def _frame(img: np.ndarray, pts: int) -> av.VideoFrame:
     return f
 
 
-def _intra_packets(imgs: list[np.ndarray]) -> tuple[av.CodecContext, list[av.Packet]]:
-    cc = av.CodecContext.create("mpeg4", "w")
+def _intra_packets(imgs: list[np.ndarray], codec: str) -> tuple[av.CodecContext, list[av.Packet]]:
+    cc = av.CodecContext.create(codec, "w")
     cc.width, cc.height, cc.pix_fmt = W, H, "yuv420p"
     cc.time_base, cc.framerate = Fraction(1, 25), Fraction(25)
-    cc.options = {"g": "1"}
+    cc.options = {"g": "1"} if codec == "mpeg4" else {"x264-params": "keyint=1:bframes=0"}
     pk = []
     for i, im in enumerate(imgs):
         pk += cc.encode(_frame(im, i))
     return cc, pk + cc.encode(None)
 
 
-def _remux(path: Path, imgs, pts: list[int], dts: list[int], tb: Fraction) -> None:
-    """Intra-only MPEG-4 packets muxed with the timestamps given (what broken muxers write)."""
-    cc, pk = _intra_packets(imgs)
+def _remux(path: Path, imgs, pts: list[int], dts: list[int], tb: Fraction, codec: str = "mpeg4") -> None:
+    """Intra-only packets muxed with the timestamps given (what broken muxers write)."""
+    cc, pk = _intra_packets(imgs, codec)
     with av.open(str(path), "w") as out:
-        s = out.add_stream("mpeg4", rate=25)
+        s = out.add_stream(codec, rate=25)
         s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        if cc.extradata:
+            s.codec_context.extradata = cc.extradata
         s.time_base = tb
         for p, pt, dt in zip(pk, pts, dts):
             p.stream, p.pts, p.dts, p.time_base = s, pt, dt, tb
@@ -262,6 +264,37 @@ def test_map_video_and_npz_carry_the_frames_timestamps(corpus, ffmpeg_out, tmp_p
     assert len(map_ms) == len(theirs)
     # one map per frame ffmpeg keeps, at that frame's time (relative to the first)
     assert [round((m - map_ms[0]) * 25 / 1000) for m in map_ms] == [round(t * 25) for t in _rel(theirs)]
+
+
+def _salroi_ffmpeg() -> Path | None:
+    import os
+
+    env = os.environ.get("VMAF_ROI_SALROI_FFMPEG")
+    p = Path(env) if env else Path(__file__).resolve().parents[1] / "build" / "ffmpeg" / "current" / "ffmpeg"
+    return p if p.is_file() else None
+
+
+@pytest.mark.parametrize("kind", ["ooo.mp4", "dup.mkv"])
+def test_salroi_pairs_every_map_with_its_frame(tmp_path, kind):
+    """The filter, in strict mode, finds a map at each frame's own time (the build has H.264 only)."""
+    ff = _salroi_ffmpeg()
+    if ff is None:
+        pytest.skip("ffmpeg with the salroi filter is not built: run plugin/build.sh (or set VMAF_ROI_SALROI_FFMPEG)")
+    imgs = _images(N, W, H)
+    src = tmp_path / ("in." + kind.split(".")[1])
+    if kind == "ooo.mp4":
+        pts = [i + (1 if i % 4 == 1 else -1 if i % 4 == 2 else 0) for i in range(N)]
+        _remux(src, imgs, [p * 512 for p in pts], [(i - 1) * 512 for i in range(N)], Fraction(1, 12800), "libx264")
+    else:
+        pts = [i * 40 for i in range(N)]
+        pts[5], pts[11], pts[12] = pts[4], pts[10], pts[10]
+        _remux(src, imgs, pts, pts, Fraction(1, 1000), "libx264")
+    assert main(["saliency", str(src), "-o", str(tmp_path / "s.mkv"), "--model", PH, "-q"]) == 0
+    r = subprocess.run([str(ff), "-nostdin", "-v", "warning", "-i", str(src), "-i", str(tmp_path / "s.mkv"),
+                        "-filter_complex", "[0:v][1:v]salroi=strength=4:strict=1", "-c:v", "libx264",
+                        str(tmp_path / "o.mkv")], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "another timestamp" not in r.stderr and "no saliency map" not in r.stderr, r.stderr
 
 
 # -- score and compare ------------------------------------------------------------------------
