@@ -306,8 +306,11 @@ def test_score_pairs_the_frames_encode_kept(corpus, tmp_path, capsys, name):
     assert main(["score", str(corpus[name]), str(out), "--json"]) == 0
     import json
 
-    rep = json.loads(capsys.readouterr().out)
+    cap = capsys.readouterr()
+    rep = json.loads(cap.out)
     assert rep["frames"] == n
+    if NOTES[name]:
+        assert any(NOTES[name] in x for x in rep["notes"]) and f"note: reference {name}: " in cap.err, cap.err
     vmaf = rep["per_frame"]["vmaf"]
     psnr = [math.inf if v is None else v for v in rep["per_frame"]["psnr_y"]]  # null: identical frames
     assert len(vmaf) == len(psnr) == n

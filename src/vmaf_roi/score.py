@@ -129,6 +129,7 @@ class ScoreResult:
             "metrics": self.metrics,
             "pooled": self.pooled,
             "per_frame": {k: [_json_num(x) for x in v] for k, v in self.per_frame.items()},
+            "notes": self.notes,
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -336,6 +337,8 @@ def score_many(
             sal_model, stride, mask_video, scaler, weighted, start_vmaf, progress,
         )
         vm = state["vmaf"]
+        # the decode stage's fix-ups (timestamps, size changes, skipped packets), per input
+        notes = [f"{v.role} {n}" for v in videos for n in v.src.notes()]
     finally:
         for v in videos:
             v.close()
@@ -366,7 +369,7 @@ def score_many(
             reference=str(reference), distorted=str(d), frames=n, width=state["width"], height=state["height"],
             vmaf_model=vmaf_model, per_frame=per, saliency=label if weighted else None,
             roi_weight=roi_weight if weighted else None, mask=str(mask) if mask is not None else None,
-            scaled_from=state["scaled_from"][i], seconds=time.perf_counter() - t0,
+            scaled_from=state["scaled_from"][i], seconds=time.perf_counter() - t0, notes=notes,
         ))
     return results
 
