@@ -227,7 +227,7 @@ NOTES = {
     "ooo.mp4": "timed by dts",
     "ooo.mkv": "2 dropped",
     "dup.mkv": "1 dropped and 2 moved",
-    "nopts.h264": "24 frames without one",
+    "nopts.h264": "24 frames had none",
     "bf.avi": None,
     "packed.avi": "21 frames timed by dts",
     "trunc.mkv": "truncated or damaged file?",

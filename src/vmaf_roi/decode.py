@@ -105,6 +105,9 @@ def open_input(path: str | Path) -> av.container.InputContainer:
     return container
 
 
+AVFMT_NOTIMESTAMPS = 0x0080  # libavformat/avformat.h
+
+
 def _n(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
@@ -197,6 +200,8 @@ class VideoSource:
         self.rescaled = 0  # frames scaled back to the first frame's size/format
         self.demux_error: str | None = None
         self._first: tuple[int, int, str] | None = None
+        # formats without timestamps (raw streams): ffmpeg ignores what the demuxer made up
+        self._ts_unreliable = bool(self.container.format.flags & AVFMT_NOTIMESTAMPS)
 
     # -- metadata -----------------------------------------------------------------------
     @property
@@ -217,9 +222,9 @@ class VideoSource:
         if be.used_dts:
             ts.append(f"{_n(be.used_dts, 'frame')} timed by dts (pts went backwards {_n(be.faulty_pts, 'time')})")
         if self.filled:
-            ts.append(f"{_n(self.filled, 'frame')} without one given the previous plus a frame duration")
+            ts.append(f"{_n(self.filled, 'frame')} had none, each got the previous one plus a frame duration")
         if sync.dropped or sync.moved:
-            ts.append(f"{sync.dropped} dropped and {sync.moved} moved to the next frame slot as they did not increase")
+            ts.append(f"{sync.dropped} dropped and {sync.moved} moved to the next frame slot (not after the previous frame)")
         if ts:
             out.append(f"{name}: timestamps fixed as ffmpeg does (best-effort, -fps_mode vfr): {'; '.join(ts)}")
         if self.rescaled:
@@ -314,10 +319,12 @@ class VideoSource:
     def _fix(self, frame: av.VideoFrame, last: int | None) -> av.VideoFrame:
         """Best-effort timestamp (filled in where missing) and the first frame's size and format."""
         tb = frame.time_base or self.time_base
-        pts = self.best_effort(frame.pts, frame.dts)
+        pts = None if self._ts_unreliable else self.best_effort(frame.pts, frame.dts)
         if pts is None:
             self.filled += 1
-            step = frame.duration or (round(1 / (self.rate * tb)) if self.rate else 1)
+            rate = self.stream.codec_context.framerate if self._ts_unreliable else None
+            rate = rate or self.rate
+            step = (frame.duration if not self._ts_unreliable else 0) or (round(1 / (rate * tb)) if rate else 1)
             pts = 0 if last is None else last + max(1, step)
         key = (frame.width, frame.height, frame.format.name)
         if self._first is None:
