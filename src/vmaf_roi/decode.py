@@ -194,7 +194,9 @@ class VideoSource:
         self._graph: av.filter.Graph | None = None
         self.decoded = 0
         self.best_effort = BestEffortPts()
-        self.sync = VfrSync(self.rate or Fraction(25))
+        # ffmpeg's encoder time base comes from av_guess_frame_rate (PyAV: guessed_rate), 25 if none
+        guess = self.stream.guessed_rate or self.stream.average_rate
+        self.sync = VfrSync(Fraction(guess) if guess else Fraction(25))
         self.filled = 0  # frames without any timestamp, given the previous one + a duration
         self.decode_errors = 0  # packets the decoder rejected (skipped, as ffmpeg does)
         self.rescaled = 0  # frames scaled back to the first frame's size/format
