@@ -55,20 +55,20 @@ ENCODERS: dict[str, RoiSupport] = {e.name: e for e in (
                       "which vmaf-roi does not set up"),
     # Wrappers with no ROI code in FFmpeg 8.1: the side data is dropped.
     RoiSupport("h264_nvenc", False, source="libavcodec/nvenc.c (no REGIONS_OF_INTEREST code)",
-               reason="FFmpeg's nvenc.c ignores ROI side data (NVENC's own qpDeltaMap API is not wired up)"),
+               reason="FFmpeg's nvenc.c has no ROI code; NVENC's own qpDeltaMap API is not wired up"),
     RoiSupport("hevc_nvenc", False, source="libavcodec/nvenc.c (no REGIONS_OF_INTEREST code)",
-               reason="FFmpeg's nvenc.c ignores ROI side data (NVENC's own qpDeltaMap API is not wired up)"),
+               reason="FFmpeg's nvenc.c has no ROI code; NVENC's own qpDeltaMap API is not wired up"),
     RoiSupport("av1_nvenc", False, source="libavcodec/nvenc.c (no REGIONS_OF_INTEREST code)",
-               reason="FFmpeg's nvenc.c ignores ROI side data (NVENC's own qpDeltaMap API is not wired up)"),
+               reason="FFmpeg's nvenc.c has no ROI code; NVENC's own qpDeltaMap API is not wired up"),
     RoiSupport("libsvtav1", False, source="libavcodec/libsvtav1.c (no REGIONS_OF_INTEREST code)",
-               reason="FFmpeg's libsvtav1.c ignores ROI side data (measured: byte-identical output)"),
+               reason="FFmpeg's libsvtav1.c has no ROI code; measured: byte-identical output"),
     RoiSupport("libaom-av1", False, source="libavcodec/libaomenc.c (no REGIONS_OF_INTEREST code)",
-               reason="FFmpeg's libaomenc.c ignores ROI side data"),
+               reason="FFmpeg's libaomenc.c has no ROI code"),
     RoiSupport("librav1e", False, source="libavcodec/librav1e.c (no REGIONS_OF_INTEREST code)",
-               reason="FFmpeg's librav1e.c ignores ROI side data"),
+               reason="FFmpeg's librav1e.c has no ROI code"),
     RoiSupport("mpeg4", False, source="libavcodec/mpeg4videoenc.c (no REGIONS_OF_INTEREST code)",
-               reason="FFmpeg's mpeg4 encoder ignores ROI side data (measured: byte-identical output)"),
-    RoiSupport("ffv1", False, source="libavcodec/ffv1enc.c (lossless)", reason="ffv1 is lossless: there is no QP"),
+               reason="FFmpeg's mpeg4 encoder has no ROI code; measured: byte-identical output"),
+    RoiSupport("ffv1", False, source="libavcodec/ffv1enc.c (lossless)", reason="ffv1 is lossless: there is no QP to change"),
 )}
 
 
@@ -90,4 +90,6 @@ def roi_refusal(name: str) -> str | None:
                 f"libvpxenc, qsvenc, vaapi_encode, d3d12va_encode)")
     if e.honours and e.usable:
         return None
-    return f"{name}: {e.reason}" + ("" if e.honours else ", so an ROI encode would be a plain encode")
+    if not e.honours:
+        return f"{name} ignores ROI side data ({e.reason}), so an ROI encode would be a plain encode"
+    return f"{name}: {e.reason}"
