@@ -201,6 +201,7 @@ class VideoSource:
         self.decode_errors = 0  # packets the decoder rejected (skipped, as ffmpeg does)
         self.rescaled = 0  # frames scaled back to the first frame's size/format
         self.demux_error: str | None = None
+        self._decode_error = ""
         self._first: tuple[int, int, str] | None = None
         # formats without timestamps (raw streams): ffmpeg ignores what the demuxer made up
         self._ts_unreliable = bool(self.container.format.flags & AVFMT_NOTIMESTAMPS)
@@ -238,7 +239,7 @@ class VideoSource:
                        f"{'was' if self.decode_errors == 1 else 'were'} skipped (as ffmpeg)")
         if self.demux_error:
             out.append(f"{name}: reading stopped early ({self.demux_error}); the frames before it were used")
-        else:
+        elif not self.decode_errors:
             # FFmpeg's demuxers end quietly at a cut or damaged spot (ffmpeg only logs it)
             est = self.estimated_frames()
             if est and self.decoded and self.decoded < 0.9 * est and est - self.decoded >= 2:
@@ -299,8 +300,9 @@ class VideoSource:
                 continue
             try:
                 frames = self.stream.codec_context.decode(packet) if packet is not None else self._drain_decoder()
-            except av.error.FFmpegError:
+            except av.error.FFmpegError as exc:
                 self.decode_errors += 1
+                self._decode_error = exc.strerror or str(exc)
                 continue
             for frame in frames:
                 self.decoded += 1
@@ -311,6 +313,9 @@ class VideoSource:
                 break
         if self.decoded == 0 and self.demux_error:
             raise InputError(f"{self.path}: not readable ({self.demux_error})")
+        if self.decoded == 0 and self.decode_errors:
+            raise InputError(f"{self.path}: no frame could be decoded: the {self.stream.codec_context.name} decoder "
+                             f"rejected all {self.decode_errors} packets ({self._decode_error})")
 
     def _drain_decoder(self) -> list[av.VideoFrame]:
         try:
