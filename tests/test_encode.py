@@ -154,7 +154,7 @@ def test_x265_and_vp9_honour_roi(clip, tmp_path, encoder, ext, extra):
 
 def test_svtav1_is_refused_but_plain_works(clip, tmp_path, capsys):
     assert main(["encode", str(clip.path), "-o", str(tmp_path / "a.mkv"), "--set", "encoder=libsvtav1"]) == 2
-    assert "libsvtav1 ignores ROI side data" in capsys.readouterr().err
+    assert "libsvtav1 ignores ROI side data (FFmpeg's libsvtav1.c has no ROI code" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
     res = encode(clip.path, tmp_path / "a.mkv", cfg("encoder=libsvtav1", "rate_control.value=40", "preset=12"), plain=True)
     assert res.frames == 12
@@ -295,16 +295,43 @@ def test_cli_bad_input_and_config(tmp_path, clip, capsys):
     assert {p.name for p in tmp_path.iterdir()} == {"job.yaml"}
 
 
+@pytest.mark.parametrize("encoder", ["h264_nvenc", "hevc_nvenc", "av1_nvenc"])
+def test_nvenc_roi_is_refused_with_the_reason(clip, tmp_path, encoder):
+    # FFmpeg's nvenc.c has no ROI code: an "ROI" NVENC encode would silently be a plain one
+    with pytest.raises(ConfigError, match=rf"{encoder} ignores ROI side data \(FFmpeg's nvenc.c has no ROI code.*--plain"):
+        encode(clip.path, tmp_path / "o.mp4", cfg(f"encoder={encoder}", f"saliency.model={PH}"))
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("encoder", ["h264_nvenc", "hevc_nvenc"])
-def test_nvenc_without_gpu_is_a_clear_device_error(clip, tmp_path, encoder):
+def test_nvenc_plain_without_gpu_is_a_clear_device_error(clip, tmp_path, encoder):
     from vmaf_roi.errors import DeviceError
     from vmaf_roi.saliency import cuda_available
 
     if cuda_available():
         pytest.skip("a CUDA GPU is present: NVENC may open here")
     with pytest.raises(DeviceError, match=f"encoder {encoder} could not open"):
-        encode(clip.path, tmp_path / "o.mp4", cfg(f"encoder={encoder}", f"saliency.model={PH}"))
+        encode(clip.path, tmp_path / "o.mp4", cfg(f"encoder={encoder}"), plain=True)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_roi_check_reads_the_one_encoder_list():
+    from vmaf_roi import encoders
+    from vmaf_roi.encode import check_encoder
+
+    assert encoders.roi_encoders() == ["libx264", "libx265", "libvpx-vp9"]
+    for name, e in encoders.ENCODERS.items():
+        assert e.source.startswith("libavcodec/"), name
+        refusal = encoders.roi_refusal(name)
+        assert (refusal is None) == (e.honours and e.usable), name
+        if refusal is None:
+            check_encoder(name, plain=False)
+            continue
+        with pytest.raises(ConfigError) as err:
+            check_encoder(name, plain=False)
+        msg = str(err.value)
+        assert "not available in this FFmpeg build" in msg or (e.reason in msg and "--plain" in msg), msg
+    assert encoders.block_size("libvpx-vp9") == 8 and encoders.block_size("libx264") == 16
 
 
 def test_two_pass_bitrate(tmp_path):

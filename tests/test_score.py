@@ -194,8 +194,9 @@ def test_json_and_csv_schema(clips):
     r = score(clips["ref"], clips["heavy"], saliency=clips["uniform"], mask=clips["mask"])
     d = json.loads(r.to_json())
     assert list(d) == ["schema", "reference", "distorted", "frames", "width", "height", "scaled_from", "vmaf_model",
-                       "saliency", "roi_weight", "mask", "metrics", "pooled", "per_frame"]
+                       "saliency", "roi_weight", "mask", "metrics", "pooled", "per_frame", "notes"]
     assert d["schema"] == "vmaf-roi.score/1"
+    assert d["notes"] == []  # well-formed inputs: no decode fix-ups
     assert d["metrics"] == [*BASE_METRICS, *SALIENCY_METRICS, *MASK_METRICS]
     assert list(d["pooled"]) == d["metrics"] and list(d["per_frame"]) == d["metrics"]
     assert all(list(v) == list(POOLED_KEYS) for v in d["pooled"].values())

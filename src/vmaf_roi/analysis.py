@@ -89,14 +89,14 @@ def planned_offsets(frame: av.VideoFrame, cfg: dict[str, Any], *, model_dir: Pat
     """The planner's per-block QP offsets for one frame, saliency recomputed with ``cfg``'s model and
     ROI settings, on a ``block``-pixel grid (16: H.264 macroblocks). Returns (offsets, model id)."""
     from . import roi
-    from .config import ROI_ENCODERS
+    from .encoders import block_size
     from .saliency import SaliencyModel
 
     sc, rc, enc = cfg["saliency"], cfg["roi"], cfg["encoder"]
     model = SaliencyModel(sc["model"], device=sc["device"], cache_dir=model_dir, spin=False)
     pred = model.predict(model.model_input(frame)[None])[0]
     small = np.rint(np.clip(pred, 0, 1) * 255).astype(np.uint8)  # as the encoder's pipeline rounds it
-    params = roi.PlannerParams(block=int(rc["block"] or ROI_ENCODERS.get(enc, 16)), strength=float(rc["strength"]),
+    params = roi.PlannerParams(block=int(rc["block"] or block_size(enc)), strength=float(rc["strength"]),
                                max_offset=int(rc["max_offset"]), mode=rc["mode"], max_regions=int(rc["max_regions"]),
                                qp_scale=roi.encoder_qp_scale(enc, 8))
     regions = roi.plan(small, frame.width, frame.height, params)

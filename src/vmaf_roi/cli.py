@@ -172,6 +172,7 @@ def cmd_saliency(args) -> int:
         args.input, output=args.output, npz=args.npz, overlay=args.overlay, model=model,
         stride=args.stride, filters=args.vf, progress=_progress_factory(sys.stderr.isatty() and not args.quiet),
         overwrite=args.overwrite,
+        on_event=lambda m: _info(f"note: {m}"),
     )
     kind = "PLACEHOLDER" if res.placeholder else "model"
     _info(

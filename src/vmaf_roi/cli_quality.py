@@ -59,6 +59,8 @@ def cmd_score(args) -> int:
         scaler=args.scale, roi_weight=args.roi_weight, ffmpeg=args.ffmpeg,
         progress=_progress_factory(sys.stderr.isatty() and not args.quiet),
     )
+    for n in res.notes:
+        _info(f"note: {n}")
     if res.scaled_from:
         _info(f"note: distorted {res.scaled_from[0]}x{res.scaled_from[1]} scaled to the reference's "
               f"{res.width}x{res.height} ({args.scale})")

@@ -20,17 +20,6 @@ import yaml
 
 from .errors import ConfigError, short
 
-# Encoders that honour AVRegionOfInterest side data, and their ROI block size.
-ROI_ENCODERS: dict[str, int] = {
-    "libx264": 16,
-    "libx265": 16,
-    "libvpx-vp9": 8,
-    "h264_nvenc": 16,
-    "hevc_nvenc": 16,
-}
-# Encoders known to ignore ROI side data (measured: byte-identical output with and without).
-NO_ROI_ENCODERS = {"libsvtav1", "mpeg4", "libaom-av1", "librav1e", "ffv1", "libvpx"}
-
 DEFAULTS: dict[str, Any] = {
     "encoder": "libx264",
     "preset": "medium",  # libvpx-vp9: ignored (use encoder_options deadline / cpu-used)

@@ -1,8 +1,25 @@
 """Decode stage: open any input PyAV can read and run an FFmpeg filter chain over its video.
 
 >>> with VideoSource("in.mp4", filters="scale=1280:720,fps=30") as src:
-...     for frame in src.frames():     # av.VideoFrame after the chain, timestamps kept
+...     for frame in src.frames():     # av.VideoFrame after the chain, timestamps as ffmpeg's
 ...         ...
+...     notes = src.notes()            # one line per timestamp/size fix-up, for the CLI to show
+
+Timestamps are those the ffmpeg CLI works with, so every consumer (encode, saliency maps, score)
+sees the same ones:
+
+* the decoder's *best-effort* timestamp (libavcodec ``decode.c: guess_correct_pts``), which
+  PyAV does not expose: the frame's reordered pts unless they have gone backwards more often
+  than the packet dts, then the dts; and where neither is set, the previous timestamp plus a
+  frame duration (``fftools/ffmpeg_dec.c``);
+* then, after the filter chain, the check ffmpeg's ``-fps_mode vfr`` does before the encoder
+  (``fftools/ffmpeg_filter.c: video_sync_process``), in units of the stream's frame rate: a
+  frame that does not come after the previous one is moved to the next free frame slot when its
+  duration still reaches past the previous frame, and dropped when it lies wholly before it.
+  Timestamps that increase are kept exactly (ffmpeg would round them to the frame-rate grid);
+* a frame size or pixel format change mid-stream is scaled back to the first frame's (what
+  ffmpeg's default ``-autoscale`` does), so the encoder and the maps keep one size;
+* packets the decoder rejects are skipped and counted, as ffmpeg does without ``-xerror``.
 """
 
 from __future__ import annotations
@@ -90,6 +107,78 @@ def open_input(path: str | Path) -> av.container.InputContainer:
     return container
 
 
+AVFMT_NOTIMESTAMPS = 0x0080  # libavformat/avformat.h
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+class BestEffortPts:
+    """libavcodec's ``guess_correct_pts``: pick pts or dts, whichever has gone backwards less."""
+
+    def __init__(self) -> None:
+        self.faulty_pts = self.faulty_dts = 0
+        self.last_pts: int | None = None
+        self.last_dts: int | None = None
+        self.used_dts = 0  # frames whose timestamp came from the dts
+
+    def __call__(self, pts: int | None, dts: int | None) -> int | None:
+        if dts is not None:
+            self.faulty_dts += self.last_dts is not None and dts <= self.last_dts
+            self.last_dts = dts
+        elif pts is not None:
+            self.last_dts = pts
+        if pts is not None:
+            self.faulty_pts += self.last_pts is not None and pts <= self.last_pts
+            self.last_pts = pts
+        elif dts is not None:
+            self.last_pts = dts
+        if pts is not None and (self.faulty_pts <= self.faulty_dts or dts is None):
+            return pts
+        if dts is not None and dts != pts:
+            self.used_dts += 1
+        return dts
+
+
+class VfrSync:
+    """ffmpeg's ``-fps_mode vfr`` decision per frame: keep, move to the next slot, or drop.
+
+    Works in frame-rate units like ffmpeg's encoder time base (1/rate). Timestamps that
+    increase are returned unchanged.
+    """
+
+    def __init__(self, rate: Fraction) -> None:
+        self.rate = rate
+        self.last: int | None = None  # last timestamp handed out (stream time base)
+        self.next_slot = 0  # ffmpeg's next_pts, in frame-rate units
+        self.moved = self.dropped = 0
+
+    def __call__(self, pts: int, duration: int, tb: Fraction) -> int | None:
+        """The timestamp to use for this frame, or None to drop it."""
+        sync = float(pts * tb * self.rate)
+        dur = float(duration * tb * self.rate) if duration > 0 else 1.0
+        if self.last is None or pts > self.last:
+            self.last = pts
+            self.next_slot = round(sync) + 1
+            return pts
+        delta0 = sync - self.next_slot
+        delta = delta0 + dur
+        if delta0 < 0 < delta:  # ffmpeg clips the part before the next slot
+            delta0 = 0.0
+        if delta <= -0.6:
+            self.dropped += 1
+            return None
+        slot = self.next_slot
+        if delta > 0.6 and delta0 > 0:
+            slot = round(sync)
+        self.next_slot = slot + 1
+        out = max(self.last + 1, math.ceil(Fraction(slot) / self.rate / tb))
+        self.last = out
+        self.moved += 1
+        return out
+
+
 class VideoSource:
     """The first video stream of a file, decoded and passed through a filter chain."""
 
@@ -106,6 +195,18 @@ class VideoSource:
             raise InputError(f"{self.path}: video stream has no frame size (corrupt header?)")
         self._graph: av.filter.Graph | None = None
         self.decoded = 0
+        self.best_effort = BestEffortPts()
+        # ffmpeg's encoder time base comes from av_guess_frame_rate (PyAV: guessed_rate), 25 if none
+        guess = self.stream.guessed_rate or self.stream.average_rate
+        self.sync = VfrSync(Fraction(guess) if guess else Fraction(25))
+        self.filled = 0  # frames without any timestamp, given the previous one + a duration
+        self.decode_errors = 0  # packets the decoder rejected (skipped, as ffmpeg does)
+        self.rescaled = 0  # frames scaled back to the first frame's size/format
+        self.demux_error: str | None = None
+        self._decode_error = ""
+        self._first: tuple[int, int, str] | None = None
+        # formats without timestamps (raw streams): ffmpeg ignores what the demuxer made up
+        self._ts_unreliable = bool(self.container.format.flags & AVFMT_NOTIMESTAMPS)
 
     # -- metadata -----------------------------------------------------------------------
     @property
@@ -116,6 +217,37 @@ class VideoSource:
     def rate(self) -> Fraction | None:
         r = self.stream.average_rate or self.stream.guessed_rate
         return Fraction(r) if r else None
+
+    def notes(self) -> list[str]:
+        """One line per kind of fix-up done so far (empty for a well-formed file)."""
+        out = []
+        name = self.path.name
+        be, sync = self.best_effort, self.sync
+        ts = []
+        if be.used_dts:
+            ts.append(f"{_n(be.used_dts, 'frame')} timed by dts (pts went backwards {_n(be.faulty_pts, 'time')})")
+        if self.filled:
+            ts.append(f"{_n(self.filled, 'frame')} had none, each got the previous one plus a frame duration")
+        if sync.dropped or sync.moved:
+            ts.append(f"{sync.dropped} dropped and {sync.moved} moved to the next frame slot (not after the previous frame)")
+        if ts:
+            out.append(f"{name}: timestamps fixed as ffmpeg does (best-effort, -fps_mode vfr): {'; '.join(ts)}")
+        if self.rescaled:
+            w, h, fmt = self._first or (0, 0, "")
+            out.append(f"{name}: frame size or format changed mid-stream; {_n(self.rescaled, 'frame')} scaled "
+                       f"back to the first frame's {w}x{h} {fmt} (as ffmpeg's -autoscale)")
+        if self.decode_errors:
+            out.append(f"{name}: {_n(self.decode_errors, 'packet')} could not be decoded and "
+                       f"{'was' if self.decode_errors == 1 else 'were'} skipped (as ffmpeg)")
+        if self.demux_error:
+            out.append(f"{name}: reading stopped early ({self.demux_error}); the frames before it were used")
+        elif not self.decode_errors:
+            # FFmpeg's demuxers end quietly at a cut or damaged spot (ffmpeg only logs it)
+            est = self.estimated_frames()
+            if est and self.decoded and self.decoded < 0.9 * est and est - self.decoded >= 2:
+                out.append(f"{name}: only {self.decoded} of the about {est} frames its header announces could be "
+                           f"read (truncated or damaged file?); the frames read were used, as ffmpeg does")
+        return out
 
     def estimated_frames(self) -> int | None:
         """Frame count from the header or from duration x rate; None if unknown."""
@@ -153,19 +285,82 @@ class VideoSource:
 
     def _decoded(self, on_packet: Callable[[av.Packet], None] | None = None) -> Iterator[av.VideoFrame]:
         streams = self.container.streams if on_packet else [self.stream]
+        demux = self.container.demux(*streams)
+        last: int | None = None
+        while True:
+            try:
+                packet = next(demux)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as exc:
+                # ffmpeg ends the input here and encodes what it has; so do we (with a note),
+                # after draining the decoder
+                self.demux_error = exc.strerror or str(exc)
+                packet = None
+            if packet is not None and packet.stream.index != self.stream.index:
+                on_packet(packet)  # type: ignore[misc]
+                continue
+            try:
+                frames = self.stream.codec_context.decode(packet) if packet is not None else self._drain_decoder()
+            except av.error.FFmpegError as exc:
+                self.decode_errors += 1
+                self._decode_error = exc.strerror or str(exc)
+                continue
+            for frame in frames:
+                self.decoded += 1
+                fixed = self._fix(frame, last)
+                last = fixed.pts
+                yield fixed
+            if packet is None:
+                break
+        if self.decoded == 0 and self.demux_error:
+            raise InputError(f"{self.path}: not readable ({self.demux_error})")
+        if self.decoded == 0 and self.decode_errors:
+            raise InputError(f"{self.path}: no frame could be decoded: the {self.stream.codec_context.name} decoder "
+                             f"rejected all {self.decode_errors} packets ({self._decode_error})")
+
+    def _drain_decoder(self) -> list[av.VideoFrame]:
         try:
-            for packet in self.container.demux(*streams):
-                if packet.stream.index != self.stream.index:
-                    on_packet(packet)  # type: ignore[misc]
-                    continue
-                for frame in packet.decode():
-                    self.decoded += 1
-                    yield frame
-        except av.error.FFmpegError as exc:
-            raise InputError(f"{self.path}: decode error after {self.decoded} frames ({exc.strerror or exc})") from None
+            return self.stream.codec_context.decode(None)
+        except av.error.FFmpegError:
+            return []
+
+    def _fix(self, frame: av.VideoFrame, last: int | None) -> av.VideoFrame:
+        """Best-effort timestamp (filled in where missing) and the first frame's size and format."""
+        tb = frame.time_base or self.time_base
+        pts = None if self._ts_unreliable else self.best_effort(frame.pts, frame.dts)
+        if pts is None:
+            self.filled += 1
+            rate = self.stream.codec_context.framerate if self._ts_unreliable else None
+            rate = rate or self.rate
+            step = (frame.duration if not self._ts_unreliable else 0) or (round(1 / (rate * tb)) if rate else 1)
+            pts = 0 if last is None else last + max(1, step)
+        key = (frame.width, frame.height, frame.format.name)
+        if self._first is None:
+            self._first = key
+        elif key != self._first:
+            self.rescaled += 1
+            w, h, fmt = self._first
+            duration = frame.duration
+            frame = frame.reformat(w, h, fmt, interpolation="BICUBIC")
+            frame.duration = duration
+        frame.pts, frame.time_base = pts, tb
+        return frame
+
+    def _synced(self, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+        for frame in frames:
+            tb = frame.time_base or self.time_base
+            pts = self.sync(frame.pts, frame.duration or 0, tb)
+            if pts is None:
+                continue
+            frame.pts = pts
+            yield frame
 
     def frames(self, on_packet: Callable[[av.Packet], None] | None = None) -> Iterator[av.VideoFrame]:
         """Decoded (and filtered) frames; packets of other streams go to ``on_packet`` if given."""
+        yield from self._synced(self._filtered(on_packet))
+
+    def _filtered(self, on_packet: Callable[[av.Packet], None] | None) -> Iterator[av.VideoFrame]:
         if not self._chain:
             yield from self._decoded(on_packet)
             return

@@ -23,8 +23,9 @@ import numpy as np
 from av.video.frame import PictureType
 
 from . import roi as roi_mod
-from .config import NO_ROI_ENCODERS, ROI_ENCODERS, parse_bitrate
+from .config import parse_bitrate
 from .decode import VideoSource
+from .encoders import block_size, roi_encoders, roi_refusal
 from .errors import ConfigError, DeviceError, EncodeError, InputError, OutputError
 from .maps import ProgressFactory, no_progress
 from .output import AtomicOutputs, check_outputs
@@ -110,14 +111,9 @@ def check_encoder(name: str, plain: bool) -> av.codec.Codec:
     if codec.type != "video":
         raise ConfigError(f"config encoder: {name!r} is not a video encoder")
     if not plain:
-        if name in NO_ROI_ENCODERS:
-            raise ConfigError(
-                f"config encoder: {name} ignores ROI side data, so an ROI encode would be a plain encode; "
-                f"use one of {', '.join(ROI_ENCODERS)} or run with --plain"
-            )
-        if name not in ROI_ENCODERS:
-            raise ConfigError(f"config encoder: {name} is not known to honour ROI side data; "
-                              f"use one of {', '.join(ROI_ENCODERS)} or run with --plain")
+        why = roi_refusal(name)
+        if why is not None:
+            raise ConfigError(f"config encoder: {why}; use one of {', '.join(roi_encoders())} or run with --plain")
     return codec
 
 
@@ -411,25 +407,21 @@ def encode(
                            lookahead=int(sal["lookahead"]), copy_packets=bool(to_copy))
             bar = progress(src.estimated_frames(), "encode" + (" (plain)" if plain else " (roi)"))
             try:
-                last_pts = None
                 paired = with_maps(stream, state, bool(sal["interpolate"])) if state is not None else (
                     (x, None) for x in stream)
                 for item, small in paired:
                     if not isinstance(item, Item):
                         on_packet(item)
                         continue
-                    frame = item.frame
-                    if frame.pts is None:
-                        frame.pts = n if last_pts is None else last_pts + 1
+                    frame = item.frame  # best-effort, increasing timestamps (decode stage)
                     # Decoded frames carry the source's picture types; encoders such as libx264
                     # obey them (as FFmpeg's CLI knows, which resets them): let the encoder choose.
                     frame.pict_type = PictureType.NONE
-                    last_pts = frame.pts
                     if vs is None:
                         vs = _add_video_stream(out, codec, cfg, frame, src, opts, bit_rate, on_event)
                         qp_scale = roi_mod.encoder_qp_scale(enc, _bit_depth(vs.codec_context.pix_fmt))
                         params = roi_mod.PlannerParams(
-                            block=int(rcfg["block"] or ROI_ENCODERS.get(enc, 16)), strength=float(rcfg["strength"]),
+                            block=int(rcfg["block"] or block_size(enc)), strength=float(rcfg["strength"]),
                             max_offset=int(rcfg["max_offset"]), mode=rcfg["mode"], max_regions=slots,
                             qp_scale=qp_scale,
                         )
@@ -471,6 +463,9 @@ def encode(
             out.close()
         if packets_out != n:
             raise EncodeError(f"encoder produced {packets_out} packets for {n} frames")
+        for note in src.notes():  # timestamp fix-ups, size changes, skipped packets
+            notes.append(note)
+            on_event(note)
         duration = _duration(src, n)
     size = output_path.stat().st_size
     res = EncodeResult(

@@ -8,6 +8,7 @@ and/or as a heat-map overlay a person can look at.
 
 from __future__ import annotations
 
+import math
 import time
 import zipfile
 from dataclasses import dataclass
@@ -112,14 +113,13 @@ class MapVideoWriter:
         self.s.width, self.s.height, self.s.pix_fmt = width, height, "gray"
         self.s.time_base = MKV_TB
         self.s.codec_context.time_base = MKV_TB  # else PyAV rounds pts to the frame rate's grid
-        self._last = None
 
     def write(self, map_u8_full: np.ndarray, pts_seconds: Fraction) -> None:
         f = av.VideoFrame.from_ndarray(map_u8_full, format="gray")
-        pts = int(pts_seconds / MKV_TB)  # floor (for non-negative pts): never after its frame
-        if self._last is not None and pts <= self._last:
-            pts = self._last + 1
-        self._last = pts
+        # floor: never after its frame. The decode stage hands out increasing timestamps, so
+        # two maps share a millisecond only when their frames are less than 1 ms apart;
+        # Matroska takes equal timestamps, so nothing is moved.
+        pts = math.floor(pts_seconds / MKV_TB)
         f.pts, f.time_base = pts, MKV_TB
         for p in self.s.encode(f):
             self.c.mux(p)
@@ -227,6 +227,7 @@ def run_saliency(
     filters: str | None = None,
     progress: ProgressFactory = no_progress,
     overwrite: bool = True,
+    on_event: Callable[[str], None] = lambda _: None,
 ) -> SaliencyResult:
     """``overwrite=False``: an existing output is refused (OutputError) before any work."""
     if stride < 1:
@@ -288,6 +289,8 @@ def run_saliency(
             for wr in writers:
                 wr.close()
             writers.clear()
+            for note in src.notes():  # timestamp fix-ups etc.: the maps follow the same frames
+                on_event(note)
         finally:
             bar.close()
             for wr in writers:  # error path: close what is open; AtomicOutputs removes the files

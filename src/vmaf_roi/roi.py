@@ -96,7 +96,7 @@ class PlannerParams:
 def encoder_qp_scale(codec: str, bit_depth: int = 8) -> int:
     """The QP range an encoder multiplies ``AVRegionOfInterest.qoffset`` by.
 
-    libx264/libx265 (and NVENC, which follows them): ``51 + 6*(bit_depth-8)``.
+    libx264/libx265: ``51 + 6*(bit_depth-8)`` (see ``encoders.py`` for which encoders read ROI).
     libvpx-vp9: FFmpeg's wrapper computes ``delta_q = (int)(qoffset * 63)`` in VP9 q-index
     units (0..255), so with 63 a planner offset q becomes a q-index delta of q, truncated.
     The encode stage does its own VP9 conversion (about 4 q-index per QP step, see

@@ -20,8 +20,11 @@ of the reference's bit depth; identical frames give ``inf`` (``null`` in JSON). 
 that does not exist for a frame (an empty mask, an all-zero map). Pooled statistics ignore
 non-finite values.
 
-Two passes per call: one Python decode of every input in lockstep (PSNRs, maps, and the
-composite video for ``vmaf_roi``), then one ffmpeg/libvmaf pass for all VMAF/SSIM numbers.
+One pass per call: a Python decode of every input in lockstep (the decode stage's timestamps,
+so frames dropped or moved there are dropped for every metric), each frame converted once to
+the common work format (scaled to the reference's size if needed), PSNRs and maps computed on
+it, and the same frames (and the composites for ``vmaf_roi``) piped to one ffmpeg/libvmaf
+process for the VMAF/SSIM numbers. So every metric sees the same frames, converted the same way.
 """
 
 from __future__ import annotations
@@ -32,10 +35,8 @@ import io
 import json
 import math
 import statistics
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ from .decode import VideoSource
 from .errors import ConfigError, InputError
 from .maps import ProgressFactory, no_progress
 from .saliency import resize_map
-from .vmaf import DEFAULT_MODEL, SCALERS, VmafError, find_ffmpeg, run_vmaf
+from .vmaf import DEFAULT_MODEL, SCALERS, VmafError, VmafPipe, find_ffmpeg
 
 SCHEMA = "vmaf-roi.score/1"
 BASE_METRICS = ("vmaf", "ssim", "psnr_y")
@@ -128,6 +129,7 @@ class ScoreResult:
             "metrics": self.metrics,
             "pooled": self.pooled,
             "per_frame": {k: [_json_num(x) for x in v] for k, v in self.per_frame.items()},
+            "notes": self.notes,
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -160,10 +162,15 @@ def _work_format(frame: av.VideoFrame) -> str:
     return "yuv420p10le" if _bit_depth(frame.format) > 8 else "yuv420p"
 
 
-def _planes(frame: av.VideoFrame, w: int, h: int, fmt: str, scaler: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Y, U, V planes of ``frame`` at w x h in ``fmt`` (a 4:2:0 format), as uint8/uint16 arrays."""
+def _work_frame(frame: av.VideoFrame, w: int, h: int, fmt: str, scaler: str) -> av.VideoFrame:
+    """``frame`` at w x h in ``fmt``: the one conversion every metric of a frame uses."""
     if (frame.width, frame.height, frame.format.name) != (w, h, fmt):
         frame = frame.reformat(w, h, fmt, interpolation=scaler.upper() if scaler != "neighbor" else "POINT")
+    return frame
+
+
+def _planes(frame: av.VideoFrame, w: int, h: int, fmt: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Y, U, V planes of a work frame (w x h, ``fmt`` a 4:2:0 format), as uint8/uint16 arrays."""
     out = []
     for i, (pw, ph) in enumerate(((w, h), ((w + 1) // 2, (h + 1) // 2), ((w + 1) // 2, (h + 1) // 2))):
         p = frame.planes[i]
@@ -265,35 +272,17 @@ def _chroma_weights(m: np.ndarray, cw: int, ch: int) -> np.ndarray:
     return resize_map(m.astype(np.float32), cw, ch)
 
 
-class _CompositeWriter:
-    """Lossless FFV1 video of ``w*dist + (1-w)*ref`` per plane, frames numbered 0, 1, 2, ..."""
-
-    def __init__(self, path: Path, width: int, height: int, fmt: str) -> None:
-        self.c = av.open(str(path), "w", format="matroska")
-        self.s = self.c.add_stream("ffv1", rate=30)
-        self.s.width, self.s.height, self.s.pix_fmt = width, height, fmt
-        self.s.time_base = Fraction(1, 30)
-        self.s.options = {"threads": "auto"}
-        self.fmt, self.n = fmt, 0
-
-    def write(self, ref_planes, dist_planes, weights: np.ndarray) -> None:
-        f = av.VideoFrame(self.s.width, self.s.height, self.fmt)
-        for i, (r, d) in enumerate(zip(ref_planes, dist_planes)):
-            w = weights if i == 0 else _chroma_weights(weights, r.shape[1], r.shape[0])
-            mixed = np.rint(w * d.astype(np.float32) + (1.0 - w) * r.astype(np.float32)).astype(r.dtype)
-            p = f.planes[i]
-            bps = r.dtype.itemsize
-            dst = np.frombuffer(p, dtype=r.dtype).reshape(-1, p.line_size // bps)
-            dst[: r.shape[0], : r.shape[1]] = mixed
-        f.pts, f.time_base = self.n, Fraction(1, 30)
-        self.n += 1
-        for pkt in self.s.encode(f):
-            self.c.mux(pkt)
-
-    def close(self) -> None:
-        for pkt in self.s.encode(None):
-            self.c.mux(pkt)
-        self.c.close()
+def _composite(ref_planes, dist_planes, weights: np.ndarray, fmt: str) -> av.VideoFrame:
+    """``w*dist + (1-w)*ref`` per plane, as a frame in ``fmt``."""
+    h, w = ref_planes[0].shape
+    f = av.VideoFrame(w, h, fmt)
+    for i, (r, d) in enumerate(zip(ref_planes, dist_planes)):
+        wt = weights if i == 0 else _chroma_weights(weights, r.shape[1], r.shape[0])
+        mixed = np.rint(wt * d.astype(np.float32) + (1.0 - wt) * r.astype(np.float32)).astype(r.dtype)
+        p = f.planes[i]
+        dst = np.frombuffer(p, dtype=r.dtype).reshape(-1, p.line_size // r.dtype.itemsize)
+        dst[: r.shape[0], : r.shape[1]] = mixed
+    return f
 
 
 # -- the scorer -------------------------------------------------------------------------------
@@ -370,18 +359,18 @@ def score_many(
         mask_video = _Video(mask, "mask") if mask is not None else None
         if mask_video:
             videos.append(mask_video)
-        with tempfile.TemporaryDirectory(prefix="vmaf-roi-score-") as tmp:
-            state = _python_pass(
-                ref, dists, map_video, None if map_video or saliency is None else _array_maps(saliency),
-                sal_model, stride, mask_video, scaler, Path(tmp) if weighted else None, progress,
-            )
-            pairs = []
-            for i, d in enumerate(distorted):
-                pairs.append((d, f"d{i}"))
-                if weighted:
-                    pairs.append((state["composites"][i], f"c{i}"))
-            vm = run_vmaf(ff, reference, pairs, size=(state["width"], state["height"]), pix_fmt=state["fmt"],
-                          model=vmaf_model, scaler=scaler if scaler != "none" else "bicubic")
+        keys = [f"{kind}{i}" for i in range(len(distorted)) for kind in (("d", "c") if weighted else ("d",))]
+
+        def start_vmaf(w: int, h: int, fmt: str) -> VmafPipe:
+            return VmafPipe(ff, keys, size=(w, h), pix_fmt=fmt, model=vmaf_model)
+
+        state = _python_pass(
+            ref, dists, map_video, None if map_video or saliency is None else _array_maps(saliency),
+            sal_model, stride, mask_video, scaler, weighted, start_vmaf, progress,
+        )
+        vm = state["vmaf"]
+        # the decode stage's fix-ups (timestamps, size changes, skipped packets), per input
+        notes = [f"{v.role} {n}" for v in videos for n in v.src.notes()]
     finally:
         for v in videos:
             v.close()
@@ -412,7 +401,7 @@ def score_many(
             reference=str(reference), distorted=str(d), frames=n, width=state["width"], height=state["height"],
             vmaf_model=vmaf_model, per_frame=per, saliency=label if weighted else None,
             roi_weight=roi_weight if weighted else None, mask=str(mask) if mask is not None else None,
-            scaled_from=state["scaled_from"][i], seconds=time.perf_counter() - t0,
+            scaled_from=state["scaled_from"][i], seconds=time.perf_counter() - t0, notes=notes,
         ))
     return results
 
@@ -427,16 +416,15 @@ def _vmaf_value(metrics: dict[str, float]) -> float:
 
 
 def _python_pass(ref: _Video, dists: list[_Video], map_video: _Video | None, map_arrays: Iterator[np.ndarray] | None,
-                 sal_model, stride: int, mask_video: _Video | None, scaler: str, tmp: Path | None,
-                 progress: ProgressFactory) -> dict[str, Any]:
+                 sal_model, stride: int, mask_video: _Video | None, scaler: str, weighted: bool,
+                 start_vmaf, progress: ProgressFactory) -> dict[str, Any]:
     k = len(dists)
     psnr: list[list[float]] = [[] for _ in range(k)]
     wpsnr: list[list[float]] = [[] for _ in range(k)]
     mask_in: list[list[float]] = [[] for _ in range(k)]
     mask_out: list[list[float]] = [[] for _ in range(k)]
     sal_mean: list[float] = []
-    writers: list[_CompositeWriter] = []
-    composites: list[Path] = []
+    pipe: VmafPipe | None = None
     scaled_from: list[tuple[int, int] | None] = [None] * k
     W = H = 0
     fmt = "yuv420p"
@@ -461,11 +449,10 @@ def _python_pass(ref: _Video, dists: list[_Video], map_video: _Video | None, map
             if n == 0:
                 W, H, fmt = rf.width, rf.height, _work_format(rf)
                 peak = 1023.0 if fmt == "yuv420p10le" else 255.0
-                if tmp is not None:
-                    for i in range(k):
-                        composites.append(tmp / f"composite{i}.mkv")
-                        writers.append(_CompositeWriter(composites[-1], W, H, fmt))
-            ry, ru, rv = _planes(rf, W, H, fmt, "bicubic")
+                pipe = start_vmaf(W, H, fmt)
+            rw = _work_frame(rf, W, H, fmt, "bicubic")
+            ry, ru, rv = _planes(rw, W, H, fmt)
+            to_vmaf = [rw]
             rY = ry.astype(np.float64)
             weights = None
             if has_map:
@@ -490,32 +477,35 @@ def _python_pass(ref: _Video, dists: list[_Video], map_video: _Video | None, map
                         raise InputError(f"distorted {dists[i].path} is {df.width}x{df.height}, the reference "
                                          f"{W}x{H}; allow scaling to the reference (e.g. --scale bicubic)")
                     scaled_from[i] = (df.width, df.height)
-                dy, du, dv = _planes(df, W, H, fmt, scaler if scaler != "none" else "bicubic")
+                dw = _work_frame(df, W, H, fmt, scaler if scaler != "none" else "bicubic")
+                dy, du, dv = _planes(dw, W, H, fmt)
+                to_vmaf.append(dw)
                 err = (rY - dy.astype(np.float64)) ** 2
                 psnr[i].append(psnr_from_mse(float(err.mean()), peak))
                 if weights is not None:
                     tw = float(weights.sum())
                     wpsnr[i].append(psnr_from_mse(float((err * weights).sum()) / tw, peak) if tw > 0 else float("nan"))
-                    writers[i].write((ry, ru, rv), (dy, du, dv), weights.astype(np.float32))
+                    to_vmaf.append(_composite((ry, ru, rv), (dy, du, dv), weights.astype(np.float32), fmt))
                 if mk is not None:
                     inside = int(mk.sum())
                     mask_in[i].append(psnr_from_mse(float(err[mk].sum()) / inside, peak) if inside else float("nan"))
                     outside = mk.size - inside
                     mask_out[i].append(psnr_from_mse(float(err[~mk].sum()) / outside, peak) if outside else float("nan"))
+            assert pipe is not None
+            pipe.write(to_vmaf)
             n += 1
             bar.update(1)
-        if n == 0:
+        if n == 0 or pipe is None:
             raise InputError(f"reference {ref.path}: no video frames could be decoded")
-        for w in writers:
-            w.close()
-        writers.clear()
+        done, pipe = pipe, None
+        vmaf = done.close()
     finally:
         bar.close()
-        for w in writers:
-            with contextlib.suppress(Exception):  # error path: the temporary directory goes anyway
-                w.c.close()
+        if pipe is not None:  # error path: stop ffmpeg, remove its files
+            with contextlib.suppress(Exception):
+                pipe.abort()
     return {"frames": n, "width": W, "height": H, "fmt": fmt, "psnr": psnr, "wpsnr": wpsnr, "mask_in": mask_in,
-            "mask_out": mask_out, "saliency_mean": sal_mean, "composites": composites, "scaled_from": scaled_from}
+            "mask_out": mask_out, "saliency_mean": sal_mean, "vmaf": vmaf, "scaled_from": scaled_from}
 
 
 def _count_mismatch(items, ref, dists, map_video, map_arrays, mask_video, streams, n) -> None:

@@ -9,6 +9,12 @@ block loops run from start to an exclusive end of 0). The graph's cost grows as 
 stays at the planner's ``max_regions`` (a few hundred at most).
 
 FFmpeg's ``scale`` drops ROI side data: attach after the last resize.
+
+The graph does not touch the pixels, but FFmpeg 7.1+ negotiates a colour range and matrix per
+link and tags the frames leaving it with them: an untagged RGB frame came out as "full range,
+RGB matrix", and the encoder's RGB->YUV conversion then used full range where the plain path
+used limited (a visible colour shift). The frame's own colour tags are put back after the
+graph, so ROI and plain encodes convert alike.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ ROI_STRUCT = struct.Struct("=I6i")
 ROI_SIZE = ROI_STRUCT.size  # 28
 Entry = tuple[int, int, int, int, int, int]  # top, bottom, left, right, qoffset num, den
 EMPTY: Entry = (0, 0, 0, 0, 0, 1)
+COLOUR_TAGS = ("color_range", "colorspace", "color_primaries", "color_trc")
 
 
 def pack(entries: Sequence[Entry], slots: int) -> bytes:
@@ -80,8 +87,12 @@ class RoiAttacher:
             self._build(frame)
             self._key = key
         assert self._graph is not None
+        tags = [(a, getattr(frame, a)) for a in COLOUR_TAGS]
         self._graph.push(frame)
         out = self._graph.pull()
+        for a, v in tags:
+            if getattr(out, a) != v:
+                setattr(out, a, v)
         sd = out.side_data.get("REGIONS_OF_INTEREST")
         if sd is None or sd.buffer_size != ROI_SIZE * self.slots:
             raise RuntimeError("addroi slots did not produce the expected side data")

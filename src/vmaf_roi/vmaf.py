@@ -7,6 +7,11 @@ the static ffmpeg shipped by ``imageio-ffmpeg`` (built with libvmaf); ``--ffmpeg
 >>> ff = find_ffmpeg()                                  # path, verified to have libvmaf
 >>> frames = run_vmaf(ff, "ref.mp4", [("dist.mp4", "dist")], size=(1280, 720))
 >>> frames["dist"][0]["vmaf"]                           # per-frame metrics from libvmaf's JSON log
+
+``score`` does not let ffmpeg decode the files: :class:`VmafPipe` takes the frames the Python
+pass decoded and converted (the decode stage's timestamps, dropped frames, scaling and pixel
+format), as raw video over a pipe, so VMAF, SSIM and PSNR all see the same frames, converted
+the same way.
 """
 
 from __future__ import annotations
@@ -20,7 +25,11 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
+
+import av
+import av.error
 
 from .errors import ConfigError, VmafRoiError
 
@@ -186,3 +195,113 @@ def parse_log(path: str | Path) -> list[dict[str, float]]:
         raise VmafError(f"libvmaf wrote no readable log ({exc})") from None
     frames = sorted(data.get("frames", []), key=lambda f: f["frameNum"])
     return [{k: float(v) for k, v in f["metrics"].items()} for f in frames]
+
+
+class VmafPipe:
+    """One ffmpeg/libvmaf process scoring frames handed to it: a reference and ``keys`` streams.
+
+    Frames go over stdin as raw video in NUT (one stream each, numbered 0, 1, 2, ...), so what
+    libvmaf compares is exactly what the caller gives it: same frames, same pixel format.
+    """
+
+    def __init__(self, ffmpeg: str, keys: Sequence[str], *, size: tuple[int, int], pix_fmt: str,
+                 model: str = DEFAULT_MODEL, threads: int | None = None) -> None:
+        threads = threads or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                 else (os.cpu_count() or 1))
+        self.keys = list(keys)
+        self._tmp = tempfile.TemporaryDirectory(prefix="vmaf-roi-")
+        tmp = Path(self._tmp.name)
+        model_value, model_file = model_option(model)
+        if model_file is not None:
+            shutil.copyfile(model_file, tmp / "model.json")
+            model_value = f"path={tmp / 'model.json'}"
+        self.model = model
+        k = len(self.keys)
+        self._logs = [tmp / f"log{i}.json" for i in range(k)]
+        parts = ["[0:v:0]" + (f"split={k}" if k > 1 else "null") + "".join(f"[r{i}]" for i in range(k))]
+        for i, log in enumerate(self._logs):
+            parts.append(f"[0:v:{i + 1}][r{i}]libvmaf=model={model_value}:feature=name=float_ssim|name=psnr:"
+                         f"log_fmt=json:log_path={log}:n_threads={threads}[o{i}]")
+        cmd = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-f", "nut", "-i", "pipe:0",
+               "-filter_complex", ";".join(parts)]
+        for i in range(k):
+            cmd += ["-map", f"[o{i}]", "-fps_mode", "passthrough", "-f", "null", "-"]
+        self._err = open(tmp / "stderr.txt", "w+b")
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._err)
+        except OSError as exc:
+            self._err.close()
+            self._tmp.cleanup()
+            raise VmafError(f"cannot run ffmpeg {ffmpeg}: {exc}") from None
+        self.out = av.open(self.proc.stdin, "w", format="nut")
+        self.streams = []
+        for _ in range(k + 1):
+            st = self.out.add_stream("rawvideo", rate=30)
+            st.width, st.height, st.pix_fmt = size[0], size[1], pix_fmt
+            st.time_base = Fraction(1, 30)
+            self.streams.append(st)
+        self.n = 0
+
+    def write(self, frames: Sequence[av.VideoFrame]) -> None:
+        """One frame of the reference, then one per key, in order."""
+        try:
+            for st, f in zip(self.streams, frames):
+                f.pts, f.time_base = self.n, Fraction(1, 30)
+                for pkt in st.encode(f):
+                    self.out.mux(pkt)
+        except (BrokenPipeError, OSError, av.error.FFmpegError) as exc:
+            rc = self.proc.wait()
+            raise self._error(rc, str(exc)) from None
+        self.n += 1
+
+    def close(self) -> dict[str, list[dict[str, float]]]:
+        """Finish and return key -> per-frame metric dicts."""
+        try:
+            try:
+                for st in self.streams:
+                    for pkt in st.encode(None):
+                        self.out.mux(pkt)
+                self.out.close()
+                self.proc.stdin.close()
+            except (BrokenPipeError, OSError, av.error.FFmpegError):
+                pass  # the exit status and stderr below say why
+            rc = self.proc.wait()
+            if rc != 0:
+                raise self._error(rc, "")
+            return {key: parse_log(log) for key, log in zip(self.keys, self._logs)}
+        finally:
+            self._cleanup()
+
+    def abort(self) -> None:
+        """Stop ffmpeg and remove its files (error paths)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.out.close()
+        except Exception:  # noqa: BLE001 - the pipe is gone
+            pass
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        self.proc.wait()
+        self._cleanup()
+
+    def _error(self, rc: int, fallback: str) -> Exception:
+        err = self._stderr() or fallback or "no message"
+        if "libvmaf model" in err or "built-in model" in err:
+            return ConfigError(f"--vmaf-model {self.model}: libvmaf cannot load it ({err})")
+        return VmafError(f"ffmpeg/libvmaf failed (exit {rc}): {err}")
+
+    def _stderr(self) -> str:
+        try:
+            self._err.flush()
+            self._err.seek(0)
+            return _last_lines(self._err.read().decode("utf-8", "replace").strip())
+        except (OSError, ValueError):
+            return ""
+
+    def _cleanup(self) -> None:
+        if not self._err.closed:
+            self._err.close()
+        self._tmp.cleanup()
