@@ -26,8 +26,8 @@ from vmaf_roi.batch import MANIFEST_NAME, load_batch, read_manifest, run_unit
 from vmaf_roi.cli_batch import main
 from vmaf_roi.errors import ConfigError
 from vmaf_roi.synth import make_clip
+from conftest import PH
 
-PH = "mobilesal_placeholder_v0"
 DETERMINISTIC = {"saliency": {"model": PH}, "encoder_params": {"threads": 1, "lookahead-threads": 1}}
 
 

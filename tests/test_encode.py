@@ -8,18 +8,12 @@ import av
 import numpy as np
 import pytest
 
-from vmaf_roi import config
 from vmaf_roi.analysis import block_mask, masked_psnr, qp_maps
 from vmaf_roi.cli import main
 from vmaf_roi.encode import SaliencyTrack, encode
 from vmaf_roi.errors import ConfigError, EncodeError
 from vmaf_roi.synth import SyntheticScene, read_masks
-
-PH = "mobilesal_placeholder_v0"
-
-
-def cfg(*sets):
-    return config.load(None, list(sets))
+from conftest import PH, cfg
 
 
 def mask_track(masks, size=(320, 320)) -> SaliencyTrack:

@@ -6,13 +6,11 @@ import textwrap
 
 import pytest
 
-from vmaf_roi import config
 from vmaf_roi.decode import VideoSource
 from vmaf_roi.encode import encode
 from vmaf_roi.errors import InputError
 from vmaf_roi.synth import make_clip
-
-PH = "mobilesal_placeholder_v0"
+from conftest import PH, ph_cfg as cfg
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +39,6 @@ def cut_clip(tmp_path_factory):
         for p in s.encode(None):
             o.mux(p)
     return out
-
-
-def cfg(*sets):
-    return config.load(None, [f"saliency.model={PH}", *sets])
 
 
 @pytest.mark.parametrize("stride", [1, 3, 8])
