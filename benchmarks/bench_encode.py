@@ -305,7 +305,7 @@ def real_clips(a) -> int:
         for path in a.input:
             with VideoSource(path) as s:
                 w, h = s.stream.codec_context.width, s.stream.codec_context.height
-            real = SaliencyModel(sc["model"], device=sc["device"], spin=False, threads=1)  # as encode() makes it
+            real = SaliencyModel(sc["model"], device=sc["device"], spin=False)  # as encode() makes it
             rec = Recorder(real)
             encode(path, tmp / "rec.mp4", cfg, model=rec)  # records the maps; also warms caches
             rows = {"plain": [], "roi replay": []} | ({} if a.no_default else {"roi default": []})
@@ -358,14 +358,14 @@ def real_clips(a) -> int:
                     "",
                     "| stage | " + " | ".join(n for n, _, _ in cols) + " |",
                     "|---|" + "---:|" * len(cols),
-                    f"| decode (decode-only pass) | " + " | ".join(f"{dec * 1e3 / frames:.2f}" for _ in cols) + " |",
+                    "| decode (decode-only pass) | " + " | ".join(f"{dec * 1e3 / frames:.2f}" for _ in cols) + " |",
                 ]
                 for s in stages:
                     lines.append(f"| {s} | " + " | ".join(f"{t.get(s, 0.0) * 1e3 / frames:.3f}" for _, _, t in cols) + " |")
                 rest = [tot - dec - sum(t.get(s, 0.0) for s in stages) for _, tot, t in cols]
                 lines.append("| encode, mux and the rest | " + " | ".join(f"{r * 1e3 / frames:.2f}" for r in rest) + " |")
                 lines.append("| total | " + " | ".join(f"{tot * 1e3 / frames:.2f}" for _, tot, _ in cols) + " |")
-                lines.append(f"| plain encode's own encode, mux and the rest | "
+                lines.append("| plain encode's own encode, mux and the rest | "
                              + " | ".join(f"{(plain_cpu - dec) * 1e3 / frames:.2f}" for _ in cols) + " |")
                 lines.append("")
     load1 = os.getloadavg()
