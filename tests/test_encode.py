@@ -10,7 +10,8 @@ import pytest
 
 from vmaf_roi.analysis import block_mask, masked_psnr, qp_maps
 from vmaf_roi.cli import main
-from vmaf_roi.encode import SaliencyTrack, encode
+from vmaf_roi.encode import SaliencyTrack, encode, roi_entries
+from vmaf_roi.roi import Region
 from vmaf_roi.errors import ConfigError, EncodeError
 from vmaf_roi.synth import SyntheticScene, read_masks
 from conftest import PH, cfg
@@ -336,3 +337,18 @@ def test_cli_qpmap_picture(clip, tmp_path, capsys):
     _write(ffv1, 2, codec="ffv1")
     assert main(["qpmap", str(ffv1), "-o", str(tmp_path / "x.png")]) == 3
     assert "exports no QP map" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+
+
+def test_vp9_roi_entries_are_qindex_deltas_that_survive_ffmpegs_conversion():
+    """libvpxenc computes delta_q = (int)(qoffset * 63): our fraction must give exactly
+    clamp(4 * qp, -63, 63) through that float expression, for every offset the planner makes."""
+    qps = [q for q in range(-20, 21) if q]
+    regions = [Region(0, 16, 0, 16, q, 51) for q in qps]
+    entries = roi_entries(regions, "libvpx-vp9")
+    for q, (top, bottom, left, right, num, den) in zip(qps, entries):
+        assert (top, bottom, left, right) == (0, 16, 0, 16)
+        want = max(-63, min(63, 4 * q))  # 4 q-index steps per QP step; FFmpeg clips to +-63
+        assert int(num / den * 63) == want, q  # C's (int) truncates toward zero, as int() does
+    assert roi_entries([Region(0, 8, 0, 8, 0, 51)], "libvpx-vp9")[0][4] == 0
+    # x264/x265 take the planner's fraction as it is
+    assert roi_entries(regions, "libx264") == [r.as_tuple() for r in regions]
