@@ -31,6 +31,7 @@ Everything below is the specification both follow (docs/roi-planner.md repeats i
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
@@ -131,20 +132,25 @@ def _column_sums(saliency: np.ndarray) -> tuple[np.ndarray, bool]:
     return col, is_u8
 
 
-def _block_means(cols: tuple[np.ndarray, bool], width: int, height: int, block: int) -> np.ndarray:
-    col, is_u8 = cols
-    h, w = col.shape[0] - 1, col.shape[1]
+@functools.lru_cache(maxsize=64)
+def _geometry(width: int, height: int, w: int, h: int, block: int):
+    """Per block size: the map rows the integral needs, the block columns, the pixel counts."""
     sy0, sy1 = _edges(height, h, block)
     sx0, sx1 = _edges(width, w, block)
-    ys = np.concatenate([sy0, sy1])
-    rows = np.zeros((len(ys), w + 1), dtype=col.dtype)
-    np.cumsum(col[ys], axis=1, out=rows[:, 1:])
-    top, bot = rows[: len(sy0)], rows[len(sy0):]
-    sums = (bot[:, sx1] - top[:, sx1]) - bot[:, sx0] + top[:, sx0]
     counts = np.outer(sy1 - sy0, sx1 - sx0).astype(np.float64)
+    return np.concatenate([sy0, sy1]), len(sy0), sx0, sx1, counts
+
+
+def _block_means(cols: tuple[np.ndarray, bool], width: int, height: int, block: int) -> np.ndarray:
+    col, is_u8 = cols
+    ys, nby, sx0, sx1, counts = _geometry(width, height, col.shape[1], col.shape[0] - 1, block)
+    rows = np.zeros((len(ys), col.shape[1] + 1), dtype=col.dtype)
+    np.cumsum(col[ys], axis=1, out=rows[:, 1:])
+    top, bot = rows[:nby], rows[nby:]
+    sums = (bot[:, sx1] - top[:, sx1]) - bot[:, sx0] + top[:, sx0]
     means = sums.astype(np.float64) / counts
     if is_u8:
-        means = means / 255.0
+        means /= 255.0
     return means
 
 
@@ -222,15 +228,15 @@ def _runs(q: np.ndarray):
     return rows, cols, nxt, vals, cont
 
 
-def _count_rectangles(q: np.ndarray) -> int:
+def _count_rectangles(q: np.ndarray, runs=None) -> int:
     """How many rectangles step 4 makes, without making them."""
-    cont = _runs(q)[4]
+    cont = (runs or _runs(q))[4]
     return int(len(cont) - np.count_nonzero(cont))
 
 
-def _rectangles_array(q: np.ndarray) -> np.ndarray:
+def _rectangles_array(q: np.ndarray, runs=None) -> np.ndarray:
     """The rectangles of :func:`rectangles`, vectorised: int64 [n, 5] (by0, by1, bx0, bx1, q), unordered."""
-    rows, cols, nxt, vals, cont = _runs(q)
+    rows, cols, nxt, vals, cont = runs or _runs(q)
     if not len(rows):
         return np.empty((0, 5), dtype=np.int64)
     # runs of one rectangle share (bx0, bx1, q) and follow each other row by row
@@ -277,8 +283,10 @@ class Planner:
         while True:
             q = qp_offsets(_block_means(cols, width, height, block), params)
             memo = self._levels.get(block)
+            runs = None
             if memo is None or not np.array_equal(memo[0], q):
-                memo = self._levels[block] = (q, _count_rectangles(q), None)
+                runs = _runs(q)
+                memo = self._levels[block] = (q, _count_rectangles(q, runs), None)
             if memo[1] <= params.max_regions or block >= max(width, height):
                 break
             block *= 2
@@ -287,7 +295,7 @@ class Planner:
                 return self._last[2]
             rects = memo[2]
         else:
-            rects = _rectangles_array(q)
+            rects = _rectangles_array(q, runs)
             self._levels[block] = (q, memo[1], rects)
         self.replans += 1
         # step 6; the key is a total order (two rectangles never start on the same block), so
