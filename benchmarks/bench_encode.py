@@ -6,26 +6,50 @@ the start and the end to show the noise). For every ROI row, the maps it applied
 inferences) are compared with stride-1 u2netp maps of the same frames: mean per-frame Pearson
 correlation. Appends a table to benchmarks/RESULTS.md with --write.
 
-Usage: python benchmarks/bench_encode.py [--frames 120] [--write] [--models u2netp,...]
+With ``--input``, real clips instead: for each input, plain and ROI encodes run interleaved,
+``--rounds`` times each; reported are the best wall time of the rounds and the median CPU time
+(user+sys of this process) per row. ROI rows:
+
+- ``roi replay``: the default config with a map source that costs nothing: it replays, in order,
+  the maps the real model gave in an earlier recording run (same frames, same schedule), so
+  everything but the model's preprocess/inference/postprocess runs: thumbnails, model-input
+  resize, map blending, planning, side data. This is the "overhead without inference".
+- ``roi default``: the default config with the real model.
+
+``--profile`` adds one instrumented run of each ROI row and prints CPU per stage: decode (CPU of a
+decode-only pass of the same input: FFmpeg decodes in its own threads), scene-cut thumbnails,
+model input, inference (process CPU of the same model calls run alone afterwards: ONNX Runtime
+works in its own threads too), map blending, planning, side-data attach, and the rest (encode and
+mux: the encoder's threads) = total − the stages. The other Python-side stages are timed with
+``time.thread_time`` on the thread that runs them, exclusive of nested stages.
+
+Usage: python benchmarks/bench_encode.py [--frames 120] [--write] [--configs 'u2netp,8,16;...']
+       python benchmarks/bench_encode.py --input clip.mp4 [--input ...] [--rounds 3]
+           [--encoder libx264] [--preset medium] [--set key=value ...] [--profile] [--write]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
+import resource
 import sys
 import tempfile
+import threading
 import time
+import types
 from pathlib import Path
 
 import av
-
-from vmaf_roi import config
 import numpy as np
 
+from vmaf_roi import config, encode as encode_mod, pipeline, roi, sidedata
+from vmaf_roi.decode import VideoSource
 from vmaf_roi.encode import SaliencyTrack, encode
 from vmaf_roi.registry import fetch, get_spec
+from vmaf_roi.saliency import SaliencyModel
 from vmaf_roi.synth import make_clip
 
 
@@ -49,6 +73,147 @@ def plain_pyav(src: Path, dst: Path) -> tuple[float, int]:
     return time.perf_counter() - t, n
 
 
+def cpu_now() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class Recorder:
+    """Wraps a real model and keeps every map it predicts, in order."""
+
+    def __init__(self, model: SaliencyModel) -> None:
+        self.model, self.maps, self.inputs = model, [], []
+        self.spec, self.provider, self.placeholder = model.spec, model.provider, model.placeholder
+
+    def model_input(self, frame):
+        return self.model.model_input(frame)
+
+    def predict(self, rgb):
+        out = self.model.predict(rgb)
+        self.maps.extend(out)
+        self.inputs.append(rgb)
+        return out
+
+
+class ReplaySource:
+    """A map source that costs (almost) nothing: the recorded maps, handed back in order.
+
+    ``model_input`` still makes the real model input (a resize), so only the model's own work
+    (preprocess, inference, postprocess) is left out.
+    """
+
+    placeholder = False
+    provider = "replay"
+
+    def __init__(self, model: SaliencyModel, maps: list[np.ndarray]) -> None:
+        self.model, self.maps, self.i = model, maps, 0
+        self.spec = types.SimpleNamespace(id=model.spec.id + " (replayed)")
+
+    def model_input(self, frame):
+        return self.model.model_input(frame)
+
+    def predict(self, rgb):
+        m = self.maps[self.i % len(self.maps)]
+        self.i += 1
+        return m[None]
+
+
+class StageTimer:
+    """Exclusive thread-CPU time per stage, nesting-aware, per thread."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self.local = threading.local()
+        self.lock = threading.Lock()
+
+    def _charge(self, name: str, dt: float) -> None:
+        with self.lock:
+            self.totals[name] = self.totals.get(name, 0.0) + dt
+
+    def enter(self, name: str) -> None:
+        st = getattr(self.local, "stack", None)
+        if st is None:
+            st = self.local.stack = []
+        now = time.thread_time()
+        if st:
+            self._charge(st[-1][0], now - st[-1][1])
+        st.append([name, now])
+
+    def leave(self) -> None:
+        st = self.local.stack
+        now = time.thread_time()
+        name, t = st.pop()
+        self._charge(name, now - t)
+        if st:
+            st[-1][1] = now
+
+    def wrap(self, name: str, fn):
+        @functools.wraps(fn)
+        def inner(*a, **kw):
+            self.enter(name)
+            try:
+                return fn(*a, **kw)
+            finally:
+                self.leave()
+        return inner
+
+    def wrap_gen(self, name: str, fn):
+        timer = self
+
+        @functools.wraps(fn)
+        def inner(*a, **kw):
+            it = fn(*a, **kw)
+            while True:
+                timer.enter(name)
+                try:
+                    x = next(it)
+                except StopIteration:
+                    return
+                finally:
+                    timer.leave()
+                yield x
+        return inner
+
+
+def instrumented(timer: StageTimer, source):
+    """Patch the pipeline's stage functions to charge their CPU to ``timer``; returns an undo."""
+    patches = [
+        (VideoSource, "frames", timer.wrap_gen("decode (Python side)", VideoSource.frames)),
+        (pipeline.MapPolicy, "decide", timer.wrap("scene-cut thumbnails", pipeline.MapPolicy.decide)),
+        (encode_mod, "with_maps", timer.wrap_gen("map blending", pipeline.with_maps)),
+        (sidedata.RoiAttacher, "attach", timer.wrap("side-data attach", sidedata.RoiAttacher.attach)),
+        (source, "model_input", timer.wrap("model input", source.model_input)),
+        (source, "predict", timer.wrap("inference", source.predict)),
+    ]
+    if hasattr(roi, "Planner"):
+        patches.append((roi.Planner, "plan", timer.wrap("planning", roi.Planner.plan)))
+    else:  # before the planner class
+        patches.append((roi, "plan", timer.wrap("planning", roi.plan)))
+    old = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in patches]
+    for obj, attr, new in patches:
+        setattr(obj, attr, new)
+
+    def undo():
+        for obj, attr, val in old:
+            setattr(obj, attr, val)
+    return undo
+
+
+def decode_cpu(path: Path) -> tuple[float, int]:
+    c0 = cpu_now()
+    n = 0
+    with VideoSource(path) as src:
+        for _ in src.frames():
+            n += 1
+    return cpu_now() - c0, n
+
+
+def run(path: Path, out: Path, cfg, *, plain=False, model=None) -> tuple[float, float, object]:
+    c0, t0 = cpu_now(), time.perf_counter()
+    r = encode(path, out, cfg, plain=plain, model=model)
+    return time.perf_counter() - t0, cpu_now() - c0, r
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=120)
@@ -58,7 +223,20 @@ def main() -> int:
                     "u2netp_int8_192,4,16;u2netp_int8_192,6,16;u2netp_int8_192,8,16",
                     help="ROI rows: model,stride,lookahead[,key=value...] separated by ';'")
     ap.add_argument("--write", action="store_true")
+    # real clips
+    ap.add_argument("--input", action="append", type=Path,
+                    help="real clip(s): plain, zero-cost-map ROI and default ROI encodes, interleaved")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--encoder", default="libx264")
+    ap.add_argument("--preset", default="medium")
+    ap.add_argument("--set", action="append", default=[], help="extra config overrides for every row (--input)")
+    ap.add_argument("--no-default", action="store_true", help="skip the real-model ROI row (--input)")
+    ap.add_argument("--profile", action="store_true", help="per-stage CPU breakdown of the ROI rows (--input)")
     a = ap.parse_args()
+    return real_clips(a) if a.input else generated(a)
+
+
+def generated(a) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as d:
         src = Path(d) / "in.mp4"
@@ -116,6 +294,106 @@ def main() -> int:
         with open(Path(__file__).with_name("RESULTS.md"), "a") as f:
             f.write(text + "\n")
     return 0
+
+
+def real_clips(a) -> int:
+    base = [f"encoder={a.encoder}", f"preset={a.preset}", *a.set]
+    cfg = config.load(None, base)
+    sc = cfg["saliency"]
+    lines: list[str] = []
+    load0 = os.getloadavg()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        for path in a.input:
+            with VideoSource(path) as s:
+                w, h = s.stream.codec_context.width, s.stream.codec_context.height
+            real = SaliencyModel(sc["model"], device=sc["device"], spin=False)  # as encode() makes it
+            rec = Recorder(real)
+            encode(path, tmp / "rec.mp4", cfg, model=rec)  # records the maps; also warms caches
+            rows = {"plain": [], "roi replay": []} | ({} if a.no_default else {"roi default": []})
+            frames = 0
+            for _ in range(a.rounds):
+                for name in rows:
+                    if name == "plain":
+                        res = run(path, tmp / "o.mp4", cfg, plain=True)
+                    elif name == "roi replay":
+                        res = run(path, tmp / "o.mp4", cfg, model=ReplaySource(real, rec.maps))
+                    else:
+                        res = run(path, tmp / "o.mp4", cfg, model=real)
+                    rows[name].append(res)
+                    frames = res[2].frames
+            best = {k: min(v, key=lambda x: x[0]) for k, v in rows.items()}
+            cpu_med = {k: float(np.median([x[1] for x in v])) for k, v in rows.items()}
+            pw, pc = best["plain"][0], cpu_med["plain"]
+            lines += [
+                f"{path.name} ({w}x{h}, {frames} frames), {a.encoder} preset {a.preset}"
+                + (f", {' '.join(a.set)}" if a.set else "") + ":",
+                "",
+                "| run | best wall s | fps | × plain fps | CPU s (median) | CPU vs plain | inferences | regions/frame |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|",
+            ]
+            for k in rows:
+                wall, _, r = best[k]
+                lines.append(f"| {k} | {wall:.2f} | {frames / wall:.1f} | {pw / wall:.3f} | {cpu_med[k]:.2f} | "
+                             f"{(cpu_med[k] - pc) / pc * 100:+.1f}% | {r.inferences} | {r.mean_regions:.1f} |")
+            lines.append("")
+            if a.profile:
+                dec, _ = decode_cpu(path)
+                profs = [("roi replay", lambda: ReplaySource(real, rec.maps))]
+                if not a.no_default:
+                    profs.append(("roi default", lambda: real))
+                plain_wall, plain_cpu, _ = run(path, tmp / "o.mp4", cfg, plain=True)
+                cols = []
+                for name, mk in profs:
+                    src = mk()
+                    timer = StageTimer()
+                    undo = instrumented(timer, src)
+                    try:
+                        _, total, _ = run(path, tmp / "o.mp4", cfg, model=src)
+                    finally:
+                        undo()
+                    totals = dict(timer.totals)
+                    if src is real:
+                        # ONNX Runtime's intra-op workers are not the calling thread: take the CPU
+                        # of the same predict calls run alone (process CPU), not the thread's
+                        c0 = cpu_now()
+                        for rgb in rec.inputs:
+                            real.predict(rgb)
+                        totals["inference"] = cpu_now() - c0
+                    cols.append((name, total, totals))
+                stages = ["scene-cut thumbnails", "model input", "inference", "map blending", "planning",
+                          "side-data attach"]
+                lines += [
+                    f"Per-stage CPU, ms/frame ({frames} frames; plain encode total {plain_cpu * 1e3 / frames:.2f}):",
+                    "",
+                    "| stage | " + " | ".join(n for n, _, _ in cols) + " |",
+                    "|---|" + "---:|" * len(cols),
+                    "| decode (decode-only pass) | " + " | ".join(f"{dec * 1e3 / frames:.2f}" for _ in cols) + " |",
+                ]
+                for s in stages:
+                    lines.append(f"| {s} | " + " | ".join(f"{t.get(s, 0.0) * 1e3 / frames:.3f}" for _, _, t in cols) + " |")
+                rest = [tot - dec - sum(t.get(s, 0.0) for s in stages) for _, tot, t in cols]
+                lines.append("| encode, mux and the rest | " + " | ".join(f"{r * 1e3 / frames:.2f}" for r in rest) + " |")
+                lines.append("| total | " + " | ".join(f"{tot * 1e3 / frames:.2f}" for _, tot, _ in cols) + " |")
+                lines.append("| plain encode's own encode, mux and the rest | "
+                             + " | ".join(f"{(plain_cpu - dec) * 1e3 / frames:.2f}" for _ in cols) + " |")
+                lines.append("")
+    load1 = os.getloadavg()
+    machine = (f"{platform.machine()}, {os.cpu_count()} cores shared with other users (load average "
+               f"{load0[0]:.1f} at the start, {load1[0]:.1f} at the end), Python {platform.python_version()}, "
+               f"PyAV {av.__version__}, no GPU")
+    head = [
+        f"Command: `python benchmarks/bench_encode.py {' '.join(sys.argv[1:])}`  ",
+        f"Machine: {machine}.",
+        "",
+    ]
+    text = "\n".join(head + lines)
+    print(text)
+    if a.write:
+        with open(Path(__file__).with_name("RESULTS.md"), "a") as f:
+            f.write(text + "\n")
+    return 0
+
 
 
 if __name__ == "__main__":

@@ -1,25 +1,77 @@
+"""Fixtures and helpers shared by the test files (import the helpers: ``from conftest import PH, cfg``)."""
+
 from __future__ import annotations
 
 import os
+from fractions import Fraction
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 
+from vmaf_roi import config
 from vmaf_roi.errors import ModelError
-from vmaf_roi.registry import fetch, get_spec
+from vmaf_roi.registry import fetch, get_spec, load_verified
 from vmaf_roi.synth import make_clip
+
+PH = "mobilesal_placeholder_v0"  # the placeholder model: cheap, deterministic, not saliency
+
+
+def cfg(*sets: str) -> dict:
+    """The default encode config with ``--set`` style overrides."""
+    return config.load(None, list(sets))
+
+
+def ph_cfg(*sets: str) -> dict:
+    """:func:`cfg` with the placeholder model."""
+    return cfg(f"saliency.model={PH}", *sets)
+
+
+def make_frame(w: int = 64, h: int = 48, fmt: str = "yuv420p", pts: int | None = 5,
+               rgb: np.ndarray | None = None) -> av.VideoFrame:
+    """A frame of ``rgb`` (black by default) in format ``fmt``, with pts in 1/30 s."""
+    data = np.zeros((h, w, 3), np.uint8) if rgb is None else rgb
+    f = av.VideoFrame.from_ndarray(data, format="rgb24").reformat(format=fmt)
+    f.pts, f.time_base = pts, Fraction(1, 30)
+    return f
+
+
+def decoded(path: Path) -> list[tuple[Fraction | None, np.ndarray]]:
+    """(timestamp in seconds, pixels) of every frame of the first video stream."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        return [(f.pts * f.time_base if f.pts is not None else None, f.to_ndarray()) for f in c.decode(s)]
+
+
+def verified_model_dir(cache: Path, model_id: str = "u2netp") -> Path:
+    """``cache`` holding a verified copy of ``model_id``.
+
+    A file that is there but fails its sha256 check fails the test run: that is an integrity
+    problem, never a reason to skip. Only a model that is missing and cannot be fetched here
+    (no network, no index) skips, with the reason.
+    """
+    spec = get_spec(model_id)
+    if spec.location(cache).is_file():
+        try:
+            load_verified(spec, cache)
+        except ModelError as exc:
+            pytest.fail(f"model cache {cache}: {exc}", pytrace=False)
+        return cache
+    try:
+        fetch(spec, cache)
+    except ModelError as exc:
+        if "failed verification" in str(exc):  # downloaded, but not the bytes the registry pins
+            pytest.fail(str(exc), pytrace=False)
+        pytest.skip(f"{model_id} is not in {cache} and cannot be fetched in this environment: {exc}")
+    return cache
 
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
-    """A model cache holding a verified u2netp (fetched once per session), or skip."""
+    """A model cache holding a verified u2netp (fetched once per session), or skip if unobtainable."""
     env = os.environ.get("VMAF_ROI_MODEL_DIR")
-    cache = Path(env) if env else tmp_path_factory.mktemp("models")
-    try:
-        fetch(get_spec("u2netp"), cache)
-    except ModelError as exc:
-        pytest.skip(f"u2netp cannot be fetched in this environment: {exc}")
-    return cache
+    return verified_model_dir(Path(env) if env else tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="session")

@@ -26,8 +26,8 @@ from vmaf_roi.batch import MANIFEST_NAME, load_batch, read_manifest, run_unit
 from vmaf_roi.cli_batch import main
 from vmaf_roi.errors import ConfigError
 from vmaf_roi.synth import make_clip
+from conftest import PH
 
-PH = "mobilesal_placeholder_v0"
 DETERMINISTIC = {"saliency": {"model": PH}, "encoder_params": {"threads": 1, "lookahead-threads": 1}}
 
 
@@ -432,3 +432,30 @@ def test_add_parsers_registers_batch():
     cli_batch.add_parsers(sub)
     args = p.parse_args(["batch", "jobs.yaml", "--executor", "dask", "--scheduler", "tcp://127.0.0.1:1", "--json"])
     assert args.func is cli_batch.cmd_batch and args.executor == "dask" and args.json
+
+
+def test_changed_input_is_redone_and_recorded(tmp_path, clips, capsys):
+    """Same path, new content: the manifest's input digest no longer matches, so the job runs again."""
+    src = tmp_path / "in" / "clip.mp4"
+    src.parent.mkdir()
+    src.write_bytes((clips / "c0.mp4").read_bytes())
+    data = {"output_dir": "out", "defaults": {"config": DETERMINISTIC},
+            "jobs": [{"name": "roi", "inputs": [str(src)], "output": "{stem}.mp4"}]}
+    bf = write_batch(tmp_path, data)
+    out = tmp_path / "out"
+    rc, events = run_json([str(bf)], capsys)
+    assert rc == 0 and events[-1]["done"] == 1
+    first = read_manifest(out / MANIFEST_NAME)["clip.mp4"]
+
+    src.write_bytes((clips / "c1.mp4").read_bytes())  # another clip under the same name
+    batch = load_batch(bf)
+    man = batch_mod.Manifest(batch.manifest_path)
+    man.records = read_manifest(batch.manifest_path)
+    (d,) = batch_mod.plan(batch, man)
+    assert (d.action, d.reason) == ("run", "input changed")
+
+    rc, events = run_json([str(bf)], capsys)
+    assert rc == 0 and (events[-1]["done"], events[-1]["skipped"]) == (1, 0)
+    second = read_manifest(out / MANIFEST_NAME)["clip.mp4"]
+    assert second["input_id"]["sha256"] == batch_mod.sha256_file(src) != first["input_id"]["sha256"]
+    assert second["output_sha256"] == batch_mod.sha256_file(out / "clip.mp4") != first["output_sha256"]

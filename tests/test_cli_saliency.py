@@ -11,14 +11,7 @@ import pytest
 
 from vmaf_roi.cli import main
 from vmaf_roi.synth import make_clip, read_masks
-
-PH = "mobilesal_placeholder_v0"
-
-
-def frames_of(path):
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        return [(f.pts * f.time_base if f.pts is not None else None, f.to_ndarray()) for f in c.decode(s)]
+from conftest import PH, decoded as frames_of
 
 
 def test_saliency_end_to_end_u2netp(clip, model_dir, tmp_path, capsys):

@@ -72,7 +72,7 @@ def test_fast_model_agrees_with_u2netp(mid, scene_frames, reference_maps):
         assert inside > outside + 0.5, f"{mid}: inside {inside:.3f} outside {outside:.3f}"
 
 
-@pytest.mark.skipif(not os.environ.get("VMAF_ROI_SLOW_TESTS"), reason="slow (~30-60 s): set VMAF_ROI_SLOW_TESTS=1")
+@pytest.mark.slow  # ~30-60 s on 2 cores; runs in CI like every slow test
 def test_quantize_script_reproduces_the_bundled_file(model_dir, tmp_path):
     pytest.importorskip("onnx")
     out = tmp_path / "u2netp_int8.onnx"

@@ -4,15 +4,15 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
-from vmaf_roi import config
 from vmaf_roi.decode import VideoSource
-from vmaf_roi.encode import encode
+from vmaf_roi.encode import SaliencyTrack, encode
 from vmaf_roi.errors import InputError
+from vmaf_roi.pipeline import Item, MapState, with_maps
 from vmaf_roi.synth import make_clip
-
-PH = "mobilesal_placeholder_v0"
+from conftest import PH, ph_cfg as cfg
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +41,6 @@ def cut_clip(tmp_path_factory):
         for p in s.encode(None):
             o.mux(p)
     return out
-
-
-def cfg(*sets):
-    return config.load(None, [f"saliency.model={PH}", *sets])
 
 
 @pytest.mark.parametrize("stride", [1, 3, 8])
@@ -84,7 +80,7 @@ def test_encoder_side_failure_stops_the_producer_without_deadlock(cut_clip, tmp_
     script = textwrap.dedent(f"""
         import threading, sys
         from vmaf_roi import config
-        from vmaf_roi.encode import encode
+        from vmaf_roi.encode import SaliencyTrack, encode
         from vmaf_roi.errors import EncodeError
         import vmaf_roi.encode as E
         real = E.RoiAttacher.attach
@@ -106,3 +102,67 @@ def test_encoder_side_failure_stops_the_producer_without_deadlock(cut_clip, tmp_
     assert proc.returncode == 0, proc.stderr
     assert "raised: boom at frame 3" in proc.stdout and "threads: []" in proc.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+# -- map blending and smoothing (with_maps / MapState), on hand-made items ----------------------
+def _items(preds: dict[int, np.ndarray], n: int, cuts: tuple[int, ...] = ()):
+    """n frames; frame i carries a model output when i is in preds (a float map in [0, 1])."""
+    return [Item(i, f"frame{i}", preds.get(i), i in cuts) for i in range(n)]
+
+
+def _maps(stream, interpolate: bool, smoothing: float = 0.0):
+    state = MapState(smoothing, None)
+    return [(x.index if isinstance(x, Item) else x, m) for x, m in with_maps(iter(stream), state, interpolate)]
+
+
+A = np.full((4, 6), 40 / 255, np.float32)  # -> 40 as uint8
+B = np.tile(np.arange(0, 240, 40, dtype=np.float32) / 255, (4, 1))  # columns 0, 40, ..., 200
+
+
+def test_frames_between_two_maps_get_a_blend_by_position():
+    out = _maps(_items({0: A, 4: B}, 6), interpolate=True)
+    a, b = np.full((4, 6), 40.0), np.tile(np.arange(0, 240, 40, dtype=np.float64), (4, 1))
+    assert [i for i, _ in out] == list(range(6))  # encode order kept
+    assert np.array_equal(out[0][1], a.astype(np.uint8)) and np.array_equal(out[4][1], b.astype(np.uint8))
+    for j in (1, 2, 3):  # w = j/4 of the way from A to B
+        assert np.array_equal(out[j][1], np.rint((1 - j / 4) * a + j / 4 * b).astype(np.uint8)), j
+    assert out[5][1] is out[4][1]  # after the last map: held
+    assert all(m.dtype == np.uint8 for _, m in out)
+
+
+def test_held_maps_and_no_blend_across_a_scene_cut():
+    held = _maps(_items({0: A, 4: B}, 6), interpolate=False)
+    assert all(np.array_equal(m, held[0][1]) for _, m in held[:4])
+    cut = _maps(_items({0: A, 4: B}, 6, cuts=(4,)), interpolate=True)
+    assert all(np.array_equal(m, cut[0][1]) for _, m in cut[:4])  # the old scene keeps its map
+    assert np.array_equal(cut[4][1], held[4][1])
+
+
+def test_packets_keep_their_place_among_held_frames():
+    stream = _items({0: A, 3: B}, 4)
+    stream.insert(2, "pkt-a")
+    stream.insert(4, "pkt-b")
+    out = _maps(stream, interpolate=True)
+    assert [i for i, _ in out] == [0, 1, "pkt-a", 2, "pkt-b", 3]
+    assert [m is None for _, m in out] == [False, False, True, False, True, False]
+
+
+def test_smoothing_weighs_the_previous_map_except_on_a_cut():
+    alpha = 0.75
+    out = _maps(_items({0: A, 1: B, 2: A}, 3, cuts=(2,)), interpolate=True, smoothing=alpha)
+    key0 = np.rint(A * 255).astype(np.uint8)
+    assert np.array_equal(out[0][1], key0)  # nothing to smooth with yet
+    expect1 = np.rint(np.clip(alpha * (key0 / 255) + (1 - alpha) * B, 0, 1) * 255).astype(np.uint8)
+    assert np.abs(out[1][1].astype(int) - expect1).max() <= 1  # float32 in the pipeline
+    assert not np.array_equal(out[1][1], np.rint(B * 255).astype(np.uint8))  # really smoothed
+    assert np.array_equal(out[2][1], key0)  # a cut starts afresh
+
+
+def test_smoothed_and_interpolated_encode_applies_the_blended_maps(cut_clip, tmp_path):
+    """End to end: the maps an encode applies with smoothing differ from those without, frame by frame."""
+    plain_t, smooth_t = SaliencyTrack(), SaliencyTrack()
+    encode(cut_clip, tmp_path / "a.mp4", cfg("saliency.stride=3"), track=plain_t)
+    encode(cut_clip, tmp_path / "b.mp4", cfg("saliency.stride=3", "saliency.smoothing=0.9"), track=smooth_t)
+    assert sorted(plain_t.maps) == sorted(smooth_t.maps) == list(range(20))
+    assert np.array_equal(plain_t.maps[0], smooth_t.maps[0])
+    assert any(not np.array_equal(plain_t.maps[i], smooth_t.maps[i]) for i in range(3, 10))

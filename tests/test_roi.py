@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
-from vmaf_roi.roi import PlannerParams, block_means, encoder_qp_scale, plan, qp_map, qp_offsets, rectangles, round_half_away
+from vmaf_roi.roi import (Planner, PlannerParams, _count_rectangles, _rectangles_array, block_means, encoder_qp_scale,
+                          plan, qp_map, qp_offsets, rectangles, round_half_away)
 
 
 def P(**kw):
@@ -96,3 +102,123 @@ def test_params_validation():
     for bad in (dict(block=0), dict(strength=-1), dict(mode="up"), dict(max_regions=0), dict(max_offset=-1)):
         with pytest.raises(ValueError):
             PlannerParams(**bad)
+
+
+# -- an independent oracle ----------------------------------------------------------------
+# A slow, obvious implementation written from the spec in roi.py's docstring (loops, Python
+# integers, exact rounding), compared with roi.plan and roi.Planner on generated maps.
+
+def oracle_plan(m: np.ndarray, width: int, height: int, p: PlannerParams) -> list[tuple]:
+    h, w = m.shape
+    b = p.block
+    while True:
+        bw, bh = -(-width // b), -(-height // b)
+        q = [[0] * bw for _ in range(bh)]
+        for by in range(bh):
+            y0, y1 = by * b, min((by + 1) * b, height)
+            sy0 = y0 * h // height
+            sy1 = max(-(-y1 * h // height), sy0 + 1)
+            for bx in range(bw):
+                x0, x1 = bx * b, min((bx + 1) * b, width)
+                sx0 = x0 * w // width
+                sx1 = max(-(-x1 * w // width), sx0 + 1)
+                cell = m[sy0:sy1, sx0:sx1]
+                count = cell.size
+                if m.dtype == np.uint8:
+                    s = float(sum(int(v) for v in cell.ravel())) / float(count) / 255.0
+                else:
+                    s = float(sum(float(v) for v in cell.ravel())) / count
+                d = Fraction(-p.strength * (2 * s - 1))  # the double the spec computes, exactly
+                r = int(abs(d) + Fraction(1, 2)) * (1 if d >= 0 else -1)  # halves away from zero
+                r = max(-p.max_offset, min(p.max_offset, r))
+                if p.mode == "lower":
+                    r = min(r, 0)
+                q[by][bx] = r
+        rects: list[list[int]] = []
+        for by in range(bh):
+            bx = 0
+            while bx < bw:
+                end = bx
+                while end < bw and q[by][end] == q[by][bx]:
+                    end += 1
+                v = q[by][bx]
+                if v != 0:
+                    above = [r for r in rects if r[1] == by and r[2] == bx and r[3] == end and r[4] == v]
+                    if above:
+                        above[0][1] = by + 1
+                    else:
+                        rects.append([by, by + 1, bx, end, v])
+                bx = end
+        if len(rects) <= p.max_regions:
+            break
+        b *= 2
+    rects.sort(key=lambda r: (-abs(r[4]), r[4], r[0], r[2]))
+    return [(r[0] * b, min(r[1] * b, height), r[2] * b, min(r[3] * b, width), r[4], p.qp_scale) for r in rects]
+
+
+def dyadic_maps(shape):
+    """Float maps of k/256: every sum the planner forms is exact, so any summation order agrees."""
+    return arrays(np.int64, shape, elements=st.integers(0, 256)).map(lambda a: (a / 256.0).astype(np.float32))
+
+
+map_shapes = st.tuples(st.integers(1, 24), st.integers(1, 24))
+any_map = map_shapes.flatmap(lambda s: st.one_of(arrays(np.uint8, s), dyadic_maps(s)))
+params = st.builds(
+    PlannerParams,
+    block=st.sampled_from([1, 2, 3, 4, 8, 16]),
+    strength=st.one_of(st.sampled_from([0.0, 0.5, 1.0, 2.5, 4.0, 6.0]), st.floats(0, 12, allow_nan=False)),
+    max_offset=st.integers(0, 12),
+    mode=st.sampled_from(["both", "lower"]),
+    max_regions=st.integers(1, 40),
+    qp_scale=st.sampled_from([51, 63, 57]),
+)
+frame_sizes = st.tuples(st.integers(1, 80), st.integers(1, 80))
+
+
+@settings(max_examples=300, deadline=None)
+@given(m=any_map, size=frame_sizes, p=params)
+def test_plan_matches_the_oracle(m, size, p):
+    w, h = size
+    assert [r.as_tuple() for r in plan(m, w, h, p)] == oracle_plan(m, w, h, p)
+
+
+@settings(max_examples=60, deadline=None)
+@given(base=map_shapes.flatmap(lambda s: arrays(np.uint8, s)), steps=st.lists(
+    st.tuples(st.integers(-40, 40), st.integers(0, 10**6)), min_size=1, max_size=8), size=frame_sizes, p=params)
+def test_planner_over_a_stream_of_maps_matches_the_oracle(base, steps, size, p):
+    """Re-planning only when the block offsets change gives, frame by frame, what a fresh plan gives."""
+    w, h = size
+    planner = Planner(w, h, p)
+    m = base
+    for shift, seed in steps:
+        rng = np.random.default_rng(seed)
+        # small drifts (offsets mostly stay) and the odd jump (they change)
+        m = np.clip(m.astype(np.int64) + shift + rng.integers(-2, 3, m.shape), 0, 255).astype(np.uint8)
+        assert [r.as_tuple() for r in planner.plan(m)] == oracle_plan(m, w, h, p)
+
+
+@settings(max_examples=300, deadline=None)
+@given(m=map_shapes.flatmap(lambda s: arrays(np.float64, s, elements=st.floats(0, 1))), size=st.tuples(
+    st.integers(1, 400), st.integers(1, 400)), p=params)
+def test_any_float_map_gives_a_valid_list(m, size, p):
+    """Any float map in [0, 1], any frame size: no exception, and a list an encoder can take."""
+    w, h = size
+    regions = plan(m, w, h, p)
+    assert len(regions) <= p.max_regions or len(regions) <= 1
+    keys = [(-abs(r.qp), r.qp, r.top, r.left) for r in regions]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    covered = np.zeros((h, w), bool)
+    for r in regions:
+        assert 0 <= r.top < r.bottom <= h and 0 <= r.left < r.right <= w
+        assert r.qp != 0 and abs(r.qp) <= p.max_offset and r.qp_scale == p.qp_scale
+        assert p.mode == "both" or r.qp < 0
+        assert not covered[r.top:r.bottom, r.left:r.right].any(), "rectangles overlap"
+        covered[r.top:r.bottom, r.left:r.right] = True
+
+
+@settings(max_examples=200, deadline=None)
+@given(q=st.tuples(st.integers(1, 20), st.integers(1, 30)).flatmap(
+    lambda s: arrays(np.int64, s, elements=st.integers(-2, 2))))
+def test_vectorised_rectangles_are_the_spec_rectangles(q):
+    assert sorted(map(tuple, _rectangles_array(q).tolist())) == sorted(rectangles(q))
+    assert _count_rectangles(q) == len(rectangles(q))

@@ -7,8 +7,7 @@ import pytest
 from vmaf_roi.errors import DeviceError
 from vmaf_roi.saliency import SaliencyModel, cuda_available
 from vmaf_roi.synth import SyntheticScene
-
-PH = "mobilesal_placeholder_v0"
+from conftest import PH
 
 
 @pytest.fixture(scope="module")

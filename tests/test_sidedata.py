@@ -2,17 +2,11 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-import av
 import numpy as np
 import pytest
 
 from vmaf_roi.sidedata import EMPTY, RoiAttacher, pack, read
-
-
-def frame(w=64, h=48, fmt="yuv420p", pts=5):
-    f = av.VideoFrame.from_ndarray(np.zeros((h, w, 3), np.uint8), format="rgb24").reformat(format=fmt)
-    f.pts, f.time_base = pts, Fraction(1, 30)
-    return f
+from conftest import make_frame as frame
 
 
 def test_attach_writes_exact_list_and_keeps_timing():

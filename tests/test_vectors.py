@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vmaf_roi.roi import PlannerParams, plan
+from vmaf_roi.roi import Planner, PlannerParams, plan
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
-CASES = json.loads((VECTORS / "cases.json").read_text())["cases"]
+DATA = json.loads((VECTORS / "cases.json").read_text())
+CASES, SEQUENCES = DATA["cases"], DATA["sequences"]
 sys.path.insert(0, str(VECTORS))
 from generate import read_pgm
 
@@ -30,8 +31,27 @@ def test_vector_set_is_substantial():
     assert sum(len(c["regions"]) for c in CASES) >= 100
     assert any(c["params"]["mode"] == "lower" for c in CASES)
     assert any(len(c["regions"]) == 0 for c in CASES)
-    names = [c["name"] for c in CASES]
+    assert sum(len(c["regions"]) >= 50 for c in CASES) >= 4  # cases with many regions
+    assert any(0 < c["params"]["max_regions"] < len(plan(read_pgm(VECTORS / c["map"]), c["width"], c["height"],
+                                                         PlannerParams(**dict(c["params"], max_regions=10**6))))
+               and c["regions"] for c in CASES)  # the budget coarsened a real list
+    assert len(SEQUENCES) >= 3 and all(len(s["regions"]) == s["frames"] >= 6 for s in SEQUENCES)
+    names = [c["name"] for c in CASES + SEQUENCES]
     assert len(set(names)) == len(names)
+
+
+def sequence_maps(seq: dict) -> list[np.ndarray]:
+    stacked = read_pgm(VECTORS / seq["map"])
+    return np.split(stacked, seq["frames"])
+
+
+@pytest.mark.parametrize("seq", SEQUENCES, ids=[s["name"] for s in SEQUENCES])
+def test_planner_stream_matches_sequence(seq):
+    """Frame by frame through one Planner (re-planning only on changed offsets), as encode does."""
+    planner = Planner(seq["width"], seq["height"], params_of(seq))
+    got = [[list(r.as_tuple()) for r in planner.plan(m)] for m in sequence_maps(seq)]
+    assert got == seq["regions"]
+    assert planner.replans < seq["frames"] or len({repr(r) for r in seq["regions"]}) == seq["frames"]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])

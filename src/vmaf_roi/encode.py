@@ -353,7 +353,8 @@ def encode(
 
     n = packets_out = video_bytes = 0
     regions_total = 0
-    plan_cache: tuple[int, list] | None = None
+    plan_cache: tuple | None = None  # map version, regions, entries, their repr, non-zero count
+    planner: roi_mod.Planner | None = None
     with VideoSource(input_path, cfg["filters"]) as src, AtomicOutputs() as outs:
         tmp = outs.add(output_path, inputs=(input_path,), overwrite=overwrite)
         try:
@@ -435,11 +436,19 @@ def encode(
                             on_event(f"interlaced input: {enc} skips ROI on interlaced frames")
                         inferences += item.prediction is not None
                         if plan_cache is None or plan_cache[0] != state.version:
-                            regions = roi_mod.plan(small, frame.width, frame.height, params)
-                            plan_cache = (state.version, roi_entries(regions, enc))
-                        entries = plan_cache[1]
-                        digest.update(repr(entries).encode())
-                        regions_total += sum(1 for e in entries if e[4] != 0)
+                            # the planner hands back the same list while the block offsets stay
+                            if planner is None or (planner.width, planner.height) != (frame.width, frame.height):
+                                planner = roi_mod.Planner(frame.width, frame.height, params)
+                            regions = planner.plan(small)
+                            if plan_cache is None or regions is not plan_cache[1]:
+                                entries = roi_entries(regions, enc)
+                                plan_cache = (state.version, regions, entries, repr(entries).encode(),
+                                              sum(1 for e in entries if e[4] != 0))
+                            else:
+                                plan_cache = (state.version, *plan_cache[1:])
+                        _, _, entries, entries_repr, nonzero = plan_cache
+                        digest.update(entries_repr)
+                        regions_total += nonzero
                         frame = attacher.attach(frame, entries)
                     try:
                         for pkt in vs.encode(frame):

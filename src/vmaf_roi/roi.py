@@ -39,6 +39,7 @@ Everything below is the specification both follow (docs/roi-planner.md repeats i
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
@@ -118,27 +119,46 @@ def _edges(n: int, m: int, block: int) -> tuple[np.ndarray, np.ndarray]:
 
 def block_means(saliency: np.ndarray, width: int, height: int, block: int) -> np.ndarray:
     """Mean saliency per block (step 2 of the spec), shape (bh, bw), float64 in [0, 1]."""
+    return _block_means(_column_sums(saliency), width, height, block)
+
+
+def _column_sums(saliency: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Cumulative sums down the map's columns, with a zero first row; and whether it is uint8.
+
+    The first half of an integral image; :func:`_block_means` adds the second half only on
+    the rows the block edges need. Exact integer sums for uint8 maps (bit-identical to the C
+    filter); int32 holds them while h*w*255 fits.
+    """
     m = np.asarray(saliency)
     if m.ndim != 2:
         raise ValueError(f"saliency map must be 2-D, got shape {m.shape}")
     h, w = m.shape
     is_u8 = m.dtype == np.uint8
-    # Integral image: exact integer sums for uint8 maps (bit-identical to the C filter).
-    acc = m.astype(np.int64 if is_u8 else np.float64)
-    integral = np.zeros((h + 1, w + 1), dtype=acc.dtype)
-    integral[1:, 1:] = acc.cumsum(axis=0).cumsum(axis=1)
+    acc_t = (np.int32 if h * w * 255 < 2**31 else np.int64) if is_u8 else np.float64
+    col = np.zeros((h + 1, w), dtype=acc_t)
+    np.cumsum(m, axis=0, dtype=acc_t, out=col[1:])
+    return col, is_u8
+
+
+@functools.lru_cache(maxsize=64)
+def _geometry(width: int, height: int, w: int, h: int, block: int):
+    """Per block size: the map rows the integral needs, the block columns, the pixel counts."""
     sy0, sy1 = _edges(height, h, block)
     sx0, sx1 = _edges(width, w, block)
-    sums = (
-        integral[np.ix_(sy1, sx1)]
-        - integral[np.ix_(sy0, sx1)]
-        - integral[np.ix_(sy1, sx0)]
-        + integral[np.ix_(sy0, sx0)]
-    )
     counts = np.outer(sy1 - sy0, sx1 - sx0).astype(np.float64)
+    return np.concatenate([sy0, sy1]), len(sy0), sx0, sx1, counts
+
+
+def _block_means(cols: tuple[np.ndarray, bool], width: int, height: int, block: int) -> np.ndarray:
+    col, is_u8 = cols
+    ys, nby, sx0, sx1, counts = _geometry(width, height, col.shape[1], col.shape[0] - 1, block)
+    rows = np.zeros((len(ys), col.shape[1] + 1), dtype=col.dtype)
+    np.cumsum(col[ys], axis=1, out=rows[:, 1:])
+    top, bot = rows[:nby], rows[nby:]
+    sums = (bot[:, sx1] - top[:, sx1]) - bot[:, sx0] + top[:, sx0]
     means = sums.astype(np.float64) / counts
     if is_u8:
-        means = means / 255.0
+        means /= 255.0
     return means
 
 
@@ -196,29 +216,114 @@ def rectangles(q: np.ndarray) -> list[tuple[int, int, int, int, int]]:
     return [tuple(r) for r in rects]  # type: ignore[misc]
 
 
+def _runs(q: np.ndarray):
+    """Non-zero runs of every row (row, bx0, bx1, q) and whether each continues the run above.
+
+    A run continues the one above when the row above holds the same value over [bx0, bx1)
+    with run boundaries at bx0 and bx1, i.e. the row above has exactly that run: the
+    rectangle holding it ended there, so this run extends it (step 4).
+    """
+    bh, bw = q.shape
+    start = np.ones((bh, bw + 1), dtype=bool)  # start[r, c]: a run starts at c (c == bw: the edge)
+    np.not_equal(q[:, 1:], q[:, :-1], out=start[:, 1:bw])
+    rows, cols = np.nonzero(start[:, :bw])
+    nxt = np.full_like(cols, bw)
+    same_row = rows[:-1] == rows[1:]
+    nxt[:-1][same_row] = cols[1:][same_row]
+    vals = q[rows, cols]
+    keep = vals != 0
+    rows, cols, nxt, vals = rows[keep], cols[keep], nxt[keep], vals[keep]
+    cont = rows > 0
+    if bh > 1 and len(rows):
+        changed = np.zeros((bh, bw + 1), dtype=np.int32)  # changed[r, c]: cells < c of row r differing from row r-1
+        np.cumsum(q[1:] != q[:-1], axis=1, out=changed[1:, 1:])
+        up = np.maximum(rows - 1, 0)
+        cont &= (changed[rows, nxt] == changed[rows, cols]) & start[up, cols] & start[up, nxt]
+    return rows, cols, nxt, vals, cont
+
+
+def _count_rectangles(q: np.ndarray, runs=None) -> int:
+    """How many rectangles step 4 makes, without making them."""
+    cont = (runs or _runs(q))[4]
+    return int(len(cont) - np.count_nonzero(cont))
+
+
+def _rectangles_array(q: np.ndarray, runs=None) -> np.ndarray:
+    """The rectangles of :func:`rectangles`, vectorised: int64 [n, 5] (by0, by1, bx0, bx1, q), unordered."""
+    rows, cols, nxt, vals, cont = runs or _runs(q)
+    if not len(rows):
+        return np.empty((0, 5), dtype=np.int64)
+    # runs of one rectangle share (bx0, bx1, q) and follow each other row by row
+    order = np.lexsort((rows, vals, nxt, cols))
+    new = ~cont[order]
+    first = order[new]
+    last_pos = np.flatnonzero(np.append(new[1:], True))
+    out = np.empty((len(first), 5), dtype=np.int64)
+    out[:, 0] = rows[first]
+    out[:, 1] = rows[order[last_pos]] + 1
+    out[:, 2] = cols[first]
+    out[:, 3] = nxt[first]
+    out[:, 4] = vals[first]
+    return out
+
+
 def plan(saliency: np.ndarray, width: int, height: int, params: PlannerParams) -> list[Region]:
     """Saliency map (uint8 0..255 or float 0..1, any size) -> ordered ROI list for a W x H frame."""
-    if width < 1 or height < 1:
-        raise ValueError(f"frame size must be positive, got {width}x{height}")
-    block = params.block
-    while True:
-        q = qp_offsets(block_means(saliency, width, height, block), params)
-        rects = rectangles(q)
-        if len(rects) <= params.max_regions or block >= max(width, height):
-            break
-        block *= 2
-    rects.sort(key=lambda r: (-abs(r[4]), r[4], r[0], r[2]))
-    return [
-        Region(
-            top=by0 * block,
-            bottom=min(by1 * block, height),
-            left=bx0 * block,
-            right=min(bx1 * block, width),
-            qp=v,
-            qp_scale=params.qp_scale,
-        )
-        for by0, by1, bx0, bx1, v in rects
-    ]
+    return Planner(width, height, params).plan(saliency)
+
+
+class Planner:
+    """:func:`plan` for a stream of maps, re-planning only when the block offsets change.
+
+    Consecutive maps (blended, or held between model runs) mostly give the same integer
+    offsets per block; then steps 4-7 would give the same list, so it is reused. The result
+    is always exactly what :func:`plan` returns for the map; when nothing changed it is the
+    *same* list object as the previous call's (callers may cache work on its identity).
+    """
+
+    def __init__(self, width: int, height: int, params: PlannerParams) -> None:
+        if width < 1 or height < 1:
+            raise ValueError(f"frame size must be positive, got {width}x{height}")
+        self.width, self.height, self.params = width, height, params
+        # block size -> (q, rectangle count, rectangles once made)
+        self._levels: dict[int, tuple[np.ndarray, int, np.ndarray | None]] = {}
+        self._last: tuple[int, np.ndarray, list[Region]] | None = None  # block, rectangles, result
+        self.replans = 0  # how many times steps 4-7 ran
+
+    def plan(self, saliency: np.ndarray) -> list[Region]:
+        width, height, params = self.width, self.height, self.params
+        block = params.block
+        cols = _column_sums(saliency)  # shared by every block size tried
+        while True:
+            q = qp_offsets(_block_means(cols, width, height, block), params)
+            memo = self._levels.get(block)
+            runs = None
+            if memo is None or not np.array_equal(memo[0], q):
+                runs = _runs(q)
+                memo = self._levels[block] = (q, _count_rectangles(q, runs), None)
+            if memo[1] <= params.max_regions or block >= max(width, height):
+                break
+            block *= 2
+        if memo[2] is not None:
+            if self._last is not None and self._last[0] == block and self._last[1] is memo[2]:
+                return self._last[2]
+            rects = memo[2]
+        else:
+            rects = _rectangles_array(q, runs)
+            self._levels[block] = (q, memo[1], rects)
+        self.replans += 1
+        # step 6; the key is a total order (two rectangles never start on the same block), so
+        # the order rectangles were made in does not matter
+        r = rects[np.lexsort((rects[:, 2], rects[:, 0], rects[:, 4], -np.abs(rects[:, 4])))]
+        top = r[:, 0] * block
+        bottom = np.minimum(r[:, 1] * block, height)
+        left = r[:, 2] * block
+        right = np.minimum(r[:, 3] * block, width)
+        scale = params.qp_scale
+        regions = [Region(t, b, lf, rt, v, scale) for t, b, lf, rt, v in
+                   zip(top.tolist(), bottom.tolist(), left.tolist(), right.tolist(), r[:, 4].tolist())]
+        self._last = (block, rects, regions)
+        return regions
 
 
 def qp_map(regions: list[Region], width: int, height: int, block: int = 16) -> np.ndarray:

@@ -59,43 +59,68 @@ def read(frame: av.VideoFrame) -> list[Entry]:
     return out  # type: ignore[return-value]
 
 
+def slot_sizes(slots: int) -> tuple[int, ...]:
+    """The graph sizes an attacher uses: 4, 6, 8, 12, 16, 24, ... (powers of two and 1.5x them)
+    below ``slots``, then ``slots`` itself."""
+    sizes, p = [], 4
+    while p < slots:
+        sizes += [k for k in (p, p * 3 // 2) if k < slots]
+        p *= 2
+    return (*sizes, slots)
+
+
 class RoiAttacher:
-    """Push a frame in, get the same frame back carrying exactly the ROI list given."""
+    """Push a frame in, get the same frame back carrying exactly the ROI list given.
+
+    ``slots`` is the most regions a frame may carry. A frame goes through the smallest graph
+    of :func:`slot_sizes` its list fits in (the chain's cost grows as K^2: 128 slots cost
+    about 8x what 16 do), padded with empty regions as before; encoders skip those.
+    """
 
     def __init__(self, slots: int) -> None:
         if slots < 1:
             raise ValueError("slots must be >= 1")
         self.slots = slots
-        self._graph: av.filter.Graph | None = None
+        self._sizes = slot_sizes(slots)
+        self._graphs: dict[int, av.filter.Graph] = {}
         self._key: tuple | None = None
+        self._packed: tuple[Sequence[Entry], int, bytes] | None = None  # last list, its size, bytes
 
-    def _build(self, frame: av.VideoFrame) -> None:
+    def _build(self, frame: av.VideoFrame, slots: int) -> av.filter.Graph:
         g = av.filter.Graph()
         tb = frame.time_base or Fraction(1, 1000)
         nodes = [g.add_buffer(width=frame.width, height=frame.height, format=frame.format.name, time_base=tb)]
-        for i in range(self.slots):
+        for i in range(slots):
             # the first slot also clears any ROI side data the frame already carried
             nodes.append(g.add("addroi", "x=0:y=0:w=1:h=1:qoffset=0" + (":clear=1" if i == 0 else "")))
         nodes.append(g.add("buffersink"))
         g.link_nodes(*nodes)
         g.configure()
-        self._graph = g
+        return g
 
     def attach(self, frame: av.VideoFrame, entries: Sequence[Entry]) -> av.VideoFrame:
+        if len(entries) > self.slots:
+            raise ValueError(f"{len(entries)} regions do not fit in {self.slots} slots")
         key = (frame.width, frame.height, frame.format.name, frame.time_base)
-        if self._graph is None or key != self._key:
-            self._build(frame)
+        if key != self._key:
+            self._graphs.clear()
             self._key = key
-        assert self._graph is not None
+        packed = self._packed
+        if packed is None or packed[0] is not entries:
+            k = next(s for s in self._sizes if s >= len(entries))
+            packed = self._packed = (entries, k, pack(entries, k))
+        _, k, data = packed
+        g = self._graphs.get(k)
+        if g is None:
+            g = self._graphs[k] = self._build(frame, k)
         tags = [(a, getattr(frame, a)) for a in COLOUR_TAGS]
-        self._graph.push(frame)
-        out = self._graph.pull()
-        for a, v in tags:
+        g.push(frame)
+        out = g.pull()
+        for a, v in tags:  # FFmpeg 8's graph re-tags frames: put the frame's own colour tags back
             if getattr(out, a) != v:
                 setattr(out, a, v)
         sd = out.side_data.get("REGIONS_OF_INTEREST")
-        if sd is None or sd.buffer_size != ROI_SIZE * self.slots:
+        if sd is None or sd.buffer_size != ROI_SIZE * k:
             raise RuntimeError("addroi slots did not produce the expected side data")
-        data = pack(entries, self.slots)
         ctypes.memmove(sd.buffer_ptr, data, len(data))
         return out

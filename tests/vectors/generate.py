@@ -6,7 +6,10 @@
 Each case is a uint8 saliency map ``<name>.pgm`` (binary PGM, any size) plus an entry in
 ``cases.json``: the frame size, the planner parameters and the expected ROI list as
 ``[top, bottom, left, right, qoffset_num, qoffset_den]`` rows in order (the fraction is not
-reduced, as the C filter writes it).  ``tests/test_vectors.py`` checks roi.py against them,
+reduced, as the C filter writes it).  ``sequences`` in ``cases.json`` are temporal cases: one
+PGM holds a map per frame, stacked top to bottom, and ``regions`` a list per frame (each frame
+is planned on its own map; roi.Planner's re-planning cache must not change that).
+``tests/test_vectors.py`` checks roi.py against them,
 ``tests/test_plugin.py`` checks the salroi filter of the built ffmpeg.
 """
 
@@ -118,6 +121,42 @@ def cases() -> list[tuple[str, np.ndarray, int, int, PlannerParams]]:
             qp_scale=int(rng.choice([51, 63, 255])),
         )
         out.append((f"random_{i:02d}", m, fw, fh, params))
+    # many regions: real-sized frames, smooth maps, budgets that bite or nearly do
+    rng = np.random.default_rng(20261201)
+    i = 0
+    while i < 10:
+        h, w = (int(v) for v in rng.integers(24, 200, size=2))
+        fw, fh = int(rng.integers(160, 1281)), int(rng.integers(90, 721))
+        cell = int(rng.integers(3, 12))
+        base = rng.random((h // cell + 1, w // cell + 1))
+        smooth = np.kron(base, np.ones((cell, cell)))[:h, :w]
+        m = np.clip(smooth * 255 + rng.normal(0, 12, size=(h, w)), 0, 255).astype(np.uint8)
+        params = PlannerParams(
+            block=int(rng.choice([8, 16, 16, 32])),
+            strength=float(np.round(rng.uniform(2, 9), 3)),
+            max_offset=int(rng.integers(2, 11)),
+            mode=str(rng.choice(["both", "both", "lower"])),  # type: ignore[arg-type]
+            max_regions=int(rng.choice([32, 64, 128, 128, 256])),
+            qp_scale=51,
+        )
+        if len(plan(m, fw, fh, params)) >= 12:  # keep only cases with many regions
+            out.append((f"many_{i:02d}", m, fw, fh, params))
+            i += 1
+    return out
+
+
+def sequences() -> list[tuple[str, list[np.ndarray], int, int, PlannerParams]]:
+    """Temporal cases: a map per frame, as an encode hands them over (a blob drifting, maps
+    blended between two model runs), so consecutive frames often keep their block offsets."""
+    out = []
+    maps = [_blob(96, 54, 30 + 1.5 * t, 25 + 0.5 * t, 14) for t in range(8)]
+    out.append(("seq_drift", maps, 640, 360, PlannerParams(strength=4.0)))
+    a, b = _blob(64, 36, 16, 18, 9), _blob(64, 36, 46, 12, 11)
+    blend = [np.rint((1 - j / 7) * a.astype(np.float32) + j / 7 * b.astype(np.float32)).astype(np.uint8)
+             for j in range(8)]
+    out.append(("seq_blend", blend, 1280, 720, PlannerParams(strength=4.0, max_regions=48)))
+    cut = [a] * 3 + [b] * 3 + [np.full((36, 64), 128, np.uint8)] * 2  # a scene cut, then nothing salient
+    out.append(("seq_cut", cut, 320, 180, PlannerParams(block=8, strength=6.0, mode="lower")))
     return out
 
 
@@ -143,7 +182,28 @@ def build() -> dict[str, bytes]:
             },
             "regions": [list(r.as_tuple()) for r in regions],
         })
-    text = json.dumps({"generator": "tests/vectors/generate.py", "cases": entries}, indent=1)
+    seqs = []
+    for name, maps, width, height, params in sequences():
+        files[f"{name}.pgm"] = write_pgm(Path(name), np.concatenate(maps))  # frames stacked top to bottom
+        seqs.append({
+            "name": name,
+            "map": f"{name}.pgm",
+            "frames": len(maps),
+            "width": width,
+            "height": height,
+            "params": {
+                "block": params.block,
+                "strength": params.strength,
+                "max_offset": params.max_offset,
+                "mode": params.mode,
+                "max_regions": params.max_regions,
+                "qp_scale": params.qp_scale,
+            },
+            "regions": [[list(r.as_tuple()) for r in plan(m, width, height, params)] for m in maps],
+        })
+    text = json.dumps({"generator": "tests/vectors/generate.py", "cases": entries, "sequences": seqs}, indent=1)
+    # one region per line: [top, bottom, left, right, num, den]
+    text = re.sub(r"\[\s*(-?\d+(?:,\s*-?\d+)*)\s*\]", lambda mt: "[" + ", ".join(mt[1].split()).replace(",,", ",") + "]", text)
     files["cases.json"] = (text + "\n").encode()
     return files
 
