@@ -816,3 +816,11 @@ def test_model_mode_valgrind_clean(model_ffmpeg, ort_lib, tmp_path):
     assert "ERROR SUMMARY: 0 errors" in r.stderr
     assert len(showinfo_rois(r.stderr)) == 6
     assert len(read_maps(maps_path, 320, 320)) == 6
+    # an error after the session exists (the I/O contract) frees what it made
+    gray = make_onnx(tmp_path / "gray.onnx", in_ch=1)
+    i = cmd.index("-vf") + 1
+    cmd[i] = red_opts(gray, ort_lib)
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
+    assert r.returncode not in (0, 99), r.stderr[-6000:]
+    assert "does not fit salroi's model contract" in r.stderr
+    assert "ERROR SUMMARY: 0 errors" in r.stderr
