@@ -252,6 +252,7 @@ T0=$(date +%s)
 WORK=$CACHE/work-$PROFILE-$TREE_KEY
 if [ ! -f "$WORK/.copied" ]; then
     log "new build tree $WORK"
+    trap 'rm -rf "$WORK.tmp.$$"' EXIT
     rm -rf "$WORK" "$WORK.tmp.$$"
     cp -a "$SRC" "$WORK.tmp.$$"
     touch "$WORK.tmp.$$/.copied"
@@ -260,7 +261,10 @@ fi
 # Apply the series to pristine copies of the files it touches; copy into the tree only what
 # differs (make then rebuilds just that), and restore files an earlier series touched.
 STAGE=$(mktemp -d "$CACHE/stage.XXXXXX")
-trap 'rm -rf "$STAGE"' EXIT
+TMP_ENTRY=
+# an interrupted run leaves no half-made entry or scratch directory (the build tree is kept:
+# the next run continues it)
+trap 'rm -rf "$STAGE" ${TMP_ENTRY:+"$TMP_ENTRY"} "$WORK.tmp.$$"' EXIT
 mapfile -t TOUCHED < <(sed -nE 's|^\+\+\+ b/(.*)$|\1|p' "${PATCHES[@]}" | sort -u)
 for f in "${TOUCHED[@]}"; do
     if [ -f "$SRC/$f" ]; then mkdir -p "$STAGE/$(dirname "$f")" && cp -p "$SRC/$f" "$STAGE/$f"; fi
@@ -317,8 +321,12 @@ for t in "${TARGETS[@]}"; do cp "$WORK/$t" "$TMP_ENTRY/bin/$t"; done
 chmod 755 "$TMP_ENTRY"
 rm -rf "$ENTRY"
 mv -T "$TMP_ENTRY" "$ENTRY"
-# older entries of this profile: keep the newest three
+TMP_ENTRY=
+# older entries of this profile: keep the newest three; build trees of other flags go
 ls -1dt "$CACHE/$PROFILE"-*/ 2>/dev/null | tail -n +4 | xargs -r rm -rf
+for d in "$CACHE/work-$PROFILE"-*; do
+    [ "$d" = "$WORK" ] || rm -rf "$d"
+done
 link_into_checkout
 log "$(head -n1 "$ENTRY/BUILDINFO")"
 echo "$ENTRY/bin/ffmpeg"

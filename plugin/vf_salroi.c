@@ -884,6 +884,7 @@ static int make_session(AVFilterContext *avctx, const uint8_t *data, size_t size
     if ((ret = ort_check(avctx, ort_api->AddSessionConfigEntry(so, "session.intra_op.allow_spinning", "0"),
                          "session config")) < 0)
         goto end;
+    ort_quiet = cuda && s->device == DEVICE_AUTO;
     if (cuda) {
         OrtStatus *st = ort_api->CreateCUDAProviderOptions(&cuda_opts);
         if (!st)
@@ -896,12 +897,11 @@ static int make_session(AVFilterContext *avctx, const uint8_t *data, size_t size
             goto end;
         }
     }
-    ort_quiet = cuda && s->device == DEVICE_AUTO;
     ret = ort_check_level(avctx, ort_api->CreateSessionFromArray(ort_env, data, size, so, sess),
                           cuda ? "cannot create a CUDA session" : "cannot load the model",
                           ort_quiet ? AV_LOG_VERBOSE : AV_LOG_ERROR);
-    ort_quiet = 0;
 end:
+    ort_quiet = 0;
     if (cuda_opts)
         ort_api->ReleaseCUDAProviderOptions(cuda_opts);
     ort_api->ReleaseSessionOptions(so);
