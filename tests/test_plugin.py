@@ -814,6 +814,32 @@ def test_models_path_prints_filter_options(model_dir):
     assert r.stdout.split()[0].endswith("u2netp.onnx")
 
 
+def test_models_path_errors(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "vmaf_roi", "models", "path", "u2netp", "--filter",
+                        "--model-dir", str(tmp_path)], check=False, capture_output=True, text=True)
+    assert r.returncode != 0 and not r.stdout
+    assert "missing" in r.stderr and "vmaf-roi models fetch u2netp" in r.stderr
+    assert "Traceback" not in r.stderr
+    (tmp_path / "u2netp.onnx").write_bytes(b"tampered")
+    r = subprocess.run([sys.executable, "-m", "vmaf_roi", "models", "path", "u2netp",
+                        "--model-dir", str(tmp_path)], check=False, capture_output=True, text=True)
+    assert r.returncode != 0 and "expected " + get_spec("u2netp").sha256 in r.stderr
+
+
+def test_model_path_with_filtergraph_characters(model_ffmpeg, ort_lib, tmp_path):
+    """salroi_options escapes what the filtergraph parser would split on."""
+    d = tmp_path / "odd:dir, [x]; it's"
+    d.mkdir()
+    model = d / "m.onnx"
+    model.write_bytes(PLACEHOLDER.location().read_bytes())
+    src = tmp_path / "cut.mp4"
+    write_cut_clip(src, n=2)
+    maps_path = tmp_path / "maps.gray"
+    filt = salroi_options(PLACEHOLDER, model, ort_lib=ort_lib) + f":maps={maps_path}"
+    r = run_model_mode(model_ffmpeg, src, filt)
+    assert "Model " in r.stderr and len(read_maps(maps_path, 320, 320)) == 2
+
+
 @pytest.mark.slow
 def test_model_mode_valgrind_clean(model_ffmpeg, ort_lib, tmp_path):
     valgrind = shutil.which("valgrind")
