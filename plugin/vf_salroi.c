@@ -1267,7 +1267,6 @@ static int preprocess(AVFilterContext *avctx, const AVFrame *f, float *x)
     const int n = s->in_w * s->in_h;
     uint8_t *dst[4] = { s->rgb };
     int dst_ls[4] = { 3 * s->in_w };
-    float scale[3], offset[3];
     int mx = 0;
 
     s->sws_rgb = get_sws(s->sws_rgb, f, s->in_w, s->in_h, AV_PIX_FMT_RGB24);
@@ -1278,16 +1277,20 @@ static int preprocess(AVFilterContext *avctx, const AVFrame *f, float *x)
         for (int i = 0; i < 3 * n; i++)
             mx = FFMAX(mx, s->rgb[i]);
     }
-    for (int c = 0; c < 3; c++) {
-        /* (v / m - mean) / std, with m = 255 or the image maximum */
-        float m = s->image_max ? FFMAX((float)mx, 1e-6f) : 255.0f;
-        scale[c]  = 1.0f / m;
-        offset[c] = s->mean[c];
-    }
+    /* the same float32 operations as SaliencyModel.preprocess():
+     * (v / max - mean) / std, or (v * (1 / 255) - mean) / std */
     for (int c = 0; c < 3; c++) {
         float *plane = x + c * n;
-        for (int i = 0; i < n; i++)
-            plane[i] = ((float)s->rgb[3 * i + c] * scale[c] - offset[c]) / s->std[c];
+        const float mean = s->mean[c], std = s->std[c];
+        if (s->image_max) {
+            const float m = FFMAX((float)mx, 1e-6f);
+            for (int i = 0; i < n; i++)
+                plane[i] = ((float)s->rgb[3 * i + c] / m - mean) / std;
+        } else {
+            const float k = (float)(1.0 / 255.0);
+            for (int i = 0; i < n; i++)
+                plane[i] = ((float)s->rgb[3 * i + c] * k - mean) / std;
+        }
     }
     return 0;
 }

@@ -520,6 +520,33 @@ def test_model_mode_u2netp_maps_match_python(model_ffmpeg, ort_lib, model_dir, c
     assert min(cs) >= 0.99
 
 
+def test_model_mode_same_rgb_same_maps(model_ffmpeg, ort_lib, tmp_path):
+    """Given the very RGB pixels Python feeds the model, the filter's maps are Python's.
+
+    (From a YUV file the two differ only through swscale: FFmpeg 7.1's in the filter,
+    FFmpeg 8.1's in PyAV.)  u2netp_int8_192 covers scale=image_max and post=minmax."""
+    spec = get_spec("u2netp_int8_192")
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:192, 0:192]
+    frames = []
+    for i in range(4):
+        rgb = np.stack([(xx + 20 * i) % 256, yy, (xx + yy) // 2], -1).astype(np.uint8) // 2
+        rgb[60 + 5 * i:130 + 5 * i, 50:120] = rng.integers(150, 230, (70, 70, 3), dtype=np.uint8)
+        frames.append(rgb)
+    raw = tmp_path / "in.rgb"
+    raw.write_bytes(np.stack(frames).tobytes())
+    maps_path = tmp_path / "maps.gray"
+    run_ff(model_ffmpeg, "-f", "rawvideo", "-pix_fmt", "rgb24", "-video_size", "192x192",
+           "-framerate", "25", "-i", str(raw), "-vf",
+           model_opts(spec, ort_lib, stride=1, threads=1, maps=maps_path), "-f", "null", "-")
+    got = read_maps(maps_path, 192, 192)
+    model = SaliencyModel(spec, device="cpu", threads=1)
+    want = np.rint(model.predict(np.stack(frames)) * 255).astype(np.uint8)
+    diff = np.abs(got.astype(int) - want.astype(int))
+    print(f"maps equal: {np.mean(diff == 0):.5f}, largest difference {diff.max()}")
+    assert diff.max() <= 1 and np.mean(diff == 0) >= 0.999
+
+
 def python_schedule(spec, frames, stride: int, interpolate: bool, smoothing: float = 0.0):
     """The maps pipeline.py applies to each frame (MapPolicy + MapState + with_maps)."""
     model = SaliencyModel(spec, device="cpu")
