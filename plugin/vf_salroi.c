@@ -834,8 +834,10 @@ static int find_tensor(AVFilterContext *avctx, OrtSession *sess, int output,
         (ret = ort_check(avctx, output ? ort_api->SessionGetOutputCount(sess, &n)
                                        : ort_api->SessionGetInputCount(sess, &n), "count")) < 0)
         return ret;
-    if (!name && output != 0 && n < 1)
+    if (n < 1) {
+        av_log(avctx, AV_LOG_ERROR, "The model has no %s.\n", output ? "outputs" : "inputs");
         return AVERROR(EINVAL);
+    }
     if (!output && !name && n != 1) {
         av_log(avctx, AV_LOG_ERROR, "The model has %zu inputs; salroi needs one image "
                "input [1,3,H,W] (or name it with input=).\n", n);
