@@ -641,7 +641,7 @@ def test_older_header_api_with_newer_library(model_ffmpeg, ort_lib, tmp_path):
 def test_model_mode_timeline_and_commands(model_ffmpeg, ort_lib, tmp_path):
     """enable= and sendcmd work in model mode too; maps are still made for every frame."""
     src = tmp_path / "bright.mp4"
-    write_bright_object_clip(src, n=10)
+    write_bright_object_clip(src, n=20)
     model = make_onnx(tmp_path / "red.onnx")
     maps_path = tmp_path / "maps.gray"
     filt = (red_opts(model, ort_lib, strength=6, stride=3, maps=maps_path)
@@ -649,10 +649,13 @@ def test_model_mode_timeline_and_commands(model_ffmpeg, ort_lib, tmp_path):
             + ":enable='gte(t,0.1)',sendcmd=c='0.2 salroi@s strength 0',showinfo")
     r = run_model_mode(model_ffmpeg, src, filt)
     got = showinfo_rois(r.stderr)
-    assert len(got) == 10 and len(read_maps(maps_path, 80, 60)) == 10
-    # t = n/30: frames 0-2 disabled, 3.. planned, strength 0 once the command is in
-    assert [bool(f) for f in got[:4]] == [False, False, False, True]
-    assert not any(got[-3:])
+    assert len(got) == 20 and len(read_maps(maps_path, 80, 60)) == 20
+    # t = n/30: frames 0-2 disabled (decided as they come in), 3.. planned
+    assert [bool(f) for f in got[:7]] == [False, False, False, True, True, True, True]
+    # the command is sent when frame 6 (t = 0.2) leaves salroi; frames planned in the same
+    # pass (at most lookahead = 2 * stride + 1 of them) keep strength 6, later ones have none
+    switch = [bool(f) for f in got].index(False, 3)
+    assert 7 <= switch <= 6 + 7 and not any(got[switch:])
 
 
 # ---- a model made here whose saliency is known: the red channel ----------------------
