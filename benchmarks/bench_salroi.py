@@ -5,8 +5,8 @@
 
 Runs, interleaved, ``rounds`` times each (median reported):
 - plain:      ffmpeg -i clip.mp4 -c:v libx264 -preset medium -crf 23 -c:a copy
-- salroi:     the same with -vf "salroi=model=...:stride=S" (inference in a worker thread)
-- salroi sync: the same with async=0 (inference on the filter thread)
+- salroi async: the same with -vf "salroi=model=...:stride=S:async=1" (worker thread)
+- salroi sync:  the same with async=0 (inference on the filter thread, the default)
 Wall time and CPU time (user + sys of the ffmpeg process) per run.  With --write the table is
 appended to benchmarks/RESULTS.md with the command and the machine.
 """
@@ -65,7 +65,7 @@ def main() -> int:
         enc = ["-c:v", "libx264", "-preset", "medium", "-crf", "23", "-c:a", "copy", str(Path(d) / "out.mp4")]
         cases = {
             "plain": base + enc,
-            f"salroi {spec.id} stride {a.stride} (async)": base + ["-vf", filt] + enc,
+            f"salroi {spec.id} stride {a.stride} (async)": base + ["-vf", filt + ":async=1"] + enc,
             f"salroi {spec.id} stride {a.stride} (async=0)": base + ["-vf", filt + ":async=0"] + enc,
         }
         res: dict[str, list[tuple[float, float]]] = {k: [] for k in cases}

@@ -67,8 +67,9 @@ the filter runs itself through the ONNX Runtime C API.  The library is
 loaded with dlopen() at run time (ort_lib= or VMAF_ROI_ORT_LIB), never
 linked; only onnxruntime_c_api.h is needed at build time, and without
 it the filter builds with the two-input mode only.  The model runs every
-stride frames and on scene cuts, in a worker thread while later frames
-are read ahead; frames in between get a blend of the two maps.
+stride frames and on scene cuts while later frames are read ahead (in a
+worker thread with async=1); frames in between get a blend of the two
+maps.
 EOF
 
 # 2: the documentation

@@ -878,7 +878,8 @@ def test_model_mode_valgrind_clean(model_ffmpeg, ort_lib, tmp_path):
     src = tmp_path / "cut.mp4"
     write_cut_clip(src, n=6, cut_at=4)
     maps_path = tmp_path / "maps.gray"
-    filt = model_opts(PLACEHOLDER, ort_lib, stride=2, threads=1, maps=maps_path) + ",showinfo"
+    filt = model_opts(PLACEHOLDER, ort_lib, stride=2, threads=1, maps=maps_path,
+                      **{"async": 1}) + ",showinfo"
     cmd = [valgrind, "--error-exitcode=99", "--leak-check=full",
            f"--suppressions={REPO / 'plugin' / 'valgrind-onnxruntime.supp'}",
            "--show-leak-kinds=definite,indirect", "--errors-for-leak-kinds=definite,indirect",
