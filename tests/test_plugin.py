@@ -898,3 +898,27 @@ def test_model_mode_valgrind_clean(model_ffmpeg, ort_lib, tmp_path):
     assert r.returncode not in (0, 99), r.stderr[-6000:]
     assert "does not fit salroi's model contract" in r.stderr
     assert "ERROR SUMMARY: 0 errors" in r.stderr
+
+
+def test_build_cache_key_is_independent_of_the_checkout(tmp_path):
+    """plugin/build.sh keys its cache on content, not on where the checkout lives: a fresh
+    clone finds the build, and a changed patch series does not."""
+    cache = Path(os.environ.get("VMAF_ROI_FFMPEG_CACHE")
+                 or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vmaf-roi" / "ffmpeg")
+    if not (list((cache / "dl").glob("ffmpeg_*.orig.tar.*")) and list((cache / "dl").glob("libonnxruntime-dev_*.deb"))):
+        pytest.skip("plugin/build.sh has not fetched its sources on this machine")
+
+    def key(repo: Path, *args: str) -> str:
+        r = subprocess.run(["bash", str(repo / "plugin" / "build.sh"), "--key", *args],
+                           check=True, capture_output=True, text=True)
+        return r.stdout.strip().splitlines()[-1]
+
+    full, minimal = key(REPO), key(REPO, "--minimal")
+    assert full.startswith("full-") and minimal.startswith("minimal-")
+    clone = tmp_path / "clone"
+    for d in ("plugin", "ffmpeg-patches"):
+        shutil.copytree(REPO / d, clone / d)
+    assert key(clone) == full and key(clone, "--minimal") == minimal
+    p = clone / "ffmpeg-patches" / (clone / "ffmpeg-patches" / "series").read_text().split()[-1]
+    p.write_text(p.read_text() + "\n")
+    assert key(clone) != full
