@@ -151,6 +151,7 @@ typedef struct SalROIContext {
     int stride;
     int scene_cut;
     double scene_threshold;
+    double change_threshold;
     double smoothing;
     int interpolate;
     int lookahead;
@@ -186,7 +187,8 @@ typedef struct SalROIContext {
     struct SwsContext *sws_rgb, *sws_thumb;
     uint8_t *rgb;               ///< in_w * in_h * 3, scratch
     uint8_t *thumb[2];          ///< 64x36 gray thumbnails: previous frame, scratch
-    int have_thumb;
+    uint8_t *thumb_at_map;      ///< thumbnail of the last frame the model ran on
+    int have_thumb, have_at_map;
     int since;                  ///< frames since the last inference
     int64_t frame_index;
     SalROIEntry *queue;         ///< ring buffer of frames waiting for their map
@@ -268,6 +270,8 @@ static const AVOption salroi_options[] = {
       OFFSET(scene_cut), AV_OPT_TYPE_BOOL, { .i64 = 1 }, 0, 1, FLAGS },
     { "scene_threshold", "scene cut: mean absolute luma difference (0-255) of 64x36 thumbnails",
       OFFSET(scene_threshold), AV_OPT_TYPE_DOUBLE, { .dbl = 12.0 }, 0, 255, FLAGS },
+    { "change_threshold", "also run the model when the picture changed this much since the last inference (same measure; -1: off)",
+      OFFSET(change_threshold), AV_OPT_TYPE_DOUBLE, { .dbl = -1.0 }, -1, 255, FLAGS },
     { "smoothing", "weight of the previous map when a new one is computed",
       OFFSET(smoothing), AV_OPT_TYPE_DOUBLE, { .dbl = 0.0 }, 0, 0.99, FLAGS },
     { "interpolate", "frames between two inferences get a blend of both maps (else the earlier map)",
@@ -1231,14 +1235,28 @@ static struct SwsContext *get_sws(struct SwsContext *sws, const AVFrame *f,
     return sws;
 }
 
-/** Whether the model runs on this frame, and whether it is a scene cut (MapPolicy). */
+/** Mean absolute difference of two thumbnails, 0-255. */
+static double thumb_diff(const uint8_t *a, const uint8_t *b)
+{
+    int64_t sum = 0;
+    for (int i = 0; i < THUMB_W * THUMB_H; i++)
+        sum += abs(a[i] - b[i]);
+    return (double)sum / (THUMB_W * THUMB_H);
+}
+
+/**
+ * Whether the model runs on this frame, and whether it is a scene cut
+ * (pipeline.MapPolicy): the first frame, every stride frames, scene cuts
+ * (against the previous frame) and, with change_threshold, pictures that
+ * changed that much since the last inference.
+ */
 static int decide(AVFilterContext *avctx, const AVFrame *f, int *cut)
 {
     SalROIContext *s = avctx->priv;
-    int infer;
+    int infer, changed = 0;
 
     *cut = 0;
-    if (s->scene_cut) {
+    if (s->scene_cut || s->change_threshold >= 0) {
         uint8_t *cur = s->thumb[1];
         uint8_t *dst[4] = { cur };
         int dst_ls[4] = { THUMB_W };
@@ -1247,17 +1265,21 @@ static int decide(AVFilterContext *avctx, const AVFrame *f, int *cut)
         if (!s->sws_thumb)
             return AVERROR(EINVAL);
         sws_scale(s->sws_thumb, (const uint8_t *const *)f->data, f->linesize, 0, f->height, dst, dst_ls);
-        if (s->have_thumb) {
-            int64_t sum = 0;
-            for (int i = 0; i < THUMB_W * THUMB_H; i++)
-                sum += abs(cur[i] - s->thumb[0][i]);
-            *cut = (double)sum / (THUMB_W * THUMB_H) > s->scene_threshold;
+        if (s->scene_cut && s->have_thumb)
+            *cut = thumb_diff(cur, s->thumb[0]) > s->scene_threshold;
+        changed = s->change_threshold >= 0 && s->have_at_map &&
+                  thumb_diff(cur, s->thumb_at_map) > s->change_threshold;
+    }
+    infer = s->frame_index == 0 || *cut || changed || s->since + 1 >= s->stride;
+    s->since = infer ? 0 : s->since + 1;
+    if (s->scene_cut || s->change_threshold >= 0) {
+        if (infer) {
+            memcpy(s->thumb_at_map, s->thumb[1], THUMB_W * THUMB_H);
+            s->have_at_map = 1;
         }
         FFSWAP(uint8_t *, s->thumb[0], s->thumb[1]);
         s->have_thumb = 1;
     }
-    infer = s->frame_index == 0 || *cut || s->since + 1 >= s->stride;
-    s->since = infer ? 0 : s->since + 1;
     s->nb_cuts += *cut;
     return infer;
 }
@@ -1469,7 +1491,8 @@ static int model_config_input(AVFilterLink *inlink)
     if (!(s->queue = av_calloc(s->cap, sizeof(*s->queue))) ||
         !(s->rgb = av_malloc(3 * s->in_w * s->in_h)) ||
         !(s->thumb[0] = av_malloc(THUMB_W * THUMB_H)) ||
-        !(s->thumb[1] = av_malloc(THUMB_W * THUMB_H)))
+        !(s->thumb[1] = av_malloc(THUMB_W * THUMB_H)) ||
+        !(s->thumb_at_map = av_malloc(THUMB_W * THUMB_H)))
         return AVERROR(ENOMEM);
     return 0;
 }
@@ -1598,6 +1621,7 @@ static av_cold void model_uninit(AVFilterContext *avctx)
     av_freep(&s->rgb);
     av_freep(&s->thumb[0]);
     av_freep(&s->thumb[1]);
+    av_freep(&s->thumb_at_map);
     av_freep(&s->key);
     av_freep(&s->blend);
     if (s->maps_file)

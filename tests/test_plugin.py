@@ -547,11 +547,12 @@ def test_model_mode_same_rgb_same_maps(model_ffmpeg, ort_lib, tmp_path):
     assert diff.max() <= 1 and np.mean(diff == 0) >= 0.999
 
 
-def python_schedule(spec, frames, stride: int, interpolate: bool, smoothing: float = 0.0):
+def python_schedule(spec, frames, stride: int, interpolate: bool, smoothing: float = 0.0,
+                    change_threshold: float | None = None):
     """The maps pipeline.py applies to each frame (MapPolicy + MapState + with_maps)."""
     model = SaliencyModel(spec, device="cpu")
     policy = MapPolicy({"stride": stride, "scene_cut": True, "scene_threshold": 12.0,
-                        "change_threshold": None})
+                        "change_threshold": change_threshold})
     items, keys = [], []
     for i, f in enumerate(frames):
         infer, cut = policy.decide(i, f)
@@ -587,21 +588,29 @@ def write_cut_clip(path: Path, n: int = 14, cut_at: int = 9) -> None:
             out.mux(p)
 
 
-@pytest.mark.parametrize("interpolate, smoothing", [(1, 0.0), (0, 0.0), (1, 0.5)])
-def test_model_mode_schedule_matches_pipeline(model_ffmpeg, ort_lib, tmp_path, interpolate, smoothing):
-    """stride, scene cut, blending and smoothing as in pipeline.py (placeholder model: fast)."""
+@pytest.mark.parametrize("interpolate, smoothing, change", [
+    (1, 0.0, None), (0, 0.0, None), (1, 0.5, None), (1, 0.0, 10.0)])
+def test_model_mode_schedule_matches_pipeline(model_ffmpeg, ort_lib, tmp_path, interpolate,
+                                              smoothing, change):
+    """stride, scene cut, change threshold, blending and smoothing as in pipeline.py
+    (placeholder model: fast)."""
     src = tmp_path / "cut.mp4"
     write_cut_clip(src)
     maps_path = tmp_path / "maps.gray"
+    extra = {"change_threshold": change} if change is not None else {}
     r = run_model_mode(model_ffmpeg, src,
                        model_opts(PLACEHOLDER, ort_lib, stride=4, interpolate=interpolate,
-                                  smoothing=smoothing, maps=maps_path),
+                                  smoothing=smoothing, maps=maps_path, **extra),
                        "-loglevel", "verbose", "-f", "null", "-")
     got = read_maps(maps_path, 320, 320)
-    want, keys = python_schedule(PLACEHOLDER, decoded_frames(src), 4, bool(interpolate), smoothing)
-    assert keys == [True, False, False, False, True, False, False, False, True, True,
-                    False, False, False, True]  # stride 4, and the cut at frame 9
-    assert "5 inferences (1 on scene cuts)" in r.stderr
+    want, keys = python_schedule(PLACEHOLDER, decoded_frames(src), 4, bool(interpolate), smoothing,
+                                 change)
+    if change is None:
+        assert keys == [True, False, False, False, True, False, False, False, True, True,
+                        False, False, False, True]  # stride 4, and the cut at frame 9
+    else:  # the square moves ~6.7 thumbnail levels a frame: a map every other frame
+        assert keys[:9] == [True, False, True, False, True, False, True, False, True]
+    assert f"{sum(keys)} inferences (1 on scene cuts)" in r.stderr
     assert got.shape == want.shape
     for i, (g, w) in enumerate(zip(got, want)):
         diff = np.abs(g.astype(int) - w.astype(int))
