@@ -1,102 +1,136 @@
 #!/usr/bin/env bash
-# Build a minimal ffmpeg 7.1.x with the salroi filter (ffmpeg-patches/series applied).
+# Build ffmpeg 7.1.x with the salroi filter (ffmpeg-patches/series applied).
 #
-#   plugin/build.sh            build (or reuse the cached build) and print the binary path
-#   plugin/build.sh --source   only fetch + unpack the pristine FFmpeg source, print its path
+#   plugin/build.sh              full-featured ffmpeg + ffprobe (the default profile)
+#   plugin/build.sh --minimal    small ffmpeg with what tests/test_plugin.py needs (fast: CI)
+#   plugin/build.sh --source     only fetch + unpack the pristine FFmpeg source, print its path
+#   plugin/build.sh --headers    only fetch the ONNX Runtime C headers, print their directory
+#   plugin/build.sh --key        print the cache key of the profile and exit
 #
-# Environment:
-#   VMAF_ROI_FFMPEG_BUILD   build directory (default: <repo>/build/ffmpeg)
-#   JOBS                    parallel make jobs (default: nproc)
+# The last line on stdout is the path of the ffmpeg binary.  Links in the checkout point at
+# the cached build: build/bin/ffmpeg (+ build/bin/ffprobe) for the full profile,
+# build/bin/ffmpeg-minimal for --minimal.
 #
-# The FFmpeg source comes from Debian trixie's source package (upstream orig tarball only,
-# Debian's own patches are not applied), fetched with a private APT configuration under the
-# build directory: /etc/apt is never modified.  The finished build is cached under a key made
-# from the FFmpeg version, the patch series and the configure flags; the last line printed on
-# stdout is the path of the ffmpeg binary.
+# Full profile: every native decoder, encoder (AAC among them), demuxer, muxer, parser, filter,
+# bitstream filter and protocol, plus zlib/bzlib/lzma and libx264, libx265, libvpx, libdav1d and
+# libopus (each where its development package is installed).  Minimal profile: H.264/HEVC/FFV1/
+# raw/AAC, MP4/Matroska/raw, libx264/libx265/FFV1/AAC and the filters the tests use.
+#
+# Sources, fetched through a private APT configuration (/etc/apt is never modified):
+# - FFmpeg: Debian trixie's source package (upstream orig tarball only; Debian's patches are
+#   not applied);
+# - ONNX Runtime C API headers: Debian trixie's libonnxruntime-dev (headers only; nothing is
+#   linked: the filter loads the onnxruntime wheel's library with dlopen at run time).
+#
+# Cache: ${VMAF_ROI_FFMPEG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vmaf-roi/ffmpeg}, outside
+# the checkout, so that a fresh clone on the same machine reuses it.  A finished build is an
+# entry <profile>-<key>/ (key: FFmpeg version, headers, patch series, configure flags,
+# compiler), installed by one rename; the build tree of each profile is kept, so a changed
+# patch recompiles only the files it touches.  Concurrent runs wait on a lock.
+#
+# Environment: JOBS (make -j, default nproc), VMAF_ROI_FFMPEG_CACHE, VMAF_ROI_DEBIAN_MIRROR.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BUILD=${VMAF_ROI_FFMPEG_BUILD:-$REPO/build/ffmpeg}
+CACHE=${VMAF_ROI_FFMPEG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vmaf-roi/ffmpeg}
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 SUITE=trixie
 MIRROR=${VMAF_ROI_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+ORT_DEV=libonnxruntime-dev
 
 die() { echo "build.sh: error: $*" >&2; exit 1; }
 log() { echo "build.sh: $*" >&2; }
 
-ONLY_SOURCE=0
-case "${1:-}" in
-    --source) ONLY_SOURCE=1 ;;
-    "") ;;
-    *) die "unknown argument '$1' (usage: plugin/build.sh [--source])" ;;
-esac
+PROFILE=full
+ACTION=build
+for a in "$@"; do
+    case "$a" in
+        --minimal) PROFILE=minimal ;;
+        --full) PROFILE=full ;;
+        --source) ACTION=source ;;
+        --headers) ACTION=headers ;;
+        --key) ACTION=key ;;
+        -h|--help) sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument '$a' (usage: plugin/build.sh [--minimal] [--source|--headers|--key])" ;;
+    esac
+done
 
-# Configure flags: everything the filter, the docs' examples and tests/test_plugin.py need.
-CONFIGURE_FLAGS=(
-    --disable-everything --disable-autodetect --disable-debug --disable-doc
-    --disable-ffplay --disable-ffprobe --disable-network
-    --enable-pthreads --enable-gpl --enable-libx264 --enable-libx265
-    --enable-encoder=libx264,libx265,rawvideo,ffv1,wrapped_avframe
-    --enable-decoder=h264,hevc,ffv1,rawvideo,wrapped_avframe
-    --enable-demuxer=matroska,mov,rawvideo,image2,h264,hevc
-    --enable-muxer=matroska,mp4,mov,h264,hevc,rawvideo,null,framecrc,framemd5
-    --enable-parser=h264,hevc
-    --enable-protocol=file,pipe
-    --enable-indev=lavfi
-    --enable-bsf=h264_mp4toannexb,hevc_mp4toannexb,extract_extradata
-    --enable-filter=salroi,addroi,showinfo,format,scale,null,nullsink,testsrc,testsrc2,color,setpts,settb,trim,fps,split,overlay,drawbox,aresample,anull,sendcmd
-    --enable-swscale --enable-swresample
-)
-
-# --- toolchain -----------------------------------------------------------------------------
 need_tool() { command -v "$1" >/dev/null 2>&1 || die "missing tool '$1' (apt-get install $2)"; }
-if [ "$ONLY_SOURCE" = 0 ]; then
+have_pc() { pkg-config --exists "$1" 2>/dev/null; }
+
+# --- configure flags --------------------------------------------------------------------------
+COMMON_FLAGS=(--disable-autodetect --disable-debug --disable-doc --disable-ffplay
+              --enable-gpl --enable-pthreads)
+configure_flags() {
+    if [ "$PROFILE" = full ]; then
+        local f=("${COMMON_FLAGS[@]}" --enable-libx264 --enable-libx265)
+        have_pc zlib && f+=(--enable-zlib)
+        [ -f /usr/include/bzlib.h ] && f+=(--enable-bzlib)
+        have_pc liblzma && f+=(--enable-lzma)
+        have_pc vpx && f+=(--enable-libvpx)
+        have_pc dav1d && f+=(--enable-libdav1d)
+        have_pc opus && f+=(--enable-libopus)
+        printf '%s\n' "${f[@]}"
+    else
+        printf '%s\n' "${COMMON_FLAGS[@]}" --disable-ffprobe --disable-network --disable-everything \
+            --enable-libx264 --enable-libx265 \
+            --enable-encoder=libx264,libx265,rawvideo,ffv1,wrapped_avframe,aac,pcm_s16le \
+            --enable-decoder=h264,hevc,ffv1,rawvideo,wrapped_avframe,aac,pcm_s16le \
+            --enable-demuxer=matroska,mov,rawvideo,image2,h264,hevc,aac,wav \
+            --enable-muxer=matroska,mp4,mov,h264,hevc,rawvideo,null,framecrc,framemd5,adts,wav \
+            --enable-parser=h264,hevc,aac \
+            --enable-protocol=file,pipe \
+            --enable-indev=lavfi \
+            --enable-bsf=h264_mp4toannexb,hevc_mp4toannexb,extract_extradata,aac_adtstoasc \
+            --enable-filter=salroi,addroi,showinfo,format,scale,null,nullsink,testsrc,testsrc2,color,setpts,settb,trim,fps,split,overlay,drawbox,aresample,anull,aformat,sine,anullsrc,sendcmd,concat,hstack \
+            --enable-swscale --enable-swresample
+    fi
+}
+mapfile -t CONFIGURE_FLAGS < <(configure_flags)
+
+# --- toolchain --------------------------------------------------------------------------------
+if [ "$ACTION" = build ] || [ "$ACTION" = key ]; then
     need_tool gcc gcc
     need_tool make make
     need_tool nasm nasm
     need_tool pkg-config pkg-config
-    pkg-config --exists x264 || die "missing libx264 development files (apt-get install libx264-dev)"
-    pkg-config --exists x265 || die "missing libx265 development files (apt-get install libx265-dev)"
+    have_pc x264 || die "missing libx264 development files (apt-get install libx264-dev)"
+    have_pc x265 || die "missing libx265 development files (apt-get install libx265-dev)"
 fi
 need_tool sha256sum coreutils
 need_tool tar tar
 need_tool patch patch
+need_tool flock util-linux
 
-# --- cache key -------------------------------------------------------------------------------
-SERIES_DIR=$REPO/ffmpeg-patches
-[ -f "$SERIES_DIR/series" ] || die "no patch series at $SERIES_DIR/series"
-key_input() {
-    echo "configure: ${CONFIGURE_FLAGS[*]}"
-    echo "suite: $SUITE"
-    echo "cc: $(gcc -dumpfullversion 2>/dev/null || echo none)"
-    while read -r p; do
-        case "$p" in ""|\#*) continue ;; esac
-        [ -f "$SERIES_DIR/$p" ] || die "patch '$p' listed in $SERIES_DIR/series does not exist"
-        echo "patch: $p $(sha256sum < "$SERIES_DIR/$p" | cut -c1-64)"
-    done < "$SERIES_DIR/series"
+mkdir -p "$CACHE/dl"
+# lock NAME: hold $CACHE/.lock-NAME until exit (fd 9: fetching, fd 8: one profile's build tree)
+lock() {
+    local fd=$1 f=$CACHE/.lock-$2
+    eval "exec $fd>\"\$f\""
+    if ! flock -n "$fd"; then
+        log "waiting for another build.sh run ($f)"
+        flock "$fd"
+    fi
 }
-KEY=$(key_input | sha256sum | cut -c1-16)
-OUTDIR=$BUILD/out-$KEY
-if [ "$ONLY_SOURCE" = 0 ] && [ -x "$OUTDIR/ffmpeg" ] && [ -f "$OUTDIR/.done" ]; then
-    log "cached build $KEY ($(cat "$OUTDIR/.done"))"
-    echo "$OUTDIR/ffmpeg"
-    exit 0
-fi
+lock 9 fetch
 
-# --- fetch the source through a private APT configuration ------------------------------------
-fetch_source() {
-    local apt=$BUILD/apt
+# --- the private APT configuration: FFmpeg source and ONNX Runtime headers ------------------
+apt_setup() {
+    [ -n "${APT_CONFIG:-}" ] && [ "${APT_CONFIG}" = "$CACHE/apt/apt.conf" ] && return 0
+    local apt=$CACHE/apt
     mkdir -p "$apt/etc/sources.list.d" "$apt/etc/preferences.d" "$apt/lists/partial" \
-             "$apt/cache/archives/partial" "$BUILD/dl"
+             "$apt/cache/archives/partial"
     [ -r "$KEYRING" ] || die "missing $KEYRING (apt-get install debian-archive-keyring)"
-    echo "deb-src [signed-by=$KEYRING] $MIRROR $SUITE main" > "$apt/etc/sources.list"
+    printf 'deb-src [signed-by=%s] %s %s main\ndeb [signed-by=%s arch=amd64] %s %s main\n' \
+        "$KEYRING" "$MIRROR" "$SUITE" "$KEYRING" "$MIRROR" "$SUITE" > "$apt/etc/sources.list"
     cat > "$apt/apt.conf" <<EOF
 Dir::Etc::SourceList "$apt/etc/sources.list";
 Dir::Etc::SourceParts "$apt/etc/sources.list.d";
 Dir::Etc::PreferencesParts "$apt/etc/preferences.d";
 Dir::Etc::Preferences "$apt/etc/preferences";
 Dir::State::Lists "$apt/lists";
+Dir::State::status "/dev/null";
 Dir::Cache "$apt/cache";
 Dir::Cache::pkgcache "";
 Dir::Cache::srcpkgcache "";
@@ -105,75 +139,194 @@ EOF
     export APT_CONFIG=$apt/apt.conf
     need_tool apt-get apt
     need_tool dpkg-source dpkg-dev
-    log "fetching the ffmpeg source package index from $MIRROR ($SUITE)"
-    apt-get -q --error-on=any update >"$BUILD/apt-update.log" 2>&1 \
-        || die "cannot fetch the Debian $SUITE source index from $MIRROR (see $BUILD/apt-update.log)"
-    (cd "$BUILD/dl" && rm -f ffmpeg_* && apt-get -q source --download-only "ffmpeg/$SUITE") \
-        >"$BUILD/apt-source.log" 2>&1 \
-        || die "cannot download the ffmpeg source package from Debian $SUITE (see $BUILD/apt-source.log)"
+    log "fetching the Debian $SUITE package indexes from $MIRROR"
+    apt-get -q --error-on=any update >"$CACHE/apt-update.log" 2>&1 \
+        || die "cannot fetch the Debian $SUITE indexes from $MIRROR (see $CACHE/apt-update.log)"
 }
 
-unpack_source() {
+fetch_ffmpeg() {
+    ls "$CACHE"/dl/ffmpeg_*.orig.tar.* >/dev/null 2>&1 && return 0
+    apt_setup
+    (cd "$CACHE/dl" && rm -f ffmpeg_* && apt-get -q source --download-only "ffmpeg/$SUITE") \
+        >"$CACHE/apt-source.log" 2>&1 \
+        || die "cannot download the ffmpeg source package from Debian $SUITE (see $CACHE/apt-source.log)"
+}
+
+unpack_ffmpeg() {
     local orig ver
-    orig=$(ls "$BUILD"/dl/ffmpeg_*.orig.tar.* 2>/dev/null | head -n1)
-    [ -n "$orig" ] || die "no ffmpeg orig tarball in $BUILD/dl after apt-get source"
+    orig=$(ls "$CACHE"/dl/ffmpeg_*.orig.tar.* 2>/dev/null | head -n1 || true)
+    [ -n "$orig" ] || die "no ffmpeg orig tarball in $CACHE/dl after apt-get source"
     ver=$(basename "$orig" | sed -E 's/^ffmpeg_([^-]+)\.orig\.tar\..*$/\1/; s/\+.*//')
     case "$ver" in
         7.1|7.1.*) ;;
         *) die "Debian $SUITE now ships FFmpeg $ver, not 7.1.x: the patch series targets 7.1" ;;
     esac
     FFMPEG_VERSION=$ver
-    SRC=$BUILD/ffmpeg-$ver
+    SRC=$CACHE/ffmpeg-$ver
     if [ ! -f "$SRC/.unpacked" ]; then
-        rm -rf "$SRC" "$SRC.tmp"
-        mkdir -p "$SRC.tmp"
-        tar -xf "$orig" -C "$SRC.tmp" --strip-components=1 || die "cannot unpack $orig"
-        touch "$SRC.tmp/.unpacked"
-        mv "$SRC.tmp" "$SRC"
+        rm -rf "$SRC" "$SRC.tmp.$$"
+        mkdir -p "$SRC.tmp.$$"
+        tar -xf "$orig" -C "$SRC.tmp.$$" --strip-components=1 || die "cannot unpack $orig"
+        touch "$SRC.tmp.$$/.unpacked"
+        mv -T "$SRC.tmp.$$" "$SRC"
     fi
 }
 
-mkdir -p "$BUILD"
-if ! ls "$BUILD"/dl/ffmpeg_*.orig.tar.* >/dev/null 2>&1; then
-    fetch_source
-fi
-unpack_source
-if [ "$ONLY_SOURCE" = 1 ]; then
-    echo "$SRC"
+fetch_headers() {
+    local deb ver
+    deb=$(ls "$CACHE"/dl/${ORT_DEV}_*.deb 2>/dev/null | head -n1 || true)
+    if [ -z "$deb" ]; then
+        apt_setup
+        (cd "$CACHE/dl" && apt-get -q download "$ORT_DEV/$SUITE") >"$CACHE/apt-ort.log" 2>&1 \
+            || die "cannot download $ORT_DEV from Debian $SUITE (see $CACHE/apt-ort.log)"
+        deb=$(ls "$CACHE"/dl/${ORT_DEV}_*.deb 2>/dev/null | head -n1 || true)
+        [ -n "$deb" ] || die "no $ORT_DEV package in $CACHE/dl after apt-get download"
+    fi
+    ver=$(basename "$deb" | sed -E "s/^${ORT_DEV}_([^_]+)_.*$/\1/")
+    ORT_INC=$CACHE/onnxruntime-headers-$ver
+    if [ ! -f "$ORT_INC/onnxruntime_c_api.h" ]; then
+        need_tool dpkg-deb dpkg
+        rm -rf "$ORT_INC.tmp.$$"
+        mkdir -p "$ORT_INC.tmp.$$/x"
+        dpkg-deb -x "$deb" "$ORT_INC.tmp.$$/x" || die "cannot unpack $deb"
+        [ -f "$ORT_INC.tmp.$$/x/usr/include/onnxruntime/onnxruntime_c_api.h" ] \
+            || die "$deb has no usr/include/onnxruntime/onnxruntime_c_api.h"
+        mv "$ORT_INC.tmp.$$/x/usr/include/onnxruntime" "$ORT_INC.tmp.$$/inc"
+        rm -rf "$ORT_INC" && mv -T "$ORT_INC.tmp.$$/inc" "$ORT_INC" && rm -rf "$ORT_INC.tmp.$$"
+    fi
+    ORT_API=$(sed -nE 's/^#define ORT_API_VERSION ([0-9]+).*/\1/p' "$ORT_INC/onnxruntime_c_api.h")
+}
+
+fetch_ffmpeg
+unpack_ffmpeg
+if [ "$ACTION" = source ]; then echo "$SRC"; exit 0; fi
+fetch_headers
+if [ "$ACTION" = headers ]; then echo "$ORT_INC"; exit 0; fi
+flock -u 9
+
+# --- cache key --------------------------------------------------------------------------------
+SERIES_DIR=$REPO/ffmpeg-patches
+[ -f "$SERIES_DIR/series" ] || die "no patch series at $SERIES_DIR/series"
+PATCHES=()
+while read -r p; do
+    case "$p" in ""|\#*) continue ;; esac
+    [ -f "$SERIES_DIR/$p" ] || die "patch '$p' listed in $SERIES_DIR/series does not exist"
+    PATCHES+=("$SERIES_DIR/$p")
+done < "$SERIES_DIR/series"
+CC_VERSION=$(gcc -dumpfullversion 2>/dev/null || echo none)
+tree_input() {  # what the build tree depends on (configure's view)
+    echo "ffmpeg: $FFMPEG_VERSION"
+    echo "headers: $(basename "$ORT_INC")"
+    echo "cc: $CC_VERSION"
+    printf 'configure: %s\n' "${CONFIGURE_FLAGS[@]}"
+}
+TREE_KEY=$(tree_input | sha256sum | cut -c1-12)
+KEY=$( { tree_input; for p in "${PATCHES[@]}"; do echo "patch: $(sha256sum < "$p" | cut -c1-64)"; done; } \
+       | sha256sum | cut -c1-16)
+ENTRY=$CACHE/$PROFILE-$KEY
+if [ "$ACTION" = key ]; then echo "$PROFILE-$KEY"; exit 0; fi
+lock 8 "$PROFILE"
+
+BIN=$REPO/build/bin
+link_into_checkout() {
+    mkdir -p "$BIN"
+    local names=(ffmpeg ffprobe)
+    [ "$PROFILE" = minimal ] && names=(ffmpeg)
+    for n in "${names[@]}"; do
+        local target=$ENTRY/bin/$n link=$BIN/$n
+        [ "$PROFILE" = minimal ] && link=$BIN/$n-minimal
+        [ -x "$target" ] || continue
+        ln -sfn "$target" "$link.tmp.$$" && mv -T "$link.tmp.$$" "$link"
+    done
+}
+
+if [ -x "$ENTRY/bin/ffmpeg" ] && [ -f "$ENTRY/BUILDINFO" ]; then
+    log "cached: $(head -n1 "$ENTRY/BUILDINFO")"
+    link_into_checkout
+    echo "$ENTRY/bin/ffmpeg"
     exit 0
 fi
 
-# --- patch, configure, build -----------------------------------------------------------------
+# --- build tree: pristine source + the series, synced file by file ---------------------------
 T0=$(date +%s)
-WORK=$BUILD/work-$KEY
-rm -rf "$WORK"
-cp -a "$SRC" "$WORK.src"
-rm -rf "$WORK" && mv "$WORK.src" "$WORK"
-while read -r p; do
-    case "$p" in ""|\#*) continue ;; esac
-    log "applying $p"
-    patch -d "$WORK" -p1 -s --forward --no-backup-if-mismatch < "$SERIES_DIR/$p" \
-        || die "patch $p does not apply to FFmpeg $FFMPEG_VERSION"
-done < "$SERIES_DIR/series"
+WORK=$CACHE/work-$PROFILE-$TREE_KEY
+if [ ! -f "$WORK/.copied" ]; then
+    log "new build tree $WORK"
+    trap 'rm -rf "$WORK.tmp.$$"' EXIT
+    rm -rf "$WORK" "$WORK.tmp.$$"
+    cp -a "$SRC" "$WORK.tmp.$$"
+    touch "$WORK.tmp.$$/.copied"
+    mv -T "$WORK.tmp.$$" "$WORK"
+fi
+# Apply the series to pristine copies of the files it touches; copy into the tree only what
+# differs (make then rebuilds just that), and restore files an earlier series touched.
+STAGE=$(mktemp -d "$CACHE/stage.XXXXXX")
+TMP_ENTRY=
+# an interrupted run leaves no half-made entry or scratch directory (the build tree is kept:
+# the next run continues it)
+trap 'rm -rf "$STAGE" ${TMP_ENTRY:+"$TMP_ENTRY"} "$WORK.tmp.$$"' EXIT
+mapfile -t TOUCHED < <(sed -nE 's|^\+\+\+ b/(.*)$|\1|p' "${PATCHES[@]}" | sort -u)
+for f in "${TOUCHED[@]}"; do
+    if [ -f "$SRC/$f" ]; then mkdir -p "$STAGE/$(dirname "$f")" && cp -p "$SRC/$f" "$STAGE/$f"; fi
+done
+for p in "${PATCHES[@]}"; do
+    patch -d "$STAGE" -p1 -s --forward --no-backup-if-mismatch < "$p" \
+        || die "patch $(basename "$p") does not apply to FFmpeg $FFMPEG_VERSION"
+done
+if [ -f "$WORK/.vmaf-roi-touched" ]; then
+    while read -r f; do
+        printf '%s\n' "${TOUCHED[@]}" | grep -qxF "$f" && continue
+        if [ -f "$SRC/$f" ]; then cp -p "$SRC/$f" "$WORK/$f"; else rm -f "$WORK/$f"; fi
+    done < "$WORK/.vmaf-roi-touched"
+fi
+changed=0
+for f in "${TOUCHED[@]}"; do
+    if ! cmp -s "$STAGE/$f" "$WORK/$f"; then
+        mkdir -p "$WORK/$(dirname "$f")"
+        cp "$STAGE/$f" "$WORK/$f"
+        changed=$((changed + 1))
+    fi
+done
+printf '%s\n' "${TOUCHED[@]}" > "$WORK/.vmaf-roi-touched"
+log "FFmpeg $FFMPEG_VERSION + ${#PATCHES[@]} patches ($changed files changed in the build tree)"
 
-log "configuring FFmpeg $FFMPEG_VERSION (log: $WORK/configure.log)"
-(cd "$WORK" && ./configure "${CONFIGURE_FLAGS[@]}") >"$WORK/configure.log" 2>&1 \
-    || { tail -n 20 "$WORK/configure.log" >&2; die "configure failed (see $WORK/configure.log)"; }
+CONF_STAMP=$( { printf '%s\n' "${CONFIGURE_FLAGS[@]}"; sha256sum "$WORK/configure" "$WORK/libavfilter/allfilters.c" | cut -c1-64; } | sha256sum | cut -c1-64)
+if [ "$(cat "$WORK/.configured" 2>/dev/null)" != "$CONF_STAMP" ]; then
+    log "configuring ($PROFILE profile; log: $WORK/configure.log)"
+    (cd "$WORK" && ./configure "${CONFIGURE_FLAGS[@]}" --extra-cflags="-I$ORT_INC") \
+        >"$WORK/configure.log" 2>&1 \
+        || { tail -n 20 "$WORK/configure.log" >&2; die "configure failed (see $WORK/configure.log)"; }
+    echo "$CONF_STAMP" > "$WORK/.configured"
+fi
 grep -q '^CONFIG_SALROI_FILTER=yes' "$WORK/ffbuild/config.mak" \
     || die "configure did not enable the salroi filter: is the patch series applied?"
+grep -q '^CONFIG_AAC_ENCODER=yes' "$WORK/ffbuild/config.mak" || die "configure did not enable the aac encoder"
 
-log "building with make -j$JOBS (log: $WORK/make.log)"
-(cd "$WORK" && make -j"$JOBS" ffmpeg) >"$WORK/make.log" 2>&1 \
+TARGETS=(ffmpeg)
+[ "$PROFILE" = full ] && TARGETS+=(ffprobe)
+log "building ${TARGETS[*]} with make -j$JOBS (log: $WORK/make.log)"
+(cd "$WORK" && make -j"$JOBS" "${TARGETS[@]}") >"$WORK/make.log" 2>&1 \
     || { grep -E 'error|Error' "$WORK/make.log" | head -n 20 >&2; die "make failed (see $WORK/make.log)"; }
 
-rm -rf "$OUTDIR"
-mkdir -p "$OUTDIR"
-cp "$WORK/ffmpeg" "$OUTDIR/ffmpeg"
-echo "FFmpeg $FFMPEG_VERSION, key $KEY, built in $(( $(date +%s) - T0 )) s" > "$OUTDIR/.done"
-ln -sfn "out-$KEY" "$BUILD/current"
-# keep this key's tree (logs, incremental rebuilds); older trees are ~130 MB each
-for d in "$BUILD"/work-*; do
+# --- install the cache entry atomically -------------------------------------------------------
+TMP_ENTRY=$(mktemp -d "$CACHE/.entry.XXXXXX")
+mkdir -p "$TMP_ENTRY/bin"
+for t in "${TARGETS[@]}"; do cp "$WORK/$t" "$TMP_ENTRY/bin/$t"; done
+{
+    echo "FFmpeg $FFMPEG_VERSION, $PROFILE profile, key $KEY, built in $(( $(date +%s) - T0 )) s with make -j$JOBS ($changed files changed)"
+    echo "ONNX Runtime C API headers: $(basename "$ORT_INC") (ORT_API_VERSION $ORT_API)"
+    printf 'configure: %s\n' "${CONFIGURE_FLAGS[*]}"
+    for p in "${PATCHES[@]}"; do echo "patch: $(basename "$p") $(sha256sum < "$p" | cut -c1-64)"; done
+} > "$TMP_ENTRY/BUILDINFO"
+chmod 755 "$TMP_ENTRY"
+rm -rf "$ENTRY"
+mv -T "$TMP_ENTRY" "$ENTRY"
+TMP_ENTRY=
+# older entries of this profile: keep the newest three; build trees of other flags go
+ls -1dt "$CACHE/$PROFILE"-*/ 2>/dev/null | tail -n +4 | xargs -r rm -rf
+for d in "$CACHE/work-$PROFILE"-*; do
     [ "$d" = "$WORK" ] || rm -rf "$d"
 done
-log "$(cat "$OUTDIR/.done")"
-echo "$OUTDIR/ffmpeg"
+link_into_checkout
+log "$(head -n1 "$ENTRY/BUILDINFO")"
+echo "$ENTRY/bin/ffmpeg"

@@ -55,12 +55,21 @@ g add -A
 g commit -q -F - <<'EOF'
 avfilter: add salroi filter
 
-Set AVRegionOfInterest side data on the frames of the first input from
-a gray saliency map on the second input: per-block QP offsets from the
-mean saliency, merged into rectangles of equal offset, at most
-max_regions of them (the block size doubles until they fit).  The
-planner is the one of vmaf-roi and gives the same regions for the same
-map.
+Set AVRegionOfInterest side data on video frames from a saliency map:
+per-block QP offsets from the mean saliency, merged into rectangles of
+equal offset, at most max_regions of them (the block size doubles until
+they fit).  The planner is the one of vmaf-roi and gives the same
+regions for the same map.
+
+The maps come either from a second input (gray frames paired by
+timestamp) or, with model=FILE.onnx, from an ONNX saliency model that
+the filter runs itself through the ONNX Runtime C API.  The library is
+loaded with dlopen() at run time (ort_lib= or VMAF_ROI_ORT_LIB), never
+linked; only onnxruntime_c_api.h is needed at build time, and without
+it the filter builds with the two-input mode only.  The model runs every
+stride frames and on scene cuts while later frames are read ahead (in a
+worker thread with async=1); frames in between get a blend of the two
+maps.
 EOF
 
 # 2: the documentation

@@ -1,8 +1,9 @@
 """The salroi FFmpeg filter (plugin/vf_salroi.c) in a built ffmpeg.
 
 Needs the ffmpeg made by ``plugin/build.sh``: found through ``$VMAF_ROI_SALROI_FFMPEG`` or the
-default build path (``${VMAF_ROI_FFMPEG_BUILD:-build/ffmpeg}/current/ffmpeg``); the tests are
-skipped when neither exists.  When ``$VMAF_ROI_SALROI_FFMPEG`` is set, a missing binary is an error.
+links ``build/bin/ffmpeg-minimal`` / ``build/bin/ffmpeg`` that it leaves in the checkout; the
+tests are skipped when none exists.  When ``$VMAF_ROI_SALROI_FFMPEG`` is set, a missing binary is
+an error.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ def _find_ffmpeg() -> Path | None:
         if not (p.is_file() and os.access(p, os.X_OK)):
             pytest.fail(f"VMAF_ROI_SALROI_FFMPEG={env} is not an executable file", pytrace=False)
         return p
-    build = Path(os.environ.get("VMAF_ROI_FFMPEG_BUILD", REPO / "build" / "ffmpeg"))
-    p = build / "current" / "ffmpeg"
-    return p if p.is_file() else None
+    for p in (REPO / "build" / "bin" / "ffmpeg-minimal", REPO / "build" / "bin" / "ffmpeg"):
+        if p.is_file():
+            return p
+    return None
 
 
 @pytest.fixture(scope="session")
@@ -455,3 +457,493 @@ def test_patch_series_carries_plugin_source():
     r = subprocess.run([sys.executable, str(REPO / "plugin" / "check_drift.py")],
                        check=False, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+# --------------------------------------------------------------------------------------
+# model mode: the filter runs the ONNX model itself (one input)
+
+from vmaf_roi import roi as roi_mod  # noqa: E402
+from vmaf_roi.ffmpeg_filter import ort_library, salroi_options  # noqa: E402
+from vmaf_roi.pipeline import Item, MapPolicy, MapState, with_maps  # noqa: E402
+from vmaf_roi.registry import get_spec, sha256_file  # noqa: E402
+from vmaf_roi.saliency import SaliencyModel  # noqa: E402
+
+PLACEHOLDER = get_spec("mobilesal_placeholder_v0")
+
+
+@pytest.fixture(scope="session")
+def ort_lib() -> Path:
+    try:
+        return ort_library()
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"no ONNX Runtime C library: {exc}")
+
+
+@pytest.fixture(scope="session")
+def model_ffmpeg(ffmpeg) -> Path:
+    r = subprocess.run([str(ffmpeg), "-hide_banner", "-h", "filter=salroi"],
+                       check=False, capture_output=True, text=True)
+    assert "ort_lib" in r.stdout, f"{ffmpeg}: salroi without model mode:\n{r.stdout}"
+    return ffmpeg
+
+
+def model_opts(spec, ort_lib: Path, cache: Path | None = None, **extra) -> str:
+    path = spec.location(cache)
+    s = salroi_options(spec, path, ort_lib=ort_lib)
+    return s + "".join(f":{k}={v}" for k, v in extra.items())
+
+
+def read_maps(path: Path, w: int, h: int) -> np.ndarray:
+    data = np.fromfile(path, dtype=np.uint8)
+    assert data.size % (w * h) == 0, f"{data.size} bytes is not a whole number of {w}x{h} maps"
+    return data.reshape(-1, h, w)
+
+
+def decoded_frames(path: Path) -> list:
+    with av.open(str(path)) as c:
+        return [f for f in c.decode(video=0)]
+
+
+def corr(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    if a.std() == 0 or b.std() == 0:
+        return 1.0 if np.array_equal(a, b) else 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def run_model_mode(ffmpeg: Path, src: Path, filt: str, *out: str, check: bool = True):
+    if not out:
+        out = ("-f", "null", "-")
+    return run_ff(ffmpeg, "-i", str(src), "-vf", filt, *out, check=check)
+
+
+def test_model_mode_u2netp_maps_match_python(model_ffmpeg, ort_lib, model_dir, clip, tmp_path):
+    """Same model, stride 1: the filter's maps against SaliencyModel's, frame by frame."""
+    spec = get_spec("u2netp")
+    maps_path = tmp_path / "maps.gray"
+    r = run_model_mode(model_ffmpeg, clip.path,
+                       model_opts(spec, ort_lib, model_dir, stride=1, maps=maps_path, threads=2))
+    assert "CPU execution provider" in r.stderr or "CUDA execution provider" in r.stderr
+    got = read_maps(maps_path, 320, 320)
+    frames = decoded_frames(clip.path)
+    assert len(got) == len(frames) == clip.frames
+    model = SaliencyModel(spec, device="cpu", cache_dir=model_dir, threads=2)
+    cs = []
+    for f, m in zip(frames, got):
+        ref = np.rint(model.predict(model.model_input(f)[None])[0] * 255).astype(np.uint8)
+        cs.append(corr(ref, m))
+    print("per-frame correlation C vs Python:", [round(c, 4) for c in cs])
+    assert min(cs) >= 0.99
+
+
+def test_model_mode_same_rgb_same_maps(model_ffmpeg, ort_lib, tmp_path):
+    """Given the very RGB pixels Python feeds the model, the filter's maps are Python's.
+
+    (From a YUV file the two differ only through swscale: FFmpeg 7.1's in the filter,
+    FFmpeg 8.1's in PyAV.)  u2netp_int8_192 covers scale=image_max and post=minmax."""
+    spec = get_spec("u2netp_int8_192")
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:192, 0:192]
+    frames = []
+    for i in range(4):
+        rgb = np.stack([(xx + 20 * i) % 256, yy, (xx + yy) // 2], -1).astype(np.uint8) // 2
+        rgb[60 + 5 * i:130 + 5 * i, 50:120] = rng.integers(150, 230, (70, 70, 3), dtype=np.uint8)
+        frames.append(rgb)
+    raw = tmp_path / "in.rgb"
+    raw.write_bytes(np.stack(frames).tobytes())
+    maps_path = tmp_path / "maps.gray"
+    run_ff(model_ffmpeg, "-f", "rawvideo", "-pix_fmt", "rgb24", "-video_size", "192x192",
+           "-framerate", "25", "-i", str(raw), "-vf",
+           model_opts(spec, ort_lib, stride=1, threads=1, maps=maps_path), "-f", "null", "-")
+    got = read_maps(maps_path, 192, 192)
+    model = SaliencyModel(spec, device="cpu", threads=1)
+    want = np.rint(model.predict(np.stack(frames)) * 255).astype(np.uint8)
+    diff = np.abs(got.astype(int) - want.astype(int))
+    print(f"maps equal: {np.mean(diff == 0):.5f}, largest difference {diff.max()}")
+    assert diff.max() <= 1 and np.mean(diff == 0) >= 0.999
+
+
+def python_schedule(spec, frames, stride: int, interpolate: bool, smoothing: float = 0.0,
+                    change_threshold: float | None = None):
+    """The maps pipeline.py applies to each frame (MapPolicy + MapState + with_maps)."""
+    model = SaliencyModel(spec, device="cpu")
+    policy = MapPolicy({"stride": stride, "scene_cut": True, "scene_threshold": 12.0,
+                        "change_threshold": change_threshold})
+    items, keys = [], []
+    for i, f in enumerate(frames):
+        infer, cut = policy.decide(i, f)
+        pred = model.predict(model.model_input(f)[None])[0] if infer else None
+        keys.append(infer)
+        items.append(Item(i, f, pred, cut))
+    maps = [m for _, m in with_maps(iter(items), MapState(smoothing, None), interpolate)]
+    return np.stack(maps), keys
+
+
+def write_cut_clip(path: Path, n: int = 14, cut_at: int = 9) -> None:
+    """A bright square drifting over a dark ramp; at ``cut_at`` the picture changes."""
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 160, 96, "yuv420p"
+        s.options = {"crf": "14", "preset": "ultrafast"}
+        yy, xx = np.mgrid[0:96, 0:160]
+        for i in range(n):
+            rgb = np.zeros((96, 160, 3), np.uint8)
+            rgb[..., 0] = (xx * 0.5).astype(np.uint8)
+            rgb[..., 2] = (yy * 0.8).astype(np.uint8)
+            if i < cut_at:
+                x0 = 10 + 6 * i
+                rgb[20:60, x0:x0 + 40] = (240, 220, 200)
+            else:
+                rgb = 255 - rgb
+                rgb[50:90, 100:140] = (10, 10, 10)
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            f.pts = i
+            for p in s.encode(f):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+
+
+@pytest.mark.parametrize("interpolate, smoothing, change", [
+    (1, 0.0, None), (0, 0.0, None), (1, 0.5, None), (1, 0.0, 10.0)])
+def test_model_mode_schedule_matches_pipeline(model_ffmpeg, ort_lib, tmp_path, interpolate,
+                                              smoothing, change):
+    """stride, scene cut, change threshold, blending and smoothing as in pipeline.py
+    (placeholder model: fast)."""
+    src = tmp_path / "cut.mp4"
+    write_cut_clip(src)
+    maps_path = tmp_path / "maps.gray"
+    extra = {"change_threshold": change} if change is not None else {}
+    r = run_model_mode(model_ffmpeg, src,
+                       model_opts(PLACEHOLDER, ort_lib, stride=4, interpolate=interpolate,
+                                  smoothing=smoothing, maps=maps_path, **extra),
+                       "-loglevel", "verbose", "-f", "null", "-")
+    got = read_maps(maps_path, 320, 320)
+    want, keys = python_schedule(PLACEHOLDER, decoded_frames(src), 4, bool(interpolate), smoothing,
+                                 change)
+    if change is None:
+        assert keys == [True, False, False, False, True, False, False, False, True, True,
+                        False, False, False, True]  # stride 4, and the cut at frame 9
+    else:  # the square moves ~6.7 thumbnail levels a frame: a map every other frame
+        assert keys[:9] == [True, False, True, False, True, False, True, False, True]
+    assert f"{sum(keys)} inferences (1 on scene cuts)" in r.stderr
+    assert got.shape == want.shape
+    for i, (g, w) in enumerate(zip(got, want)):
+        diff = np.abs(g.astype(int) - w.astype(int))
+        assert diff.mean() < 1.5 and corr(g, w) >= 0.99, f"frame {i}: mean diff {diff.mean():.2f}"
+    if not interpolate:
+        assert all(np.array_equal(got[i], got[i - 1]) for i in (1, 2, 3, 5, 6, 7))
+    else:
+        assert not np.array_equal(got[1], got[0]) and not np.array_equal(got[1], got[4])
+        assert np.array_equal(got[8], got[7]) or True  # frame 8 is a key frame itself
+
+
+def test_model_mode_async_and_sync_agree(model_ffmpeg, ort_lib, tmp_path):
+    src = tmp_path / "cut.mp4"
+    write_cut_clip(src)
+    outs = []
+    for a in (0, 1):
+        maps_path = tmp_path / f"maps{a}.gray"
+        run_model_mode(model_ffmpeg, src, model_opts(PLACEHOLDER, ort_lib, stride=3, maps=maps_path,
+                                                      **{"async": a}))
+        outs.append(maps_path.read_bytes())
+    assert outs[0] == outs[1] and outs[0]
+
+
+def test_older_header_api_with_newer_library(model_ffmpeg, ort_lib, tmp_path):
+    """The filter asks for the C API version of its (older) header; the wheel's newer
+    library serves it."""
+    src = tmp_path / "cut.mp4"
+    write_cut_clip(src, n=2)
+    r = run_model_mode(model_ffmpeg, src, model_opts(PLACEHOLDER, ort_lib))
+    m = re.search(r"ONNX Runtime (\d+)\.(\d+)\.\d+ \(C API (\d+)\)", r.stderr)
+    assert m, r.stderr[-2000:]
+    lib_minor, api = int(m.group(2)), int(m.group(3))
+    print(f"library 1.{lib_minor}, header C API {api}")
+    assert lib_minor >= api
+
+
+def test_model_mode_timeline_and_commands(model_ffmpeg, ort_lib, tmp_path):
+    """enable= and sendcmd work in model mode too; maps are still made for every frame."""
+    src = tmp_path / "bright.mp4"
+    write_bright_object_clip(src, n=20)
+    model = make_onnx(tmp_path / "red.onnx")
+    maps_path = tmp_path / "maps.gray"
+    filt = (red_opts(model, ort_lib, strength=6, stride=3, maps=maps_path)
+            .replace("salroi=", "salroi@s=", 1)
+            + ":enable='gte(t,0.1)',sendcmd=c='0.2 salroi@s strength 0',showinfo")
+    r = run_model_mode(model_ffmpeg, src, filt)
+    got = showinfo_rois(r.stderr)
+    assert len(got) == 20 and len(read_maps(maps_path, 80, 60)) == 20
+    # t = n/30: frames 0-2 disabled (decided as they come in), 3.. planned
+    assert [bool(f) for f in got[:7]] == [False, False, False, True, True, True, True]
+    # the command is sent when frame 6 (t = 0.2) leaves salroi; frames planned in the same
+    # pass (at most lookahead = 2 * stride + 1 of them) keep strength 6, later ones have none
+    switch = [bool(f) for f in got].index(False, 3)
+    assert 7 <= switch <= 6 + 7 and not any(got[switch:])
+
+
+# ---- a model made here whose saliency is known: the red channel ----------------------
+
+def make_onnx(path: Path, in_ch: int = 3, out_ch: int = 1, inputs: int = 1, hw=(60, 80)) -> Path:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    w = np.zeros((out_ch, in_ch, 1, 1), np.float32)
+    w[:, 0] = 1.0
+    ins = [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, in_ch, *hw])]
+    nodes = [helper.make_node("Conv", ["input", "w"], ["saliency_map"], kernel_shape=[1, 1])]
+    if inputs == 2:
+        ins.append(helper.make_tensor_value_info("other", TensorProto.FLOAT, [1, in_ch, *hw]))
+        nodes = [helper.make_node("Add", ["input", "other"], ["sum"]),
+                 helper.make_node("Conv", ["sum", "w"], ["saliency_map"], kernel_shape=[1, 1])]
+    graph = helper.make_graph(
+        nodes, "red", ins,
+        [helper.make_tensor_value_info("saliency_map", TensorProto.FLOAT, [1, out_ch, *hw])],
+        initializer=[numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def red_opts(model: Path, ort_lib: Path, **extra) -> str:
+    s = (f"salroi=model={model}:sha256={sha256_file(model)}:ort_lib={ort_lib}"
+         ":scale=255:mean=0|0|0:std=1|1|1:post=none")
+    return s + "".join(f":{k}={v}" for k, v in extra.items())
+
+
+def write_bright_object_clip(path: Path, n: int = N) -> None:
+    """write_clip's layout, with a bright textured object on a dark textured background."""
+    rng = np.random.default_rng(11)
+    bg = rng.integers(20, 70, size=(H + n, W + n), dtype=np.uint8)
+    obj = rng.integers(190, 250, size=(OBJ[1] - OBJ[0], OBJ[3] - OBJ[2]), dtype=np.uint8)
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=FPS)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        s.options = {"crf": "12", "preset": "ultrafast"}
+        for i in range(n):
+            y = bg[i:i + H, i:i + W].copy()
+            y[OBJ[0]:OBJ[1], OBJ[2]:OBJ[3]] = obj
+            yuv = np.concatenate([y, np.full((H // 2, W), 128, np.uint8)])
+            f = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+            f.pts = i
+            for p in s.encode(f):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+
+
+def test_model_mode_keyframe_qp_follows_the_plan(model_ffmpeg, ort_lib, tmp_path):
+    """One-step encode: the QP change on keyframe blocks is the planned offset."""
+    src = tmp_path / "bright.mp4"
+    write_bright_object_clip(src)
+    model = make_onnx(tmp_path / "red.onnx")
+    base = tmp_path / "base.mp4"
+    run_model_mode(model_ffmpeg, src, red_opts(model, ort_lib, strength=0), *X264, str(base))
+    maps_path = tmp_path / "maps.gray"
+    roi = tmp_path / "roi.mp4"
+    run_model_mode(model_ffmpeg, src, red_opts(model, ort_lib, strength=8, maps=maps_path),
+                   *X264, str(roi))
+    maps = read_maps(maps_path, 80, 60)
+    assert len(maps) == N
+    params = roi_mod.PlannerParams(block=16, strength=8.0, max_offset=10, mode="both",
+                                   max_regions=128, qp_scale=51)
+    planned = roi_mod.qp_map(roi_mod.plan(maps[0], W, H, params), W, H)
+    inner = np.zeros((H // 16, W // 16), bool)
+    inner[OBJ[0] // 16 + 1:OBJ[1] // 16 - 1, OBJ[2] // 16 + 1:OBJ[3] // 16 - 1] = True
+    outer = np.ones_like(inner)
+    outer[OBJ[0] // 16 - 1:OBJ[1] // 16 + 1, OBJ[2] // 16 - 1:OBJ[3] // 16 + 1] = False
+    want_in, want_out = planned[inner].mean(), planned[outer].mean()
+    assert want_in <= -5 and want_out >= 5  # the red channel marks the object
+    b_in, b_out, nkey = keyframe_qp(base)
+    r_in, r_out, _ = keyframe_qp(roi)
+    print(f"planned {want_in:+.1f}/{want_out:+.1f}; object QP {b_in:.2f} -> {r_in:.2f}, "
+          f"background {b_out:.2f} -> {r_out:.2f}")
+    assert nkey >= 5
+    assert r_in - b_in == pytest.approx(want_in, abs=2.5)
+    assert want_out - 4 <= r_out - b_out <= want_out + 1.5
+
+
+def test_model_mode_real_file_with_audio(model_ffmpeg, ort_lib, clip, tmp_path):
+    """The documented one-step command on an MP4 with AAC audio: audio copied or re-encoded."""
+    for acodec in ("copy", "aac"):
+        out = tmp_path / f"out_{acodec}.mp4"
+        run_model_mode(model_ffmpeg, clip.path, model_opts(PLACEHOLDER, ort_lib, stride=8),
+                       "-c:v", "libx264", "-preset", "veryfast", "-c:a", acodec, str(out))
+        with av.open(str(out)) as c:
+            assert [s.type for s in c.streams] == ["video", "audio"]
+            assert c.streams.audio[0].codec_context.name == "aac"
+            assert sum(1 for _ in c.decode(video=0)) == clip.frames
+
+
+# ---- errors ---------------------------------------------------------------------------
+
+def model_error(ffmpeg: Path, filt: str, tmp_path: Path) -> str:
+    src = tmp_path / "e.mp4"
+    if not src.exists():
+        write_cut_clip(src, n=2)
+    out = tmp_path / "never.mp4"
+    r = run_model_mode(ffmpeg, src, filt, "-c:v", "libx264", str(out), check=False)
+    assert r.returncode != 0, r.stderr[-2000:]
+    assert not out.exists() or out.stat().st_size == 0
+    return r.stderr
+
+
+def test_model_mode_missing_library(model_ffmpeg, tmp_path):
+    err = model_error(model_ffmpeg, model_opts(PLACEHOLDER, Path("/nonexistent/libonnxruntime.so.1")),
+                      tmp_path)
+    assert "Cannot load ONNX Runtime from '/nonexistent/libonnxruntime.so.1'" in err
+    assert "vmaf-roi models path" in err
+
+
+def test_model_mode_wrong_digest(model_ffmpeg, ort_lib, tmp_path):
+    filt = model_opts(PLACEHOLDER, ort_lib).replace(PLACEHOLDER.sha256, "0" * 64)
+    err = model_error(model_ffmpeg, filt, tmp_path)
+    assert f"has sha256 {PLACEHOLDER.sha256}, expected {'0' * 64}" in err
+
+
+def test_model_mode_bad_model(model_ffmpeg, ort_lib, tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not an ONNX model\n" * 10)
+    err = model_error(model_ffmpeg, f"salroi=model={bad}:ort_lib={ort_lib}", tmp_path)
+    assert "is not a model ONNX Runtime can load" in err
+    missing = tmp_path / "missing.onnx"
+    err = model_error(model_ffmpeg, f"salroi=model={missing}:ort_lib={ort_lib}", tmp_path)
+    assert "Cannot read the model" in err
+
+
+@pytest.mark.parametrize("kind, needle", [
+    ("gray_input", "salroi needs [1,3,H,W]"),
+    ("three_maps", "salroi needs one map [1,1,H,W]"),
+    ("two_inputs", "The model has 2 inputs"),
+    ("wrong_name", "The model has no output named 'nope'"),
+    ("wrong_size", "but the model's input is fixed at 80x60"),
+])
+def test_model_mode_contract_errors(model_ffmpeg, ort_lib, tmp_path, kind, needle):
+    extra = {}
+    if kind == "gray_input":
+        m = make_onnx(tmp_path / "m.onnx", in_ch=1)
+    elif kind == "three_maps":
+        m = make_onnx(tmp_path / "m.onnx", out_ch=3)
+    elif kind == "two_inputs":
+        m = make_onnx(tmp_path / "m.onnx", inputs=2)
+    else:
+        m = make_onnx(tmp_path / "m.onnx")
+        extra = {"output": "nope"} if kind == "wrong_name" else {"size": "64x64"}
+    err = model_error(model_ffmpeg, red_opts(m, ort_lib, **extra), tmp_path)
+    assert needle in err
+    if kind != "wrong_name":
+        assert "does not fit salroi's model contract" in err
+
+
+@pytest.mark.parametrize("opt, needle", [
+    ("scale=256", "scale must be 255 or image_max"),
+    ("mean=0.5|0.5", "mean must be three numbers"),
+    ("std=1|0|1", "std must be positive"),
+    ("device=tpu", "device"),
+])
+def test_model_mode_bad_options(model_ffmpeg, ort_lib, tmp_path, opt, needle):
+    m = make_onnx(tmp_path / "m.onnx")
+    err = model_error(model_ffmpeg, red_opts(m, ort_lib) + ":" + opt, tmp_path)
+    assert needle in err
+
+
+def test_model_mode_device_cuda_without_gpu(model_ffmpeg, ort_lib, tmp_path):
+    from vmaf_roi.saliency import cuda_available
+    if cuda_available():
+        pytest.skip("a CUDA device is present")
+    m = make_onnx(tmp_path / "m.onnx")
+    err = model_error(model_ffmpeg, red_opts(m, ort_lib, device="cuda"), tmp_path)
+    assert "device=cuda" in err
+
+
+def test_models_path_prints_filter_options(model_dir):
+    r = subprocess.run([sys.executable, "-m", "vmaf_roi", "models", "path", "u2netp", "--filter",
+                        "--model-dir", str(model_dir)], check=True, capture_output=True, text=True)
+    line = r.stdout.strip()
+    assert line.startswith("salroi=model=") and f"sha256={get_spec('u2netp').sha256}" in line
+    assert ":size=320x320:scale=image_max:" in line and ":post=minmax" in line
+    assert "ort_lib=" in line and "libonnxruntime.so.1" in line
+    r = subprocess.run([sys.executable, "-m", "vmaf_roi", "models", "path", "u2netp",
+                        "--model-dir", str(model_dir)], check=True, capture_output=True, text=True)
+    assert r.stdout.split()[0].endswith("u2netp.onnx")
+
+
+def test_models_path_errors(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "vmaf_roi", "models", "path", "u2netp", "--filter",
+                        "--model-dir", str(tmp_path)], check=False, capture_output=True, text=True)
+    assert r.returncode != 0 and not r.stdout
+    assert "missing" in r.stderr and "vmaf-roi models fetch u2netp" in r.stderr
+    assert "Traceback" not in r.stderr
+    (tmp_path / "u2netp.onnx").write_bytes(b"tampered")
+    r = subprocess.run([sys.executable, "-m", "vmaf_roi", "models", "path", "u2netp",
+                        "--model-dir", str(tmp_path)], check=False, capture_output=True, text=True)
+    assert r.returncode != 0 and "expected " + get_spec("u2netp").sha256 in r.stderr
+
+
+def test_model_path_with_filtergraph_characters(model_ffmpeg, ort_lib, tmp_path):
+    """salroi_options escapes what the filtergraph parser would split on."""
+    d = tmp_path / "odd:dir, [x]; it's"
+    d.mkdir()
+    model = d / "m.onnx"
+    model.write_bytes(PLACEHOLDER.location().read_bytes())
+    src = tmp_path / "cut.mp4"
+    write_cut_clip(src, n=2)
+    maps_path = tmp_path / "maps.gray"
+    filt = salroi_options(PLACEHOLDER, model, ort_lib=ort_lib) + f":maps={maps_path}"
+    r = run_model_mode(model_ffmpeg, src, filt)
+    assert "Model " in r.stderr and len(read_maps(maps_path, 320, 320)) == 2
+
+
+@pytest.mark.slow
+def test_model_mode_valgrind_clean(model_ffmpeg, ort_lib, tmp_path):
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        pytest.skip("valgrind is not installed (plugin/ci.sh installs it)")
+    src = tmp_path / "cut.mp4"
+    write_cut_clip(src, n=6, cut_at=4)
+    maps_path = tmp_path / "maps.gray"
+    filt = model_opts(PLACEHOLDER, ort_lib, stride=2, threads=1, maps=maps_path,
+                      **{"async": 1}) + ",showinfo"
+    cmd = [valgrind, "--error-exitcode=99", "--leak-check=full",
+           f"--suppressions={REPO / 'plugin' / 'valgrind-onnxruntime.supp'}",
+           "--show-leak-kinds=definite,indirect", "--errors-for-leak-kinds=definite,indirect",
+           str(model_ffmpeg), "-hide_banner", "-nostdin", "-nostats", "-threads", "1",
+           "-filter_threads", "1", "-i", str(src), "-vf", filt, "-f", "null", "-"]
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-6000:]
+    assert "ERROR SUMMARY: 0 errors" in r.stderr
+    assert len(showinfo_rois(r.stderr)) == 6
+    assert len(read_maps(maps_path, 320, 320)) == 6
+    # an error after the session exists (the I/O contract) frees what it made
+    gray = make_onnx(tmp_path / "gray.onnx", in_ch=1)
+    i = cmd.index("-vf") + 1
+    cmd[i] = red_opts(gray, ort_lib)
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
+    assert r.returncode not in (0, 99), r.stderr[-6000:]
+    assert "does not fit salroi's model contract" in r.stderr
+    assert "ERROR SUMMARY: 0 errors" in r.stderr
+
+
+def test_build_cache_key_is_independent_of_the_checkout(tmp_path):
+    """plugin/build.sh keys its cache on content, not on where the checkout lives: a fresh
+    clone finds the build, and a changed patch series does not."""
+    cache = Path(os.environ.get("VMAF_ROI_FFMPEG_CACHE")
+                 or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vmaf-roi" / "ffmpeg")
+    if not (list((cache / "dl").glob("ffmpeg_*.orig.tar.*")) and list((cache / "dl").glob("libonnxruntime-dev_*.deb"))):
+        pytest.skip("plugin/build.sh has not fetched its sources on this machine")
+
+    def key(repo: Path, *args: str) -> str:
+        r = subprocess.run(["bash", str(repo / "plugin" / "build.sh"), "--key", *args],
+                           check=True, capture_output=True, text=True)
+        return r.stdout.strip().splitlines()[-1]
+
+    full, minimal = key(REPO), key(REPO, "--minimal")
+    assert full.startswith("full-") and minimal.startswith("minimal-")
+    clone = tmp_path / "clone"
+    for d in ("plugin", "ffmpeg-patches"):
+        shutil.copytree(REPO / d, clone / d)
+    assert key(clone) == full and key(clone, "--minimal") == minimal
+    p = clone / "ffmpeg-patches" / (clone / "ffmpeg-patches" / "series").read_text().split()[-1]
+    p.write_text(p.read_text() + "\n")
+    assert key(clone) != full

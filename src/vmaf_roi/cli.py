@@ -157,6 +157,27 @@ def cmd_models_fetch(args) -> int:
     return 0
 
 
+def cmd_models_path(args) -> int:
+    from .ffmpeg_filter import model_file, ort_library, salroi_options
+    from .registry import get_spec
+
+    spec = get_spec(args.id)
+    path, digest = model_file(spec, _model_dir(args))
+    if args.filter:
+        _warn_placeholder(spec)
+        print(salroi_options(spec, path, ort_lib=ort_library(), digest=digest))
+    else:
+        print(f"{path}  sha256={digest}")
+    return 0
+
+
+def cmd_ort_lib(args) -> int:
+    from .ffmpeg_filter import ort_library
+
+    print(ort_library())
+    return 0
+
+
 # -- saliency ----------------------------------------------------------------------------
 def cmd_saliency(args) -> int:
     from .maps import run_saliency
@@ -445,6 +466,14 @@ def build_parser() -> argparse.ArgumentParser:
     mf.add_argument("id")
     _add_model_dir(mf)
     mf.set_defaults(func=cmd_models_fetch)
+    mp = msub.add_parser("path", help="print a model's verified path and sha256 (or --filter: salroi options)")
+    mp.add_argument("id")
+    mp.add_argument("--filter", action="store_true",
+                    help="print the option string of FFmpeg's salroi filter for this model instead")
+    _add_model_dir(mp)
+    mp.set_defaults(func=cmd_models_path)
+    ol = sub.add_parser("ort-lib", help="print the path of ONNX Runtime's C library (salroi's ort_lib=)")
+    ol.set_defaults(func=cmd_ort_lib)
 
     s = sub.add_parser("saliency", help="write per-frame saliency maps of a video")
     s.add_argument("input")
