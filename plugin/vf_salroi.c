@@ -78,6 +78,7 @@
 enum SalROIMode {
     MODE_BOTH,
     MODE_LOWER,
+    MODE_BALANCED,
     NB_MODES,
 };
 
@@ -160,6 +161,8 @@ typedef struct SalROIContext {
 
     /* scratch buffers of the planner, grown on demand */
     int *q;                     ///< per-block offsets, bw * bh
+    double *dv;                 ///< per-block unrounded offsets, bw * bh
+    size_t dv_size;
     unsigned q_size;
     SalROIRect *rects;
     unsigned rects_size;
@@ -227,6 +230,7 @@ static const AVOption salroi_options[] = {
       OFFSET(mode), AV_OPT_TYPE_INT, { .i64 = MODE_BOTH }, 0, NB_MODES - 1, TFLAGS, .unit = "mode" },
         { "both",  "lower QP where salient, raise it elsewhere", 0, AV_OPT_TYPE_CONST, { .i64 = MODE_BOTH  }, 0, 0, TFLAGS, .unit = "mode" },
         { "lower", "only lower QP where salient",                0, AV_OPT_TYPE_CONST, { .i64 = MODE_LOWER }, 0, 0, TFLAGS, .unit = "mode" },
+        { "balanced", "raise QP elsewhere by no more in sum than it is lowered where salient", 0, AV_OPT_TYPE_CONST, { .i64 = MODE_BALANCED }, 0, 0, TFLAGS, .unit = "mode" },
     { "clamp", "largest QP offset in either direction",
       OFFSET(clamp), AV_OPT_TYPE_INT, { .i64 = 10 }, 0, INT_MAX, TFLAGS },
     { "qp_scale", "QP range of the encoder: qoffset = offset / qp_scale",
@@ -397,7 +401,7 @@ static int plan_blocks(SalROIContext *ctx, const SalROIMap *map,
         open_prev[bx] = -1;
 
     for (int by = 0; by < bh; by++) {
-        int *q = ctx->q + by * bw;
+        double *dv = ctx->dv + by * bw;
         uint64_t *prefix = ctx->colsum;
 
         /* prefix[x] = sum of map columns [0, x) over rows [sy0, sy1) */
@@ -414,7 +418,34 @@ static int plan_blocks(SalROIContext *ctx, const SalROIMap *map,
             const uint64_t sum   = prefix[sx1[bx]] - prefix[sx0[bx]];
             const int64_t  count = (sy1[by] - sy0[by]) * (sx1[bx] - sx0[bx]);
             const double   mean  = (double)sum / (double)count / 255.0;
-            double d = round(-ctx->strength * (2.0 * mean - 1.0));
+
+            dv[bx] = -ctx->strength * (2.0 * mean - 1.0);
+        }
+    }
+
+    if (ctx->mode == MODE_BALANCED) {
+        /* the summed raise may not exceed the summed drop (row-major sums, as the
+         * Python planner's cumsum) */
+        double pos = 0.0, neg = 0.0;
+
+        for (int i = 0; i < bw * bh; i++) {
+            pos += FFMAX(ctx->dv[i], 0.0);
+            neg += FFMAX(-ctx->dv[i], 0.0);
+        }
+        if (pos > neg) {
+            const double scale = neg / pos;
+
+            for (int i = 0; i < bw * bh; i++)
+                if (ctx->dv[i] > 0)
+                    ctx->dv[i] *= scale;
+        }
+    }
+
+    for (int by = 0; by < bh; by++) {
+        int *q = ctx->q + by * bw;
+
+        for (int bx = 0; bx < bw; bx++) {
+            double d = round(ctx->dv[by * bw + bx]);
 
             d = FFMIN(FFMAX(d, -ctx->clamp), ctx->clamp);
             if (ctx->mode == MODE_LOWER)
@@ -481,6 +512,7 @@ static int set_regions(AVFilterContext *avctx, AVFrame *frame, const SalROIMap *
 
     /* the first block size needs the most room; larger ones fit in it */
     if ((ret = grow(&ctx->q,      &ctx->q_size,      (size_t)bw * bh, sizeof(*ctx->q)))      < 0 ||
+        (ret = grow(&ctx->dv,     &ctx->dv_size,     (size_t)bw * bh, sizeof(*ctx->dv)))     < 0 ||
         (ret = grow(&ctx->rects,  &ctx->rects_size,  (size_t)bw * bh, sizeof(*ctx->rects)))  < 0 ||
         (ret = grow(&ctx->open,   &ctx->open_size,   2 * (size_t)bw,  sizeof(*ctx->open)))   < 0 ||
         (ret = grow(&ctx->edges,  &ctx->edges_size,  2 * ((size_t)bw + bh), sizeof(*ctx->edges))) < 0 ||
@@ -1675,6 +1707,7 @@ static av_cold void uninit(AVFilterContext *avctx)
     model_uninit(avctx);
     ff_framesync_uninit(&ctx->fs);
     av_freep(&ctx->q);
+    av_freep(&ctx->dv);
     av_freep(&ctx->rects);
     av_freep(&ctx->open);
     av_freep(&ctx->edges);

@@ -63,5 +63,5 @@ def test_cli_qpmap_planned(encodes, tmp_path, capsys):
     assert main(["qpmap", str(roi), "-o", str(png), "--planned", "--set", f"saliency.model={PH}"]) == 0
     assert f"planned offsets from {PH}" in capsys.readouterr().err
     assert Image.open(png).size[0] > 0
-    assert main(["qpmap", str(roi), "-o", str(png), "--frame", "99"]) == 3
+    assert main(["qpmap", str(roi), "-o", str(png), "-y", "--frame", "99"]) == 3
     assert "has no frame 99" in capsys.readouterr().err

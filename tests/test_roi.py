@@ -114,6 +114,7 @@ def oracle_plan(m: np.ndarray, width: int, height: int, p: PlannerParams) -> lis
     while True:
         bw, bh = -(-width // b), -(-height // b)
         q = [[0] * bw for _ in range(bh)]
+        dv = [[0.0] * bw for _ in range(bh)]
         for by in range(bh):
             y0, y1 = by * b, min((by + 1) * b, height)
             sy0 = y0 * h // height
@@ -128,7 +129,18 @@ def oracle_plan(m: np.ndarray, width: int, height: int, p: PlannerParams) -> lis
                     s = float(sum(int(v) for v in cell.ravel())) / float(count) / 255.0
                 else:
                     s = float(sum(float(v) for v in cell.ravel())) / count
-                d = Fraction(-p.strength * (2 * s - 1))  # the double the spec computes, exactly
+                dv[by][bx] = -p.strength * (2 * s - 1)  # a double, as the spec computes it
+        if p.mode == "balanced":  # double sums, block by block in row-major order
+            pos = neg = 0.0
+            for row in dv:
+                for v in row:
+                    pos += max(v, 0.0)
+                    neg += max(-v, 0.0)
+            if pos > neg:
+                dv = [[v * (neg / pos) if v > 0 else v for v in row] for row in dv]
+        for by in range(bh):
+            for bx in range(bw):
+                d = Fraction(dv[by][bx])  # exactly
                 r = int(abs(d) + Fraction(1, 2)) * (1 if d >= 0 else -1)  # halves away from zero
                 r = max(-p.max_offset, min(p.max_offset, r))
                 if p.mode == "lower":
@@ -168,7 +180,7 @@ params = st.builds(
     block=st.sampled_from([1, 2, 3, 4, 8, 16]),
     strength=st.one_of(st.sampled_from([0.0, 0.5, 1.0, 2.5, 4.0, 6.0]), st.floats(0, 12, allow_nan=False)),
     max_offset=st.integers(0, 12),
-    mode=st.sampled_from(["both", "lower"]),
+    mode=st.sampled_from(["both", "lower", "balanced"]),
     max_regions=st.integers(1, 40),
     qp_scale=st.sampled_from([51, 63, 57]),
 )
@@ -211,7 +223,7 @@ def test_any_float_map_gives_a_valid_list(m, size, p):
     for r in regions:
         assert 0 <= r.top < r.bottom <= h and 0 <= r.left < r.right <= w
         assert r.qp != 0 and abs(r.qp) <= p.max_offset and r.qp_scale == p.qp_scale
-        assert p.mode == "both" or r.qp < 0
+        assert p.mode != "lower" or r.qp < 0
         assert not covered[r.top:r.bottom, r.left:r.right].any(), "rectangles overlap"
         covered[r.top:r.bottom, r.left:r.right] = True
 

@@ -30,6 +30,7 @@ def test_vector_set_is_substantial():
     assert len(CASES) >= 20
     assert sum(len(c["regions"]) for c in CASES) >= 100
     assert any(c["params"]["mode"] == "lower" for c in CASES)
+    assert sum(c["params"]["mode"] == "balanced" for c in CASES) >= 4
     assert any(len(c["regions"]) == 0 for c in CASES)
     assert sum(len(c["regions"]) >= 50 for c in CASES) >= 4  # cases with many regions
     assert any(0 < c["params"]["max_regions"] < len(plan(read_pgm(VECTORS / c["map"]), c["width"], c["height"],

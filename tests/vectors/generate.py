@@ -116,7 +116,7 @@ def cases() -> list[tuple[str, np.ndarray, int, int, PlannerParams]]:
             block=int(rng.choice([4, 8, 16, 32])),
             strength=float(np.round(rng.uniform(0, 15), 3)),
             max_offset=int(rng.integers(0, 15)),
-            mode=str(rng.choice(["both", "lower"])),  # type: ignore[arg-type]
+            mode=str(rng.choice(["both", "lower"])),  # type: ignore[arg-type]  (balanced: below)
             max_regions=int(rng.choice([1, 3, 10, 50, 200])),
             qp_scale=int(rng.choice([51, 63, 255])),
         )
@@ -142,6 +142,26 @@ def cases() -> list[tuple[str, np.ndarray, int, int, PlannerParams]]:
         if len(plan(m, fw, fh, params)) >= 12:  # keep only cases with many regions
             out.append((f"many_{i:02d}", m, fw, fh, params))
             i += 1
+    # mode balanced: small bright objects on a dark map (background raise scaled down) and
+    # mostly-salient maps (no scaling), so both branches of the rule are pinned
+    rng = np.random.default_rng(20261202)
+    for i in range(8):
+        h, w = (int(v) for v in rng.integers(24, 160, size=2))
+        fw, fh = int(rng.integers(160, 1281)), int(rng.integers(90, 721))
+        m = rng.normal(30 if i % 2 == 0 else 170, 15, size=(h, w))
+        for _ in range(int(rng.integers(1, 5))):
+            y0, x0 = int(rng.integers(0, h)), int(rng.integers(0, w))
+            m[y0:y0 + int(rng.integers(2, max(3, h // 3))), x0:x0 + int(rng.integers(2, max(3, w // 3)))] = 240
+        m = np.clip(m, 0, 255).astype(np.uint8)
+        params = PlannerParams(
+            block=int(rng.choice([8, 16, 16, 32])),
+            strength=float(np.round(rng.uniform(2, 9), 3)),
+            max_offset=int(rng.integers(2, 11)),
+            mode="balanced",
+            max_regions=int(rng.choice([16, 64, 128])),
+            qp_scale=51,
+        )
+        out.append((f"balanced_{i:02d}", m, fw, fh, params))
     return out
 
 
