@@ -44,7 +44,8 @@ import av
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZE = 320          # student input/output side: u2netp's own input size
+SIZE = 224          # student input/output side (the teacher runs at 320)
+TEACHER_SIZE = 320  # teacher maps are stored at this size, inputs at SIZE
 TEACHER = "u2netp"
 SEED = 20261201
 
@@ -119,7 +120,48 @@ def to_size(rgb: np.ndarray, size: int) -> np.ndarray:
     return f.reformat(size, size, "rgb24", interpolation="BILINEAR").to_ndarray()
 
 
-def sources(corpus, split: str, video_step: int, photo_aug: int, video_aug: int, smoke: bool):
+def compose(bg: np.ndarray, fg: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Paste a crop of `fg`, scaled to 8-35 % of the width, somewhere on `bg`: scenes with small
+    objects at any position (a street seen from far), which crops of the clips rarely give."""
+    h, w = bg.shape[:2]
+    fh, fw = fg.shape[:2]
+    cw, ch = int(fw * rng.uniform(0.4, 1.0)), int(fh * rng.uniform(0.4, 1.0))
+    x0, y0 = int(rng.integers(0, fw - cw + 1)), int(rng.integers(0, fh - ch + 1))
+    tw = max(8, int(w * rng.uniform(0.08, 0.35)))
+    th = max(8, min(h, int(tw * ch / max(cw, 1))))
+    piece = av.VideoFrame.from_ndarray(np.ascontiguousarray(fg[y0:y0 + ch, x0:x0 + cw]), format="rgb24")
+    piece = piece.reformat(tw, th, "rgb24", interpolation="BILINEAR").to_ndarray()
+    out = bg.copy()
+    px, py = int(rng.integers(0, w - tw + 1)), int(rng.integers(0, h - th + 1))
+    out[py:py + th, px:px + tw] = piece
+    return out
+
+
+def extras(corpus, split: str, count: int, smoke: bool):
+    """`count` more samples after the split's own ones: a third composites (`compose`), a third
+    augmented video frames and a third augmented photos, each from a generator seeded by its
+    number. They come last, so adding them leaves the earlier samples (and their seeds) alone."""
+    pool_v = [rgb for name in corpus.names(split, "video")
+              for rgb in video_frames(corpus.path(name), 4, 2 if smoke else None)]
+    pool_p = [photo(corpus.path(n)) for n in corpus.names(split, "photo")[: 2 if smoke else None]]
+    pool = pool_v + pool_p
+    for t in range(count):
+        rng = np.random.default_rng([SEED, 7, t])
+        kind = t % 3
+        while True:  # skip flat pictures (a black frame teaches nothing)
+            if kind == 0:
+                bg = augment(pool[int(rng.integers(len(pool)))], rng)
+                img = compose(bg, pool[int(rng.integers(len(pool)))], rng)
+            elif kind == 1 or not pool_p:
+                img = augment(pool_v[int(rng.integers(len(pool_v)))], rng)
+            else:
+                img = augment(pool_p[int(rng.integers(len(pool_p)))], rng)
+            if img.std() >= 8:
+                break
+        yield f"extra~{t}", img, False
+
+
+def sources(corpus, split: str, video_step: int, photo_aug: int, video_aug: int, smoke: bool, extra: int = 0):
     """(name, rgb, augment?) items of one split."""
     for name in corpus.names(split, "video"):
         lim = 3 if smoke else None
@@ -132,37 +174,54 @@ def sources(corpus, split: str, video_step: int, photo_aug: int, video_aug: int,
         yield f"{name}", rgb, False
         for j in range(photo_aug if not smoke else 2):
             yield f"{name}~{j}", rgb, True
+    if extra:
+        yield from extras(corpus, split, 6 if smoke else extra, smoke)
 
 
-def build_data(out: Path, smoke: bool, model_dir: Path | None, log) -> None:
+def build_data(out: Path, smoke: bool, model_dir: Path | None, log, size: int = SIZE, extra: int = 0) -> None:
+    """Augmented inputs at `size` (`<split>-<size>.npz`) and the teacher's maps at 320
+    (`teacher-<split>.npz`). Teacher maps already there (same sample names) are reused: the
+    augmentations are seeded per sample, so only the cheap input side is recomputed."""
     from vmaf_roi.saliency import SaliencyModel, resize_map
 
     corpus = _corpus()
-    teacher = SaliencyModel(TEACHER, device="cpu", cache_dir=model_dir)
+    teacher = None
     out.mkdir(parents=True, exist_ok=True)
     plan = {
-        "train": dict(video_step=2, photo_aug=24, video_aug=1),
+        "train": dict(video_step=2, photo_aug=24, video_aug=1, extra=extra),
         "calib": dict(video_step=5, photo_aug=0, video_aug=0),
     }
     for split, kw in plan.items():
+        tfile = out / f"teacher-{split}.npz"
+        cached = None
+        if tfile.exists():
+            d = np.load(tfile)
+            cached = dict(zip(d["names"].tolist(), d["y"]))
         xs, ys, names = [], [], []
         t0 = time.time()
         for i, (name, rgb, aug) in enumerate(sources(corpus, split, smoke=smoke, **kw)):
             rng = np.random.default_rng([SEED, i, 0 if split == "train" else 1])
             img = augment(rgb, rng) if aug else rgb
-            m = teacher.maps([img])[0]  # teacher map at image size, via the pipeline's own path
-            xs.append(to_size(img, SIZE))
-            ys.append(np.round(resize_map(m, SIZE, SIZE) * 255).astype(np.uint8))
+            if cached is not None and name in cached:
+                y = cached[name]
+            else:
+                if teacher is None:
+                    teacher = SaliencyModel(TEACHER, device="cpu", cache_dir=model_dir)
+                m = teacher.maps([img])[0]  # teacher map at image size, via the pipeline's own path
+                y = np.round(resize_map(m, TEACHER_SIZE, TEACHER_SIZE) * 255).astype(np.uint8)
+            xs.append(to_size(img, size))
+            ys.append(y)
             names.append(name)
-            if i % 50 == 0:
+            if i % 200 == 0:
                 log(f"data: {split} {i} samples, {time.time() - t0:.0f} s")
-        np.savez_compressed(out / f"{split}.npz", x=np.stack(xs), y=np.stack(ys), names=np.array(names))
+        np.savez_compressed(tfile, y=np.stack(ys), names=np.array(names))
+        np.savez(out / f"{split}-{size}.npz", x=np.stack(xs), names=np.array(names))
         log(f"data: {split}: {len(xs)} samples in {time.time() - t0:.0f} s")
 
 
 # --- model -----------------------------------------------------------------------------------
 
-def make_student(width: int = 32):
+def make_student(width: int = 16):
     import torch
     from torch import nn
 
@@ -210,15 +269,21 @@ def make_student(width: int = 32):
     return Student()
 
 
-def _tensors(npz: Path):
+def _tensors(out: Path, split: str, size: int):
+    """Normalised inputs [N,3,S,S] and teacher maps [N,1,S,S] (swscale-resized from 320)."""
     import torch
 
-    d = np.load(npz)
+    from vmaf_roi.saliency import resize_map
+
+    d, t = np.load(out / f"{split}-{size}.npz"), np.load(out / f"teacher-{split}.npz")
+    if d["names"].tolist() != t["names"].tolist():
+        raise SystemExit(f"{split}: inputs and teacher maps list different samples; rerun the data step")
     x = torch.from_numpy(d["x"]).permute(0, 3, 1, 2).float().div_(255.0)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     x = (x - mean) / std
-    y = torch.from_numpy(d["y"]).float().div_(255.0).unsqueeze(1)
+    ys = np.stack([resize_map(m.astype(np.float32) / 255.0, size, size) for m in t["y"]])
+    y = torch.from_numpy(ys).float().unsqueeze(1)
     return x, y
 
 
@@ -230,17 +295,42 @@ def _corr(p, t):
     return (p * t).sum(1) / torch.sqrt((p * p).sum(1) * (t * t).sum(1) + 1e-8)
 
 
-def train(out: Path, epochs: int, width: int, log, threads: int = 2) -> dict:
+def jitter(x, y, g):
+    """Augmentation on the fly that keeps the teacher's map (near) valid, applied to input and
+    target alike: a horizontal flip, a zoom of 1-1.4x with a shift, and brightness/contrast."""
+    import torch
+    import torch.nn.functional as F
+
+    n = x.shape[0]
+    flip = (torch.rand(n, generator=g) < 0.5).float() * 2 - 1  # -1: mirror
+    zoom = 1.0 / (1.0 + 0.4 * torch.rand(n, generator=g))
+    tx = (torch.rand(n, generator=g) * 2 - 1) * (1 - zoom)
+    ty = (torch.rand(n, generator=g) * 2 - 1) * (1 - zoom)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = zoom * flip
+    theta[:, 1, 1] = zoom
+    theta[:, 0, 2] = tx
+    theta[:, 1, 2] = ty
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    y = F.grid_sample(y, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    a = 1 + (torch.rand(n, 1, 1, 1, generator=g) * 2 - 1) * 0.2
+    b = (torch.rand(n, 1, 1, 1, generator=g) * 2 - 1) * 0.2
+    return x * a + b, y
+
+
+def train(out: Path, epochs: int, width: int, log, threads: int = 2, size: int = SIZE,
+          online: bool = False, weight_decay: float = 1e-4) -> dict:
     import torch
     import torch.nn.functional as F
 
     torch.manual_seed(SEED)
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
-    xt, yt = _tensors(out / "train.npz")
-    xv, yv = _tensors(out / "calib.npz")
+    xt, yt = _tensors(out, "train", size)
+    xv, yv = _tensors(out, "calib", size)
     model = make_student(width)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=weight_decay)
     steps_per_epoch = max(1, (len(xt) + 15) // 16)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * steps_per_epoch, pct_start=0.15)
     g = torch.Generator().manual_seed(SEED)
@@ -252,9 +342,12 @@ def train(out: Path, epochs: int, width: int, log, threads: int = 2) -> dict:
         for b in range(steps_per_epoch):
             idx = perm[b * 16:(b + 1) * 16]
             x, y = xt[idx], yt[idx]
-            flip = torch.rand(len(idx), generator=g) < 0.5  # flips are free augmentation
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-            y = torch.where(flip.view(-1, 1, 1, 1), y.flip(-1), y)
+            if online:
+                x, y = jitter(x, y, g)
+            else:  # flips only
+                flip = torch.rand(len(idx), generator=g) < 0.5
+                x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+                y = torch.where(flip.view(-1, 1, 1, 1), y.flip(-1), y)
             p = model(x)
             loss = F.binary_cross_entropy(p, y) + (1 - _corr(p, y)).mean()
             opt.zero_grad()
@@ -274,6 +367,9 @@ def train(out: Path, epochs: int, width: int, log, threads: int = 2) -> dict:
     best["width"] = width
     best["epochs"] = epochs
     best["threads"] = threads
+    best["online"] = online
+    best["weight_decay"] = weight_decay
+    best["size"] = size
     best["train_samples"] = len(xt)
     best["calib_samples"] = len(xv)
     (out / "train.json").write_text(json.dumps(best, indent=1))
@@ -289,7 +385,7 @@ def export(out: Path, log) -> str:
     model = make_student(info["width"])
     model.load_state_dict(torch.load(out / "student.pt"))
     model.eval()
-    x = torch.zeros(1, 3, SIZE, SIZE)
+    x = torch.zeros(1, 3, info["size"], info["size"])
     path = out / "salstudent.onnx"
     torch.onnx.export(model, x, str(path), input_names=["input"], output_names=["saliency_map"],
                       dynamic_axes={"input": {0: "N"}, "saliency_map": {0: "N"}}, opset_version=17,
@@ -307,7 +403,7 @@ def export(out: Path, log) -> str:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     except OSError:
         commit = "unknown"
-    prov = {"sha256": digest, "size_bytes": len(data), "seed": SEED, "size": SIZE, "commit": commit, **info}
+    prov = {"sha256": digest, "size_bytes": len(data), "seed": SEED, "commit": commit, **info}
     (out / "provenance.json").write_text(json.dumps(prov, indent=1))
     log(f"export: {path} sha256 {digest} ({len(data)} bytes)")
     return digest
@@ -317,8 +413,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Distil a fast saliency student from u2netp on real content.")
     ap.add_argument("step", choices=("data", "train", "export", "all"))
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "student")
-    ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--width", type=int, default=32, help="channels of the first stage (default 32)")
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--extra", type=int, default=0, help="extra composite/augmented samples (see extras())")
+    ap.add_argument("--online", action="store_true", help="zoom/shift/brightness jitter on the fly, not only flips")
+    ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--width", type=int, default=16, help="channels of the first stage (default 16)")
+    ap.add_argument("--size", type=int, default=SIZE, help=f"student input side (default {SIZE})")
     ap.add_argument("--model-dir", type=Path, default=None, help="model cache holding u2netp.onnx")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training (default 2; "
                     "the registry's file was trained with 2: other counts may give other bytes)")
@@ -330,9 +430,9 @@ def main(argv: list[str] | None = None) -> int:
 
     epochs = 1 if args.smoke else args.epochs
     if args.step in ("data", "all"):
-        build_data(args.out, args.smoke, args.model_dir, log)
+        build_data(args.out, args.smoke, args.model_dir, log, args.size, args.extra)
     if args.step in ("train", "all"):
-        train(args.out, epochs, args.width, log, args.threads)
+        train(args.out, epochs, args.width, log, args.threads, args.size, args.online, args.weight_decay)
     if args.step in ("export", "all"):
         print(export(args.out, log))
     return 0
