@@ -473,10 +473,11 @@ def test_signal_aborts_a_batch_and_its_workers_clean_up(work, sig):
     assert proc.returncode == 128 + sig, err
     events = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
     worker = next(e["pid"] for e in events if e["event"] == "start")
-    assert _wait_for(lambda: not _alive(child) and not _alive(worker), 10), "orphaned worker or ffmpeg"
+    assert _wait_for(lambda: not _alive(child) and not _alive(worker), 10), \
+        f"orphaned worker or ffmpeg: child alive {_alive(child)}, worker alive {_alive(worker)}; {err[-800:]}"
     assert events[-1]["event"] == "summary" and events[-1]["interrupted"]
     assert f"interrupted ({signal.Signals(sig).name})" in events[-1]["failures"][0]["reason"]
-    assert sorted(p.name for p in (work / "out").iterdir()) == [".vmaf-roi-batch.jsonl", ".vmaf-roi-batch.lock"]
+    assert sorted(p.name for p in (work / "out").iterdir()) == [".vmaf-roi-batch.jsonl", ".vmaf-roi-batch.lock"], err[-1500:]
     assert ours(tmp) == []
 
 

@@ -67,6 +67,25 @@ class OutputError(VmafRoiError):
     exit_code = 8
 
 
+_pending: list[int] = []
+
+
+def interrupt(signum: int):
+    """Raise :class:`Interrupted` for a signal, and remember it: an exception raised inside an
+    FFmpeg I/O callback (PyAV's pyio write) is swallowed there and only an I/O error comes out,
+    so the code that catches that error calls :func:`raise_pending` to re-raise the signal."""
+    _pending.append(signum)
+    raise Interrupted(signum)
+
+
+def raise_pending() -> None:
+    """Re-raise a signal that :func:`interrupt` raised but somebody swallowed."""
+    if _pending:
+        signum = _pending[-1]
+        _pending.clear()  # once: cleanup code that runs afterwards must not meet it again
+        raise Interrupted(signum)
+
+
 class Interrupted(KeyboardInterrupt):
     """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C's KeyboardInterrupt, so every
     ``finally`` and context manager (temporary files, child processes) cleans up the same way."""

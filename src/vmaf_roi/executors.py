@@ -66,9 +66,9 @@ def _worker_sigterm(signum, frame) -> None:
     """The driver aborts a running unit with SIGTERM: unwind like Ctrl-C, so the unit's child
     processes (ffmpeg/libvmaf) are stopped and its temporaries removed before the worker exits."""
     signal.signal(signum, signal.SIG_IGN)
-    from .errors import Interrupted
+    from .errors import interrupt
 
-    raise Interrupted(signum)
+    interrupt(signum)
 
 
 def _worker_main(conn, parent_pid: int) -> None:

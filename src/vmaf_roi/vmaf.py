@@ -31,7 +31,7 @@ from pathlib import Path
 import av
 import av.error
 
-from .errors import ConfigError, VmafRoiError
+from .errors import ConfigError, VmafRoiError, raise_pending
 
 ENV_FFMPEG = "VMAF_ROI_FFMPEG"
 DEFAULT_MODEL = "vmaf_v0.6.1"
@@ -228,7 +228,8 @@ class VmafPipe:
             cmd += ["-map", f"[o{i}]", "-fps_mode", "passthrough", "-f", "null", "-"]
         self._err = open(tmp / "stderr.txt", "w+b")
         try:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._err)
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._err,
+                                         preexec_fn=_die_with_parent)
         except OSError as exc:
             self._err.close()
             self._tmp.cleanup()
@@ -250,9 +251,13 @@ class VmafPipe:
                 for pkt in st.encode(f):
                     self.out.mux(pkt)
         except (BrokenPipeError, OSError, av.error.FFmpegError) as exc:
+            if self.proc.poll() is None:  # ffmpeg still runs: the error is ours (e.g. a signal
+                self.proc.kill()           # swallowed in PyAV's write callback), not its exit
             rc = self.proc.wait()
+            raise_pending()
             raise self._error(rc, str(exc)) from None
         self.n += 1
+        raise_pending()  # a signal PyAV's write callback swallowed, the muxer carrying on
 
     def close(self) -> dict[str, list[dict[str, float]]]:
         """Finish and return key -> per-frame metric dicts."""
@@ -264,8 +269,10 @@ class VmafPipe:
                 self.out.close()
                 self.proc.stdin.close()
             except (BrokenPipeError, OSError, av.error.FFmpegError):
-                pass  # the exit status and stderr below say why
+                if self.proc.poll() is None:
+                    self.proc.kill()
             rc = self.proc.wait()
+            raise_pending()
             if rc != 0:
                 raise self._error(rc, "")
             return {key: parse_log(log) for key, log in zip(self.keys, self._logs)}
