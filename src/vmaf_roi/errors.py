@@ -68,13 +68,21 @@ class OutputError(VmafRoiError):
 
 
 _pending: list[int] = []
+_on_interrupt: list = []  # callables run by interrupt() before it raises (e.g. kill a child)
 
 
 def interrupt(signum: int):
     """Raise :class:`Interrupted` for a signal, and remember it: an exception raised inside an
     FFmpeg I/O callback (PyAV's pyio write) is swallowed there and only an I/O error comes out,
-    so the code that catches that error calls :func:`raise_pending` to re-raise the signal."""
+    so the code that catches that error calls :func:`raise_pending` to re-raise the signal.
+    The callables in ``_on_interrupt`` run first: a child that stops reading its stdin (libvmaf)
+    is killed, so a write blocked on its full pipe fails instead of waiting forever."""
     _pending.append(signum)
+    for fn in list(_on_interrupt):
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - best effort; the exception below is what matters
+            pass
     raise Interrupted(signum)
 
 

@@ -234,6 +234,9 @@ class VmafPipe:
             self._err.close()
             self._tmp.cleanup()
             raise VmafError(f"cannot run ffmpeg {ffmpeg}: {exc}") from None
+        from . import errors
+
+        errors._on_interrupt.append(self._kill)
         self.out = av.open(self.proc.stdin, "w", format="nut")
         self.streams = []
         for _ in range(k + 1):
@@ -271,6 +274,7 @@ class VmafPipe:
             except (BrokenPipeError, OSError, av.error.FFmpegError):
                 if self.proc.poll() is None:
                     self.proc.kill()
+            raise_pending()
             rc = self.proc.wait()
             raise_pending()
             if rc != 0:
@@ -308,7 +312,15 @@ class VmafPipe:
         except (OSError, ValueError):
             return ""
 
+    def _kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
     def _cleanup(self) -> None:
+        from . import errors
+
+        if self._kill in errors._on_interrupt:
+            errors._on_interrupt.remove(self._kill)
         if not self._err.closed:
             self._err.close()
         self._tmp.cleanup()
