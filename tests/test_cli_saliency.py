@@ -17,7 +17,7 @@ from conftest import PH, decoded as frames_of
 def test_saliency_end_to_end_u2netp(clip, model_dir, tmp_path, capsys):
     out, npz, ov = tmp_path / "m.mkv", tmp_path / "m.npz", tmp_path / "ov.mp4"
     rc = main(["saliency", str(clip.path), "-o", str(out), "--npz", str(npz), "--overlay", str(ov),
-               "--model-dir", str(model_dir)])
+               "--model", "u2netp", "--model-dir", str(model_dir)])
     err = capsys.readouterr().err
     assert rc == 0, err
     assert "12 frames" in err and "CPUExecutionProvider" in err and "PLACEHOLDER" not in err

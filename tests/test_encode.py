@@ -50,7 +50,7 @@ def key_qp(path, masks):
 
 def test_x264_u2netp_roi_lowers_qp_on_object_by_strength(clip, model_dir, tmp_path):
     masks = read_masks(clip.mask_path)
-    c = cfg("saliency.model=u2netp", "saliency.stride=1", "roi.strength=5")
+    c = cfg("saliency.model=u2netp", "saliency.stride=1", "roi.strength=5", "roi.mode=both")
     roi = encode(clip.path, tmp_path / "roi.mp4", c, model_dir=model_dir)
     plain = encode(clip.path, tmp_path / "plain.mp4", c, plain=True)
     assert roi.inferences == 12 and roi.model == "u2netp" and plain.inferences == 0
@@ -61,14 +61,20 @@ def test_x264_u2netp_roi_lowers_qp_on_object_by_strength(clip, model_dir, tmp_pa
 
 
 def test_default_config_boosts_the_object(clip, tmp_path):
-    """The shipped defaults (int8 u2netp at 192, stride 8, interpolated maps, strength 4)."""
+    """The shipped defaults (the student model, stride 2, interpolated maps, strength 4, mode balanced)."""
     masks = read_masks(clip.mask_path)
     roi = encode(clip.path, tmp_path / "roi.mp4", cfg())
     encode(clip.path, tmp_path / "plain.mp4", cfg(), plain=True)
-    assert roi.model == "u2netp_int8_192" and roi.inferences == 2  # frames 0 and 8 of 12
+    assert roi.model == "salstudent_v1" and roi.inferences == 6  # frames 0, 2, ..., 10 of 12
     r_in, r_out = key_qp(tmp_path / "roi.mp4", masks)
     p_in, p_out = key_qp(tmp_path / "plain.mp4", masks)
-    assert r_in < p_in - 2 and r_out > p_out + 2, (r_in, p_in, r_out, p_out)
+    # balanced: the small object is boosted; the large background is raised by much less than
+    # the object is lowered (its summed raise is bounded by the object's summed drop)
+    assert r_in < p_in - 2, (r_in, p_in)
+    assert p_out - 0.5 <= r_out < p_out + 2 and (r_out - p_out) < (p_in - r_in), (r_out, p_out)
+    encode(clip.path, tmp_path / "both.mp4", cfg("roi.mode=both"))
+    b_in, b_out = key_qp(tmp_path / "both.mp4", masks)
+    assert b_in < p_in - 2 and b_out > p_out + 2, (b_in, p_in, b_out, p_out)  # mode both raises it fully
 
 
 def test_zero_strength_is_bit_identical_to_plain_without_mbtree(clip, tmp_path):
@@ -154,7 +160,7 @@ def test_encoder_options_really_applied(clip, tmp_path):
 ])
 def test_x265_and_vp9_honour_roi(clip, tmp_path, encoder, ext, extra):
     masks = read_masks(clip.mask_path)
-    c = cfg(f"encoder={encoder}", "roi.strength=6", *extra)
+    c = cfg(f"encoder={encoder}", "roi.strength=6", "roi.mode=both", *extra)
     encode(clip.path, tmp_path / ("roi" + ext), c, track=mask_track(masks))
     encode(clip.path, tmp_path / ("plain" + ext), c, plain=True)
     r_in, r_out = masked_psnr(clip.path, tmp_path / ("roi" + ext), masks)
@@ -348,7 +354,7 @@ def test_two_pass_bitrate(tmp_path):
     from vmaf_roi.synth import make_clip
 
     src = make_clip(tmp_path / "in.mp4", width=320, height=240, frames=96, fps=24).path
-    c = cfg(f"saliency.model={PH}", "rate_control.mode=bitrate", "rate_control.value=400k",
+    c = cfg(f"saliency.model={PH}", "saliency.stride=8", "rate_control.mode=bitrate", "rate_control.value=400k",
             "rate_control.two_pass=true")
     res = encode(src, tmp_path / "o.mp4", c)
     assert b"rc=2pass" in (tmp_path / "o.mp4").read_bytes()  # x264's settings SEI

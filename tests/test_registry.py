@@ -66,7 +66,8 @@ def test_cli_missing_model_error_names_the_model_dir(tmp_path, capsys):
     clip = make_clip(tmp_path / "c.mp4", width=64, height=48, frames=2)
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["saliency", str(clip.path), "-o", str(tmp_path / "m.mkv"), "--model-dir", str(empty)]) != 0
+    assert main(["saliency", str(clip.path), "-o", str(tmp_path / "m.mkv"), "--model", "u2netp",
+                 "--model-dir", str(empty)]) != 0
     err = capsys.readouterr().err
     assert f"--model-dir {empty}" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 

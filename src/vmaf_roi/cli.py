@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ConfigError, Interrupted, OutputError, VmafRoiError, exit_code_for_interrupt
+from .registry import DEFAULT_MODEL
 
 PROG = "vmaf-roi"
 
@@ -98,6 +99,8 @@ def _model_dir(args) -> Path | None:
 def _warn_placeholder(spec) -> None:
     if spec.placeholder:
         _info(f"warning: model {spec.id!r} is a PLACEHOLDER; its output is not real saliency")
+    elif spec.retired:
+        _info(f"warning: model {spec.id!r} is retired: {spec.retired}")
 
 
 # -- models ------------------------------------------------------------------------------
@@ -112,7 +115,7 @@ def cmd_models_list(args) -> int:
     rows = [("ID", "TYPE", "LICENCE", "STATUS", "FILE")]
     dirs: dict[str, str] = {}
     for spec in load_registry().values():
-        kind = "placeholder" if spec.placeholder else "real"
+        kind = "placeholder" if spec.placeholder else ("retired" if spec.retired else "real")
         loc = spec.location(cache)
         where = "bundled" if spec.bundled else "cache"
         dirs[where] = str(loc.parent)
@@ -165,7 +168,12 @@ def cmd_models_path(args) -> int:
     path, digest = model_file(spec, _model_dir(args))
     if args.filter:
         _warn_placeholder(spec)
-        print(salroi_options(spec, path, ort_lib=ort_library(), digest=digest))
+        from .config import DEFAULTS
+
+        # with encode's schedule and planner defaults where the filter's own differ
+        sal, roi_cfg = DEFAULTS["saliency"], DEFAULTS["roi"]
+        print(salroi_options(spec, path, ort_lib=ort_library(), digest=digest)
+              + f":stride={sal['stride']}:mode={roi_cfg['mode']}")
     else:
         print(f"{path}  sha256={digest}")
     return 0
@@ -373,8 +381,8 @@ def cmd_demo(args) -> int:
             print(f"BD-rate ROI vs plain on {label}: {bd['bd_rate']:+.1f}%" + ("" if bd.get("reliable") else " [1]"))
     print("(negative = fewer bits for the same score)")
     if shaky:
-        print("[1] unreliable: the ROI and plain curves share too little of their quality range "
-              "(see compare/report.json)")
+        print("[1] unreliable: the ROI and plain curves share too little of their quality range")
+        print("    (see compare/report.json)")
     _info(f"demo: report {report}, RD curves {plot}, encodes in {out / 'compare'}")
     return 0
 
@@ -436,7 +444,8 @@ def _add_overwrite(p: argparse.ArgumentParser) -> None:
 
 # -- parser -------------------------------------------------------------------------------
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="u2netp", help="registry model id (default: u2netp; see `models list`)")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"registry model id (default: {DEFAULT_MODEL}, as in encode; see `models list`)")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"],
                    help="auto: CUDA if it really initialises, else CPU (default: auto)")
     p.add_argument("--threads", type=int, default=None, help="CPU inference threads (default: all cores)")
@@ -581,7 +590,9 @@ class _Signals:
         if self.fired:
             return
         self.fired = True
-        raise Interrupted(signum)
+        from .errors import interrupt
+
+        interrupt(signum)
 
     def __exit__(self, *exc) -> None:
         for s, h in self._old.items():

@@ -24,7 +24,10 @@ import yaml
 from .errors import ModelError
 
 ENV_MODEL_DIR = "VMAF_ROI_MODEL_DIR"
-DEFAULT_MODEL = "u2netp"
+# The default saliency model of every command (encode, saliency, score --model, the filter's
+# docs): the student distilled from u2netp on real content (scripts/train_student.py).
+DEFAULT_MODEL = "salstudent_v1"
+REFERENCE_MODEL = "u2netp"  # the teacher, and the reference every agreement figure is measured against
 
 
 def _package_model_dir() -> Path:
@@ -72,6 +75,7 @@ class ModelSpec:
     postprocess: str  # "none" or "minmax"
     source: dict[str, Any] = field(default_factory=dict)
     bundled: bool = False
+    retired: str | None = None  # why it is no longer recommended (measured), or None
 
     def location(self, cache_dir: Path | None = None) -> Path:
         if self.bundled:
@@ -117,6 +121,7 @@ def _parse(model_id: str, e: dict[str, Any]) -> ModelSpec:
         postprocess=e.get("postprocess", "none"),
         source=dict(e.get("source", {})),
         bundled=e.get("source", {}).get("type") == "bundled",
+        retired=str(e["retired"]).strip() if e.get("retired") else None,
     )
 
 

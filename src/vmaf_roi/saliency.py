@@ -16,7 +16,7 @@ import av
 import numpy as np
 
 from .errors import DeviceError, ModelError
-from .registry import ModelSpec, get_spec, load_verified
+from .registry import DEFAULT_MODEL, ModelSpec, get_spec, load_verified
 
 Device = Literal["auto", "cuda", "cpu"]
 DEVICES: tuple[str, ...] = ("auto", "cuda", "cpu")
@@ -74,7 +74,7 @@ class SaliencyModel:
 
     def __init__(
         self,
-        model: str | ModelSpec = "u2netp",
+        model: str | ModelSpec = DEFAULT_MODEL,
         *,
         device: str = "auto",
         cache_dir: Path | None = None,
