@@ -367,7 +367,7 @@ def cmd_demo(args) -> int:
     report = cmp.write_json(report_path, overwrite=args.overwrite)
     plot = cmp.write_plot(plot_path, overwrite=args.overwrite)
     print(f"{cfg['encoder']} preset {cfg['preset']}, saliency {cmp.saliency['model']} stride "
-          f"{cfg['saliency']['stride']}, roi strength {cfg['roi']['strength']}")
+          f"{cfg['saliency']['stride']}, roi strength {cfg['roi']['strength']} mode {cfg['roi']['mode']}")
     print("plain and ROI encodes at the same settings:")
     print(f"{'crf':>4} {'mode':<6}{'video kb/s':>11}{'VMAF':>7}{'PSNR object':>13}{'PSNR background':>17}")
     for r in cmp.table():
