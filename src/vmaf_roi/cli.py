@@ -581,6 +581,9 @@ class _Signals:
         self.fired = False
 
     def __enter__(self) -> "_Signals":
+        from .errors import quiet_unraisable
+
+        sys.unraisablehook = quiet_unraisable
         if threading.current_thread() is threading.main_thread():
             for s in self.SIGNALS:
                 self._old[s] = signal.signal(s, self._handler)

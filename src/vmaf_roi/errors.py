@@ -86,6 +86,17 @@ def interrupt(signum: int):
     raise Interrupted(signum)
 
 
+def quiet_unraisable(args) -> None:
+    """``sys.unraisablehook``: a signal's exception that a C callback had to swallow (the
+    interpreter reports it as "Exception ignored in ...") is re-raised by raise_pending(), so it
+    is not printed as a traceback; anything else goes to the default hook."""
+    import sys
+
+    if isinstance(args.exc_value, KeyboardInterrupt):  # Interrupted is one
+        return
+    sys.__unraisablehook__(args)
+
+
 def raise_pending() -> None:
     """Re-raise a signal that :func:`interrupt` raised but somebody swallowed."""
     if _pending:

@@ -72,6 +72,9 @@ def _worker_sigterm(signum, frame) -> None:
 
 
 def _worker_main(conn, parent_pid: int) -> None:
+    from .errors import quiet_unraisable
+
+    sys.unraisablehook = quiet_unraisable  # see errors.interrupt
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver owns Ctrl-C (drain, then abort)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # ... and a closed terminal
