@@ -83,7 +83,24 @@ def interrupt(signum: int):
             fn()
         except Exception:  # noqa: BLE001 - best effort; the exception below is what matters
             pass
+    if _deferred:
+        return  # inside code that FFmpeg may call back into: raise_pending() raises it after
     raise Interrupted(signum)
+
+
+_deferred: list[bool] = []
+
+
+class defer_interrupts:
+    """Within it a signal is only recorded (and the children killed): for calls into FFmpeg that
+    may run Python callbacks (PyAV's I/O), where an exception would be swallowed and printed.
+    The code after it calls :func:`raise_pending`."""
+
+    def __enter__(self) -> None:
+        _deferred.append(True)
+
+    def __exit__(self, *exc) -> None:
+        _deferred.pop()
 
 
 def quiet_unraisable(args) -> None:

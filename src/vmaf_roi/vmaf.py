@@ -31,7 +31,7 @@ from pathlib import Path
 import av
 import av.error
 
-from .errors import ConfigError, VmafRoiError, raise_pending
+from .errors import ConfigError, VmafRoiError, defer_interrupts, raise_pending
 
 ENV_FFMPEG = "VMAF_ROI_FFMPEG"
 DEFAULT_MODEL = "vmaf_v0.6.1"
@@ -249,10 +249,11 @@ class VmafPipe:
     def write(self, frames: Sequence[av.VideoFrame]) -> None:
         """One frame of the reference, then one per key, in order."""
         try:
-            for st, f in zip(self.streams, frames):
-                f.pts, f.time_base = self.n, Fraction(1, 30)
-                for pkt in st.encode(f):
-                    self.out.mux(pkt)
+            with defer_interrupts():  # mux() calls back into Python to write the pipe
+                for st, f in zip(self.streams, frames):
+                    f.pts, f.time_base = self.n, Fraction(1, 30)
+                    for pkt in st.encode(f):
+                        self.out.mux(pkt)
         except (BrokenPipeError, OSError, av.error.FFmpegError) as exc:
             if self.proc.poll() is None:  # ffmpeg still runs: the error is ours (e.g. a signal
                 self.proc.kill()           # swallowed in PyAV's write callback), not its exit
@@ -266,10 +267,11 @@ class VmafPipe:
         """Finish and return key -> per-frame metric dicts."""
         try:
             try:
-                for st in self.streams:
-                    for pkt in st.encode(None):
-                        self.out.mux(pkt)
-                self.out.close()
+                with defer_interrupts():
+                    for st in self.streams:
+                        for pkt in st.encode(None):
+                            self.out.mux(pkt)
+                    self.out.close()
                 self.proc.stdin.close()
             except (BrokenPipeError, OSError, av.error.FFmpegError):
                 if self.proc.poll() is None:
