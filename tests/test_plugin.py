@@ -536,6 +536,23 @@ def test_model_mode_u2netp_maps_match_python(model_ffmpeg, ort_lib, model_dir, c
     assert min(cs) >= 0.99
 
 
+def test_model_mode_default_student_maps_match_python(model_ffmpeg, ort_lib, clip, tmp_path):
+    """The default model (bundled student, scale 255, dynamic batch, 224x224) in model mode."""
+    from vmaf_roi.registry import DEFAULT_MODEL
+
+    spec = get_spec(DEFAULT_MODEL)
+    h, w = spec.preprocess.size
+    maps_path = tmp_path / "maps.gray"
+    run_model_mode(model_ffmpeg, clip.path, model_opts(spec, ort_lib, stride=1, maps=maps_path, threads=1))
+    got = read_maps(maps_path, w, h)
+    frames = decoded_frames(clip.path)
+    assert len(got) == len(frames) == clip.frames
+    model = SaliencyModel(spec, device="cpu", threads=1)
+    cs = [corr(np.rint(model.predict(model.model_input(f)[None])[0] * 255).astype(np.uint8), m)
+          for f, m in zip(frames, got)]
+    assert min(cs) >= 0.99, cs
+
+
 def test_model_mode_same_rgb_same_maps(model_ffmpeg, ort_lib, tmp_path):
     """Given the very RGB pixels Python feeds the model, the filter's maps are Python's.
 
