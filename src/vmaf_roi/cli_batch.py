@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any
 
-from .cli import _add_model_dir, _info, _model_dir
+from .cli_common import _add_model_dir, _info, _model_dir
 from .errors import ConfigError
 
 EXIT_FAILED = 1  # some jobs failed (the others ran)

@@ -11,7 +11,7 @@ import math
 import sys
 from pathlib import Path
 
-from .cli import _info, _model_dir, _progress_factory
+from .cli_common import _info, _model_dir, _progress_factory
 from .vmaf import DEFAULT_MODEL, ENV_FFMPEG, SCALERS
 
 
@@ -86,7 +86,7 @@ def cmd_score(args) -> int:
 # -- compare ------------------------------------------------------------------------------
 def cmd_compare(args) -> int:
     from . import config
-    from .cli import BarView, _make_dirs, _remove_dirs, check_image_suffix, ndjson_view
+    from .cli_common import BarView, _make_dirs, _remove_dirs, check_image_suffix, ndjson_view
     from .compare import compare, parse_points
     from .errors import InputError
     from .events import Result, progress_events
@@ -206,7 +206,7 @@ def _add_vmaf_args(p: argparse.ArgumentParser) -> None:
 
 def add_parsers(sub) -> None:
     """Register `score` and `compare` on the main parser's subparsers."""
-    from .cli import _add_model_dir, _add_overwrite
+    from .cli_common import _add_model_dir, _add_overwrite
 
     s = sub.add_parser("score", help="VMAF, PSNR-Y, SSIM (and saliency-weighted variants) of a video vs its reference",
                        description="Score DISTORTED against REFERENCE, frame by frame (paired by index) and pooled.")
