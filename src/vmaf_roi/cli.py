@@ -14,23 +14,21 @@ import threading
 from pathlib import Path
 
 from . import __version__
-from .cli_common import (  # noqa: F401 - shared with cli_quality and cli_batch, which import them from there
+from .cli_common import (
     PROG,
     _err,
     _info,
-    BarView,
-    ndjson_view,
     _progress_factory,
     _kbps,
     _model_dir,
     _warn_placeholder,
-    IMAGE_SUFFIXES,
     check_image_suffix,
     _make_dirs,
     _remove_dirs,
     _add_overwrite,
     _add_model_args,
     _add_model_dir,
+    event_views,
 )
 from .errors import ConfigError, Interrupted, OutputError, VmafRoiError, exit_code_for_interrupt
 
@@ -154,18 +152,13 @@ def cmd_encode(args) -> int:
         return 0
     if not args.output:
         raise ConfigError("-o/--output is required")
-    from .events import Result, Status, notes, progress_events
+    from .events import Result, Status, notes
 
     if args.json and args.ndjson:
         from .errors import ConfigError
 
         raise ConfigError("--json and --ndjson: choose one")
-    if args.ndjson:
-        view = ndjson_view
-        progress = progress_events(view)
-    else:
-        view = BarView(bars=sys.stderr.isatty() and not args.quiet)
-        progress = progress_events(view, interval=0.1)
+    view, progress = event_views(args.ndjson, args.quiet)
     view(Status(f"{'plain' if args.plain else 'ROI'} {cfg['encoder']} encode of {args.input} -> {args.output}",
                 stage="encode"))
     res = encode(

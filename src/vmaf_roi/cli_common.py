@@ -153,3 +153,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def _add_model_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-dir", default=None,
                    help="model cache (default: $VMAF_ROI_MODEL_DIR or ~/.cache/vmaf-roi/models)")
+
+
+def event_views(ndjson: bool, quiet: bool):
+    """(view, progress factory) for a long command: NDJSON events on stdout, or progress bars on
+    stderr when it is a terminal (none with --quiet)."""
+    from .events import progress_events
+
+    if ndjson:
+        return ndjson_view, progress_events(ndjson_view)
+    view = BarView(bars=sys.stderr.isatty() and not quiet)
+    return view, progress_events(view, interval=0.1)

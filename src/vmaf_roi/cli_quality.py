@@ -86,10 +86,10 @@ def cmd_score(args) -> int:
 # -- compare ------------------------------------------------------------------------------
 def cmd_compare(args) -> int:
     from . import config
-    from .cli_common import BarView, _make_dirs, _remove_dirs, check_image_suffix, ndjson_view
+    from .cli_common import BarView, _make_dirs, _remove_dirs, check_image_suffix, event_views
     from .compare import compare, parse_points
     from .errors import InputError
-    from .events import Result, progress_events
+    from .events import Result
     from .output import check_outputs
 
     cfg = config.load(args.config, args.set)
@@ -105,12 +105,7 @@ def cmd_compare(args) -> int:
     inputs = [inp, args.mask]
     # every output is checked before the first encode (those outside OUT_DIR here, the rest by compare)
     check_outputs([p for p in (report_path, plot_path) if p.parent != out_dir], inputs, overwrite=args.overwrite)
-    if args.ndjson:
-        view = ndjson_view
-        progress = progress_events(view)
-    else:
-        view = BarView(bars=sys.stderr.isatty() and not args.quiet)
-        progress = progress_events(view, interval=0.1)
+    view, progress = event_views(args.ndjson, args.quiet)
     created = _make_dirs(out_dir)
     try:
         try:
