@@ -13,7 +13,6 @@ keyed by the cut's sha256 and the model digest, and writes the *reference mask v
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -21,18 +20,16 @@ from pathlib import Path
 import av
 import numpy as np
 
-from vmaf_roi.registry import sha256_file
+from vmaf_roi.registry import REFERENCE_MODEL as REFERENCE, sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = "u2netp"
 
 
 def corpus():
-    spec = importlib.util.spec_from_file_location("fetch_corpus", ROOT / "scripts" / "fetch_corpus.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["fetch_corpus"] = mod
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod.load()
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from fetch_corpus import load
+
+    return load()
 
 
 def cut(src: Path, out: Path, frames: int) -> Path:

@@ -32,7 +32,6 @@ Generator per sample; `export` writes the ONNX bytes and prints their sha256 and
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import io
 import json
 import subprocess
@@ -46,16 +45,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 224          # student input/output side (the teacher runs at 320)
 TEACHER_SIZE = 320  # teacher maps are stored at this size, inputs at SIZE
-TEACHER = "u2netp"
 SEED = 20261201
 
 
 def _corpus():
-    spec = importlib.util.spec_from_file_location("fetch_corpus", ROOT / "scripts" / "fetch_corpus.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["fetch_corpus"] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod.load()
+    sys.path.insert(0, str(ROOT / "scripts"))  # fetch_corpus.py lives beside this script
+    from fetch_corpus import load
+
+    return load()
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -182,6 +179,7 @@ def build_data(out: Path, smoke: bool, model_dir: Path | None, log, size: int = 
     """Augmented inputs at `size` (`<split>-<size>.npz`) and the teacher's maps at 320
     (`teacher-<split>.npz`). Teacher maps already there (same sample names) are reused: the
     augmentations are seeded per sample, so only the cheap input side is recomputed."""
+    from vmaf_roi.registry import REFERENCE_MODEL
     from vmaf_roi.saliency import SaliencyModel, resize_map
 
     corpus = _corpus()
@@ -206,7 +204,7 @@ def build_data(out: Path, smoke: bool, model_dir: Path | None, log, size: int = 
                 y = cached[name]
             else:
                 if teacher is None:
-                    teacher = SaliencyModel(TEACHER, device="cpu", cache_dir=model_dir)
+                    teacher = SaliencyModel(REFERENCE_MODEL, device="cpu", cache_dir=model_dir)
                 m = teacher.maps([img])[0]  # teacher map at image size, via the pipeline's own path
                 y = np.round(resize_map(m, TEACHER_SIZE, TEACHER_SIZE) * 255).astype(np.uint8)
             xs.append(to_size(img, size))

@@ -3,7 +3,6 @@ and the training script end to end (smoke run)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -24,11 +23,10 @@ MIN_CORR = {"cup.mp4": 0.80, "vtest.avi": 0.18}
 
 
 def _corpus():
-    spec = importlib.util.spec_from_file_location("fetch_corpus", ROOT / "scripts" / "fetch_corpus.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["fetch_corpus"] = mod
-    spec.loader.exec_module(mod)
-    return mod.load()
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from fetch_corpus import load
+
+    return load()
 
 
 def test_student_entry_verifies():
