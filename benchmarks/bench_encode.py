@@ -45,9 +45,10 @@ from pathlib import Path
 import av
 import numpy as np
 
-from vmaf_roi import config, encode as encode_mod, pipeline, roi, sidedata
+from vmaf_roi import config, pipeline, sidedata
 from vmaf_roi.decode import VideoSource
 from vmaf_roi.encode import SaliencyTrack, encode
+from vmaf_roi.encode.plan import RoiPlan
 from vmaf_roi.registry import fetch, get_spec
 from vmaf_roi.saliency import SaliencyModel
 from vmaf_roi.synth import make_clip
@@ -180,15 +181,12 @@ def instrumented(timer: StageTimer, source):
     patches = [
         (VideoSource, "frames", timer.wrap_gen("decode (Python side)", VideoSource.frames)),
         (pipeline.MapPolicy, "decide", timer.wrap("scene-cut thumbnails", pipeline.MapPolicy.decide)),
-        (encode_mod, "with_maps", timer.wrap_gen("map blending", pipeline.with_maps)),
+        (pipeline, "with_maps", timer.wrap_gen("map blending", pipeline.with_maps)),
         (sidedata.RoiAttacher, "attach", timer.wrap("side-data attach", sidedata.RoiAttacher.attach)),
         (source, "model_input", timer.wrap("model input", source.model_input)),
         (source, "predict", timer.wrap("inference", source.predict)),
     ]
-    if hasattr(roi, "Planner"):
-        patches.append((roi.Planner, "plan", timer.wrap("planning", roi.Planner.plan)))
-    else:  # before the planner class
-        patches.append((roi, "plan", timer.wrap("planning", roi.plan)))
+    patches.append((RoiPlan, "entries", timer.wrap("planning", RoiPlan.entries)))
     old = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in patches]
     for obj, attr, new in patches:
         setattr(obj, attr, new)

@@ -84,21 +84,20 @@ class QpPicture:
     planned_model: str | None = None
 
 
-def planned_offsets(frame: av.VideoFrame, cfg: dict[str, Any], *, model_dir: Path | None = None,
+def planned_offsets(frame: av.VideoFrame, cfg: Any, *, model_dir: Path | None = None,
                     block: int = 16) -> tuple[np.ndarray, str]:
     """The planner's per-block QP offsets for one frame, saliency recomputed with ``cfg``'s model and
     ROI settings, on a ``block``-pixel grid (16: H.264 macroblocks). Returns (offsets, model id)."""
     from . import roi
-    from .encoders import block_size
+    from .config import typed
+    from .encode.plan import planner_params
     from .saliency import SaliencyModel
 
-    sc, rc, enc = cfg["saliency"], cfg["roi"], cfg["encoder"]
-    model = SaliencyModel(sc["model"], device=sc["device"], cache_dir=model_dir, spin=False)
+    t = typed(cfg)
+    model = SaliencyModel(t.saliency.model, device=t.saliency.device, cache_dir=model_dir, spin=False)
     pred = model.predict(model.model_input(frame)[None])[0]
     small = np.rint(np.clip(pred, 0, 1) * 255).astype(np.uint8)  # as the encoder's pipeline rounds it
-    params = roi.PlannerParams(block=int(rc["block"] or block_size(enc)), strength=float(rc["strength"]),
-                               max_offset=int(rc["max_offset"]), mode=rc["mode"], max_regions=int(rc["max_regions"]),
-                               qp_scale=roi.encoder_qp_scale(enc, 8))
+    params = planner_params(t.roi, t.encoder.name, 8)
     regions = roi.plan(small, frame.width, frame.height, params)
     return roi.qp_map(regions, frame.width, frame.height, block=block).astype(np.float64), model.spec.id
 

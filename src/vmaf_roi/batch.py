@@ -575,16 +575,18 @@ def _strip_config(msg: str) -> str:
 
 def _check_runtime(cfg: dict[str, Any], plain: bool) -> None:
     """Checks that need FFmpeg / the registry but no input: encoder, filters, model id."""
+    from .config import typed
     from .decode import check_filters
     from .encode import check_encoder, encoder_options
 
-    check_encoder(cfg["encoder"], plain)
-    encoder_options(cfg, plain, [])
-    check_filters(cfg["filters"])
+    t = typed(cfg)
+    check_encoder(t.encoder.name, plain)
+    encoder_options(t.encoder, plain, [])
+    check_filters(t.filters)
     if not plain:
         from .registry import get_spec
 
-        get_spec(cfg["saliency"]["model"])
+        get_spec(t.saliency.model)
 
 
 # -- manifest -------------------------------------------------------------------------------

@@ -12,9 +12,10 @@ import difflib
 import math
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 import yaml
 
@@ -200,6 +201,117 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+# -- the typed view: what each stage receives -------------------------------------------------
+@dataclass(frozen=True)
+class RateControl:
+    mode: str  # crf | qp | bitrate
+    value: int | float | str  # crf/qp number, or a bitrate (int bit/s or "2.5M")
+    two_pass: bool = False
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """The encoder/muxer stage's section: which encoder, and everything it is told."""
+
+    name: str
+    preset: str | int | None
+    rate_control: RateControl
+    params: Mapping[str, Any] = field(default_factory=dict)  # x264-params / x265-params
+    options: Mapping[str, Any] = field(default_factory=dict)  # other AVOptions
+    pix_fmt: str = "auto"
+
+
+@dataclass(frozen=True)
+class SaliencyConfig:
+    """The map schedule's section: which model, and when it runs."""
+
+    model: str
+    device: str = "auto"
+    stride: int = 2
+    scene_cut: bool = True
+    scene_threshold: float = 12.0
+    smoothing: float = 0.0
+    interpolate: bool = True
+    change_threshold: float | None = None
+    lookahead: int = 16
+
+
+@dataclass(frozen=True)
+class RoiConfig:
+    """The planner's section."""
+
+    block: int | None = None  # None: the encoder's block size
+    strength: float = 4.0
+    max_offset: int = 10
+    mode: str = "balanced"
+    max_regions: int = 128
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """A validated encode job, one section per stage (source: filters/audio)."""
+
+    encoder: EncoderConfig
+    saliency: SaliencyConfig
+    roi: RoiConfig
+    filters: str | None = None
+    audio: str = "copy"
+
+    @classmethod
+    def from_dict(cls, cfg: Mapping[str, Any]) -> "EncodeConfig":
+        """Validate the YAML form (``load``'s result, or any dict of the same shape) and type it."""
+        d = validate(copy.deepcopy(dict(cfg)))
+        rc = d["rate_control"]
+        sal, r = d["saliency"], d["roi"]
+        ct = sal["change_threshold"]
+        return cls(
+            encoder=EncoderConfig(
+                name=d["encoder"], preset=d["preset"],
+                rate_control=RateControl(rc["mode"], rc["value"], bool(rc["two_pass"])),
+                params=MappingProxyType(dict(d["encoder_params"])),
+                options=MappingProxyType(dict(d["encoder_options"])), pix_fmt=d["pix_fmt"]),
+            saliency=SaliencyConfig(
+                model=sal["model"], device=sal["device"], stride=int(sal["stride"]),
+                scene_cut=bool(sal["scene_cut"]), scene_threshold=float(sal["scene_threshold"]),
+                smoothing=float(sal["smoothing"]), interpolate=bool(sal["interpolate"]),
+                change_threshold=None if ct is None else float(ct), lookahead=int(sal["lookahead"])),
+            roi=RoiConfig(block=r["block"], strength=float(r["strength"]), max_offset=int(r["max_offset"]),
+                          mode=r["mode"], max_regions=int(r["max_regions"])),
+            filters=d["filters"], audio=d["audio"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML form (``dump``-able, the batch manifest's hash input)."""
+        e, s, r = self.encoder, self.saliency, self.roi
+        return {
+            "encoder": e.name, "preset": e.preset,
+            "rate_control": {"mode": e.rate_control.mode, "value": e.rate_control.value,
+                             "two_pass": e.rate_control.two_pass},
+            "encoder_params": dict(e.params), "encoder_options": dict(e.options), "pix_fmt": e.pix_fmt,
+            "filters": self.filters, "audio": self.audio,
+            "saliency": {"model": s.model, "device": s.device, "stride": s.stride, "scene_cut": s.scene_cut,
+                         "scene_threshold": s.scene_threshold, "smoothing": s.smoothing,
+                         "interpolate": s.interpolate, "change_threshold": s.change_threshold,
+                         "lookahead": s.lookahead},
+            "roi": {"block": r.block, "strength": r.strength, "max_offset": r.max_offset, "mode": r.mode,
+                    "max_regions": r.max_regions},
+        }
+
+
+def typed(cfg: "EncodeConfig | Mapping[str, Any]") -> EncodeConfig:
+    """An :class:`EncodeConfig` from either form (a dict is validated first)."""
+    return cfg if isinstance(cfg, EncodeConfig) else EncodeConfig.from_dict(cfg)
+
+
+def saliency_section(cfg: "SaliencyConfig | Mapping[str, Any]") -> SaliencyConfig:
+    """The saliency section typed (a dict in the YAML form's ``saliency`` shape is accepted)."""
+    if isinstance(cfg, SaliencyConfig):
+        return cfg
+    full = copy.deepcopy(DEFAULTS)
+    full["saliency"].update(dict(cfg))
+    return EncodeConfig.from_dict(full).saliency
+
+
 # Bounds on what a config or batch file may be: a few hundred bytes of aliases must not become
 # gigabytes (an "alias bomb"), and a value quoted in an error stays short.
 MAX_YAML_BYTES = 1 << 20  # 1 MiB of YAML text
@@ -317,7 +429,9 @@ def read_yaml(path: str | Path, what: str = "config") -> Any:
 
 
 def load(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """DEFAULTS <- YAML file <- --set overrides, validated."""
+    """DEFAULTS <- YAML file <- --set overrides, validated: the YAML form.
+
+    :func:`load_typed` (or :func:`typed` on this) gives the stages' typed view."""
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
         p = Path(path)
@@ -341,5 +455,10 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
     return validate(cfg)
 
 
-def dump(cfg: dict[str, Any]) -> str:
-    return yaml.safe_dump(cfg, sort_keys=False)
+def load_typed(path: str | Path | None = None, overrides: list[str] | None = None) -> EncodeConfig:
+    return EncodeConfig.from_dict(load(path, overrides))
+
+
+def dump(cfg: "dict[str, Any] | EncodeConfig") -> str:
+    d = cfg.to_dict() if isinstance(cfg, EncodeConfig) else cfg
+    return yaml.safe_dump(d, sort_keys=False)

@@ -1,4 +1,5 @@
-"""Saliency scheduling and the decode-ahead thread of the encode pass.
+"""The map schedule (stage 2 of the encode pass): which frames get a fresh saliency map, and
+the map every frame leaves with (:class:`MapSchedule`).
 
 Which frames get a fresh saliency map is decided in decode order from the frames alone
 (:class:`MapPolicy`: every ``stride`` frames, on scene cuts, and when the picture changed
@@ -15,12 +16,13 @@ import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from .config import SaliencyConfig, saliency_section
 from .saliency import SaliencyModel
 
 THUMB = (64, 36)
@@ -39,12 +41,12 @@ class Item:
 class MapPolicy:
     """Decides, frame by frame in decode order, whether the model runs."""
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        self.stride = int(cfg["stride"])
-        self.scene_cut = bool(cfg["scene_cut"])
-        self.scene_threshold = float(cfg["scene_threshold"])
-        ct = cfg.get("change_threshold")
-        self.change_threshold = float(ct) if ct is not None else None
+    def __init__(self, cfg: SaliencyConfig | Mapping[str, Any]) -> None:
+        sal = saliency_section(cfg)
+        self.stride = sal.stride
+        self.scene_cut = sal.scene_cut
+        self.scene_threshold = sal.scene_threshold
+        self.change_threshold = sal.change_threshold
         self._prev: np.ndarray | None = None
         self._at_map: np.ndarray | None = None
         self._since = 0
@@ -265,3 +267,44 @@ def items(
 
 class _Stopped(Exception):
     pass
+
+
+class MapSchedule:
+    """The map-schedule stage: decoded frames -> ``(Item, map)`` pairs in encode order.
+
+    The model runs on the frames :class:`MapPolicy` picks (in a worker thread when
+    ``lookahead`` > 0); every frame leaves with the model-resolution uint8 map it gets
+    (:func:`with_maps`: held, blended, or cached in ``track``), the same array object for as
+    long as the map does not change. Packets of copied streams pass through in order, with
+    None. With ``plain`` (a plain encode) the model never runs and frames leave with None.
+    """
+
+    def __init__(self, sal: SaliencyConfig, model: SaliencyModel | None, track: Any | None, *,
+                 copy_packets: bool, plain: bool = False) -> None:
+        self.sal = sal
+        self.model = model
+        self.track = track
+        self.copy_packets = copy_packets
+        self.policy = MapPolicy(sal) if not plain else None
+        self.state = MapState(sal.smoothing, track) if not plain else None
+        self.inferences = 0  # fresh model outputs handed out
+        self._stream: Iterator[Any] | None = None
+
+    def run(self, frames: Callable[[Callable[[av.Packet], None] | None], Iterator[av.VideoFrame]]
+            ) -> Iterator[tuple[Item | av.Packet, np.ndarray | None]]:
+        # a generator: nothing runs (no thread starts) until the caller pulls from it
+        self._stream = items(frames, model=self.model, policy=self.policy, track=self.track,
+                             lookahead=self.sal.lookahead, copy_packets=self.copy_packets)
+        if self.state is None:
+            for x in self._stream:
+                yield x, None
+            return
+        for x, m in with_maps(self._stream, self.state, self.sal.interpolate):
+            if isinstance(x, Item) and x.prediction is not None:
+                self.inferences += 1
+            yield x, m
+
+    def close(self) -> None:
+        """Stop the decode-ahead and inference threads (on errors and Ctrl-C too)."""
+        if self._stream is not None:
+            self._stream.close()
