@@ -84,14 +84,22 @@ def clean_stale(final: PathLike) -> int:
         try:
             if p.lstat().st_mtime >= _STARTED:
                 continue
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
-            n += 1
         except OSError:
-            pass
+            continue
+        n += remove_path(p)
     return n
+
+
+def remove_path(p: Path) -> bool:
+    """Remove a temporary file or directory (a link is removed, never followed); False if it could not be."""
+    try:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+        return True
+    except OSError:
+        return False
 
 
 def same_file(a: PathLike, b: PathLike) -> bool:
