@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,46 @@ CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").gl
 
 def test_defaults_validate():
     cfg = config.load()
-    assert cfg == config.DEFAULTS and cfg is not config.DEFAULTS
+    assert cfg is not config.DEFAULTS
+    # "auto" becomes the encoder's own preset and crf; every other key is the default
+    assert config.DEFAULTS["preset"] == "auto" and config.DEFAULTS["rate_control"]["value"] == "auto"
+    assert cfg["preset"] == "medium" and cfg["rate_control"]["value"] == 23
+    resolved = copy.deepcopy(config.DEFAULTS)
+    resolved["preset"], resolved["rate_control"]["value"] = "medium", 23
+    assert cfg == resolved
+
+
+@pytest.mark.parametrize("encoder, preset, crf", [
+    ("libx264", "medium", 23), ("libx265", "medium", 28), ("libsvtav1", 8, 35), ("libvpx-vp9", None, 32),
+])
+def test_each_encoder_gets_defaults_in_its_own_terms(encoder, preset, crf):
+    cfg = config.load(None, [f"encoder={encoder}"])
+    assert cfg["preset"] == preset and cfg["rate_control"]["value"] == crf
+    # an explicit value wins over auto
+    assert config.load(None, [f"encoder={encoder}", "rate_control.value=30"])["rate_control"]["value"] == 30
+
+
+def test_presets_and_crf_ranges_are_checked_per_encoder():
+    with pytest.raises(ConfigError, match=r"config preset: libsvtav1 presets are numbers 0\.\.13"):
+        config.load(None, ["encoder=libsvtav1", "preset=medium"])
+    with pytest.raises(ConfigError, match="libx264 presets are ultrafast"):
+        config.load(None, ["preset=8"])
+    with pytest.raises(ConfigError, match="number 1-63 for libsvtav1"):
+        config.load(None, ["encoder=libsvtav1", "rate_control.value=0"])
+    with pytest.raises(ConfigError, match="number 0-51 for libx264"):
+        config.load(None, ["rate_control.value=55"])
+    assert config.load(None, ["encoder=libsvtav1", "preset=12", "rate_control.value=55"])["preset"] == 12
+    with pytest.raises(ConfigError, match="bitrate mode needs a bitrate"):
+        config.load(None, ["rate_control.mode=bitrate"])
+
+
+def test_a_base_config_keeps_auto_until_the_encoder_is_known(tmp_path):
+    p = tmp_path / "base.yaml"
+    p.write_text("roi: {strength: 3}\n")
+    base = config.load(p, resolve_auto=False)
+    assert base["preset"] == "auto"
+    base["encoder"] = "libsvtav1"
+    assert config.validate(base)["preset"] == 8
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -39,7 +79,7 @@ def test_default_yaml_documents_every_key():
         ("saliency:\n  scene_cut: 3\n", r"config saliency\.scene_cut: expected true or false"),
         ("roi: 3\n", r"config roi: expected a mapping"),
         ("rate_control:\n  mode: bitrate\n  value: fast\n", r"config rate_control\.value: expected a bitrate"),
-        ("rate_control:\n  value: 99\n", r"config rate_control\.value: expected a crf number 0-63"),
+        ("rate_control:\n  value: 99\n", r"config rate_control\.value: expected a crf number 0-51 for libx264"),
         ("encoder_params:\n  aq-mode: [1, 2]\n", r"config encoder_params\.aq-mode: expected a scalar"),
         ("- just\n- a list\n", r"expected a mapping at the top level"),
         ("roi: {strength: 3\n", r"line \d+: not valid YAML"),

@@ -168,9 +168,14 @@ def test_x265_and_vp9_honour_roi(clip, tmp_path, encoder, ext, extra):
     assert r_in > p_in + 0.5 and r_out < p_out - 0.3, (encoder, r_in, p_in, r_out, p_out)
 
 
-def test_svtav1_is_refused_but_plain_works(clip, tmp_path, capsys):
+def test_svtav1_roi_needs_the_patched_ffmpeg_but_plain_works(clip, tmp_path, capsys, monkeypatch):
+    from vmaf_roi.encode import external
+
+    monkeypatch.setattr(external, "_candidates", lambda: [])  # no patched ffmpeg anywhere
     assert main(["encode", str(clip.path), "-o", str(tmp_path / "a.mkv"), "--set", "encoder=libsvtav1"]) == 2
-    assert "libsvtav1 ignores ROI side data (FFmpeg's libsvtav1.c has no ROI code" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "ROI with libsvtav1 needs vmaf-roi's patched ffmpeg (FFmpeg's own libsvtav1.c ignores ROI" in err, err
+    assert "plugin/build.sh" in err
     assert not list(tmp_path.iterdir())
     res = encode(clip.path, tmp_path / "a.mkv", cfg("encoder=libsvtav1", "rate_control.value=40", "preset=12"), plain=True)
     assert res.frames == 12
@@ -181,7 +186,8 @@ def test_svtav1_is_refused_but_plain_works(clip, tmp_path, capsys):
     (["rate_control.mode=qp", "rate_control.value=30"], ConfigError, "constant-QP"),
     (["encoder_params.nosuchkey=1"], EncodeError, "Error parsing option 'nosuchkey"),
     (["encoder_options.nosuchopt=1"], ConfigError, "'nosuchopt' is not an option of libx264"),
-    (["preset=superduper"], EncodeError, "rejected its settings"),
+    (["preset=superduper"], ConfigError, "libx264 presets are ultrafast"),
+    (["encoder_options.tune=superduper"], EncodeError, "rejected its settings"),
     (["encoder=nosuchcodec"], ConfigError, "not available in this FFmpeg build"),
     (["encoder=libvpx-vp9", "encoder_options.deadline=good"], ConfigError, "deadline=realtime"),
 ])
@@ -312,9 +318,12 @@ def test_cli_bad_input_and_config(tmp_path, clip, capsys):
 
 
 @pytest.mark.parametrize("encoder", ["h264_nvenc", "hevc_nvenc", "av1_nvenc"])
-def test_nvenc_roi_is_refused_with_the_reason(clip, tmp_path, encoder):
+def test_nvenc_roi_is_refused_without_the_patched_ffmpeg(clip, tmp_path, encoder, monkeypatch):
     # FFmpeg's nvenc.c has no ROI code: an "ROI" NVENC encode would silently be a plain one
-    with pytest.raises(ConfigError, match=rf"{encoder} ignores ROI side data \(FFmpeg's nvenc.c has no ROI code.*--plain"):
+    from vmaf_roi.encode import external
+
+    monkeypatch.setattr(external, "_candidates", lambda: [])
+    with pytest.raises(ConfigError, match=rf"ROI with {encoder} needs vmaf-roi's patched ffmpeg \(FFmpeg's own nvenc.c.*--plain"):
         encode(clip.path, tmp_path / "o.mp4", cfg(f"encoder={encoder}", f"saliency.model={PH}"))
     assert list(tmp_path.iterdir()) == []
 
@@ -335,7 +344,9 @@ def test_every_roi_check_reads_the_one_encoder_list():
     from vmaf_roi import encoders
     from vmaf_roi.encode import check_encoder
 
-    assert encoders.roi_encoders() == ["libx264", "libx265", "libvpx-vp9"]
+    assert encoders.roi_encoders(patched=False) == ["libx264", "libx265", "libvpx-vp9"]
+    assert set(encoders.roi_encoders()) - set(encoders.roi_encoders(patched=False)) == {
+        "libsvtav1", "h264_nvenc", "hevc_nvenc", "av1_nvenc"}
     for name, e in encoders.ENCODERS.items():
         assert e.source.startswith("libavcodec/"), name
         refusal = encoders.roi_refusal(name)

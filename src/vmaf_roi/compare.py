@@ -377,6 +377,7 @@ def compare(
 def _compare(input_path, cfg, kind, points, out_dir, mask, vmaf_model, ffmpeg, roi_weight, model_dir, keep,
              track, progress, on_event, overwrite, t0, notes, note) -> CompareResult:
     from .encode import SaliencyTrack, encode
+    from .encoders import needs_patch
 
     track = track if track is not None else SaliencyTrack()
     base = copy.deepcopy(cfg)
@@ -404,9 +405,10 @@ def _compare(input_path, cfg, kind, points, out_dir, mask, vmaf_model, ffmpeg, r
             results = {}
             for mode in ("plain", "roi"):
                 path = out_dir / f"{stem}.{tag}.{mode}.mkv"  # as encode_paths() says
+                # an encoder only the patched ffmpeg does ROI with: plain runs there too (same build)
                 res = encode(input_path, path, c, plain=(mode == "plain"), track=None if mode == "plain" else track,
                              model_dir=model_dir, progress=stage(f"encode {tag} {mode}"), on_event=note,
-                             overwrite=overwrite)
+                             overwrite=overwrite, backend="ffmpeg" if needs_patch(c["encoder"]) else "auto")
                 written.append(path)
                 results[mode] = res
             scores = score_many(

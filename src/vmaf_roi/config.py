@@ -19,15 +19,16 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
+from .encoders import defaults as encoder_defaults, preset_problem
 from .errors import ConfigError, short
 from .registry import DEFAULT_MODEL
 
 DEFAULTS: dict[str, Any] = {
     "encoder": "libx264",
-    "preset": "medium",  # libvpx-vp9: ignored (use encoder_options deadline / cpu-used)
+    "preset": "auto",  # auto: the encoder's own default (encoders.DEFAULTS); libvpx-vp9: ignored
     "rate_control": {
         "mode": "crf",  # crf | qp | bitrate
-        "value": 23,  # crf or qp value; bitrate in bit/s or with k/M suffix ("2.5M")
+        "value": "auto",  # crf or qp value (auto: the encoder's default); bitrate in bit/s or "2.5M"
         "two_pass": False,  # bitrate mode, libx264/libx265: a first pass writes rate statistics
     },
     "encoder_params": {},  # x264-params / x265-params as a mapping (libx264, libx265)
@@ -84,7 +85,7 @@ def _choice(*opts: str) -> Check:
 
 SCHEMA: dict[str, Check] = {
     "encoder": Check(str, None, "an encoder name"),
-    "preset": Check((str, int), None, "a preset name", nullable=True),
+    "preset": Check((str, int), None, "a preset name or number, or auto", nullable=True),
     "rate_control.mode": _choice("crf", "qp", "bitrate"),
     "rate_control.value": Check((int, float, str), None, "a number or a bitrate like 2.5M"),
     "rate_control.two_pass": Check(bool, None, "true or false"),
@@ -110,11 +111,14 @@ SCHEMA: dict[str, Check] = {
 }
 
 
+_SECTIONS = ("rate_control", "saliency", "roi")  # nested mappings of known keys
+
+
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and key not in ("encoder_params", "encoder_options"):
+        if isinstance(v, dict) and key in _SECTIONS:
             out.update(_flatten(v, key + "."))
         else:
             out[key] = v
@@ -169,7 +173,25 @@ def parse_bitrate(v: Any) -> int:
     return int(num * mult)
 
 
-def validate(cfg: dict[str, Any]) -> dict[str, Any]:
+def resolve(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``preset: auto`` and ``rate_control.value: auto`` become the encoder's own defaults."""
+    d = encoder_defaults(str(cfg.get("encoder")))
+    if cfg.get("preset") == "auto":
+        cfg["preset"] = d.preset
+    rc = cfg.get("rate_control")
+    if isinstance(rc, dict) and rc.get("value") == "auto":
+        if rc.get("mode") == "bitrate":
+            raise ConfigError("config rate_control.value: bitrate mode needs a bitrate (e.g. 2.5M), not auto")
+        rc["value"] = d.quality
+    return cfg
+
+
+def validate(cfg: dict[str, Any], *, resolve_auto: bool = True) -> dict[str, Any]:
+    """Check every key and value; with ``resolve_auto`` (the default) the encoder's defaults
+    replace ``auto`` first (:func:`resolve`), so the result is what the encode runs with.
+    Without it ``auto`` stays (a batch's base config: a job may still change the encoder)."""
+    if resolve_auto:
+        resolve(cfg)
     flat = _flatten(cfg)
     for key, value in flat.items():
         chk = SCHEMA.get(key)
@@ -184,6 +206,10 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
         if not ok:
             raise ConfigError(f"config {key}: expected {chk.what}, got {short(value)}")
     rc = cfg["rate_control"]
+    enc = cfg["encoder"]
+    why = preset_problem(enc, cfg["preset"]) if cfg["preset"] != "auto" else None
+    if why is not None:
+        raise ConfigError(f"config preset: {why}")
     if rc["two_pass"] and rc["mode"] != "bitrate":
         raise ConfigError(f"config rate_control.two_pass: needs rate_control.mode bitrate (got {rc['mode']})")
     if rc["mode"] == "bitrate":
@@ -192,8 +218,13 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
         except (ValueError, TypeError):
             raise ConfigError(f"config rate_control.value: expected a bitrate like 2500000 or 2.5M "
                               f"(1 bit/s to 100G), got {short(rc['value'])}") from None
-    elif isinstance(rc["value"], str) or not (0 <= rc["value"] <= 63):
-        raise ConfigError(f"config rate_control.value: expected a {rc['mode']} number 0-63, got {short(rc['value'])}")
+    elif rc["value"] == "auto" and not resolve_auto:
+        pass
+    else:
+        lo, hi = encoder_defaults(enc).quality_range
+        if isinstance(rc["value"], str) or not (lo <= rc["value"] <= hi):
+            raise ConfigError(f"config rate_control.value: expected a {rc['mode']} number {lo}-{hi} for {enc}, "
+                              f"got {short(rc['value'])}")
     for section in ("encoder_params", "encoder_options"):
         for k, v in cfg[section].items():
             if not isinstance(k, str) or isinstance(v, (dict, list)) or v is None:
@@ -428,7 +459,8 @@ def read_yaml(path: str | Path, what: str = "config") -> Any:
     return parse_yaml_text(data, f"{what} {p}")
 
 
-def load(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+def load(path: str | Path | None = None, overrides: list[str] | None = None, *,
+         resolve_auto: bool = True) -> dict[str, Any]:
     """DEFAULTS <- YAML file <- --set overrides, validated: the YAML form.
 
     :func:`load_typed` (or :func:`typed` on this) gives the stages' typed view."""
@@ -452,7 +484,7 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
         if key.strip() not in SCHEMA and not key.startswith(("encoder_params.", "encoder_options.")):
             raise _unknown(key.strip())
         _set(cfg, key.strip(), value)
-    return validate(cfg)
+    return validate(cfg, resolve_auto=resolve_auto)
 
 
 def load_typed(path: str | Path | None = None, overrides: list[str] | None = None) -> EncodeConfig:

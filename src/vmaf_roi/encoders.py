@@ -24,7 +24,13 @@ class RoiSupport:
     source: str = ""  # the FFmpeg 8.1 source that shows it
     conditions: str = ""  # when the wrapper applies ROI
     usable: bool = True  # vmaf-roi drives it (tested here); False: refused with `reason`
-    reason: str = ""  # why an ROI encode with it is refused
+    reason: str = ""  # why an ROI encode with it is refused (or, with `patch`, needs the patch)
+    # Honoured only by vmaf-roi's patch of the wrapper (ffmpeg-patches/): the ROI encode runs in
+    # the patched ffmpeg. `patch` is the text `ffmpeg -h encoder=NAME` shows in a patched build,
+    # `patch_options` the encoder options the patched wrapper needs for ROI.
+    patch: str = ""
+    patch_options: tuple[tuple[str, str], ...] = ()
+    tested: bool = True  # False: never run here (no GPU); the docs and a note say so
 
 
 ENCODERS: dict[str, RoiSupport] = {e.name: e for e in (
@@ -54,14 +60,28 @@ ENCODERS: dict[str, RoiSupport] = {e.name: e for e in (
                reason="FFmpeg's VAAPI wrapper reads ROI only where the driver does, and needs hardware frames, "
                       "which vmaf-roi does not set up"),
     # Wrappers with no ROI code in FFmpeg 8.1: the side data is dropped.
-    RoiSupport("h264_nvenc", False, source="libavcodec/nvenc.c (no REGIONS_OF_INTEREST code)",
-               reason="FFmpeg's nvenc.c has no ROI code; NVENC's own qpDeltaMap API is not wired up"),
-    RoiSupport("hevc_nvenc", False, source="libavcodec/nvenc.c (no REGIONS_OF_INTEREST code)",
-               reason="FFmpeg's nvenc.c has no ROI code; NVENC's own qpDeltaMap API is not wired up"),
-    RoiSupport("av1_nvenc", False, source="libavcodec/nvenc.c (no REGIONS_OF_INTEREST code)",
-               reason="FFmpeg's nvenc.c has no ROI code; NVENC's own qpDeltaMap API is not wired up"),
-    RoiSupport("libsvtav1", False, source="libavcodec/libsvtav1.c (no REGIONS_OF_INTEREST code)",
-               reason="FFmpeg's libsvtav1.c has no ROI code; measured: byte-identical output"),
+    # Wrappers FFmpeg 8.1 leaves without ROI code, honoured through vmaf-roi's patches
+    # (ffmpeg-patches/, against FFmpeg 7.1): the encode runs in the patched ffmpeg.
+    RoiSupport("libsvtav1", True, 64, "libavcodec/libsvtav1.c: no REGIONS_OF_INTEREST code in FFmpeg 8.1 "
+               "(measured: byte-identical output); ffmpeg-patches/0004 adds an SVT-AV1 ROI map",
+               "vmaf-roi's patched ffmpeg (SVT-AV1 >= 2.0); 64x64 blocks, qoffset x 255 qindex, at most 8 "
+               "distinct offsets per frame",
+               reason="FFmpeg's own libsvtav1.c ignores ROI side data", patch="Encoder libsvtav1"),
+    RoiSupport("h264_nvenc", True, 16, "libavcodec/nvenc.c: no REGIONS_OF_INTEREST code in FFmpeg 8.1; "
+               "ffmpeg-patches/0005 adds a QP delta map (NV_ENC_QP_MAP_DELTA)",
+               "vmaf-roi's patched ffmpeg with -roi 1; 16x16 macroblocks, qoffset x 51 QP",
+               reason="FFmpeg's own nvenc.c ignores ROI side data", patch="-roi", patch_options=(("roi", "1"),),
+               tested=False),
+    RoiSupport("hevc_nvenc", True, 32, "libavcodec/nvenc.c: no REGIONS_OF_INTEREST code in FFmpeg 8.1; "
+               "ffmpeg-patches/0005 adds a QP delta map (NV_ENC_QP_MAP_DELTA)",
+               "vmaf-roi's patched ffmpeg with -roi 1; 32x32 coding tree blocks, qoffset x 51 QP",
+               reason="FFmpeg's own nvenc.c ignores ROI side data", patch="-roi", patch_options=(("roi", "1"),),
+               tested=False),
+    RoiSupport("av1_nvenc", True, 64, "libavcodec/nvenc.c: no REGIONS_OF_INTEREST code in FFmpeg 8.1; "
+               "ffmpeg-patches/0005 adds a QP delta map (NV_ENC_QP_MAP_DELTA)",
+               "vmaf-roi's patched ffmpeg with -roi 1; 64x64 superblocks, qoffset x 255 qindex",
+               reason="FFmpeg's own nvenc.c ignores ROI side data", patch="-roi", patch_options=(("roi", "1"),),
+               tested=False),
     RoiSupport("libaom-av1", False, source="libavcodec/libaomenc.c (no REGIONS_OF_INTEREST code)",
                reason="FFmpeg's libaomenc.c has no ROI code"),
     RoiSupport("librav1e", False, source="libavcodec/librav1e.c (no REGIONS_OF_INTEREST code)",
@@ -72,9 +92,15 @@ ENCODERS: dict[str, RoiSupport] = {e.name: e for e in (
 )}
 
 
-def roi_encoders() -> list[str]:
-    """Encoders an ROI encode may use."""
-    return [e.name for e in ENCODERS.values() if e.honours and e.usable]
+def roi_encoders(*, patched: bool = True) -> list[str]:
+    """Encoders an ROI encode may use (``patched``: also those that need vmaf-roi's patched ffmpeg)."""
+    return [e.name for e in ENCODERS.values() if e.honours and e.usable and (patched or not e.patch)]
+
+
+def needs_patch(name: str) -> bool:
+    """ROI with ``name`` only in vmaf-roi's patched ffmpeg (the encode runs there)."""
+    e = ENCODERS.get(name)
+    return bool(e and e.patch)
 
 
 def block_size(name: str) -> int:
@@ -93,3 +119,60 @@ def roi_refusal(name: str) -> str | None:
     if not e.honours:
         return f"{name} ignores ROI side data ({e.reason}), so an ROI encode would be a plain encode"
     return f"{name}: {e.reason}"
+
+
+# -- each encoder's defaults, in its own terms -----------------------------------------------
+X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What ``preset: auto`` and ``rate_control.value: auto`` become for an encoder, and what it takes.
+
+    ``presets``: the preset names it takes (empty: not checked here); ``preset_range``: numeric
+    presets instead; ``quality_range``: its crf/qp scale."""
+
+    preset: str | int | None
+    quality: int
+    quality_range: tuple[int, int] = (0, 51)
+    presets: tuple[str, ...] = ()
+    preset_range: tuple[int, int] | None = None
+    quality_source: str = ""
+
+
+DEFAULTS: dict[str, Defaults] = {
+    "libx264": Defaults("medium", 23, (0, 51), X26X_PRESETS, quality_source="x264's default crf"),
+    "libx265": Defaults("medium", 28, (0, 51), X26X_PRESETS, quality_source="x265's default crf"),
+    # SVT-AV1: numeric presets (0 slowest .. 13 fastest; 8 is what ab-av1 and Av1an start from),
+    # crf on the AV1 scale 1..63 (35: SVT-AV1's own default); FFmpeg's crf 0 means "unset"
+    "libsvtav1": Defaults(8, 35, (1, 63), preset_range=(0, 13), quality_source="SVT-AV1's default crf"),
+    "libvpx-vp9": Defaults(None, 32, (0, 63), quality_source="a mid-range VP9 crf"),
+    "h264_nvenc": Defaults("p4", 23, (0, 51)),
+    "hevc_nvenc": Defaults("p4", 28, (0, 51)),
+    "av1_nvenc": Defaults("p4", 35, (0, 63)),
+}
+FALLBACK = Defaults(None, 23, (0, 63))
+
+
+def defaults(name: str) -> Defaults:
+    return DEFAULTS.get(name, FALLBACK)
+
+
+def preset_problem(name: str, preset: object) -> str | None:
+    """Why ``preset`` is not a preset of encoder ``name`` (None when it is, or is not checked)."""
+    d = DEFAULTS.get(name)
+    if d is None or preset is None:
+        return None
+    if d.preset_range is not None:
+        lo, hi = d.preset_range
+        try:
+            v = int(str(preset))
+        except ValueError:
+            v = None
+        if v is None or not lo <= v <= hi:
+            return f"{name} presets are numbers {lo}..{hi} (slowest..fastest; default {d.preset}), got {preset!r}"
+        return None
+    if d.presets and str(preset) not in d.presets:
+        return f"{name} presets are {', '.join(d.presets)} (default {d.preset}), got {preset!r}"
+    return None

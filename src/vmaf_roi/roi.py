@@ -105,6 +105,10 @@ def encoder_qp_scale(codec: str, bit_depth: int = 8) -> int:
     """
     if codec in ("libvpx-vp9", "libvpx"):
         return 63
+    if codec in ("libsvtav1", "av1_nvenc"):
+        # vmaf-roi's patches: qindex delta = qoffset x 255; with 63 one planner step is ~4 qindex
+        # (AV1's 0..255 qindex against its 0..63 quantiser scale), as for VP9
+        return 63
     return 51 + 6 * (bit_depth - 8)
 
 

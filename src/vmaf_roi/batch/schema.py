@@ -249,7 +249,7 @@ def load_batch(path: str | Path | None = None, *, data: dict | None = None, base
         else:
             bp = Path(os.path.expanduser(bc))
             try:
-                base_cfg = config_mod.load(bp if bp.is_absolute() else base_dir / bp)
+                base_cfg = config_mod.load(bp if bp.is_absolute() else base_dir / bp, resolve_auto=False)
             except ConfigError as exc:
                 errs.add("base_config", str(exc))
 

@@ -14,6 +14,7 @@ fair comparisons.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -27,11 +28,13 @@ from av.video.frame import PictureType
 from .. import config as config_mod
 from ..config import EncodeConfig
 from ..decode import VideoSource
+from ..encoders import ENCODERS, needs_patch
 from ..maps import ProgressFactory, no_progress
 from ..output import AtomicOutputs, check_outputs
 from ..pipeline import Item, MapSchedule
 from ..saliency import SaliencyModel
 from ..sidedata import RoiAttacher
+from . import external
 from .mux import EncoderMuxer, check_muxable
 from .options import check_encoder, choose_pix_fmt, encoder_options
 from .plan import VP9_MAX_DELTA_Q, VP9_QINDEX_PER_QP, RoiPlan, roi_entries
@@ -104,12 +107,17 @@ def encode(
     on_event: EventSink = _quiet,
     model_dir: Path | None = None,
     overwrite: bool = True,
+    backend: str = "auto",
     _pass: int = 0,
     _stats: str | None = None,
 ) -> EncodeResult:
     """Encode ``input_path`` to ``output_path`` with ROI from saliency (or plain).
 
     ``cfg``: an :class:`~vmaf_roi.config.EncodeConfig`, or its YAML form (validated here).
+    ``backend``: where the encoder runs. ``auto``: in this process (PyAV's FFmpeg), except ROI
+    with an encoder only vmaf-roi's patched ffmpeg honours it with (libsvtav1, NVENC: see
+    ``encoders.py``), which runs there (:mod:`.external`); ``ffmpeg``: the patched ffmpeg also for
+    a plain encode (``compare`` does this, so that plain and ROI use the same encoder build).
     ``overwrite=False`` refuses an existing output (OutputError) before any work; an output that
     is the input is always refused.
     """
@@ -128,8 +136,21 @@ def encode(
                          on_event=on_event, model_dir=model_dir, overwrite=overwrite)
     for n in notes:
         on_event(n)
+    if enc == "libsvtav1":
+        os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its whole configuration at info level
+    ffmpeg = None
+    if backend not in ("auto", "ffmpeg"):
+        raise ValueError(f"backend must be auto or ffmpeg, got {backend!r}")
+    if needs_patch(enc) and (not plain or backend == "ffmpeg"):
+        ffmpeg = external.find_patched_ffmpeg(enc)
+        if not ENCODERS[enc].tested:
+            on_event(f"ROI with {enc} through the patched ffmpeg has never been run on a GPU here: untested")
     if not plain and model is None and not (track is not None and track.maps):
         model = _load_model(cfg, model_dir, on_event)
+    if ffmpeg is not None:
+        return external.encode_external(
+            input_path, output_path, cfg, ffmpeg=ffmpeg, plain=plain, options=opts, bit_rate=bit_rate, notes=notes,
+            model=model, track=track, progress=progress, on_event=on_event, overwrite=overwrite, t0=t0)
 
     with VideoSource(input_path, cfg.filters) as src, AtomicOutputs() as outs:
         tmp = outs.add(output_path, inputs=(input_path,), overwrite=overwrite)

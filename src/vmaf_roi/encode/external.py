@@ -1,0 +1,254 @@
+"""Encoders whose FFmpeg wrapper only honours ROI with vmaf-roi's patches: the encode runs in
+the patched ffmpeg (``plugin/build.sh``), with the maps computed here.
+
+The same chain as the in-process encode up to the maps (source -> map schedule), then a map
+stream (gray FFV1 in Matroska, the model's resolution, the frames' timestamps) instead of
+side data; the patched ffmpeg plans and attaches the regions with the ``salroi`` filter
+(two-input mode: exactly the planner of ``roi.py`` on the same 8-bit maps) and encodes. Audio
+and subtitles are copied, the output is written to a temporary and renamed at the end, and a
+signal kills the child ffmpeg (as for libvmaf).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import av
+
+from .. import errors
+from ..config import EncodeConfig
+from ..decode import VideoSource
+from ..encoders import ENCODERS, block_size
+from ..errors import ConfigError, EncodeError, InputError
+from ..maps import MapVideoWriter, ProgressFactory
+from ..output import AtomicOutputs
+from ..pipeline import Item, MapSchedule
+from ..saliency import SaliencyModel
+from .mux import format_for
+from .plan import RoiPlan
+
+EventSink = Callable[[str], None]
+ENV = ("VMAF_ROI_FFMPEG_PATCHED", "VMAF_ROI_SALROI_FFMPEG")
+BUILD_HINT = ("build it with `plugin/ci.sh` (or `plugin/build.sh`; it links build/bin/ffmpeg) and point "
+              "$VMAF_ROI_FFMPEG_PATCHED at it")
+
+
+def _candidates() -> list[tuple[str, str]]:
+    out = [(os.environ[k], f"${k}") for k in ENV if os.environ.get(k)]
+    link = Path(__file__).resolve().parents[3] / "build" / "bin" / "ffmpeg"  # a checkout's plugin/build.sh link
+    if link.exists():
+        out.append((str(link), str(link)))
+    which = shutil.which("ffmpeg")
+    if which:
+        out.append((which, "PATH"))
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _help(ffmpeg: str, what: str) -> str:
+    try:
+        r = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-h", what], capture_output=True, text=True,
+                           timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return r.stdout if r.returncode == 0 else ""
+
+
+def has_roi_patch(ffmpeg: str, encoder: str) -> bool:
+    """This ffmpeg has the salroi filter and the ROI patch of ``encoder``'s wrapper (its marker
+    option, see ``encoders.py``)."""
+    e = ENCODERS.get(encoder)
+    if e is None or not e.patch:
+        return False
+    if "salroi" not in _help(ffmpeg, "filter=salroi"):
+        return False
+    return e.patch in _help(ffmpeg, f"encoder={encoder}")
+
+
+def find_patched_ffmpeg(encoder: str) -> str:
+    """The patched ffmpeg for ROI with ``encoder``, or a ConfigError saying how to build one."""
+    tried = []
+    for path, source in _candidates():
+        resolved = shutil.which(path) or (path if Path(path).is_file() else None)
+        if resolved and has_roi_patch(resolved, encoder):
+            return resolved
+        tried.append(f"{path} ({source})")
+    e = ENCODERS[encoder]
+    where = f"; tried {', '.join(tried)}" if tried else ""
+    raise ConfigError(f"config encoder: ROI with {encoder} needs vmaf-roi's patched ffmpeg ({e.reason}){where}: "
+                      f"{BUILD_HINT}, or run with --plain")
+
+
+def encode_external(input_path: Path, output_path: Path, cfg: EncodeConfig, *, ffmpeg: str, plain: bool,
+                    options: dict[str, str], bit_rate: int, notes: list[str], model: SaliencyModel | None,
+                    track, progress: ProgressFactory, on_event: EventSink, overwrite: bool, t0: float):
+    from . import EncodeResult  # the package's result type
+
+    enc = cfg.encoder.name
+    res_frames = inferences = 0
+    plan: RoiPlan | None = None
+    with tempfile.TemporaryDirectory(prefix="vmaf-roi-maps-") as tmpdir, AtomicOutputs() as outs:
+        tmp_out = outs.add(output_path, inputs=(input_path,), overwrite=overwrite)
+        maps = None
+        if not plain:
+            maps = Path(tmpdir) / "maps.mkv"
+            res_frames, inferences, plan = _write_maps(input_path, maps, cfg, model, track, progress)
+        cmd = _command(ffmpeg, input_path, maps, tmp_out, output_path, cfg, options, bit_rate)
+        total = res_frames or None
+        _run(cmd, progress(total, "encode" + (" (plain)" if plain else " (roi)") + f" [{Path(ffmpeg).name}]"),
+             Path(tmpdir) / "stderr.log")
+        frames, video_bytes, duration = _measure(tmp_out)
+        if frames == 0:
+            raise InputError(f"{input_path}: no video frames could be decoded")
+        if res_frames and frames != res_frames:
+            notes.append(f"ffmpeg encoded {frames} frames, the map pass saw {res_frames}")
+            on_event(notes[-1])
+    res = EncodeResult(output=output_path, encoder=enc, roi=not plain, frames=frames, seconds=time.perf_counter() - t0,
+                       bytes=output_path.stat().st_size, video_bytes=video_bytes, duration=duration, notes=notes,
+                       mean_regions=plan.mean_regions if plan is not None else 0.0)
+    if not plain:
+        res.inferences = inferences
+        res.roi_digest = plan.digest.hexdigest() if plan is not None else ""
+        res.provider = model.provider if model else (track.provider if track else "")
+        res.model = model.spec.id if model else (track.model if track else "")
+        if track is not None and model is not None:
+            track.inferences += inferences
+            track.provider, track.model = model.provider, model.spec.id
+    return res
+
+
+def _write_maps(input_path: Path, path: Path, cfg: EncodeConfig, model, track, progress):
+    """Source -> map schedule -> a map stream; also plans each frame (the digest and region
+    count the in-process encode reports: salroi plans the same way on the same maps)."""
+    meta = {"vmaf_roi_model": model.spec.id if model else (track.model if track else "")}
+    plan = RoiPlan(cfg.roi, cfg.encoder.name)
+    writer: MapVideoWriter | None = None
+    n = 0
+    with VideoSource(input_path, cfg.filters) as src:
+        schedule = MapSchedule(cfg.saliency, model, track, copy_packets=False)
+        bar = progress(src.estimated_frames(), "maps")
+        try:
+            for item, small in schedule.run(src.frames):
+                if not isinstance(item, Item) or small is None:
+                    continue
+                frame = item.frame
+                if writer is None:
+                    writer = MapVideoWriter(path, small.shape[1], small.shape[0], src.rate, meta)
+                tb = frame.time_base or src.time_base
+                writer.write(small, max(frame.pts or 0, 0) * tb)
+                plan.entries(frame.width, frame.height, small)
+                n += 1
+                bar.update(1)
+        finally:
+            bar.close()
+            schedule.close()
+            if writer is not None:
+                writer.close()
+    if n == 0:
+        raise InputError(f"{input_path}: no video frames could be decoded")
+    return n, schedule.inferences, plan
+
+
+def _salroi(cfg: EncodeConfig) -> str:
+    from .. import roi
+
+    r = cfg.roi
+    enc = cfg.encoder.name
+    return (f"salroi=strength={r.strength:g}:block={int(r.block or block_size(enc))}:max_regions={r.max_regions}"
+            f":mode={r.mode}:clamp={r.max_offset}:qp_scale={roi.encoder_qp_scale(enc)}")
+
+
+def _command(ffmpeg: str, input_path: Path, maps: Path | None, tmp_out: Path, output: Path, cfg: EncodeConfig,
+             options: dict[str, str], bit_rate: int) -> list[str]:
+    cmd = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-progress", "pipe:1",
+           "-i", str(input_path)]
+    chain = f"[0:v:0]{cfg.filters}[src];[src]" if cfg.filters else "[0:v:0]"
+    if maps is not None:
+        cmd += ["-i", str(maps)]
+        graph = f"{chain}[1:v]{_salroi(cfg)}[v]"
+    else:
+        graph = f"{chain}null[v]"
+    cmd += ["-filter_complex", graph, "-map", "[v]"]
+    if cfg.audio == "copy":
+        cmd += ["-map", "0:a?", "-map", "0:s?", "-c:a", "copy", "-c:s", "copy"]
+    cmd += ["-map_metadata", "0", "-c:v", cfg.encoder.name]
+    if maps is not None:
+        options = {**options, **dict(ENCODERS[cfg.encoder.name].patch_options)}
+    for k, v in options.items():
+        cmd += [f"-{k}:v", v]
+    if bit_rate:
+        cmd += ["-b:v", str(bit_rate)]
+    if cfg.encoder.pix_fmt != "auto":
+        cmd += ["-pix_fmt", cfg.encoder.pix_fmt]
+    fmt = format_for(output)
+    if fmt:
+        cmd += ["-f", fmt]
+    return cmd + ["-y", str(tmp_out)]
+
+
+def _run(cmd: list[str], bar, err_path: Path) -> None:
+    from ..vmaf import _die_with_parent, _last_lines
+
+    env = dict(os.environ)
+    env.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its whole configuration at info level
+    with open(err_path, "w+b") as err:
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=env,
+                                    preexec_fn=_die_with_parent)
+        except OSError as exc:
+            raise EncodeError(f"cannot run {cmd[0]}: {exc}") from None
+
+        def kill() -> None:
+            if proc.poll() is None:
+                proc.kill()
+
+        errors._on_interrupt.append(kill)
+        done = 0
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith(b"frame="):
+                    try:
+                        n = int(line[6:].strip() or 0)
+                    except ValueError:
+                        continue
+                    if n > done:
+                        bar.update(n - done)
+                        done = n
+            rc = proc.wait()
+        except BaseException:
+            kill()
+            proc.wait()
+            raise
+        finally:
+            bar.close()
+            if kill in errors._on_interrupt:
+                errors._on_interrupt.remove(kill)
+        if rc != 0:
+            err.seek(0)
+            msg = _last_lines(err.read().decode("utf-8", "replace"))
+            raise EncodeError(f"{Path(cmd[0]).name} failed (exit {rc}): {msg}")
+
+
+def _measure(path: Path) -> tuple[int, int, float]:
+    """(video packets, their bytes, duration in s) of an encoded file."""
+    frames = size = 0
+    with av.open(str(path)) as c:
+        if not c.streams.video:
+            return 0, 0, 0.0
+        s = c.streams.video[0]
+        for pkt in c.demux(s):
+            if pkt.size:
+                frames += 1
+                size += pkt.size
+        duration = c.duration / av.time_base if c.duration else 0.0
+        if s.duration and s.time_base:
+            duration = float(s.duration * s.time_base)
+    return frames, size, duration
