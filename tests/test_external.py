@@ -81,3 +81,57 @@ def test_a_plain_libsvtav1_encode_uses_its_own_defaults(clip, tmp_path):
     # the default preset was x264's "medium", which libsvtav1 refused
     res = encode(clip.path, tmp_path / "o.mkv", cfg("encoder=libsvtav1", "preset=12"), plain=True)
     assert res.frames == clip.frames and res.encoder == "libsvtav1"
+
+
+def _svt_ffmpeg() -> str | None:
+    try:
+        return external.find_patched_ffmpeg("libsvtav1")
+    except ConfigError:
+        return None
+
+
+needs_svt = pytest.mark.skipif(_svt_ffmpeg() is None, reason="no ffmpeg with vmaf-roi's libsvtav1 ROI patch "
+                               "(plugin/build.sh builds one; $VMAF_ROI_FFMPEG_PATCHED)")
+
+
+@needs_svt
+def test_libsvtav1_roi_encode_raises_quality_on_the_object(tmp_path):
+    from vmaf_roi.analysis import masked_psnr
+    from vmaf_roi.synth import make_clip
+
+    # SVT-AV1's ROI grid is 64x64: a frame big enough for blocks wholly inside the object
+    clip = make_clip(tmp_path / "in.mp4", width=640, height=480, frames=8, audio=True, mask_path=tmp_path / "m.mkv")
+    masks = read_masks(clip.mask_path)
+    base = ["encoder=libsvtav1", "preset=12", "rate_control.value=40", "roi.strength=6", "saliency.model=u2netp"]
+    plain = encode(clip.path, tmp_path / "plain.mkv", cfg(*base), plain=True, backend="ffmpeg")
+    p_in, p_out = masked_psnr(clip.path, tmp_path / "plain.mkv", masks)
+    lower = encode(clip.path, tmp_path / "lower.mkv", cfg(*base, "roi.mode=lower"))
+    both = encode(clip.path, tmp_path / "both.mkv", cfg(*base, "roi.mode=both"))
+    assert lower.frames == both.frames == plain.frames == clip.frames and lower.mean_regions > 0
+    l_in, l_out = masked_psnr(clip.path, tmp_path / "lower.mkv", masks)
+    b_in, b_out = masked_psnr(clip.path, tmp_path / "both.mkv", masks)
+    assert l_in > p_in + 0.05 and abs(l_out - p_out) < 0.1, (l_in, p_in, l_out, p_out)  # only the object moves
+    assert b_out < p_out - 0.3, (b_out, p_out)  # mode both raises the background's quantiser
+    assert both.video_bytes < plain.video_bytes
+    assert len(packets(tmp_path / "lower.mkv", "audio")) == len(packets(clip.path, "audio")) > 0
+
+
+@needs_svt
+def test_libsvtav1_zero_strength_is_the_plain_bitstream(clip, tmp_path):
+    c = cfg("encoder=libsvtav1", "preset=12", "rate_control.value=40", "roi.strength=0")
+    encode(clip.path, tmp_path / "zero.mkv", c)
+    encode(clip.path, tmp_path / "plain.mkv", c, plain=True, backend="ffmpeg")
+    z, p = packets(tmp_path / "zero.mkv", "video"), packets(tmp_path / "plain.mkv", "video")
+    assert len(z) == clip.frames and [b for b, _ in z] == [b for b, _ in p]
+
+
+@needs_svt
+def test_compare_runs_end_to_end_with_libsvtav1(clip, tmp_path):
+    from vmaf_roi.compare import compare
+
+    c = config.load(None, ["encoder=libsvtav1", "preset=12", "saliency.stride=4"])
+    res = compare(clip.path, c, crfs=[30, 40, 50], out_dir=tmp_path / "out", mask=clip.mask_path)
+    assert [(e.point, e.mode) for e in res.encodes] == [(p, m) for p in (30, 40, 50) for m in ("plain", "roi")]
+    plain = [e for e in res.encodes if e.mode == "plain"]
+    assert plain[0].bitrate > plain[1].bitrate > plain[2].bitrate
+    assert isinstance(res.bd["psnr_y_mask_in"]["bd_rate"], float) or res.bd["psnr_y_mask_in"]["note"]

@@ -66,21 +66,21 @@ ENCODERS: dict[str, RoiSupport] = {e.name: e for e in (
                "(measured: byte-identical output); ffmpeg-patches/0004 adds an SVT-AV1 ROI map",
                "vmaf-roi's patched ffmpeg (SVT-AV1 >= 2.0); 64x64 blocks, qoffset x 255 qindex, at most 8 "
                "distinct offsets per frame",
-               reason="FFmpeg's own libsvtav1.c ignores ROI side data", patch="Encoder libsvtav1"),
+               reason="FFmpeg's own libsvtav1.c ignores ROI side data", patch="Honour region of interest side data with an SVT-AV1 ROI map"),
     RoiSupport("h264_nvenc", True, 16, "libavcodec/nvenc.c: no REGIONS_OF_INTEREST code in FFmpeg 8.1; "
                "ffmpeg-patches/0005 adds a QP delta map (NV_ENC_QP_MAP_DELTA)",
                "vmaf-roi's patched ffmpeg with -roi 1; 16x16 macroblocks, qoffset x 51 QP",
-               reason="FFmpeg's own nvenc.c ignores ROI side data", patch="-roi", patch_options=(("roi", "1"),),
+               reason="FFmpeg's own nvenc.c ignores ROI side data", patch="Honour region of interest side data with a QP delta map", patch_options=(("roi", "1"),),
                tested=False),
     RoiSupport("hevc_nvenc", True, 32, "libavcodec/nvenc.c: no REGIONS_OF_INTEREST code in FFmpeg 8.1; "
                "ffmpeg-patches/0005 adds a QP delta map (NV_ENC_QP_MAP_DELTA)",
                "vmaf-roi's patched ffmpeg with -roi 1; 32x32 coding tree blocks, qoffset x 51 QP",
-               reason="FFmpeg's own nvenc.c ignores ROI side data", patch="-roi", patch_options=(("roi", "1"),),
+               reason="FFmpeg's own nvenc.c ignores ROI side data", patch="Honour region of interest side data with a QP delta map", patch_options=(("roi", "1"),),
                tested=False),
     RoiSupport("av1_nvenc", True, 64, "libavcodec/nvenc.c: no REGIONS_OF_INTEREST code in FFmpeg 8.1; "
                "ffmpeg-patches/0005 adds a QP delta map (NV_ENC_QP_MAP_DELTA)",
                "vmaf-roi's patched ffmpeg with -roi 1; 64x64 superblocks, qoffset x 255 qindex",
-               reason="FFmpeg's own nvenc.c ignores ROI side data", patch="-roi", patch_options=(("roi", "1"),),
+               reason="FFmpeg's own nvenc.c ignores ROI side data", patch="Honour region of interest side data with a QP delta map", patch_options=(("roi", "1"),),
                tested=False),
     RoiSupport("libaom-av1", False, source="libavcodec/libaomenc.c (no REGIONS_OF_INTEREST code)",
                reason="FFmpeg's libaomenc.c has no ROI code"),
