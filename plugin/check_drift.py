@@ -8,7 +8,7 @@ Checks, without needing the FFmpeg source:
 - the series registers the filter in allfilters.c and libavfilter/Makefile;
 - the new files libavcodec/roi_map.{c,h} and libavcodec/tests/roi_map.c are byte-identical to
   plugin/libavcodec/, and the series changes libavcodec/libsvtav1.c and the nvenc files by
-  exactly the lines of plugin/diffs/*.diff;
+  exactly the lines of plugin/diffs/*.diff, and doc/encoders.texi by plugin/doc/libsvtav1-roi.texi;
 - libavcodec/Makefile builds roi_map.o with libsvtav1 and the three nvenc encoders, and the
   roi_map test program.
 """
@@ -112,6 +112,9 @@ def main() -> int:
         for path, lines in diff_changed_lines(diff.read_text()).items():
             if changed_lines(patches, path) != lines:
                 errors.append(f"the series changes {path} otherwise than plugin/diffs/{diff.name}")
+    if "".join(added_lines(patches, "doc/encoders.texi")) != \
+            (PLUGIN / "doc" / "libsvtav1-roi.texi").read_text():
+        errors.append("doc/encoders.texi in the series differs from plugin/doc/libsvtav1-roi.texi")
     makefile = added_lines(patches, "libavcodec/Makefile")
     for config in ("LIBSVTAV1", "AV1_NVENC", "H264_NVENC", "HEVC_NVENC"):
         if not any(f"CONFIG_{config}_ENCODER" in l and "roi_map.o" in l for l in makefile):

@@ -21,7 +21,7 @@ SRC=$("$PLUGIN/build.sh" --source | tail -n1)
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 FILES=(libavfilter/allfilters.c libavfilter/Makefile doc/filters.texi
-       libavcodec/Makefile tests/fate/libavcodec.mak libavcodec/libsvtav1.c
+       libavcodec/Makefile tests/fate/libavcodec.mak libavcodec/libsvtav1.c doc/encoders.texi
        libavcodec/nvenc.c libavcodec/nvenc.h libavcodec/nvenc_av1.c libavcodec/nvenc_h264.c
        libavcodec/nvenc_hevc.c)
 for f in "${FILES[@]}"; do
@@ -129,6 +129,7 @@ EOF
 # 4: ROI in libsvtav1
 apply_diff "$PLUGIN/diffs/libsvtav1-roi.diff"
 append_to_line libavcodec/Makefile '^OBJS-\$\(CONFIG_LIBSVTAV1_ENCODER\) ' ' roi_map.o'
+insert_before doc/encoders.texi '^@section libjxl$' "$PLUGIN/doc/libsvtav1-roi.texi"
 g add -A
 g commit -q -F - <<'EOF'
 avcodec/libsvtav1: honour region of interest side data
