@@ -144,7 +144,8 @@ The library keeps the pointer to the map and applies the last map it got
 to later pictures too.  So a map is freed only once the packets of all
 pictures that used it are out, and a frame without ROI after one with
 ROI gets an all-zero map.  A map is only sent when it changes: a stream
-without ROI side data is coded as before.
+without ROI side data is coded as before.  The new roi option (default
+on) turns it off.
 EOF
 
 # 5: ROI in nvenc

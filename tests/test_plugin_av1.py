@@ -168,14 +168,21 @@ def test_svtav1_roi_raises_quality_inside_and_lowers_it_outside(ffmpeg, av1_deco
 
 
 def test_svtav1_zero_offsets_give_the_plain_bitstream(ffmpeg, clip, tmp_path):
+    """Regions with qoffset 0 send no map: the stream is byte-identical to one without them."""
     plain, zero = tmp_path / "plain.ivf", tmp_path / "zero.ivf"
     run_ff(ffmpeg, *raw_input(clip), *svt(preset=10), str(plain))
     run_ff(ffmpeg, *raw_input(clip), "-vf", roi_filter("0", "0"), *svt(preset=10), str(zero))
     assert zero.read_bytes() == plain.read_bytes()
-    # and the regions do change the stream when they are not zero
+    # the regions do change the stream when they are not zero ...
     roi = tmp_path / "roi.ivf"
     run_ff(ffmpeg, *raw_input(clip), "-vf", roi_filter("-1/10", "0"), *svt(preset=10), str(roi))
     assert roi.read_bytes() != plain.read_bytes()
+    # ... unless -roi 0; and SVT-AV1's enable_roi_map (on by default) alone changes nothing
+    off, off_roi = tmp_path / "off.ivf", tmp_path / "off_roi.ivf"
+    run_ff(ffmpeg, *raw_input(clip), *svt("-roi", "0", preset=10), str(off))
+    run_ff(ffmpeg, *raw_input(clip), "-vf", roi_filter("-1/10", "0"),
+           *svt("-roi", "0", preset=10), str(off_roi))
+    assert off.read_bytes() == plain.read_bytes() == off_roi.read_bytes()
 
 
 def test_svtav1_map_does_not_stick_after_roi_ends(ffmpeg, av1_decoder, clip, tmp_path):
@@ -192,6 +199,30 @@ def test_svtav1_map_does_not_stick_after_roi_ends(ffmpeg, av1_decoder, clip, tmp
     assert a.shape == b.shape == (N, H, W)
     assert not np.array_equal(a[:half], b[:half])  # the ROI frames differ
     assert np.array_equal(a[half:], b[half:])      # the frames after them do not
+
+
+def test_salroi_drives_libsvtav1(ffmpeg, av1_decoder, clip, tmp_path):
+    """The filter's two-input mode into libsvtav1: a saliency map that marks the object gives
+    it more quality and the rest less; strength 0 is the plain stream."""
+    sal = tmp_path / "sal.gray"
+    m = np.zeros((H, W), np.uint8)
+    x0, y0, x1, y1 = OBJ
+    m[y0:y1, x0:x1] = 255
+    sal.write_bytes(m.tobytes() * N)
+    sal_in = ["-f", "rawvideo", "-pix_fmt", "gray", "-s", f"{W}x{H}", "-r", "25", "-i", str(sal)]
+    ref = source_luma(clip)
+    res = {}
+    for strength in (0, 4):
+        out = tmp_path / f"s{strength}.ivf"
+        run_ff(ffmpeg, *raw_input(clip), *sal_in, "-filter_complex",
+               f"[0:v][1:v]salroi=strength={strength}", *svt(crf=55), str(out))
+        res[strength] = (out.read_bytes(), inside_outside(ref, luma(ffmpeg, av1_decoder, out)))
+    plain = tmp_path / "plain.ivf"
+    run_ff(ffmpeg, *raw_input(clip), *svt(crf=55), str(plain))
+    assert res[0][0] == plain.read_bytes()
+    (p_in, p_out), (r_in, r_out) = res[0][1], res[4][1]
+    # measured: 30.27/32.86 dB plain, 30.80/31.82 dB with strength 4
+    assert r_in > p_in + 0.3 and r_out < p_out - 0.5
 
 
 @pytest.mark.slow
