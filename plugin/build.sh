@@ -14,18 +14,25 @@
 # Full profile: every native decoder, encoder (AAC among them), demuxer, muxer, parser, filter,
 # bitstream filter and protocol, plus zlib/bzlib/lzma and libx264, libx265, libvpx, libdav1d and
 # libopus (each where its development package is installed).  Minimal profile: H.264/HEVC/FFV1/
-# raw/AAC, MP4/Matroska/raw, libx264/libx265/FFV1/AAC and the filters the tests use.
+# raw/AAC, MP4/Matroska/raw/IVF, libx264/libx265/FFV1/AAC, libdav1d (where installed) and the
+# filters the tests use.  Both profiles: libsvtav1 (built here, static) and h264/hevc/av1_nvenc
+# (NVENC is loaded at run time: it builds without NVIDIA software, and runs only with a GPU).
 #
 # Sources, fetched through a private APT configuration (/etc/apt is never modified):
 # - FFmpeg: Debian trixie's source package (upstream orig tarball only; Debian's patches are
 #   not applied);
 # - ONNX Runtime C API headers: Debian trixie's libonnxruntime-dev (headers only; nothing is
-#   linked: the filter loads the onnxruntime wheel's library with dlopen at run time).
+#   linked: the filter loads the onnxruntime wheel's library with dlopen at run time);
+# - SVT-AV1 2.x (its ROI map API; bookworm's 1.4.1 predates it): the orig tarball of trixie's
+#   svt-av1 source package, built once with cmake into $CACHE/svt-av1-<version>-<key>/;
+# - NVENC headers: trixie's libffmpeg-nvenc-dev (nv-codec-headers; headers only).
+# The build also runs libavcodec/tests/roi_map (FATE's fate-roi-map, the ROI block maps of the
+# libsvtav1 and nvenc patches) and installs it beside ffmpeg as roi_map-test.
 #
 # Cache: ${VMAF_ROI_FFMPEG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vmaf-roi/ffmpeg}, outside
 # the checkout, so that a fresh clone on the same machine reuses it.  A finished build is an
-# entry <profile>-<key>/ (key: FFmpeg version, headers, patch series, configure flags,
-# compiler), installed by one rename; the build tree of each profile is kept, so a changed
+# entry <profile>-<key>/ (key: FFmpeg version, headers, SVT-AV1 build, patch series, configure
+# flags, compiler), installed by one rename; the build tree of each profile is kept, so a changed
 # patch recompiles only the files it touches.  Concurrent runs wait on a lock.
 #
 # Environment: JOBS (make -j, default nproc), VMAF_ROI_FFMPEG_CACHE, VMAF_ROI_DEBIAN_MIRROR.
@@ -38,6 +45,8 @@ SUITE=trixie
 MIRROR=${VMAF_ROI_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 ORT_DEV=libonnxruntime-dev
+SVT_PKG=svt-av1
+NV_PKG=libffmpeg-nvenc-dev
 
 die() { echo "build.sh: error: $*" >&2; exit 1; }
 log() { echo "build.sh: $*" >&2; }
@@ -51,7 +60,7 @@ for a in "$@"; do
         --source) ACTION=source ;;
         --headers) ACTION=headers ;;
         --key) ACTION=key ;;
-        -h|--help) sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,41p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument '$a' (usage: plugin/build.sh [--minimal] [--source|--headers|--key])" ;;
     esac
 done
@@ -61,7 +70,7 @@ have_pc() { pkg-config --exists "$1" 2>/dev/null; }
 
 # --- configure flags --------------------------------------------------------------------------
 COMMON_FLAGS=(--disable-autodetect --disable-debug --disable-doc --disable-ffplay
-              --enable-gpl --enable-pthreads)
+              --enable-gpl --enable-pthreads --enable-libsvtav1 --enable-ffnvcodec --enable-nvenc)
 configure_flags() {
     if [ "$PROFILE" = full ]; then
         local f=("${COMMON_FLAGS[@]}" --enable-libx264 --enable-libx265)
@@ -75,16 +84,18 @@ configure_flags() {
     else
         printf '%s\n' "${COMMON_FLAGS[@]}" --disable-ffprobe --disable-network --disable-everything \
             --enable-libx264 --enable-libx265 \
-            --enable-encoder=libx264,libx265,rawvideo,ffv1,wrapped_avframe,aac,pcm_s16le \
+            --enable-encoder=libx264,libx265,libsvtav1,h264_nvenc,hevc_nvenc,av1_nvenc,rawvideo,ffv1,wrapped_avframe,aac,pcm_s16le \
             --enable-decoder=h264,hevc,ffv1,rawvideo,wrapped_avframe,aac,pcm_s16le \
-            --enable-demuxer=matroska,mov,rawvideo,image2,h264,hevc,aac,wav \
-            --enable-muxer=matroska,mp4,mov,h264,hevc,rawvideo,null,framecrc,framemd5,adts,wav \
-            --enable-parser=h264,hevc,aac \
+            --enable-demuxer=matroska,mov,rawvideo,image2,h264,hevc,aac,wav,ivf,obu \
+            --enable-muxer=matroska,mp4,mov,h264,hevc,rawvideo,null,framecrc,framemd5,adts,wav,ivf,obu \
+            --enable-parser=h264,hevc,aac,av1 \
             --enable-protocol=file,pipe \
             --enable-indev=lavfi \
             --enable-bsf=h264_mp4toannexb,hevc_mp4toannexb,extract_extradata,aac_adtstoasc \
             --enable-filter=salroi,addroi,showinfo,format,scale,null,nullsink,testsrc,testsrc2,color,setpts,settb,trim,fps,split,overlay,drawbox,aresample,anull,aformat,sine,anullsrc,sendcmd,concat,hstack \
             --enable-swscale --enable-swresample
+        # AV1 decoding for the libsvtav1 tests (FFmpeg's native av1 decoder needs a hwaccel)
+        have_pc dav1d && printf '%s\n' --enable-libdav1d --enable-decoder=libdav1d
     fi
 }
 mapfile -t CONFIGURE_FLAGS < <(configure_flags)
@@ -197,12 +208,120 @@ fetch_headers() {
     ORT_API=$(sed -nE 's/^#define ORT_API_VERSION ([0-9]+).*/\1/p' "$ORT_INC/onnxruntime_c_api.h")
 }
 
+# SVT-AV1 (libsvtav1, with the ROI map API of 2.x): the orig tarball of Debian's source
+# package, fetched alone with apt's downloader and checked against the sha256 of the signed
+# Sources index (Debian's packaging is not needed).
+fetch_svt() {
+    local line name sha
+    SVT_ORIG=$(ls "$CACHE"/dl/${SVT_PKG}_*.orig.tar.* 2>/dev/null | head -n1 || true)
+    [ -n "$SVT_ORIG" ] && return 0
+    apt_setup
+    line=$(apt-get -q source --print-uris "$SVT_PKG/$SUITE" 2>"$CACHE/apt-svt.log" \
+           | grep -E "^'[^']+\.orig\.tar\.[a-z0-9]+' " | head -n1 || true)
+    [ -n "$line" ] || die "no $SVT_PKG source package in Debian $SUITE (see $CACHE/apt-svt.log)"
+    # 'URL' NAME SIZE SHA256:HEX
+    read -r _ name _ sha <<<"$line"
+    case "$sha" in SHA256:*) sha=${sha#SHA256:} ;; *) die "no sha256 for $name in the Sources index" ;; esac
+    /usr/lib/apt/apt-helper download-file "$(echo "$line" | cut -d"'" -f2)" \
+        "$CACHE/dl/partial-$name" "SHA256:$sha" >>"$CACHE/apt-svt.log" 2>&1 \
+        || die "cannot download $name from Debian $SUITE (see $CACHE/apt-svt.log)"
+    echo "$sha  $CACHE/dl/partial-$name" | sha256sum -c --quiet - >/dev/null 2>&1 \
+        || die "$name does not match the sha256 of the Debian $SUITE index"
+    mv "$CACHE/dl/partial-$name" "$CACHE/dl/$name"
+    SVT_ORIG=$CACHE/dl/$name
+}
+
+# NVENC: nv-codec-headers (Debian's libffmpeg-nvenc-dev, headers + ffnvcodec.pc only; the
+# NVENC library is loaded at run time by FFmpeg, so nothing NVIDIA is needed to build).
+fetch_nvenc_headers() {
+    local deb ver
+    deb=$(ls "$CACHE"/dl/${NV_PKG}_*.deb 2>/dev/null | head -n1 || true)
+    if [ -z "$deb" ]; then
+        apt_setup
+        (cd "$CACHE/dl" && apt-get -q download "$NV_PKG/$SUITE") >"$CACHE/apt-nvenc.log" 2>&1 \
+            || die "cannot download $NV_PKG from Debian $SUITE (see $CACHE/apt-nvenc.log)"
+        deb=$(ls "$CACHE"/dl/${NV_PKG}_*.deb 2>/dev/null | head -n1 || true)
+        [ -n "$deb" ] || die "no $NV_PKG package in $CACHE/dl after apt-get download"
+    fi
+    ver=$(basename "$deb" | sed -E "s/^${NV_PKG}_([^_]+)_.*$/\1/")
+    NV_DIR=$CACHE/nv-codec-headers-$ver
+    if [ ! -f "$NV_DIR/pkgconfig/ffnvcodec.pc" ]; then
+        need_tool dpkg-deb dpkg
+        rm -rf "$NV_DIR.tmp.$$"
+        mkdir -p "$NV_DIR.tmp.$$/x" "$NV_DIR.tmp.$$/d/pkgconfig"
+        dpkg-deb -x "$deb" "$NV_DIR.tmp.$$/x" || die "cannot unpack $deb"
+        [ -f "$NV_DIR.tmp.$$/x/usr/include/ffnvcodec/nvEncodeAPI.h" ] \
+            || die "$deb has no usr/include/ffnvcodec/nvEncodeAPI.h"
+        mv "$NV_DIR.tmp.$$/x/usr/include" "$NV_DIR.tmp.$$/d/include"
+        sed "s|^prefix=.*|prefix=$NV_DIR|" "$NV_DIR.tmp.$$/x/usr/share/pkgconfig/ffnvcodec.pc" \
+            > "$NV_DIR.tmp.$$/d/pkgconfig/ffnvcodec.pc"
+        rm -rf "$NV_DIR" && mv -T "$NV_DIR.tmp.$$/d" "$NV_DIR" && rm -rf "$NV_DIR.tmp.$$"
+    fi
+}
+
+# Build SVT-AV1 once per version and flags into $CACHE/svt-av1-<version>-<key> (a static
+# library + SvtAv1Enc.pc), installed by one rename.  Cold, ninja -j2 on the 2-core machine:
+# 85 s wall (124 CPU-s) when idle, 168 s under load from other jobs; cached: nothing to do.
+SVT_CMAKE_FLAGS=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DBUILD_APPS=OFF
+                 -DBUILD_TESTING=OFF -DSVT_AV1_LTO=OFF -DREPRODUCIBLE_BUILDS=ON
+                 -DCMAKE_INSTALL_LIBDIR=lib)
+svt_prefix() {
+    local ver key
+    ver=$(basename "$SVT_ORIG" | sed -E "s/^${SVT_PKG}_([^-]+)\.orig\.tar\..*$/\1/")
+    key=$( { basename "$SVT_ORIG"; printf '%s\n' "${SVT_CMAKE_FLAGS[@]}"; gcc -dumpfullversion 2>/dev/null; } \
+           | sha256sum | cut -c1-12)
+    SVT_VERSION=$ver
+    SVT_PREFIX=$CACHE/svt-av1-$ver-$key
+}
+build_svt() {
+    [ -f "$SVT_PREFIX/lib/pkgconfig/SvtAv1Enc.pc" ] && return 0
+    lock 7 svt-av1
+    if [ ! -f "$SVT_PREFIX/lib/pkgconfig/SvtAv1Enc.pc" ]; then
+        need_tool cmake cmake
+        local t0 gen=()
+        t0=$(date +%s)
+        command -v ninja >/dev/null 2>&1 && gen=(-G Ninja)
+        SVT_TMP=$(mktemp -d "$CACHE/svt-build.XXXXXX")
+        # (SVT-AV1 writes its libraries into the source tree: unpack a fresh one each time)
+        trap 'rm -rf "$SVT_TMP"' EXIT
+        mkdir -p "$SVT_TMP/src"
+        tar -xf "$SVT_ORIG" -C "$SVT_TMP/src" --strip-components=1 || die "cannot unpack $SVT_ORIG"
+        log "building SVT-AV1 $SVT_VERSION (log: $CACHE/svt-av1-build.log)"
+        { cmake -S "$SVT_TMP/src" -B "$SVT_TMP/build" "${gen[@]}" "${SVT_CMAKE_FLAGS[@]}" \
+                -DCMAKE_INSTALL_PREFIX="$SVT_PREFIX" \
+          && cmake --build "$SVT_TMP/build" -j "$JOBS" \
+          && DESTDIR="$SVT_TMP/inst" cmake --install "$SVT_TMP/build"; } >"$CACHE/svt-av1-build.log" 2>&1 \
+            || { tail -n 20 "$CACHE/svt-av1-build.log" >&2; die "SVT-AV1 build failed (see $CACHE/svt-av1-build.log)"; }
+        [ -f "$SVT_TMP/inst$SVT_PREFIX/lib/pkgconfig/SvtAv1Enc.pc" ] || die "SVT-AV1 installed no SvtAv1Enc.pc"
+        # a static library: its own dependencies (Libs.private: -lpthread -lm) go on the link
+        # line of everything that uses it, FFmpeg's configure test included
+        sed -i -E 's/^(Libs:.*)$/\1 -lpthread -lm/' "$SVT_TMP/inst$SVT_PREFIX/lib/pkgconfig/SvtAv1Enc.pc"
+        echo "SVT-AV1 $SVT_VERSION built in $(( $(date +%s) - t0 )) s with -j$JOBS: ${SVT_CMAKE_FLAGS[*]}" \
+            > "$SVT_TMP/inst$SVT_PREFIX/BUILDINFO"
+        rm -rf "$SVT_PREFIX"
+        mv -T "$SVT_TMP/inst$SVT_PREFIX" "$SVT_PREFIX"
+        rm -rf "$SVT_TMP"
+        trap - EXIT
+        log "$(cat "$SVT_PREFIX/BUILDINFO")"
+        # older SVT-AV1 builds go
+        for d in "$CACHE"/svt-av1-[0-9]*/; do
+            [ "${d%/}" = "$SVT_PREFIX" ] || rm -rf "$d"
+        done
+    fi
+    flock -u 7
+}
+
 fetch_ffmpeg
 unpack_ffmpeg
 if [ "$ACTION" = source ]; then echo "$SRC"; exit 0; fi
 fetch_headers
 if [ "$ACTION" = headers ]; then echo "$ORT_INC"; exit 0; fi
+fetch_svt
+fetch_nvenc_headers
 flock -u 9
+svt_prefix
+[ "$ACTION" = build ] && build_svt
+export PKG_CONFIG_PATH="$SVT_PREFIX/lib/pkgconfig:$NV_DIR/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 
 # --- cache key --------------------------------------------------------------------------------
 SERIES_DIR=$REPO/ffmpeg-patches
@@ -217,6 +336,8 @@ CC_VERSION=$(gcc -dumpfullversion 2>/dev/null || echo none)
 tree_input() {  # what the build tree depends on (configure's view)
     echo "ffmpeg: $FFMPEG_VERSION"
     echo "headers: $(basename "$ORT_INC")"
+    echo "svt-av1: $(basename "$SVT_PREFIX")"
+    echo "nvenc headers: $(basename "$NV_DIR")"
     echo "cc: $CC_VERSION"
     printf 'configure: %s\n' "${CONFIGURE_FLAGS[@]}"
 }
@@ -301,20 +422,31 @@ fi
 grep -q '^CONFIG_SALROI_FILTER=yes' "$WORK/ffbuild/config.mak" \
     || die "configure did not enable the salroi filter: is the patch series applied?"
 grep -q '^CONFIG_AAC_ENCODER=yes' "$WORK/ffbuild/config.mak" || die "configure did not enable the aac encoder"
+for c in LIBSVTAV1 H264_NVENC HEVC_NVENC AV1_NVENC; do
+    grep -q "^CONFIG_${c}_ENCODER=yes" "$WORK/ffbuild/config.mak" \
+        || die "configure did not enable the $(echo "$c" | tr A-Z a-z) encoder (see $WORK/configure.log)"
+done
 
 TARGETS=(ffmpeg)
 [ "$PROFILE" = full ] && TARGETS+=(ffprobe)
 log "building ${TARGETS[*]} with make -j$JOBS (log: $WORK/make.log)"
 (cd "$WORK" && make -j"$JOBS" "${TARGETS[@]}") >"$WORK/make.log" 2>&1 \
     || { grep -E 'error|Error' "$WORK/make.log" | head -n 20 >&2; die "make failed (see $WORK/make.log)"; }
+# The unit test of the ROI block maps (libsvtav1, nvenc): FATE's fate-roi-map, run directly.
+(cd "$WORK" && make -j"$JOBS" libavcodec/tests/roi_map) >>"$WORK/make.log" 2>&1 \
+    || { grep -E 'error|Error' "$WORK/make.log" | head -n 20 >&2; die "make libavcodec/tests/roi_map failed (see $WORK/make.log)"; }
+"$WORK/libavcodec/tests/roi_map" >&2 || die "libavcodec/tests/roi_map failed: the ROI block maps are wrong"
 
 # --- install the cache entry atomically -------------------------------------------------------
 TMP_ENTRY=$(mktemp -d "$CACHE/.entry.XXXXXX")
 mkdir -p "$TMP_ENTRY/bin"
 for t in "${TARGETS[@]}"; do cp "$WORK/$t" "$TMP_ENTRY/bin/$t"; done
+cp "$WORK/libavcodec/tests/roi_map" "$TMP_ENTRY/bin/roi_map-test"
 {
     echo "FFmpeg $FFMPEG_VERSION, $PROFILE profile, key $KEY, built in $(( $(date +%s) - T0 )) s with make -j$JOBS ($changed files changed)"
     echo "ONNX Runtime C API headers: $(basename "$ORT_INC") (ORT_API_VERSION $ORT_API)"
+    echo "SVT-AV1: $(head -n1 "$SVT_PREFIX/BUILDINFO")"
+    echo "NVENC headers: $(basename "$NV_DIR")"
     printf 'configure: %s\n' "${CONFIGURE_FLAGS[*]}"
     for p in "${PATCHES[@]}"; do echo "patch: $(basename "$p") $(sha256sum < "$p" | cut -c1-64)"; done
 } > "$TMP_ENTRY/BUILDINFO"

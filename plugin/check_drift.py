@@ -5,7 +5,12 @@ Checks, without needing the FFmpeg source:
 - ffmpeg-patches/series lists exactly the *.patch files there, and each exists;
 - the new file libavfilter/vf_salroi.c in the series is byte-identical to plugin/vf_salroi.c;
 - the lines the series adds to doc/filters.texi are exactly plugin/salroi.texi;
-- the series registers the filter in allfilters.c and libavfilter/Makefile.
+- the series registers the filter in allfilters.c and libavfilter/Makefile;
+- the new files libavcodec/roi_map.{c,h} and libavcodec/tests/roi_map.c are byte-identical to
+  plugin/libavcodec/, and the series changes libavcodec/libsvtav1.c and the nvenc files by
+  exactly the lines of plugin/diffs/*.diff, and doc/encoders.texi by plugin/doc/libsvtav1-roi.texi;
+- libavcodec/Makefile builds roi_map.o with libsvtav1 and the three nvenc encoders, and the
+  roi_map test program.
 """
 
 from __future__ import annotations
@@ -38,6 +43,40 @@ def added_lines(patches: list[str], path: str) -> list[str]:
     return out
 
 
+def changed_lines(patches: list[str], path: str) -> list[str]:
+    """'+' and '-' lines of every hunk touching ``path`` in the series, in order."""
+    out: list[str] = []
+    for text in patches:
+        current = None
+        for line in text.splitlines(keepends=True):
+            if line.startswith("diff --git "):
+                m = re.match(r"diff --git a/(\S+) b/(\S+)", line)
+                current = m.group(2) if m else None
+            elif line.startswith(("+++ ", "--- ")):
+                continue
+            elif current == path and line.startswith(("+", "-")):
+                out.append(line)
+            elif line.startswith("-- \n"):
+                current = None
+    return out
+
+
+def diff_changed_lines(diff: str) -> dict[str, list[str]]:
+    """Per file (b/ side), the '+' and '-' lines of a plain unified diff."""
+    out: dict[str, list[str]] = {}
+    current = None
+    lines = diff.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ "):
+            current = None
+        elif line.startswith("+++ "):
+            current = re.sub(r"^b/", "", line[4:].split("\t")[0].strip())
+            out.setdefault(current, [])
+        elif current and line.startswith(("+", "-")):
+            out[current].append(line)
+    return out
+
+
 def main() -> int:
     errors: list[str] = []
     series_file = PATCHES / "series"
@@ -64,6 +103,25 @@ def main() -> int:
     if not any("CONFIG_SALROI_FILTER" in l and "vf_salroi.o" in l
                for l in added_lines(patches, "libavfilter/Makefile")):
         errors.append("the series does not add vf_salroi.o to libavfilter/Makefile")
+
+    for name in ("roi_map.c", "roi_map.h", "tests/roi_map.c"):
+        if "".join(added_lines(patches, f"libavcodec/{name}")) != \
+                (PLUGIN / "libavcodec" / name).read_text():
+            errors.append(f"libavcodec/{name} in the series differs from plugin/libavcodec/{name}")
+    for diff in sorted((PLUGIN / "diffs").glob("*.diff")):
+        for path, lines in diff_changed_lines(diff.read_text()).items():
+            if changed_lines(patches, path) != lines:
+                errors.append(f"the series changes {path} otherwise than plugin/diffs/{diff.name}")
+    if "".join(added_lines(patches, "doc/encoders.texi")) != \
+            (PLUGIN / "doc" / "libsvtav1-roi.texi").read_text():
+        errors.append("doc/encoders.texi in the series differs from plugin/doc/libsvtav1-roi.texi")
+    makefile = added_lines(patches, "libavcodec/Makefile")
+    for config in ("LIBSVTAV1", "AV1_NVENC", "H264_NVENC", "HEVC_NVENC"):
+        if not any(f"CONFIG_{config}_ENCODER" in l and "roi_map.o" in l for l in makefile):
+            errors.append(f"libavcodec/Makefile in the series does not build roi_map.o "
+                          f"with {config.lower()}")
+    if not any(l.split() == ["roi_map", "\\"] for l in makefile):
+        errors.append("libavcodec/Makefile in the series does not list the roi_map test program")
 
     for e in errors:
         print(f"check_drift: {e}; {FIX}", file=sys.stderr)

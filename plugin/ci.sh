@@ -12,9 +12,9 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PKGS=(gcc make nasm pkg-config libx264-dev libx265-dev patch xz-utils dpkg-dev
+PKGS=(gcc make nasm pkg-config cmake libx264-dev libx265-dev patch xz-utils dpkg-dev
       debian-archive-keyring valgrind util-linux)
-OPTIONAL=(libvpx-dev libdav1d-dev libopus-dev zlib1g-dev libbz2-dev liblzma-dev)
+OPTIONAL=(ninja-build libvpx-dev libdav1d-dev libopus-dev zlib1g-dev libbz2-dev liblzma-dev)
 
 installed() { dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
 missing=()
