@@ -183,3 +183,30 @@ def test_holes_take_the_neighbours_motion():
 def test_reference_spans_in_display_order():
     assert carry.reference_spans(list("IBBBPBBP")) == [(0, 0), (1, 3), (2, 2), (3, 1), (4, 0), (1, 2), (2, 1), (3, 0)]
     assert carry.reference_spans(list("IPPB")) == [(0, 0), (1, 0), (1, 0), (1, 0)]
+
+
+def test_carry_back_and_between_follow_the_square(clip):
+    frames = decoded(clip)
+    spans = carry.reference_spans([t for t, _, _ in frames])
+    fields = [carry.field_from_mvs(mvs, W, H, *sp) for (_, mvs, _), sp in zip(frames, spans)]
+    a, b = 2, 10  # two "model" frames (P-frames here) and the 7 frames between them
+    ma, mb = (truth(a) * 255).astype(np.uint8), (truth(b) * 255).astype(np.uint8)
+    back = carry.carry_back(mb, fields[a + 1:b + 1])
+    assert len(back) == b - a
+    c = carry.Carrier()
+    c.key(a, ma)
+    fwd = [c.carry(i, fields[i]) for i in range(a + 1, b)]
+    mid = carry.between(fwd, back[1:])
+    assert len(mid) == b - a - 1
+    for i, (f, k, m) in enumerate(zip(fwd, back[1:], mid), a + 1):
+        gt = truth(i)
+        # carried back from frame b: far nearer than b's map held (the square's half-background
+        # edge blocks have zero vectors, so it lags by about a pixel a frame)
+        assert iou(k >= 128, gt) > iou(mb >= 128, gt) + 0.3, (i, iou(k >= 128, gt))
+        assert np.abs(centroid(k) - true_centre(i)).max() < 0.5 * np.abs(centroid(mb) - true_centre(i)).max()
+        assert np.abs(centroid(m) - true_centre(i)).max() < 7.0, (i, centroid(m), true_centre(i))
+        # the linear blend of the two model maps is two half squares where the square is not
+        lin = np.rint((1 - (i - a) / (b - a)) * ma.astype(np.float32) + (i - a) / (b - a) * mb).astype(np.uint8)
+        assert iou(m >= 128, gt) > iou(lin >= 128, gt), i
+    with pytest.raises(ValueError):
+        carry.between(fwd, back)

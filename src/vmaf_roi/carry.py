@@ -229,6 +229,42 @@ def _bilinear(img: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     return top * (1 - fy) + bot * fy
 
 
+def _sample(m: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Bilinear samples of a 2-D map at float32 coordinates, edge-clamped (fast path of warp)."""
+    h, w = m.shape
+    p = np.empty((h + 1, w + 1), np.float32)  # one edge row/column more: no clamping of +1
+    p[:h, :w] = m
+    p[h, :w] = m[-1]
+    p[:, w] = p[:, w - 1]
+    flat = p.ravel()
+    np.clip(ys, 0, h - 1, out=ys)
+    np.clip(xs, 0, w - 1, out=xs)
+    y0 = ys.astype(np.int32)  # floor: coordinates are >= 0 now
+    x0 = xs.astype(np.int32)
+    ys -= y0
+    xs -= x0
+    i = y0 * (w + 1) + x0
+    a, b = flat[i], flat[i + 1]
+    c, d = flat[i + (w + 1)], flat[i + (w + 2)]
+    top = a + (b - a) * xs
+    return top + ((c + (d - c) * xs) - top) * ys
+
+
+def _map_displacement(field: MotionField, mh: int, mw: int, back: int):
+    """Per map pixel: (dx, dy) in frame pixels, pixel centres fy, fx in frame pixels, scales."""
+    sy, sx = field.height / mh, field.width / mw  # frame pixels per map pixel
+    # each map pixel takes its block's displacement, as motion compensation does
+    # (interpolating between blocks would smear a moving edge over a block)
+    fy = (np.arange(mh, dtype=np.float32) + 0.5) * sy
+    fx = (np.arange(mw, dtype=np.float32) + 0.5) * sx
+    disp = field.displacement(back)
+    by = np.minimum((fy / field.cell_h).astype(np.intp), disp.shape[0] - 1)
+    bx = np.minimum((fx / field.cell_w).astype(np.intp), disp.shape[1] - 1)
+    dx = disp[..., 0][by][:, bx]  # [mh, mw] (row then column gather: fast)
+    dy = disp[..., 1][by][:, bx]
+    return dx, dy, fy, fx, sy, sx
+
+
 def warp(m: np.ndarray, field: MotionField | None, back: int = 1) -> np.ndarray:
     """The map of an earlier frame (``back`` frames before the field's) moved to the field's frame.
 
@@ -239,18 +275,54 @@ def warp(m: np.ndarray, field: MotionField | None, back: int = 1) -> np.ndarray:
     if field is None:
         return m
     mh, mw = m.shape
-    sy, sx = field.height / mh, field.width / mw  # frame pixels per map pixel
-    # map pixel centres in frame pixels; each takes its block's displacement, as motion
-    # compensation does (interpolating between blocks would smear a moving edge over a block)
-    fy = (np.arange(mh, dtype=np.float32) + 0.5) * sy
-    fx = (np.arange(mw, dtype=np.float32) + 0.5) * sx
-    disp = field.displacement(back)
-    by = np.minimum((fy / field.cell_h).astype(np.intp), disp.shape[0] - 1)
-    bx = np.minimum((fx / field.cell_w).astype(np.intp), disp.shape[1] - 1)
-    d = disp[by[:, None], bx[None, :]]  # [mh, mw, 2] frame pixels
-    src_y = (fy[:, None] + d[..., 1]) / sy - 0.5
-    src_x = (fx[None, :] + d[..., 0]) / sx - 0.5
-    out = _bilinear(m.astype(np.float32), src_y, src_x)
+    dx, dy, fy, fx, sy, sx = _map_displacement(field, mh, mw, back)
+    src_y = (fy[:, None] + dy) * np.float32(1 / sy) - np.float32(0.5)
+    src_x = (fx[None, :] + dx) * np.float32(1 / sx) - np.float32(0.5)
+    out = _sample(m, src_y, src_x)
+    if m.dtype == np.uint8:
+        return np.rint(np.clip(out, 0, 255)).astype(np.uint8)
+    return out.astype(m.dtype)
+
+
+def unwarp(m: np.ndarray, field: MotionField | None, back: int = 1) -> np.ndarray:
+    """The inverse of :func:`warp`: the map of the field's frame moved to the frame ``back``
+    frames earlier.
+
+    Every map pixel is splatted (bilinear weights) to where its content was; pixels nothing
+    lands on (content that appears only later) keep the first-order inverse,
+    ``m(x - d(x))``. Same shape and dtype as ``m``.
+    """
+    if field is None:
+        return m
+    mh, mw = m.shape
+    dx, dy, fy, fx, sy, sx = _map_displacement(field, mh, mw, back)
+    ty = (fy[:, None] + dy) * np.float32(1 / sy) - np.float32(0.5)  # where each pixel's content was
+    tx = (fx[None, :] + dx) * np.float32(1 / sx) - np.float32(0.5)
+    np.clip(ty, 0, mh - 1, out=ty)
+    np.clip(tx, 0, mw - 1, out=tx)
+    y0 = ty.astype(np.int32)
+    x0 = tx.astype(np.int32)
+    wy = (ty - y0).ravel()
+    wx = (tx - x0).ravel()
+    y1 = np.minimum(y0 + 1, mh - 1).ravel()
+    x1 = np.minimum(x0 + 1, mw - 1).ravel()
+    y0, x0 = y0.ravel(), x0.ravel()
+    v = m.astype(np.float32).ravel()
+    acc = np.zeros(mh * mw, np.float64)
+    wsum = np.zeros(mh * mw, np.float64)
+    for yy, xx, w in ((y0, x0, (1 - wy) * (1 - wx)), (y0, x1, (1 - wy) * wx),
+                      (y1, x0, wy * (1 - wx)), (y1, x1, wy * wx)):
+        i = yy * mw + xx
+        acc += np.bincount(i, weights=w * v, minlength=mh * mw)
+        wsum += np.bincount(i, weights=w, minlength=mh * mw)
+    hit = wsum > 1e-3
+    out = np.empty(mh * mw, np.float32)
+    out[hit] = acc[hit] / wsum[hit]
+    if not hit.all():
+        first = _sample(m, (fy[:, None] - dy) * np.float32(1 / sy) - np.float32(0.5),
+                        (fx[None, :] - dx) * np.float32(1 / sx) - np.float32(0.5)).ravel()
+        out[~hit] = first[~hit]
+    out = out.reshape(mh, mw)
     if m.dtype == np.uint8:
         return np.rint(np.clip(out, 0, 255)).astype(np.uint8)
     return out.astype(m.dtype)
@@ -332,3 +404,30 @@ def block_flow(prev: np.ndarray, cur: np.ndarray, frame_size: tuple[int, int], b
     off[..., 0] *= sx
     off[..., 1] *= sy
     return MotionField(int(fw), int(fh), block * sx, block * sy, off, 1)
+
+
+def carry_back(m: np.ndarray, fields: Sequence[MotionField | None]) -> list[np.ndarray]:
+    """A later map carried back: the maps of frames ``a .. b-1`` from the map of frame ``b``.
+
+    ``fields`` are the fields of frames ``a+1 .. b`` in display order; each step is
+    :func:`unwarp` over one frame (the field's displacement scaled to one frame).
+    """
+    out = [m]
+    for f in reversed(fields):
+        out.append(unwarp(out[-1], f))
+    return out[:0:-1]
+
+
+def between(forward: Sequence[np.ndarray], backward: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Frames between two model maps: the map carried forward from the earlier one and back from
+    the later one, weighted by position as the encode's linear blend weighs the two maps
+    (``j / (count + 1)`` towards the later)."""
+    n = len(forward)
+    if len(backward) != n:
+        raise ValueError("forward and backward maps differ in count")
+    out = []
+    for j, (f, b) in enumerate(zip(forward, backward), 1):
+        w = j / (n + 1)
+        v = (1 - w) * f.astype(np.float32) + w * b.astype(np.float32)
+        out.append(np.rint(v).astype(np.uint8) if f.dtype == np.uint8 else v.astype(f.dtype))
+    return out
