@@ -162,20 +162,24 @@ def field_from_mvs(
         x0 = (rows["dst_x"].astype(np.int64) - w // 2) // GRID
         y0 = (rows["dst_y"].astype(np.int64) - h // 2) // GRID
         nx, ny = np.maximum(w // GRID, 1), np.maximum(h // GRID, 1)
-        acc = np.zeros((bh, bw, 2), np.float64)
-        cnt = np.zeros((bh, bw), np.float64)
+        cells, wx, wy = [], [], []
         for oy in range(int(ny.max())):
             for ox in range(int(nx.max())):
                 sel = (oy < ny) & (ox < nx)
                 cx, cy = x0[sel] + ox, y0[sel] + oy
                 inside = (cx >= 0) & (cx < bw) & (cy >= 0) & (cy < bh)
-                cx, cy = cx[inside], cy[inside]
-                np.add.at(acc, (cy, cx, 0), mx[sel][inside])
-                np.add.at(acc, (cy, cx, 1), my[sel][inside])
-                np.add.at(cnt, (cy, cx), 1.0)
-        d = np.full((bh, bw, 2), np.nan, np.float32)
+                cells.append(cy[inside] * bw + cx[inside])
+                wx.append(mx[sel][inside])
+                wy.append(my[sel][inside])
+        idx = np.concatenate(cells)
+        cnt = np.bincount(idx, minlength=bh * bw)
+        sx = np.bincount(idx, weights=np.concatenate(wx), minlength=bh * bw)
+        sy = np.bincount(idx, weights=np.concatenate(wy), minlength=bh * bw)
+        d = np.full((bh * bw, 2), np.nan, np.float32)
         has = cnt > 0
-        d[has] = (acc[has] / cnt[has, None]).astype(np.float32)
+        d[has, 0] = sx[has] / cnt[has]
+        d[has, 1] = sy[has] / cnt[has]
+        d = d.reshape(bh, bw, 2)
         sides.append(d)
     if sides[0] is None and sides[1] is None:
         return None
