@@ -172,11 +172,9 @@ def evaluate(cl: dict, strides: list[int], work: Path, frames: int, model_dir: P
     types, mvs, dec_ms, dec_mv_ms, conv_ms = decode_mvs(mvpath, n)
     if len(types) < n:
         raise SystemExit(f"{mvpath}: only {len(types)} frames, the cut has {n}")
-    spans = carry.reference_spans(types)
-
     # fields once per clip; their CPU is timed here (warp is timed where it runs)
     t0 = time.thread_time()
-    mv_fields = [carry.field_from_mvs(mvs[i], W, H, *spans[i]) for i in range(n)]
+    mv_fields = carry.fields(mvs[:n], types[:n], W, H)
     mv_field_ms = 1000 * (time.thread_time() - t0) / n
     t0 = time.thread_time()
     flow_fields = [None] + [carry.block_flow(lumas[i - 1], lumas[i], (W, H), flow_block, flow_radius)

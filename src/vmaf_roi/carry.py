@@ -215,6 +215,52 @@ def reference_spans(pict_types: Sequence[str]) -> list[tuple[int, int]]:
     return out
 
 
+def fields(mvs: Sequence[np.ndarray | None], pict_types: Sequence[str], width: int, height: int,
+           ) -> list[MotionField | None]:
+    """The field of every frame of a run in display order (:func:`reference_spans`,
+    :func:`field_from_mvs`).
+
+    FFmpeg's MPEG-4 part 2 (and H.263-family) decoder keeps no motion for B-frames, and exports
+    their vectors as all (0, 0). A B-frame whose vectors are all zero therefore borrows the
+    motion of the next non-B frame (its vectors into the previous anchor, moved to where the
+    blocks' content is at the B-frame and scaled to the B-frame's own distance from that anchor):
+    the same constant-motion assumption as everywhere here. A truly static B-frame borrows a
+    static field.
+    """
+    spans = reference_spans(pict_types)
+    out = [field_from_mvs(m, width, height, *sp) for m, sp in zip(mvs, spans)]
+    for i, t in enumerate(pict_types):
+        m = mvs[i]
+        if t not in B_TYPES or m is None or len(m) == 0 or (m["motion_x"] != 0).any() or (m["motion_y"] != 0).any():
+            continue
+        past, fut = spans[i]
+        nxt = out[i + fut] if fut else None
+        if past <= 0 or nxt is None or nxt.past is None or nxt.past_span <= 0:
+            continue
+        v = _shift_field(nxt.past, nxt.cell_w, nxt.cell_h, fut / nxt.past_span)
+        out[i] = MotionField(width, height, nxt.cell_w, nxt.cell_h, v * (past / nxt.past_span), past)
+    return out
+
+
+def _shift_field(d: np.ndarray, cell_w: float, cell_h: float, frac: float) -> np.ndarray:
+    """A later frame's field moved to an earlier frame's blocks: the block at ``p`` had its
+    content at ``p + frac * d(p)`` then (``frac``: the fraction of the field's span that lies
+    between the two frames). Blocks nothing lands on keep the later frame's vector there."""
+    bh, bw = d.shape[:2]
+    ok = ~np.isnan(d[..., 0])
+    ys, xs = np.nonzero(ok)
+    v = d[ys, xs]
+    ty = np.clip(np.rint(ys + frac * v[:, 1] / cell_h), 0, bh - 1).astype(np.intp)
+    tx = np.clip(np.rint(xs + frac * v[:, 0] / cell_w), 0, bw - 1).astype(np.intp)
+    idx = ty * bw + tx
+    cnt = np.bincount(idx, minlength=bh * bw)
+    out = d.reshape(-1, 2).copy()
+    hit = cnt > 0
+    for c in range(2):
+        out[hit, c] = (np.bincount(idx, weights=v[:, c], minlength=bh * bw)[hit] / cnt[hit])
+    return out.reshape(bh, bw, 2).astype(np.float32)
+
+
 def _bilinear(img: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """Sample img [H, W(, C)] at float coordinates (pixel centres at integers), edge-clamped."""
     h, w = img.shape[:2]
