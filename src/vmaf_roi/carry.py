@@ -8,9 +8,10 @@ displacements in frame pixels):
   (:data:`EXPORT_MVS`); :func:`field_from_mvs` reads them;
 * block matching on a downscaled luma plane (:func:`block_flow`), for any input.
 
-:func:`warp` moves a map (at any resolution, e.g. the model's) by such a field;
-:class:`Carrier` keeps the maps of the last frames in display order and picks which map each
-frame's field is applied to.
+:func:`warp` moves a map (at any resolution, e.g. the model's) by such a field, :func:`unwarp`
+the other way (splatting); :class:`Carrier` keeps the maps of the last frames in display order
+and picks which map each frame's field is applied to; :func:`carry_back` and :func:`between`
+fill the frames between two model maps from both (measured best: benchmarks/bench_carry.py).
 
 What FFmpeg exports (``libavcodec/mpegutils.c``, ``ff_print_debug_info2`` / ``add_mb``): one
 ``AVMotionVector`` per inter-predicted block and prediction direction, 16x16, 16x8, 8x16 or 8x8
@@ -31,6 +32,11 @@ display order, each with vectors into its reference(s), which are the nearest I/
 * displacements are scaled to the frame distance they are applied over (constant motion);
 * blocks with no vector (intra) take the mean displacement of their neighbours that have one,
   else none (the map stays where it was); sampling outside the frame takes the edge value.
+
+Two quirks of the export, measured on FFmpeg 8.1: for a partitioned H.264 B macroblock every
+8x8 sub-block gets both lists, the unused one as (0, 0) (so a zero vector opposite a moving one
+is ignored); and the MPEG-4 part 2 decoder keeps no motion for B-frames, whose vectors all come
+out (0, 0) (:func:`fields` lets them borrow the next anchor's). MS-MPEG-4 exports 16x16 only.
 """
 
 from __future__ import annotations
@@ -51,9 +57,10 @@ class MotionField:
     """Backward displacement per block of one frame.
 
     ``past[by, bx] = (dx, dy)``: the content of block (by, bx) of this frame (``cell_w`` x
-    ``cell_h`` frame pixels; the last row/column may reach past the frame) was at ``+ (dx, dy)`` pixels in the frame ``past_span`` frames
-    earlier in display order; NaN where the block has no such vector. ``future`` likewise for
-    the frame ``future_span`` frames later (B-frames), or None.
+    ``cell_h`` frame pixels; the last row/column may reach past the frame) was at
+    ``+ (dx, dy)`` pixels in the frame ``past_span`` frames earlier in display order; NaN where
+    the block has no such vector. ``future`` likewise for the frame ``future_span`` frames later
+    (B-frames), or None.
     """
 
     width: int
