@@ -57,7 +57,6 @@ from vmaf_roi.registry import sha256_file  # noqa: E402
 from vmaf_roi.saliency import SaliencyModel, resize_map  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-MV_CODECS = {"h264", "mpeg4", "msmpeg4v1", "msmpeg4v2", "msmpeg4", "h263", "mpeg1video", "mpeg2video"}
 SOURCES = ("salstudent_v1", "u2netp")
 METHODS = ("hold", "blend", "mv", "mv+blend", "mv-bi", "flow", "flow+blend", "flow-bi")
 
@@ -97,7 +96,7 @@ def mv_source(cl: dict, work: Path, frames: int) -> tuple[Path, str]:
     """(file to read motion vectors from, how it was made)."""
     with av.open(str(cl["src"])) as c:
         codec = c.streams.video[0].codec_context.name
-    if codec in MV_CODECS:
+    if codec in carry.MV_DECODERS:
         return cl["src"], f"the corpus file ({codec})"
     out = work / "clips" / f"{cl['name']}.f{frames}.x264.mp4"
     if not out.exists():

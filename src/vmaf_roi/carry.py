@@ -48,6 +48,9 @@ import av
 import numpy as np
 
 EXPORT_MVS = {"flags2": "+export_mvs"}  # codec_context.options for a decoder that exports vectors
+# decoders (codec_context.name) seen exporting vectors with PyAV 18.1 / FFmpeg 8.1: H.264 and the
+# mpegvideo family (a translating test clip: each gave the motion back). Others export none.
+MV_DECODERS = frozenset({"h264", "mpeg4", "msmpeg4", "msmpeg4v2", "h263", "flv", "mpeg1video", "mpeg2video"})
 GRID = 8  # block size (frame pixels) of fields made from motion vectors
 B_TYPES = {"B", "BI"}
 
