@@ -1,0 +1,246 @@
+"""Maps carried along motion: exported motion vectors and block flow on a moving textured square."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+
+from vmaf_roi import carry
+
+W, H = 160, 96
+SIDE = 32
+STEP = (4, 2)  # pixels per frame (x, y)
+N = 12
+
+
+def square_at(t: int) -> tuple[int, int]:
+    return 24 + STEP[0] * t, 20 + STEP[1] * t
+
+
+def truth(t: int, w: int = W, h: int = H) -> np.ndarray:
+    """Mask of the square in frame t at map size (w, h)."""
+    x0, y0 = square_at(t)
+    ys = (np.arange(h) + 0.5) * H / h
+    xs = (np.arange(w) + 0.5) * W / w
+    return ((ys[:, None] >= y0) & (ys[:, None] < y0 + SIDE) & (xs[None] >= x0) & (xs[None] < x0 + SIDE))
+
+
+def make_clip(path: str, codec: str) -> str:
+    """A textured square moving over a static textured background, with B-frames."""
+    rng = np.random.default_rng(7)
+    bg = rng.integers(40, 120, (H // 4, W // 4), dtype=np.uint8).repeat(4, 0).repeat(4, 1)
+    tex = rng.integers(130, 255, (SIDE // 4, SIDE // 4), dtype=np.uint8).repeat(4, 0).repeat(4, 1)
+    with av.open(path, "w") as o:
+        s = o.add_stream(codec, rate=25)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        if codec == "libx264":
+            s.options = {"crf": "16", "preset": "medium", "bf": "3", "refs": "1", "g": "50", "sc_threshold": "0"}
+        else:  # MPEG-4 part 2, as in AVI files
+            s.codec_context.max_b_frames = 2
+            s.options = {"qscale": "2", "g": "50"}
+        for t in range(N):
+            y = bg.copy()
+            x0, y0 = square_at(t)
+            y[y0:y0 + SIDE, x0:x0 + SIDE] = tex
+            f = av.VideoFrame.from_ndarray(np.stack([y] * 3, -1), format="rgb24")
+            f.pts = t
+            for p in s.encode(f):
+                o.mux(p)
+        for p in s.encode(None):
+            o.mux(p)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("carry")
+    return {"h264": make_clip(str(d / "square.mp4"), "libx264"), "mpeg4": make_clip(str(d / "square.avi"), "mpeg4")}
+
+
+@pytest.fixture
+def clip(clips) -> str:
+    return clips["h264"]
+
+
+def decoded(path: str, export: bool = True):
+    with av.open(path) as c:
+        st = c.streams.video[0]
+        if export:
+            st.codec_context.options = dict(carry.EXPORT_MVS)
+        out = [(carry.picture_type(f), carry.motion_vectors(f), carry.luma(f, W // 2, H // 2)) for f in c.decode(st)]
+    return out
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+def test_exported_vectors_point_back_to_the_square(clip):
+    frames = decoded(clip)
+    types = [t for t, _, _ in frames]
+    assert "B" in types and "P" in types, types  # the clip exercises both kinds of reference
+    spans = carry.reference_spans(types)
+    for i, ((t, mvs, _), (past, fut)) in enumerate(zip(frames[1:], spans[1:]), 1):
+        assert mvs is not None and len(mvs), i
+        # the nearer reference is the one assumed (with b-pyramid the far one of an outer
+        # B-frame is the middle B-frame, not the anchor): a past vector points back where the
+        # square came from (-x), a future one ahead (+x), STEP per frame of distance
+        sign, span = (-1, past) if past and (not fut or past <= fut) else (1, fut)
+        rows = mvs[mvs["source"] * sign > 0]
+        mx = rows["motion_x"] / rows["motion_scale"]
+        moving = mx[np.abs(mx) > 0.5]  # the square's blocks (the background stays)
+        assert len(moving) >= 2, (i, t)
+        assert np.median(moving) == pytest.approx(sign * STEP[0] * span, abs=1.0), (i, t, sign, span)
+
+
+def centroid(m: np.ndarray) -> np.ndarray:
+    """Centre of mass of a map, in frame pixels (x, y)."""
+    h, w = m.shape
+    ys, xs = np.mgrid[0:h, 0:w]
+    wt = m.astype(np.float64)
+    return np.array([((xs + 0.5) * wt).sum() * W / w, ((ys + 0.5) * wt).sum() * H / h]) / wt.sum()
+
+
+def true_centre(t: int) -> np.ndarray:
+    x0, y0 = square_at(t)
+    return np.array([x0 + SIDE / 2, y0 + SIDE / 2])
+
+
+@pytest.mark.parametrize("codec,map_size", [("h264", (W, H)), ("h264", (64, 40))])
+def test_carried_map_follows_the_square(clips, codec, map_size):
+    mw, mh = map_size
+    frames = decoded(clips[codec])
+    assert [t for t, _, _ in frames].count("B") >= 3
+    fields = carry.fields([m for _, m, _ in frames], [t for t, _, _ in frames], W, H)
+    c = carry.Carrier()
+    m0 = (truth(0, mw, mh) * 255).astype(np.uint8)
+    c.key(0, m0)
+    for i in range(1, len(frames)):
+        m = c.carry(i, fields[i])
+        assert m.shape == (mh, mw) and m.dtype == np.uint8
+        gt = truth(i, mw, mh)
+        moved, held = iou(m >= 128, gt), iou(m0 >= 128, gt)
+        assert moved > held + 0.1, (i, moved, held)
+        # where the square uncovers background, that block has no motion and keeps the old map
+        # (up to one 8-pixel block of trail behind the 32-pixel square); the centre follows
+        assert np.abs(centroid(m) - true_centre(i)).max() < 7.0, (i, centroid(m), true_centre(i))
+    assert iou(m >= 128, truth(N - 1, mw, mh)) > 0.5 and iou(m0 >= 128, truth(N - 1, mw, mh)) == 0
+
+
+def test_mpeg4_b_frames_borrow_the_next_anchors_motion(clips):
+    frames = decoded(clips["mpeg4"])
+    types = [t for t, _, _ in frames]
+    b = [i for i, t in enumerate(types) if t == "B" and frames[i][1] is not None]
+    assert b
+    # FFmpeg's MPEG-4 decoder exports B-frame vectors as all zero (it keeps no B-frame motion)
+    assert all(not frames[i][1]["motion_x"].any() for i in b)
+    fl = carry.fields([m for _, m, _ in frames], types, W, H)
+    spans = carry.reference_spans(types)
+    checked = []
+    for i in b:
+        past, fut = spans[i]
+        if not fut or frames[i + fut][1] is None:  # no later anchor with vectors to borrow from
+            continue
+        d = fl[i].displacement(1)
+        x0, y0 = square_at(i)
+        inside = d[-(-y0 // 8):(y0 + SIDE) // 8, -(-x0 // 8):(x0 + SIDE) // 8, 0]  # blocks wholly in it
+        checked.append(np.median(inside))
+    # the square moves STEP[0] a frame (the MPEG-4 encoder's own vectors stray on a few blocks)
+    assert len(checked) >= 4 and np.median(checked) == pytest.approx(-STEP[0], abs=1.0), checked
+
+
+def test_block_flow_follows_the_square(clip):
+    frames = decoded(clip, export=False)
+    c = carry.Carrier()
+    m0 = (truth(0) * 255).astype(np.uint8)
+    c.key(0, m0)
+    for i in range(1, N):
+        field = carry.block_flow(frames[i - 1][2], frames[i][2], (W, H), block=4, radius=3)
+        m = c.carry(i, field)
+        assert np.abs(centroid(m) - true_centre(i)).max() < 7.0, (i, centroid(m), true_centre(i))
+    assert iou(m >= 128, truth(N - 1)) > 0.5
+
+
+def test_no_side_data_holds_the_map(clip):
+    frames = decoded(clip, export=False)
+    assert all(mvs is None for _, mvs, _ in frames)
+    assert carry.field_from_mvs(None, W, H, 1, 0) is None
+    m = np.random.default_rng(1).integers(0, 256, (40, 64), dtype=np.uint8)
+    assert carry.warp(m, None) is m
+    c = carry.Carrier()
+    c.key(0, m)
+    assert np.array_equal(c.carry(1, None), m)
+
+
+def test_intra_frame_has_no_field(clip):
+    t, mvs, _ = decoded(clip)[0]
+    assert t == "I" and carry.field_from_mvs(mvs, W, H, 0, 0) is None
+
+
+def uniform(dx: float, dy: float, past: bool = True, span: int = 1) -> carry.MotionField:
+    d = np.zeros((H // 8, W // 8, 2), np.float32)
+    d[...] = (dx, dy)
+    if past:
+        return carry.MotionField(W, H, 8, 8, d, span)
+    return carry.MotionField(W, H, 8, 8, None, 0, d, span)
+
+
+def test_edges_take_the_edge_value():
+    m = np.zeros((H, W), np.uint8)
+    m[:, -1] = 200  # right edge column
+    # content came from far beyond the right edge: every pixel samples the edge column
+    out = carry.warp(m, uniform(10 * W, 0))
+    assert (out == 200).all()
+    out = carry.warp(m, uniform(-10 * W, 0))  # from beyond the left edge: column 0
+    assert (out == 0).all()
+
+
+def test_future_vectors_point_the_other_way_and_scale():
+    m = np.zeros((H, W), np.float32)
+    m[40:56, 40:56] = 1.0
+    # content at x is at x+8 two frames later: one frame earlier it was at x-4
+    back = carry.warp(m, uniform(8, 0, past=False, span=2), back=1)
+    fwd = carry.warp(m, uniform(-4, 0, past=True, span=1), back=1)
+    assert np.allclose(back, fwd)
+    assert back[48, 44:60].min() == pytest.approx(1.0) and back[48, 40] == pytest.approx(0.0)
+
+
+def test_holes_take_the_neighbours_motion():
+    d = np.full((4, 4, 2), np.nan, np.float32)
+    d[0, 0] = (2, 0)
+    f = carry.MotionField(32, 32, 8, 8, d, 1)
+    out = f.displacement(1)
+    assert out[1, 1, 0] == pytest.approx(2.0) and out[3, 3, 0] == 0.0  # 2 fill passes reach (2,2)
+
+
+def test_reference_spans_in_display_order():
+    assert carry.reference_spans(list("IBBBPBBP")) == [(0, 0), (1, 3), (2, 2), (3, 1), (4, 0), (1, 2), (2, 1), (3, 0)]
+    assert carry.reference_spans(list("IPPB")) == [(0, 0), (1, 0), (1, 0), (1, 0)]
+
+
+def test_carry_back_and_between_follow_the_square(clip):
+    frames = decoded(clip)
+    spans = carry.reference_spans([t for t, _, _ in frames])
+    fields = [carry.field_from_mvs(mvs, W, H, *sp) for (_, mvs, _), sp in zip(frames, spans)]
+    a, b = 2, 10  # two "model" frames (P-frames here) and the 7 frames between them
+    ma, mb = (truth(a) * 255).astype(np.uint8), (truth(b) * 255).astype(np.uint8)
+    back = carry.carry_back(mb, fields[a + 1:b + 1])
+    assert len(back) == b - a
+    c = carry.Carrier()
+    c.key(a, ma)
+    fwd = [c.carry(i, fields[i]) for i in range(a + 1, b)]
+    mid = carry.between(fwd, back[1:])
+    assert len(mid) == b - a - 1
+    for i, (f, k, m) in enumerate(zip(fwd, back[1:], mid), a + 1):
+        gt = truth(i)
+        # carried back from frame b: far nearer than b's map held (the square's half-background
+        # edge blocks have zero vectors, so it lags by about a pixel a frame)
+        assert iou(k >= 128, gt) > iou(mb >= 128, gt) + 0.3, (i, iou(k >= 128, gt))
+        assert np.abs(centroid(k) - true_centre(i)).max() < 0.5 * np.abs(centroid(mb) - true_centre(i)).max()
+        assert np.abs(centroid(m) - true_centre(i)).max() < 7.0, (i, centroid(m), true_centre(i))
+        # the linear blend of the two model maps is two half squares where the square is not
+        lin = np.rint((1 - (i - a) / (b - a)) * ma.astype(np.float32) + (i - a) / (b - a) * mb).astype(np.uint8)
+        assert iou(m >= 128, gt) > iou(lin >= 128, gt), i
+    with pytest.raises(ValueError):
+        carry.between(fwd, back)
