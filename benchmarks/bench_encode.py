@@ -49,6 +49,7 @@ from vmaf_roi import config, pipeline, sidedata
 from vmaf_roi.decode import VideoSource
 from vmaf_roi.encode import SaliencyTrack, encode
 from vmaf_roi.encode.plan import RoiPlan
+from vmaf_roi.encoders import needs_patch
 from vmaf_roi.registry import fetch, get_spec
 from vmaf_roi.saliency import SaliencyModel
 from vmaf_roi.synth import make_clip
@@ -75,8 +76,9 @@ def plain_pyav(src: Path, dst: Path) -> tuple[float, int]:
 
 
 def cpu_now() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    """CPU seconds of this process and its finished children (the patched ffmpeg of libsvtav1)."""
+    r, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime
 
 
 class Recorder:
@@ -208,7 +210,8 @@ def decode_cpu(path: Path) -> tuple[float, int]:
 
 def run(path: Path, out: Path, cfg, *, plain=False, model=None) -> tuple[float, float, object]:
     c0, t0 = cpu_now(), time.perf_counter()
-    r = encode(path, out, cfg, plain=plain, model=model)
+    # an encoder only the patched ffmpeg does ROI with: plain runs there too (the same build)
+    r = encode(path, out, cfg, plain=plain, model=model, backend="ffmpeg" if needs_patch(cfg["encoder"]) else "auto")
     return time.perf_counter() - t0, cpu_now() - c0, r
 
 

@@ -19,8 +19,8 @@ export VMAF_ROI_MODEL_DIR=${VMAF_ROI_MODEL_DIR:-$PWD/build/models}
 
 # The salroi FFmpeg filter: fetch FFmpeg 7.1 source, patch, build. The build is cached outside
 # the checkout (~/.cache/vmaf-roi/ffmpeg), so a fresh clone on the same machine reuses it.
-# Tests use the minimal profile (cold: 467 s wall, 131 CPU-s on the loaded 2-core machine;
-# cached: 0.1 s);
+# Tests use the minimal profile (with SVT-AV1 2.3 built from Debian's source for the libsvtav1 ROI
+# patch; cold: about 360 s wall, 380 CPU-s on the loaded 2-core machine; cached: 0.1 s);
 # VMAF_ROI_FFMPEG_PROFILE=full tests the full-featured build instead.
 profile_arg=--minimal
 [ "${VMAF_ROI_FFMPEG_PROFILE:-minimal}" = full ] && profile_arg=--full
