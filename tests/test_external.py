@@ -135,3 +135,14 @@ def test_compare_runs_end_to_end_with_libsvtav1(clip, tmp_path):
     plain = [e for e in res.encodes if e.mode == "plain"]
     assert plain[0].bitrate > plain[1].bitrate > plain[2].bitrate
     assert isinstance(res.bd["psnr_y_mask_in"]["bd_rate"], float) or res.bd["psnr_y_mask_in"]["note"]
+
+
+def test_a_batch_with_libsvtav1_roi_and_no_patched_ffmpeg_fails_before_any_job(clip, tmp_path, monkeypatch):
+    from vmaf_roi.batch import load_batch
+
+    monkeypatch.setattr(external, "_candidates", lambda: [])
+    data = {"output_dir": str(tmp_path / "out"),
+            "jobs": [{"name": "av1", "inputs": [str(clip.path)], "output": "{stem}.mkv",
+                      "config": {"encoder": "libsvtav1"}}]}
+    with pytest.raises(ConfigError, match=r"jobs\[0\] \(av1\)\.config: encoder: ROI with libsvtav1 needs vmaf-roi's patched"):
+        load_batch(data=data, base_dir=tmp_path)

@@ -625,3 +625,48 @@ def test_demo_checks_every_output_first(tmp_path, capsys, monkeypatch):
     assert main(["demo", str(d / "new" / "dir"), "--model", PH]) == 130
     assert snapshot(tmp_path) == before  # the directories it made are removed again
     capsys.readouterr()
+
+
+FAKE_PATCHED_FFMPEG = """\
+#!{python}
+import os, sys, time
+if "-h" in sys.argv:
+    what = sys.argv[sys.argv.index("-h") + 1]
+    if what == "filter=salroi":
+        print("Filter salroi")
+    elif what.startswith("encoder="):
+        print("  -roi <boolean> E..V....... Honour region of interest side data with an SVT-AV1 ROI map")
+    sys.exit(0)
+open(os.environ["FAKE_FFMPEG_PID"], "w").write(str(os.getpid()))
+time.sleep(120)  # a long encode
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_a_patched_ffmpeg_encode_kills_it_and_leaves_nothing(work, sig):
+    fake = work / "fake-ffmpeg"
+    fake.write_text(FAKE_PATCHED_FFMPEG.format(python=sys.executable))
+    fake.chmod(0o755)
+    tmp = work / "tmp"
+    tmp.mkdir()
+    pid_file = work / "ffmpeg.pid"
+    env = {**os.environ, "PYTHONPATH": str(SRC), "TMPDIR": str(tmp), "FAKE_FFMPEG_PID": str(pid_file),
+           "VMAF_ROI_FFMPEG_PATCHED": str(fake)}
+    proc = subprocess.Popen([sys.executable, "-m", "vmaf_roi", "encode", str(work / "a.mp4"), "-o", str(work / "o.mkv"),
+                             "--set", "encoder=libsvtav1", "--set", f"saliency.model={PH}"],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_for(lambda: pid_file.exists() and pid_file.read_text()), "the ffmpeg child never started"
+        child = int(pid_file.read_text())
+        assert ours(tmp)  # the map stream's temporary directory exists while ffmpeg runs
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + sig, err
+    name = "Ctrl-C" if sig == signal.SIGINT else signal.Signals(sig).name
+    assert f"interrupted ({name})" in err and "Traceback" not in err
+    assert _wait_for(lambda: not _alive(child), 10), "orphaned ffmpeg child still running"
+    assert ours(tmp) == []
+    assert sorted(p.name for p in work.iterdir()) == ["a.mask.mkv", "a.mp4", "fake-ffmpeg", "ffmpeg.pid", "tmp"]

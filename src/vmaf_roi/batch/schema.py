@@ -409,6 +409,10 @@ def _check_runtime(cfg: dict[str, Any], plain: bool) -> None:
     encoder_options(t.encoder, plain, [])
     check_filters(t.filters)
     if not plain:
+        from ..encode.external import find_patched_ffmpeg
+        from ..encoders import needs_patch
         from ..registry import get_spec
 
         get_spec(t.saliency.model)
+        if needs_patch(t.encoder.name):
+            find_patched_ffmpeg(t.encoder.name)  # before any job runs: how to build it
