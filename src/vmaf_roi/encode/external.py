@@ -99,7 +99,10 @@ def encode_external(input_path: Path, output_path: Path, cfg: EncodeConfig, *, f
         maps = None
         if not plain:
             maps = Path(tmpdir) / "maps.mkv"
-            res_frames, inferences, plan = _write_maps(input_path, maps, cfg, model, track, progress)
+            res_frames, inferences, plan, src_notes = _write_maps(input_path, maps, cfg, model, track, progress)
+            for note in src_notes:  # timestamp fix-ups etc. of the map pass
+                notes.append(note)
+                on_event(note)
         cmd = _command(ffmpeg, input_path, maps, tmp_out, output_path, cfg, options, bit_rate)
         total = res_frames or None
         _run(cmd, progress(total, "encode" + (" (plain)" if plain else " (roi)") + f" [{Path(ffmpeg).name}]"),
@@ -108,7 +111,8 @@ def encode_external(input_path: Path, output_path: Path, cfg: EncodeConfig, *, f
         if frames == 0:
             raise InputError(f"{input_path}: no video frames could be decoded")
         if res_frames and frames != res_frames:
-            notes.append(f"ffmpeg encoded {frames} frames, the map pass saw {res_frames}")
+            notes.append(f"ffmpeg encoded {frames} frames, the map pass saw {res_frames} (their timestamp "
+                         f"fix-ups differ; frames without their own map got the nearest one)")
             on_event(notes[-1])
     res = EncodeResult(output=output_path, encoder=enc, roi=not plain, frames=frames, seconds=time.perf_counter() - t0,
                        bytes=output_path.stat().st_size, video_bytes=video_bytes, duration=duration, notes=notes,
@@ -151,9 +155,10 @@ def _write_maps(input_path: Path, path: Path, cfg: EncodeConfig, model, track, p
             schedule.close()
             if writer is not None:
                 writer.close()
+        src_notes = list(src.notes())
     if n == 0:
         raise InputError(f"{input_path}: no video frames could be decoded")
-    return n, schedule.inferences, plan
+    return n, schedule.inferences, plan, src_notes
 
 
 def _salroi(cfg: EncodeConfig) -> str:
