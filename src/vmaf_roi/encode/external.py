@@ -99,7 +99,7 @@ def encode_external(input_path: Path, output_path: Path, cfg: EncodeConfig, *, f
         maps = None
         if not plain:
             maps = Path(tmpdir) / "maps.mkv"
-            res_frames, inferences, plan = _write_maps(input_path, maps, cfg, model, track, progress)
+            res_frames, inferences, plan = _write_maps(input_path, maps, cfg, model, track, progress, notes, on_event)
         cmd = _command(ffmpeg, input_path, maps, tmp_out, output_path, cfg, options, bit_rate)
         total = res_frames or None
         _run(cmd, progress(total, "encode" + (" (plain)" if plain else " (roi)") + f" [{Path(ffmpeg).name}]"),
@@ -124,18 +124,19 @@ def encode_external(input_path: Path, output_path: Path, cfg: EncodeConfig, *, f
     return res
 
 
-def _write_maps(input_path: Path, path: Path, cfg: EncodeConfig, model, track, progress):
+def _write_maps(input_path: Path, path: Path, cfg: EncodeConfig, model, track, progress, notes=None,
+                on_event=None):
     """Source -> map schedule -> a map stream; also plans each frame (the digest and region
     count the in-process encode reports: salroi plans the same way on the same maps)."""
     meta = {"vmaf_roi_model": model.spec.id if model else (track.model if track else "")}
     plan = RoiPlan(cfg.roi, cfg.encoder.name)
     writer: MapVideoWriter | None = None
     n = 0
-    with VideoSource(input_path, cfg.filters) as src:
+    with VideoSource(input_path, cfg.filters, motion=cfg.saliency.carry == "motion") as src:
         schedule = MapSchedule(cfg.saliency, model, track, copy_packets=False)
         bar = progress(src.estimated_frames(), "maps")
         try:
-            for item, small in schedule.run(src.frames):
+            for item, small in schedule.run(src.frames, src.motion if src.has_motion else None):
                 if not isinstance(item, Item) or small is None:
                     continue
                 frame = item.frame
@@ -151,6 +152,10 @@ def _write_maps(input_path: Path, path: Path, cfg: EncodeConfig, model, track, p
             schedule.close()
             if writer is not None:
                 writer.close()
+        if src.motion_note and notes is not None:  # saliency.carry motion without usable vectors
+            notes.append(src.motion_note)
+            if on_event is not None:
+                on_event(src.motion_note)
     if n == 0:
         raise InputError(f"{input_path}: no video frames could be decoded")
     return n, schedule.inferences, plan
