@@ -16,7 +16,8 @@ frames, with
 and scores the applied maps as ``bench_carry.py`` does: per-frame Pearson correlation (model
 map resized to frame size) with the reference (u2netp fp32 at 320x320 on every frame of the cut,
 ``realclips.reference``), mean over the frames. CPU: ``time.thread_time`` of the whole map pass
-per frame (decode, model inputs, inferences, vectors, fields and warps: all in one thread).
+per frame (decode, model inputs, inferences, vectors, fields and warps: all in one thread; the
+decoder without frame threads in every row, as ``carry: motion`` decodes).
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ def map_pass(path: Path, n: int, model: SaliencyModel, sets: list[str]):
     [(model ran, scene cut, model output)] per frame)."""
     cfg = config.load_typed(None, [f"saliency.model={model.spec.id}", "saliency.lookahead=0", *sets])
     t0 = time.thread_time()
-    with VideoSource(path, motion=cfg.saliency.carry == "motion") as src:
+    # no frame threads in either row (carry motion turns them off): the decode's CPU is then
+    # this thread's in both, and the CPU columns compare
+    with VideoSource(path, threads=False, motion=cfg.saliency.carry == "motion") as src:
         sch = MapSchedule(cfg.saliency, model, None, copy_packets=False)
 
         def frames(on_packet=None):

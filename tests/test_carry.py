@@ -362,3 +362,27 @@ def test_carry_setting_is_validated():
     assert config.load_typed().saliency.carry == "none"
     with pytest.raises(ConfigError, match="saliency.carry: expected one of none, motion"):
         config.load(None, ["saliency.carry=flow"])
+
+
+def test_carried_encode_copies_audio_unchanged(tmp_path):
+    """B-frames (and the packets of copied streams after them) wait in the decode thread for
+    the next I/P frame: the output still has every frame and the same audio."""
+    from vmaf_roi import config
+    from vmaf_roi.encode import SaliencyTrack, encode
+    from vmaf_roi.synth import make_clip as synth_clip
+
+    src = synth_clip(tmp_path / "a.mp4", width=160, height=96, frames=12, fps=24, audio=True, pan=True).path
+    got = {}
+    for mode in ("none", "motion"):
+        t = SaliencyTrack()
+        cfg = config.load(None, [f"saliency.model={PH}", "saliency.stride=4", "saliency.lookahead=3",
+                                 f"saliency.carry={mode}"])
+        r = encode(src, tmp_path / f"{mode}.mp4", cfg, track=t)
+        with av.open(str(r.output)) as c:
+            audio = [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size]
+        with av.open(str(r.output)) as c:
+            frames = sum(1 for _ in c.decode(video=0))
+        got[mode] = (r.frames, frames, audio, t.maps)
+    assert got["none"][:2] == got["motion"][:2] == (12, 12)
+    assert got["none"][2] == got["motion"][2] and got["none"][2]
+    assert any(not np.array_equal(got["none"][3][i], got["motion"][3][i]) for i in range(12))
