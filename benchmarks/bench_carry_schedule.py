@@ -91,6 +91,24 @@ def offline(path: Path, n: int, w: int, h: int, dec, smoothing: float) -> dict[s
     return {"mv": got, "mv-bi": bi}
 
 
+def decode_cost(path: Path, n: int, reps: int) -> dict[str, float]:
+    """Decode of the first n frames as the encode does it, ms/frame (median of ``reps``): wall
+    and process CPU (all threads), with frame threads (``carry: none``) and with slice threads
+    and exported vectors read (``carry: motion``)."""
+    out: dict[str, list[float]] = {}
+    for rep in range(reps):
+        for name, motion in (("none", False), ("motion", True)):
+            w0, c0 = time.perf_counter(), time.process_time()
+            with VideoSource(path, motion=motion) as src:
+                k = 0
+                for _ in itertools.islice(src.frames(), n):
+                    src.motion()
+                    k += 1
+            out.setdefault(f"{name} wall", []).append(1000 * (time.perf_counter() - w0) / k)
+            out.setdefault(f"{name} cpu", []).append(1000 * (time.process_time() - c0) / k)
+    return {key: statistics.median(v) for key, v in out.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=120)
@@ -99,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="u2netp")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "carry")
     ap.add_argument("--model-dir", type=Path, default=None)
+    ap.add_argument("--decode-only", type=int, default=0, metavar="REPS",
+                    help="only time the decode with and without carry's settings, REPS times")
     a = ap.parse_args(argv)
     strides = [int(x) for x in a.strides.split(",")]
     want = set(a.clips.split(",")) if a.clips else None
@@ -111,6 +131,22 @@ def main(argv: list[str] | None = None) -> int:
                 src = corpus.path(name)
                 cut = realclips.cut(src, a.out / "clips" / f"{stem}.f{a.frames}.mkv", a.frames)
                 clips.append({"name": stem, "split": split, "src": src, "cut": cut})
+    if a.decode_only:
+        rows = ["| clip | vectors from | size | carry none: wall | CPU (all threads) | carry motion: wall | CPU (all threads) |",
+                "|---|---|---|---:|---:|---:|---:|"]
+        for cl in clips:
+            src, how = bench_carry.mv_source(cl, a.out, a.frames)
+            with av.open(str(src)) as c:
+                cc = c.streams.video[0].codec_context
+                size = f"{cc.width}x{cc.height}"
+            d = decode_cost(src, a.frames, a.decode_only)
+            rows.append(f"| {cl['name']} | {how} | {size} | {d['none wall']:.2f} | {d['none cpu']:.2f} | "
+                        f"{d['motion wall']:.2f} | {d['motion cpu']:.2f} |")
+        print(f"Command: `python benchmarks/bench_carry_schedule.py --frames {a.frames} --decode-only {a.decode_only}"
+              f"{' --clips ' + a.clips if a.clips else ''}`; machine: {platform.machine()}, "
+              f"{len(os.sched_getaffinity(0))} cores, PyAV {av.__version__}; decode ms/frame, median of {a.decode_only}\n")
+        print("\n".join(rows))
+        return 0
     model = SaliencyModel(a.model, device="cpu", cache_dir=a.model_dir, threads=1, spin=False)
     lines = [f"| clip | vectors from | stride | inferences | " + " | ".join(r for r, _ in ROWS) + " | "
              + " | ".join(f"{r} CPU ms/frame" for r, _ in ROWS) + " |",
