@@ -386,3 +386,48 @@ def test_carried_encode_copies_audio_unchanged(tmp_path):
     assert got["none"][:2] == got["motion"][:2] == (12, 12)
     assert got["none"][2] == got["motion"][2] and got["none"][2]
     assert any(not np.array_equal(got["none"][3][i], got["motion"][3][i]) for i in range(12))
+
+
+def test_b_frames_wait_for_the_next_anchor_in_order(clip, monkeypatch):
+    """The decode thread's field runs: Items and packets leave in order, each Item with the
+    field the whole-clip computation gives it; a B run longer than MAX_B_RUN leaves early
+    (with past vectors only) and the frames after it still get their right spans."""
+    from vmaf_roi import pipeline
+    from vmaf_roi.decode import FrameMotion
+    from vmaf_roi.pipeline import Item
+
+    monkeypatch.setattr(pipeline, "MAX_B_RUN", 2)
+    frames = decoded(clip)
+    types = [t for t, _, _ in frames]
+    assert "BBB" in "".join(types)  # a run longer than the cap
+    want = carry.fields([m for _, m, _ in frames], types, W, H)
+    runs, out = pipeline._FieldRuns(), []
+    for i, (t, mvs, _) in enumerate(frames):
+        out += runs.packet(f"packet{i}")
+        out += runs.add(Item(i, None, None, False), FrameMotion(t, mvs, W, H))
+    out += runs.finish()
+    items = [x for x in out if isinstance(x, Item)]
+    assert [x.index for x in items] == list(range(N))
+    assert [x for x in out if isinstance(x, str)] == [f"packet{i}" for i in range(N)]
+    for k, x in enumerate(out):  # a packet leaves after the Items decoded before it
+        if isinstance(x, str):
+            assert all(y.index < int(x[6:]) for y in out[:k] if isinstance(y, Item))
+    early, pos, run = 0, [0] * N, 0  # pos: place of a B-frame in its run, 0-based
+    for i, t in enumerate(types):
+        run = run + 1 if t == "B" else 0
+        pos[i] = run - 1
+    run_len = {}
+    for i in range(N):
+        if types[i] == "B":
+            run_len[i] = next(j for j in range(i, N + 1) if j == N or types[j] != "B") - (i - pos[i])
+    for i, (x, f) in enumerate(zip(items, want)):
+        if types[i] == "B" and pos[i] < run_len[i] // 2 * 2:  # the cap (2) was reached: left early
+            assert x.field.future_span == 0 and f.future_span > 0, i
+            assert x.field.past_span == f.past_span, i
+            early += 1
+        else:
+            assert (x.field is None) == (f is None), i
+            if f is not None:
+                assert (x.field.past_span, x.field.future_span) == (f.past_span, f.future_span), i
+                assert np.array_equal(x.field.displacement(1), f.displacement(1)), i
+    assert early >= 2
