@@ -244,3 +244,190 @@ def test_carry_back_and_between_follow_the_square(clip):
         assert iou(m >= 128, gt) > iou(lin >= 128, gt), i
     with pytest.raises(ValueError):
         carry.between(fwd, back)
+
+
+# -- wired into the encode pass: saliency.carry motion (decode.VideoSource + pipeline.MapSchedule) --
+PH = "mobilesal_placeholder_v0"  # a brightness curve: its map is the bright square, moving
+
+
+def schedule_maps(path: str, *sets: str, filters: str | None = None):
+    """(applied model-resolution maps per frame, the Items, the source's notes) of one map pass."""
+    from vmaf_roi import config
+    from vmaf_roi.decode import VideoSource
+    from vmaf_roi.pipeline import Item, MapSchedule
+    from vmaf_roi.saliency import SaliencyModel
+
+    cfg = config.load_typed(None, [f"saliency.model={PH}", *sets])
+    with VideoSource(path, filters, motion=cfg.saliency.carry == "motion") as src:
+        sch = MapSchedule(cfg.saliency, SaliencyModel(PH), None, copy_packets=False)
+        try:
+            got = [(x, m) for x, m in sch.run(src.frames, src.motion if src.has_motion else None)
+                   if isinstance(x, Item)]
+        finally:
+            sch.close()
+        return [m for _, m in got], [x for x, _ in got], src.notes()
+
+
+def corr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.astype(np.float64).ravel(), b.astype(np.float64).ravel())[0, 1])
+
+
+@pytest.mark.parametrize("interpolate", [True, False])
+def test_carried_maps_are_closer_to_every_frame_maps_than_blend(clip, interpolate):
+    every, _, _ = schedule_maps(clip, "saliency.stride=1")
+    sets = ("saliency.stride=8", f"saliency.interpolate={str(interpolate).lower()}")
+    plain, items, _ = schedule_maps(clip, *sets)
+    moved, items_c, _ = schedule_maps(clip, *sets, "saliency.carry=motion")
+    carried = [i for i, x in enumerate(items_c) if x.prediction is None]
+    assert carried == [i for i, x in enumerate(items) if x.prediction is None] and len(carried) == N - 2
+    for i in range(N):
+        if i not in carried:  # the model's own frames: the same map either way
+            assert np.array_equal(moved[i], plain[i])
+    c_plain = np.mean([corr(plain[i], every[i]) for i in carried])
+    c_moved = np.mean([corr(moved[i], every[i]) for i in carried])
+    # measured: blend 0.75 -> 0.95 carried both ways; hold 0.59 -> 0.94 carried forward
+    assert c_moved > c_plain + 0.15 and c_moved > 0.9, (c_plain, c_moved)
+
+
+def test_wired_schedule_equals_the_module_offline(clip):
+    """The fields the decode thread sets and the maps with_maps applies are those of the
+    module run over the whole clip at once (benchmarks/bench_carry.py's mv-bi)."""
+    frames = decoded(clip)
+    fields = carry.fields([m for _, m, _ in frames], [t for t, _, _ in frames], W, H)
+    maps, items, _ = schedule_maps(clip, "saliency.stride=8", "saliency.carry=motion")
+    assert [x.index for x in items] == list(range(N))
+    for x, f in zip(items, fields):
+        assert (x.field is None) == (f is None), x.index
+        if f is not None:
+            assert (x.field.past_span, x.field.future_span) == (f.past_span, f.future_span)
+            assert np.array_equal(x.field.displacement(1), f.displacement(1)), x.index
+    keys = [0, 8]
+    assert [x.index for x in items if x.prediction is not None] == keys
+    c = carry.Carrier()
+    want = {}
+    for i in range(N):
+        want[i] = c.key(i, maps[i]) if i in keys else c.carry(i, fields[i])
+    back = carry.carry_back(maps[8], fields[1:9])[1:]
+    for i, m in zip(range(1, 8), carry.between([want[i] for i in range(1, 8)], back)):
+        want[i] = m
+    for i in range(N):  # 9..11: after the last model map, carried forward only
+        assert np.array_equal(maps[i], want[i]), i
+
+
+@pytest.mark.parametrize("interpolate", ["true", "false"])
+def test_carried_encode_threaded_equals_sequential(clip, tmp_path, interpolate):
+    from vmaf_roi import config
+    from vmaf_roi.encode import SaliencyTrack, encode
+
+    out = []
+    for la in (0, 3):
+        t = SaliencyTrack()
+        cfg = config.load(None, [f"saliency.model={PH}", "saliency.stride=4", "saliency.carry=motion",
+                                 f"saliency.interpolate={interpolate}", f"saliency.lookahead={la}"])
+        r = encode(clip, tmp_path / f"o{la}.mp4", cfg, track=t)
+        out.append((r, t))
+    (seq, ts), (thr, tt) = out
+    assert seq.frames == thr.frames == N and seq.inferences == thr.inferences == 3
+    assert sorted(ts.maps) == sorted(tt.maps) == list(range(N))
+    assert all(np.array_equal(ts.maps[i], tt.maps[i]) for i in range(N))
+    assert seq.roi_digest == thr.roi_digest
+    # and carrying did change the maps (not silently off)
+    t = SaliencyTrack()
+    encode(clip, tmp_path / "none.mp4", config.load(None, [f"saliency.model={PH}", "saliency.stride=4",
+                                                           f"saliency.interpolate={interpolate}"]), track=t)
+    assert any(not np.array_equal(t.maps[i], ts.maps[i]) for i in range(N))
+
+
+def test_no_vectors_or_a_timing_filter_falls_back_to_the_blend(tmp_path, clip):
+    from vmaf_roi.synth import make_clip as synth_clip
+
+    ffv1 = synth_clip(tmp_path / "f.mkv", width=96, height=64, frames=6, seed=3, pan=True, codec="ffv1").path
+    for path, filters, why in ((str(ffv1), None, "ffv1 decoder exports no motion vectors"),
+                               (clip, "fps=50", "filter fps may change")):
+        want, _, notes0 = schedule_maps(path, "saliency.stride=4", filters=filters)
+        got, items, notes = schedule_maps(path, "saliency.stride=4", "saliency.carry=motion", filters=filters)
+        assert all(np.array_equal(a, b) for a, b in zip(want, got)) and len(want) == len(got)
+        assert all(x.field is None for x in items)
+        assert [n for n in notes if n not in notes0] == [n for n in notes if why in n] and len(notes) == len(notes0) + 1
+    # a chain that only scales keeps the vectors (they describe the whole picture still)
+    _, items, notes = schedule_maps(clip, "saliency.stride=4", "saliency.carry=motion", filters="scale=80:48")
+    assert sum(x.field is not None for x in items) >= N - 2 and not notes
+
+
+def test_carry_setting_is_validated():
+    from vmaf_roi import config
+    from vmaf_roi.errors import ConfigError
+
+    assert config.load_typed(None, ["saliency.carry=motion"]).saliency.carry == "motion"
+    assert config.load_typed().saliency.carry == "none"
+    with pytest.raises(ConfigError, match="saliency.carry: expected one of none, motion"):
+        config.load(None, ["saliency.carry=flow"])
+
+
+def test_carried_encode_copies_audio_unchanged(tmp_path):
+    """B-frames (and the packets of copied streams after them) wait in the decode thread for
+    the next I/P frame: the output still has every frame and the same audio."""
+    from vmaf_roi import config
+    from vmaf_roi.encode import SaliencyTrack, encode
+    from vmaf_roi.synth import make_clip as synth_clip
+
+    src = synth_clip(tmp_path / "a.mp4", width=160, height=96, frames=12, fps=24, audio=True, pan=True).path
+    got = {}
+    for mode in ("none", "motion"):
+        t = SaliencyTrack()
+        cfg = config.load(None, [f"saliency.model={PH}", "saliency.stride=4", "saliency.lookahead=3",
+                                 f"saliency.carry={mode}"])
+        r = encode(src, tmp_path / f"{mode}.mp4", cfg, track=t)
+        with av.open(str(r.output)) as c:
+            audio = [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size]
+        with av.open(str(r.output)) as c:
+            frames = sum(1 for _ in c.decode(video=0))
+        got[mode] = (r.frames, frames, audio, t.maps)
+    assert got["none"][:2] == got["motion"][:2] == (12, 12)
+    assert got["none"][2] == got["motion"][2] and got["none"][2]
+    assert any(not np.array_equal(got["none"][3][i], got["motion"][3][i]) for i in range(12))
+
+
+def test_b_frames_wait_for_the_next_anchor_in_order(clip, monkeypatch):
+    """The decode thread's field runs: Items and packets leave in order, each Item with the
+    field the whole-clip computation gives it; a B run longer than MAX_B_RUN leaves early
+    (with past vectors only) and the frames after it still get their right spans."""
+    from vmaf_roi import pipeline
+    from vmaf_roi.decode import FrameMotion
+    from vmaf_roi.pipeline import Item
+
+    monkeypatch.setattr(pipeline, "MAX_B_RUN", 2)
+    frames = decoded(clip)
+    types = [t for t, _, _ in frames]
+    assert "BBB" in "".join(types)  # a run longer than the cap
+    want = carry.fields([m for _, m, _ in frames], types, W, H)
+    runs, out = pipeline._FieldRuns(), []
+    for i, (t, mvs, _) in enumerate(frames):
+        out += runs.packet(f"packet{i}")
+        out += runs.add(Item(i, None, None, False), FrameMotion(t, mvs, W, H))
+    out += runs.finish()
+    items = [x for x in out if isinstance(x, Item)]
+    assert [x.index for x in items] == list(range(N))
+    assert [x for x in out if isinstance(x, str)] == [f"packet{i}" for i in range(N)]
+    for k, x in enumerate(out):  # a packet leaves after the Items decoded before it
+        if isinstance(x, str):
+            assert all(y.index < int(x[6:]) for y in out[:k] if isinstance(y, Item))
+    early, pos, run = 0, [0] * N, 0  # pos: place of a B-frame in its run, 0-based
+    for i, t in enumerate(types):
+        run = run + 1 if t == "B" else 0
+        pos[i] = run - 1
+    run_len = {}
+    for i in range(N):
+        if types[i] == "B":
+            run_len[i] = next(j for j in range(i, N + 1) if j == N or types[j] != "B") - (i - pos[i])
+    for i, (x, f) in enumerate(zip(items, want)):
+        if types[i] == "B" and pos[i] < run_len[i] // 2 * 2:  # the cap (2) was reached: left early
+            assert x.field.future_span == 0 and f.future_span > 0, i
+            assert x.field.past_span == f.past_span, i
+            early += 1
+        else:
+            assert (x.field is None) == (f is None), i
+            if f is not None:
+                assert (x.field.past_span, x.field.future_span) == (f.past_span, f.future_span), i
+                assert np.array_equal(x.field.displacement(1), f.displacement(1)), i
+    assert early >= 2

@@ -132,14 +132,15 @@ def test_audio_copied_bit_exact_frames_and_timestamps_kept(clip, tmp_path):
 
 def test_video_bitrate_reported_apart_from_copied_audio(clip, tmp_path):
     out = tmp_path / "o.mp4"
-    res = encode(clip.path, out, cfg(f"saliency.model={PH}"))
+    # mbtree off: x264's mbtree reads uninitialised memory at 320x240, so two encodes may differ
+    res = encode(clip.path, out, cfg(f"saliency.model={PH}", "encoder_params.mbtree=0"))
     # the video packets, nothing else (the muxer may rewrite a few header bytes of them)
     assert res.video_bytes == pytest.approx(sum(len(b) for b, _ in packets(out, "video")), rel=0.01)
     audio = sum(len(b) for b, _ in packets(out, "audio"))
     assert audio > 0 and res.bytes >= res.video_bytes + audio
     assert res.video_bitrate == pytest.approx(res.video_bytes * 8 / res.duration)
     assert res.video_bitrate < res.total_bitrate == res.bitrate
-    drop = encode(clip.path, tmp_path / "d.mp4", cfg(f"saliency.model={PH}", "audio=drop"))
+    drop = encode(clip.path, tmp_path / "d.mp4", cfg(f"saliency.model={PH}", "encoder_params.mbtree=0", "audio=drop"))
     assert drop.video_bytes == res.video_bytes  # copying audio changes the total only
 
 

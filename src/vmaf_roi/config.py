@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
         "interpolate": True,  # blend the maps before and after a held stretch (else hold)
         "change_threshold": None,  # also run the model when the picture changed this much (0-255)
         "lookahead": 16,  # frames decoded ahead while the model runs; 0 = all in one thread
+        "carry": "none",  # none | motion: carry maps between inferences along the decoder's motion vectors
     },
     "roi": {
         "block": None,  # null: the encoder's block size (16 x264/x265, 8 vp9)
@@ -103,6 +104,7 @@ SCHEMA: dict[str, Check] = {
     "saliency.interpolate": Check(bool, None, "true or false"),
     "saliency.change_threshold": Check((int, float), lambda v: 0 <= v <= 255, "a number 0-255 or null", nullable=True),
     "saliency.lookahead": _num(0, 256, integer=True),
+    "saliency.carry": _choice("none", "motion"),
     "roi.block": Check(int, lambda v: v in (8, 16, 32, 64), "8, 16, 32 or 64", nullable=True),
     "roi.strength": _num(0, 51),
     "roi.max_offset": _num(0, 51, integer=True),
@@ -265,6 +267,7 @@ class SaliencyConfig:
     interpolate: bool = True
     change_threshold: float | None = None
     lookahead: int = 16
+    carry: str = "none"  # none | motion (pipeline.MapSchedule, carry.py)
 
 
 @dataclass(frozen=True)
@@ -305,7 +308,8 @@ class EncodeConfig:
                 model=sal["model"], device=sal["device"], stride=int(sal["stride"]),
                 scene_cut=bool(sal["scene_cut"]), scene_threshold=float(sal["scene_threshold"]),
                 smoothing=float(sal["smoothing"]), interpolate=bool(sal["interpolate"]),
-                change_threshold=None if ct is None else float(ct), lookahead=int(sal["lookahead"])),
+                change_threshold=None if ct is None else float(ct), lookahead=int(sal["lookahead"]),
+                carry=sal["carry"]),
             roi=RoiConfig(block=r["block"], strength=float(r["strength"]), max_offset=int(r["max_offset"]),
                           mode=r["mode"], max_regions=int(r["max_regions"])),
             filters=d["filters"], audio=d["audio"],
@@ -323,7 +327,7 @@ class EncodeConfig:
             "saliency": {"model": s.model, "device": s.device, "stride": s.stride, "scene_cut": s.scene_cut,
                          "scene_threshold": s.scene_threshold, "smoothing": s.smoothing,
                          "interpolate": s.interpolate, "change_threshold": s.change_threshold,
-                         "lookahead": s.lookahead},
+                         "lookahead": s.lookahead, "carry": s.carry},
             "roi": {"block": r.block, "strength": r.strength, "max_offset": r.max_offset, "mode": r.mode,
                     "max_regions": r.max_regions},
         }

@@ -20,12 +20,23 @@ sees the same ones:
 * a frame size or pixel format change mid-stream is scaled back to the first frame's (what
   ffmpeg's default ``-autoscale`` does), so the encoder and the maps keep one size;
 * packets the decoder rejects are skipped and counted, as ffmpeg does without ``-xerror``.
+
+With ``motion=True`` (``saliency.carry: motion``) a decoder that exports motion vectors
+(:data:`vmaf_roi.carry.MV_DECODERS`: H.264, MPEG-4 part 2 and the mpegvideo family) is opened
+with ``flags2=+export_mvs``, and each frame's picture type and vectors are read right after
+decoding, before any fix-up: :meth:`VideoSource.motion` gives those of the frame last handed
+out (PyAV frames take no attributes). They are only valid while every output frame is one
+decoded frame of the same picture, so they are used only with no filter chain or one that
+changes size or pixel format alone (:data:`MOTION_SAFE_FILTERS`); otherwise, or without such
+a decoder, :meth:`VideoSource.motion` gives None, with one note.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections import deque
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
@@ -33,8 +44,24 @@ from typing import Callable, Iterator
 import av
 import av.error
 import av.filter
+import numpy as np
 
+from . import carry
 from .errors import ConfigError, InputError
+
+# filters that keep every frame, its timing and the whole picture (size and format only): the
+# decoder's motion vectors still describe their output frames
+MOTION_SAFE_FILTERS = frozenset({"null", "copy", "scale", "format", "setsar", "setdar"})
+
+
+@dataclass(frozen=True)
+class FrameMotion:
+    """What the decoder exported for one frame: its picture type and motion vectors."""
+
+    pict_type: str  # 'I', 'P', 'B', ... ('' unknown), as carry.picture_type gives it
+    vectors: np.ndarray | None  # FFmpeg's AVMotionVector rows, None when it carries none
+    width: int  # the decoded frame's size: the vectors' coordinates
+    height: int
 
 
 def split_chain(chain: str) -> list[tuple[str, str | None]]:
@@ -182,7 +209,8 @@ class VfrSync:
 class VideoSource:
     """The first video stream of a file, decoded and passed through a filter chain."""
 
-    def __init__(self, path: str | Path, filters: str | None = None, *, threads: bool = True) -> None:
+    def __init__(self, path: str | Path, filters: str | None = None, *, threads: bool = True,
+                 motion: bool = False) -> None:
         self.path = Path(path)
         self._chain = check_filters(filters)
         self.container = open_input(self.path)
@@ -207,6 +235,51 @@ class VideoSource:
         self._first: tuple[int, int, str] | None = None
         # formats without timestamps (raw streams): ffmpeg ignores what the demuxer made up
         self._ts_unreliable = bool(self.container.format.flags & AVFMT_NOTIMESTAMPS)
+        self._motion_on = False
+        self._motion_note: str | None = None
+        self._motion_q: deque[tuple[int, FrameMotion]] = deque()  # decoded, not yet handed out
+        self._motion_last: FrameMotion | None = None
+        if motion:
+            self._enable_motion(cc)
+
+    def _enable_motion(self, cc) -> None:
+        name = self.path.name
+        fallback = "maps between inferences are blended (or held) as with saliency.carry none"
+        unsafe = [f for f, _ in self._chain if f not in MOTION_SAFE_FILTERS]
+        if cc.name not in carry.MV_DECODERS:
+            self._motion_note = (f"{name}: the {cc.name} decoder exports no motion vectors (H.264, MPEG-4 part 2, "
+                                 f"H.263 and MPEG-1/2 do); {fallback}")
+        elif unsafe:
+            self._motion_note = (f"{name}: filter {unsafe[0]} may change the frames' timing or picture, so the "
+                                 f"decoder's motion vectors would not fit them; {fallback}")
+        else:
+            cc.options = dict(cc.options or {}) | carry.EXPORT_MVS  # before the decoder opens
+            # With frame threading the exported vectors differ from run to run (measured with
+            # FFmpeg 8.1's H.264 decoder: 15 decodes of one clip, 6 different vector sets; slice
+            # threading: always the same), and the maps must not: no frame threads here.
+            self.stream.thread_type = "SLICE"
+            self._motion_on = True
+
+    @property
+    def has_motion(self) -> bool:
+        """Motion vectors are being read (``motion=True`` and a decoder and chain that allow it)."""
+        return self._motion_on
+
+    @property
+    def motion_note(self) -> str | None:
+        """Why motion vectors are not (or no longer) used, when ``motion=True``; also in :meth:`notes`."""
+        return self._motion_note
+
+    def motion(self) -> FrameMotion | None:
+        """Picture type and motion vectors of the frame :meth:`frames` handed out last."""
+        return self._motion_last
+
+    def _motion_off(self, why: str) -> None:
+        self._motion_on = False
+        self._motion_q.clear()
+        self._motion_last = None
+        self._motion_note = (f"{self.path.name}: {why}: from there on maps between inferences are blended (or "
+                             f"held) as with saliency.carry none")
 
     # -- metadata -----------------------------------------------------------------------
     @property
@@ -239,6 +312,8 @@ class VideoSource:
         if self.decode_errors:
             out.append(f"{name}: {_n(self.decode_errors, 'packet')} could not be decoded and "
                        f"{'was' if self.decode_errors == 1 else 'were'} skipped (as ffmpeg)")
+        if self._motion_note:
+            out.append(self._motion_note)
         if self.demux_error:
             out.append(f"{name}: reading stopped early ({self.demux_error}); the frames before it were used")
         elif not self.decode_errors:
@@ -308,8 +383,15 @@ class VideoSource:
                 continue
             for frame in frames:
                 self.decoded += 1
+                mot = None
+                if self._motion_on:  # read before any fix-up: a rescaled frame has no side data
+                    vec = carry.motion_vectors(frame)  # a view into the frame's side data: copied
+                    mot = FrameMotion(carry.picture_type(frame), None if vec is None else vec.copy(),
+                                      frame.width, frame.height)
                 fixed = self._fix(frame, last)
                 last = fixed.pts
+                if mot is not None and self._motion_on:
+                    self._motion_q.append((fixed.pts, mot))
                 yield fixed
             if packet is None:
                 break
@@ -350,8 +432,18 @@ class VideoSource:
     def _synced(self, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
         for frame in frames:
             tb = frame.time_base or self.time_base
+            if self._motion_on:
+                # one decoded frame per output frame, in order: anything else means the
+                # vectors no longer describe the frames handed out
+                got = self._motion_q.popleft() if self._motion_q else None
+                if got is None or got[0] != frame.pts:
+                    self._motion_off("the filter chain changed the frames' timing")
+                else:
+                    self._motion_last = got[1]
             pts = self.sync(frame.pts, frame.duration or 0, tb)
             if pts is None:
+                if self._motion_on:  # the frame distances the vectors span no longer hold
+                    self._motion_off("a frame was dropped (timestamp not after the previous one)")
                 continue
             frame.pts = pts
             yield frame

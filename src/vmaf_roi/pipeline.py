@@ -8,6 +8,14 @@ the same maps to the same frames. Threaded, a producer thread decodes up to ``lo
 frames ahead of the encoder and starts the model on the frames that need a map, so inference
 overlaps encoding; the encoder waits for a map only when it reaches that frame.
 ONNX Runtime, FFmpeg's decoders and libx264 all do their work outside the GIL.
+
+With ``saliency.carry: motion`` (and a source that reads the decoder's motion vectors,
+``decode.VideoSource(motion=True)``) the frames between two model maps get maps carried along
+the motion instead (:mod:`vmaf_roi.carry`): without ``interpolate`` the last map warped along
+each frame's vectors; with it the earlier map carried forward and the later one carried back,
+blended by position (``mv-bi`` in benchmarks/bench_carry.py). A B-frame's field needs the
+next I/P frame's type, so B-frames wait in the decode thread (at most :data:`MAX_B_RUN`) until
+it is decoded; their model input is still made when they are decoded.
 """
 
 from __future__ import annotations
@@ -22,10 +30,12 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from . import carry
 from .config import SaliencyConfig, saliency_section
 from .saliency import SaliencyModel
 
 THUMB = (64, 36)
+MAX_B_RUN = 16  # B-frames held for the next I/P frame at most; longer runs get past vectors only
 
 
 @dataclass
@@ -36,6 +46,7 @@ class Item:
     frame: av.VideoFrame
     prediction: Future | np.ndarray | None  # model output when this frame gets a fresh map
     cut: bool
+    field: carry.MotionField | None = None  # its motion (saliency.carry motion), else None
 
 
 class MapPolicy:
@@ -81,9 +92,10 @@ class MapPolicy:
 class MapState:
     """The model-resolution map (uint8) applied to each frame, in encode order."""
 
-    def __init__(self, smoothing: float, track: Any | None) -> None:
+    def __init__(self, smoothing: float, track: Any | None, carrier: carry.Carrier | None = None) -> None:
         self.alpha = float(smoothing)
         self.track = track
+        self.carrier = carrier  # carries maps along the frames' motion fields; None: hold/blend
         self.current: np.ndarray | None = None  # the map of the last frame handed out
         self.key: np.ndarray | None = None  # the map of the last frame the model ran on
         self.version = 0  # changes whenever `current` does (the planner caches on it)
@@ -115,8 +127,13 @@ def with_maps(stream: Iterator[Any], state: MapState, interpolate: bool) -> Iter
     ``interpolate``, a linear blend of the two maps by position: this needs the later map
     before the frames in between are encoded, so they wait in a buffer of at most
     ``stride`` frames. Nothing is blended across a scene cut.
+
+    With ``state.carrier``, the earlier map is carried along each frame's motion field instead
+    of held and, with ``interpolate``, the later map carried back along them before the blend
+    (:func:`_flush`).
     """
     held: list[Any] = []
+    car = state.carrier
     for x in stream:
         if not isinstance(x, Item):
             if held:
@@ -129,23 +146,31 @@ def with_maps(stream: Iterator[Any], state: MapState, interpolate: bool) -> Iter
             yield from _flush(held, state, state.key, None)
             held = []
             state.key = cached
+            if car is not None:
+                car.key(x.index, cached)
             yield x, state.apply(x.index, cached)
         elif x.prediction is None:
             if interpolate:
                 held.append(x)
             else:
                 assert state.key is not None, "the first frame always gets a map"
-                yield x, state.apply(x.index, state.key)
+                yield x, state.apply(x.index, state.key if car is None else car.carry(x.index, x.field))
         else:
             prev = state.key
             new = state.from_prediction(x)
-            yield from _flush(held, state, prev, None if x.cut else new)
+            yield from _flush(held, state, prev, None if x.cut else new, x)
             held = []
+            if car is not None:  # after the flush: the frames before it carry from earlier maps
+                car.key(x.index, new)
             yield x, state.apply(x.index, new)
     yield from _flush(held, state, state.key, None)
 
 
-def _flush(held: list[Any], state: MapState, prev: np.ndarray | None, new: np.ndarray | None):
+def _flush(held: list[Any], state: MapState, prev: np.ndarray | None, new: np.ndarray | None,
+           new_item: Item | None = None):
+    if state.carrier is not None:
+        yield from _flush_carried(held, state, new, new_item)
+        return
     count = sum(isinstance(h, Item) for h in held)
     j = 0
     for h in held:
@@ -162,6 +187,81 @@ def _flush(held: list[Any], state: MapState, prev: np.ndarray | None, new: np.nd
         yield h, state.apply(h.index, m)
 
 
+def _flush_carried(held: list[Any], state: MapState, new: np.ndarray | None, new_item: Item | None):
+    """The held frames' maps carried forward from the earlier model map and, unless ``new`` is
+    None (a scene cut, the end), back from ``new`` (along the held frames' fields and
+    ``new_item``'s), blended by position (``carry.between``: the weights of the linear blend)."""
+    car = state.carrier
+    assert car is not None
+    items = [h for h in held if isinstance(h, Item)]
+    maps = [car.carry(h.index, h.field) for h in items]
+    if new is not None and items:
+        assert new_item is not None
+        back = carry.carry_back(new, [h.field for h in items] + [new_item.field])[1:]
+        maps = carry.between(maps, back)
+    got = iter(maps)
+    for h in held:
+        if isinstance(h, Item):
+            yield h, state.apply(h.index, next(got))
+        else:
+            yield h, None
+
+
+class _FieldRuns:
+    """Motion fields of frames in display order (``carry.fields``), set on their Items.
+
+    A B-frame's field depends on the distance to the next non-B frame, so B-frames (and the
+    packets after them) wait until it comes: :meth:`add` returns what may leave now.
+    """
+
+    def __init__(self) -> None:
+        self.types: list[str] = []  # since the last non-B frame (inclusive), display order
+        self.vectors: list[np.ndarray | None] = []
+        self.items: list[Item | None] = []  # None: already handed out
+        self.size: tuple[int, int] | None = None
+        self.waiting: list[Any] = []  # Items and packets held back, in order
+
+    def packet(self, p: Any) -> list[Any]:
+        if self.waiting:
+            self.waiting.append(p)
+            return []
+        return [p]
+
+    def add(self, item: Item, mot: Any | None) -> list[Any]:
+        """``mot``: the frame's decode.FrameMotion (None: no motion known, as a non-B frame)."""
+        t = mot.pict_type if mot is not None else ""
+        vec = mot.vectors if mot is not None else None
+        if mot is not None:
+            if self.size is None:
+                self.size = (mot.width, mot.height)
+            elif (mot.width, mot.height) != self.size:  # a size change mid-stream: not comparable
+                vec = None
+        self.types.append(t)
+        self.vectors.append(vec)
+        self.items.append(item)
+        self.waiting.append(item)
+        is_b = t in carry.B_TYPES
+        if is_b and sum(i is not None for i in self.items) < MAX_B_RUN:
+            return []
+        out = self._resolve()
+        if not is_b or len(self.types) > 8 * MAX_B_RUN:  # a new anchor (or an endless run of B)
+            self.types, self.vectors, self.items = [t], [None], [None]
+        return out
+
+    def finish(self) -> list[Any]:
+        return self._resolve()
+
+    def _resolve(self) -> list[Any]:
+        if self.size is not None and any(i is not None for i in self.items):
+            for it, f in zip(self.items, carry.fields(self.vectors, self.types, *self.size)):
+                if it is not None:
+                    it.field = f
+        self.items = [None] * len(self.items)
+        self.vectors = [None] * len(self.vectors)  # handed out: their fields are not needed again
+        out, self.waiting = self.waiting, []
+        return out
+
+
 _DONE = object()
 
 
@@ -171,12 +271,17 @@ class _Failed:
 
 
 def _produce(frames, policy: MapPolicy | None, track: Any | None, model_input, submit,
-             copy_packets: bool) -> Iterator[Any]:
+             copy_packets: bool, motion: Callable[[], Any] | None = None) -> Iterator[Any]:
     packets: list[av.Packet] = []
+    runs = _FieldRuns() if motion is not None else None
     n = 0
     for frame in frames(packets.append if copy_packets else None):
         if packets:
-            yield from packets
+            if runs is None:
+                yield from packets
+            else:
+                for p in packets:
+                    yield from runs.packet(p)
             packets.clear()
         pred, cut = None, False
         if policy is not None:
@@ -186,8 +291,14 @@ def _produce(frames, policy: MapPolicy | None, track: Any | None, model_input, s
                 # reformat briefly rewrites the *source* frame's colour tags while it scales,
                 # so no other thread may touch a frame that is being reformatted.
                 pred = submit(model_input(frame))
-        yield Item(n, frame, pred, cut)
+        item = Item(n, frame, pred, cut)
+        if runs is None:
+            yield item
+        else:
+            yield from runs.add(item, motion())  # motion(): of the frame just decoded
         n += 1
+    if runs is not None:
+        yield from runs.finish()
     yield from packets
 
 
@@ -199,11 +310,15 @@ def items(
     track: Any | None,
     lookahead: int,
     copy_packets: bool,
+    motion: Callable[[], Any] | None = None,
 ) -> Iterator[Item | av.Packet]:
     """Decoded frames as :class:`Item` s, interleaved with packets of copied streams.
 
     ``lookahead`` 0 runs everything in the calling thread; otherwise a producer thread
     decodes up to that many frames ahead and a single inference thread runs the model.
+    ``motion``: called right after each frame is decoded, that frame's ``decode.FrameMotion``
+    (or None); the Items then carry motion fields (B-frames leave once the next I/P frame is
+    decoded).
     """
 
     def model_input(frame: av.VideoFrame) -> np.ndarray:
@@ -215,7 +330,7 @@ def items(
         return model.predict(rgb[None])[0]
 
     if lookahead <= 0:
-        yield from _produce(frames, policy, track, model_input, predict, copy_packets)
+        yield from _produce(frames, policy, track, model_input, predict, copy_packets, motion)
         return
 
     q: queue.Queue = queue.Queue(maxsize=lookahead)
@@ -233,7 +348,8 @@ def items(
 
     def worker() -> None:
         try:
-            for x in _produce(frames, policy, track, model_input, lambda rgb: pool.submit(predict, rgb), copy_packets):
+            for x in _produce(frames, policy, track, model_input, lambda rgb: pool.submit(predict, rgb), copy_packets,
+                              motion):
                 put(x)
             put(_DONE)
         except _Stopped:
@@ -274,9 +390,10 @@ class MapSchedule:
 
     The model runs on the frames :class:`MapPolicy` picks (in a worker thread when
     ``lookahead`` > 0); every frame leaves with the model-resolution uint8 map it gets
-    (:func:`with_maps`: held, blended, or cached in ``track``), the same array object for as
-    long as the map does not change. Packets of copied streams pass through in order, with
-    None. With ``plain`` (a plain encode) the model never runs and frames leave with None.
+    (:func:`with_maps`: held, blended, carried along the motion, or cached in ``track``), the
+    same array object for as long as the map does not change. Packets of copied streams pass
+    through in order, with None. With ``plain`` (a plain encode) the model never runs and
+    frames leave with None.
     """
 
     def __init__(self, sal: SaliencyConfig, model: SaliencyModel | None, track: Any | None, *,
@@ -290,11 +407,17 @@ class MapSchedule:
         self.inferences = 0  # fresh model outputs handed out
         self._stream: Iterator[Any] | None = None
 
-    def run(self, frames: Callable[[Callable[[av.Packet], None] | None], Iterator[av.VideoFrame]]
-            ) -> Iterator[tuple[Item | av.Packet, np.ndarray | None]]:
+    def run(self, frames: Callable[[Callable[[av.Packet], None] | None], Iterator[av.VideoFrame]],
+            motion: Callable[[], Any] | None = None) -> Iterator[tuple[Item | av.Packet, np.ndarray | None]]:
+        """``motion``: the source's per-frame motion (``decode.VideoSource.motion`` of a source
+        opened with ``motion=True`` that has it); used with ``saliency.carry: motion`` only."""
         # a generator: nothing runs (no thread starts) until the caller pulls from it
+        if self.sal.carry != "motion" or self.state is None:
+            motion = None
+        if motion is not None and self.state is not None:
+            self.state.carrier = carry.Carrier()
         self._stream = items(frames, model=self.model, policy=self.policy, track=self.track,
-                             lookahead=self.sal.lookahead, copy_packets=self.copy_packets)
+                             lookahead=self.sal.lookahead, copy_packets=self.copy_packets, motion=motion)
         if self.state is None:
             for x in self._stream:
                 yield x, None

@@ -4,6 +4,7 @@ A chain of stages, each a small object with its own module and typed config sect
 
     source      decode.VideoSource        input, filter chain, best-effort timestamps
     -> maps     pipeline.MapSchedule      model every `stride` frames / on cuts, blended between
+                                          (or carried along the decoder's motion vectors)
     -> plan     encode.plan.RoiPlan       map -> per-block QP offsets -> AVRegionOfInterest list
     -> attach   sidedata.RoiAttacher      the list as the frame's side data
     -> encode   encode.mux.EncoderMuxer   encoder (encode.options) and muxer, audio copied
@@ -152,7 +153,8 @@ def encode(
             input_path, output_path, cfg, ffmpeg=ffmpeg, plain=plain, options=opts, bit_rate=bit_rate, notes=notes,
             model=model, track=track, progress=progress, on_event=on_event, overwrite=overwrite, t0=t0)
 
-    with VideoSource(input_path, cfg.filters) as src, AtomicOutputs() as outs:
+    carry_motion = not plain and cfg.saliency.carry == "motion"
+    with VideoSource(input_path, cfg.filters, motion=carry_motion) as src, AtomicOutputs() as outs:
         tmp = outs.add(output_path, inputs=(input_path,), overwrite=overwrite)
         with EncoderMuxer(tmp, output_path, codec, cfg.encoder, opts, bit_rate, src,
                           copy_audio=cfg.audio == "copy", on_event=on_event) as sink:
@@ -161,7 +163,7 @@ def encode(
             attacher = RoiAttacher(cfg.roi.max_regions) if not plain else None
             bar = progress(src.estimated_frames(), "encode" + (" (plain)" if plain else " (roi)"))
             try:
-                for item, small in schedule.run(src.frames):
+                for item, small in schedule.run(src.frames, src.motion if src.has_motion else None):
                     if not isinstance(item, Item):
                         sink.copy(item)
                         continue

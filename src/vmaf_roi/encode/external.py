@@ -100,7 +100,7 @@ def encode_external(input_path: Path, output_path: Path, cfg: EncodeConfig, *, f
         if not plain:
             maps = Path(tmpdir) / "maps.mkv"
             res_frames, inferences, plan, src_notes = _write_maps(input_path, maps, cfg, model, track, progress)
-            for note in src_notes:  # timestamp fix-ups etc. of the map pass
+            for note in src_notes:  # timestamp fix-ups, carrying fallback etc. of the map pass
                 notes.append(note)
                 on_event(note)
         cmd = _command(ffmpeg, input_path, maps, tmp_out, output_path, cfg, options, bit_rate)
@@ -135,11 +135,11 @@ def _write_maps(input_path: Path, path: Path, cfg: EncodeConfig, model, track, p
     plan = RoiPlan(cfg.roi, cfg.encoder.name)
     writer: MapVideoWriter | None = None
     n = 0
-    with VideoSource(input_path, cfg.filters) as src:
+    with VideoSource(input_path, cfg.filters, motion=cfg.saliency.carry == "motion") as src:
         schedule = MapSchedule(cfg.saliency, model, track, copy_packets=False)
         bar = progress(src.estimated_frames(), "maps")
         try:
-            for item, small in schedule.run(src.frames):
+            for item, small in schedule.run(src.frames, src.motion if src.has_motion else None):
                 if not isinstance(item, Item) or small is None:
                     continue
                 frame = item.frame
@@ -155,7 +155,7 @@ def _write_maps(input_path: Path, path: Path, cfg: EncodeConfig, model, track, p
             schedule.close()
             if writer is not None:
                 writer.close()
-        src_notes = list(src.notes())
+        src_notes = ([src.motion_note] if src.motion_note else []) + list(src.notes())  # motion: carry fell back
     if n == 0:
         raise InputError(f"{input_path}: no video frames could be decoded")
     return n, schedule.inferences, plan, src_notes
