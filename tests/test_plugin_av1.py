@@ -261,3 +261,21 @@ def test_nvenc_encoders_have_the_roi_option(ffmpeg, encoder):
                        check=False, capture_output=True, text=True)
     assert r.returncode == 0 and f"Encoder {encoder}" in r.stdout, r.stdout + r.stderr
     assert "-roi" in r.stdout and "QP delta map" in r.stdout
+
+
+def test_one_step_libsvtav1_with_the_filter_options_encode_prints(ffmpeg, av1_decoder, clip, tmp_path):
+    """`vmaf-roi models path ID --filter --encoder libsvtav1` gives a working one-step command,
+    with SVT-AV1's 64x64 grid and the qoffset scale encode uses."""
+    import sys
+
+    env = {**os.environ}
+    r = subprocess.run([sys.executable, "-m", "vmaf_roi", "models", "path", "salstudent_v1", "--filter",
+                        "--encoder", "libsvtav1"], check=True, capture_output=True, text=True, env=env)
+    opts = r.stdout.strip()
+    assert opts.startswith("salroi=model=") and opts.endswith(":block=64:qp_scale=63")
+    out = tmp_path / "one.ivf"
+    run_ff(ffmpeg, *raw_input(clip), "-vf", f"{opts}:strength=4", *svt(), str(out))
+    assert luma(ffmpeg, av1_decoder, out).shape[0] == N
+    bad = subprocess.run([sys.executable, "-m", "vmaf_roi", "models", "path", "salstudent_v1", "--filter",
+                          "--encoder", "mpeg4"], check=False, capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "not an encoder that takes ROI" in bad.stderr and "Traceback" not in bad.stderr

@@ -102,8 +102,18 @@ def cmd_models_path(args) -> int:
 
         # with encode's schedule and planner defaults where the filter's own differ
         sal, roi_cfg = DEFAULTS["saliency"], DEFAULTS["roi"]
-        print(salroi_options(spec, path, ort_lib=ort_library(), digest=digest)
-              + f":stride={sal['stride']}:mode={roi_cfg['mode']}")
+        extra = f":stride={sal['stride']}:mode={roi_cfg['mode']}"
+        if args.encoder:
+            # the encoder's ROI grid and qoffset scale, as `vmaf-roi encode` plans for it
+            from .encoders import ENCODERS, block_size
+            from .errors import ConfigError
+            from .roi import encoder_qp_scale
+
+            if args.encoder not in ENCODERS or not ENCODERS[args.encoder].honours:
+                raise ConfigError(f"--encoder {args.encoder}: not an encoder that takes ROI "
+                                  f"(see vmaf-roi encode's encoder list)")
+            extra += f":block={block_size(args.encoder)}:qp_scale={encoder_qp_scale(args.encoder)}"
+        print(salroi_options(spec, path, ort_lib=ort_library(), digest=digest) + extra)
     else:
         print(f"{path}  sha256={digest}")
     return 0
@@ -345,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("id")
     mp.add_argument("--filter", action="store_true",
                     help="print the option string of FFmpeg's salroi filter for this model instead")
+    mp.add_argument("--encoder", help="with --filter: add the block size and qp_scale encode uses for this encoder "
+                                      "(e.g. libsvtav1: block=64:qp_scale=63)")
     _add_model_dir(mp)
     mp.set_defaults(func=cmd_models_path)
     ol = sub.add_parser("ort-lib", help="print the path of ONNX Runtime's C library (salroi's ort_lib=)")
