@@ -15,7 +15,23 @@ from vmaf_roi.errors import ModelError
 from vmaf_roi.registry import fetch, get_spec, load_verified
 from vmaf_roi.synth import make_clip
 
+REPO = Path(__file__).resolve().parents[1]
 PH = "mobilesal_placeholder_v0"  # the placeholder model: cheap, deterministic, not saliency
+
+
+def built_ffmpeg() -> Path | None:
+    """The ffmpeg built by plugin/build.sh: $VMAF_ROI_SALROI_FFMPEG (which must then be an
+    executable: a wrong path fails the run), else the links in build/bin; None when not built."""
+    env = os.environ.get("VMAF_ROI_SALROI_FFMPEG")
+    if env:
+        p = Path(env)
+        if not (p.is_file() and os.access(p, os.X_OK)):
+            pytest.fail(f"VMAF_ROI_SALROI_FFMPEG={env} is not an executable file", pytrace=False)
+        return p
+    for p in (REPO / "build" / "bin" / "ffmpeg-minimal", REPO / "build" / "bin" / "ffmpeg"):
+        if p.is_file():
+            return p
+    return None
 
 
 def cfg(*sets: str) -> dict:

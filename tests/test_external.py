@@ -3,22 +3,21 @@ minimal build: the same chain up to the maps, then salroi's two-input mode."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import cfg
+from conftest import built_ffmpeg, cfg
 from test_encode import key_qp, packets
 from vmaf_roi import config
 from vmaf_roi.encode import encode, encoder_options, external
 from vmaf_roi.errors import ConfigError
 from vmaf_roi.synth import read_masks
 
-FFMPEG = os.environ.get("VMAF_ROI_SALROI_FFMPEG")
-needs_ffmpeg = pytest.mark.skipif(not FFMPEG or not Path(FFMPEG).is_file(),
-                                  reason="VMAF_ROI_SALROI_FFMPEG: no patched ffmpeg built (scripts/test.sh builds it)")
+_BUILT = built_ffmpeg()
+FFMPEG = str(_BUILT) if _BUILT else None
+needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="no patched ffmpeg built (scripts/test.sh builds it)")
 
 
 def run_external(src: Path, out: Path, c: dict, *, plain: bool = False):

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import built_ffmpeg
+
 REPO = Path(__file__).resolve().parents[1]
 VECTORS = REPO / "tests" / "vectors"
 DATA = json.loads((VECTORS / "cases.json").read_text())
@@ -29,22 +31,9 @@ from generate import read_pgm
 av = pytest.importorskip("av")
 
 
-def _find_ffmpeg() -> Path | None:
-    env = os.environ.get("VMAF_ROI_SALROI_FFMPEG")
-    if env:
-        p = Path(env)
-        if not (p.is_file() and os.access(p, os.X_OK)):
-            pytest.fail(f"VMAF_ROI_SALROI_FFMPEG={env} is not an executable file", pytrace=False)
-        return p
-    for p in (REPO / "build" / "bin" / "ffmpeg-minimal", REPO / "build" / "bin" / "ffmpeg"):
-        if p.is_file():
-            return p
-    return None
-
-
 @pytest.fixture(scope="session")
 def ffmpeg() -> Path:
-    p = _find_ffmpeg()
+    p = built_ffmpeg()
     if p is None:
         pytest.skip("ffmpeg with the salroi filter is not built: run plugin/build.sh "
                     "(or set VMAF_ROI_SALROI_FFMPEG to its path)")

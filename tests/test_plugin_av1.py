@@ -17,23 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import built_ffmpeg
+
 REPO = Path(__file__).resolve().parents[1]
 W, H, N = 256, 192, 8
 # the object (x0, y0, x1, y1): 64x64 block (1, 1) of SVT-AV1's ROI grid, exactly
 OBJ = (64, 64, 128, 128)
-
-
-def _find_ffmpeg() -> Path | None:
-    env = os.environ.get("VMAF_ROI_SALROI_FFMPEG")
-    if env:
-        p = Path(env)
-        if not (p.is_file() and os.access(p, os.X_OK)):
-            pytest.fail(f"VMAF_ROI_SALROI_FFMPEG={env} is not an executable file", pytrace=False)
-        return p
-    for p in (REPO / "build" / "bin" / "ffmpeg-minimal", REPO / "build" / "bin" / "ffmpeg"):
-        if p.is_file():
-            return p
-    return None
 
 
 def _has(ffmpeg: Path, what: str, name: str) -> bool:
@@ -44,7 +33,7 @@ def _has(ffmpeg: Path, what: str, name: str) -> bool:
 
 @pytest.fixture(scope="session")
 def ffmpeg() -> Path:
-    p = _find_ffmpeg()
+    p = built_ffmpeg()
     if p is None:
         pytest.skip("the patched ffmpeg is not built: run plugin/build.sh "
                     "(or set VMAF_ROI_SALROI_FFMPEG to its path)")

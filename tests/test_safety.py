@@ -415,33 +415,41 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
-def test_signal_stops_the_ffmpeg_child_and_leaves_nothing(work, sig):
+def _signal_during_ffmpeg(work: Path, fake_script: str, args: list[str], sig: int, env: dict | None = None) -> None:
+    """Run ``vmaf-roi ARGS`` with a fake ffmpeg that sleeps, send ``sig`` once the child runs,
+    and check: exit 128+sig with one line, the child killed, no temporaries anywhere."""
     fake = work / "fake-ffmpeg"
-    fake.write_text(FAKE_FFMPEG.format(python=sys.executable))
+    fake.write_text(fake_script.format(python=sys.executable))
     fake.chmod(0o755)
     tmp = work / "tmp"
     tmp.mkdir()
     pid_file = work / "ffmpeg.pid"
-    out = work / "s.json"
-    env = {**os.environ, "PYTHONPATH": str(SRC), "TMPDIR": str(tmp), "FAKE_FFMPEG_PID": str(pid_file)}
-    proc = subprocess.Popen([sys.executable, "-m", "vmaf_roi", "score", str(work / "a.mp4"), str(work / "a.mp4"),
-                             "--model", PH, "--ffmpeg", str(fake), "--json", "-o", str(out)],
+    env = {**os.environ, "PYTHONPATH": str(SRC), "TMPDIR": str(tmp), "FAKE_FFMPEG_PID": str(pid_file),
+           **{k: v.format(fake=fake) for k, v in (env or {}).items()}}
+    proc = subprocess.Popen([sys.executable, "-m", "vmaf_roi", *(a.format(fake=fake) for a in args)],
                             env=env, stderr=subprocess.PIPE, text=True)
     try:
         assert _wait_for(lambda: pid_file.exists() and pid_file.read_text()), "the ffmpeg child never started"
         child = int(pid_file.read_text())
-        assert ours(tmp)  # the score's temporary directory exists while ffmpeg runs
+        assert ours(tmp)  # the command's temporary directory exists while ffmpeg runs
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 128 + sig
-    assert f"interrupted ({signal.Signals(sig).name})" in err and "Traceback" not in err
+    assert proc.returncode == 128 + sig, err
+    name = "Ctrl-C" if sig == signal.SIGINT else signal.Signals(sig).name
+    assert f"interrupted ({name})" in err and "Traceback" not in err
     assert _wait_for(lambda: not _alive(child), 10), "orphaned ffmpeg child still running"
     assert ours(tmp) == []
     assert sorted(p.name for p in work.iterdir()) == ["a.mask.mkv", "a.mp4", "fake-ffmpeg", "ffmpeg.pid", "tmp"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_signal_stops_the_ffmpeg_child_and_leaves_nothing(work, sig):
+    a = str(work / "a.mp4")
+    _signal_during_ffmpeg(work, FAKE_FFMPEG, ["score", a, a, "--model", PH, "--ffmpeg", "{fake}", "--json",
+                                              "-o", str(work / "s.json")], sig)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
@@ -644,29 +652,6 @@ time.sleep(120)  # a long encode
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_during_a_patched_ffmpeg_encode_kills_it_and_leaves_nothing(work, sig):
-    fake = work / "fake-ffmpeg"
-    fake.write_text(FAKE_PATCHED_FFMPEG.format(python=sys.executable))
-    fake.chmod(0o755)
-    tmp = work / "tmp"
-    tmp.mkdir()
-    pid_file = work / "ffmpeg.pid"
-    env = {**os.environ, "PYTHONPATH": str(SRC), "TMPDIR": str(tmp), "FAKE_FFMPEG_PID": str(pid_file),
-           "VMAF_ROI_FFMPEG_PATCHED": str(fake)}
-    proc = subprocess.Popen([sys.executable, "-m", "vmaf_roi", "encode", str(work / "a.mp4"), "-o", str(work / "o.mkv"),
-                             "--set", "encoder=libsvtav1", "--set", f"saliency.model={PH}"],
-                            env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        assert _wait_for(lambda: pid_file.exists() and pid_file.read_text()), "the ffmpeg child never started"
-        child = int(pid_file.read_text())
-        assert ours(tmp)  # the map stream's temporary directory exists while ffmpeg runs
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 128 + sig, err
-    name = "Ctrl-C" if sig == signal.SIGINT else signal.Signals(sig).name
-    assert f"interrupted ({name})" in err and "Traceback" not in err
-    assert _wait_for(lambda: not _alive(child), 10), "orphaned ffmpeg child still running"
-    assert ours(tmp) == []
-    assert sorted(p.name for p in work.iterdir()) == ["a.mask.mkv", "a.mp4", "fake-ffmpeg", "ffmpeg.pid", "tmp"]
+    _signal_during_ffmpeg(work, FAKE_PATCHED_FFMPEG,
+                          ["encode", str(work / "a.mp4"), "-o", str(work / "o.mkv"), "--set", "encoder=libsvtav1",
+                           "--set", f"saliency.model={PH}"], sig, env={"VMAF_ROI_FFMPEG_PATCHED": "{fake}"})
