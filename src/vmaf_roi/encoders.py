@@ -33,6 +33,16 @@ class RoiSupport:
     tested: bool = True  # False: never run here (no GPU); the docs and a note say so
 
 
+def _nvenc(name: str, block: int, grid: str) -> RoiSupport:
+    """An NVENC encoder: ROI only through ffmpeg-patches/0005 (QP delta map), never run here."""
+    return RoiSupport(name, True, block, "libavcodec/nvenc.c: no REGIONS_OF_INTEREST code in FFmpeg 8.1; "
+                      "ffmpeg-patches/0005 adds a QP delta map (NV_ENC_QP_MAP_DELTA)",
+                      f"vmaf-roi's patched ffmpeg with -roi 1; {grid}",
+                      reason="FFmpeg's own nvenc.c ignores ROI side data",
+                      patch="Honour region of interest side data with a QP delta map",
+                      patch_options=(("roi", "1"),), tested=False)
+
+
 ENCODERS: dict[str, RoiSupport] = {e.name: e for e in (
     RoiSupport("libx264", True, 16, "libavcodec/libx264.c: setup_roi(), called from X264_frame()",
                "adaptive quantisation on (aq-mode > 0; constant-QP mode turns it off); skipped on interlaced "
@@ -67,21 +77,9 @@ ENCODERS: dict[str, RoiSupport] = {e.name: e for e in (
                "vmaf-roi's patched ffmpeg (SVT-AV1 >= 2.0); 64x64 blocks, qoffset x 255 qindex, at most 8 "
                "distinct offsets per frame",
                reason="FFmpeg's own libsvtav1.c ignores ROI side data", patch="Honour region of interest side data with an SVT-AV1 ROI map"),
-    RoiSupport("h264_nvenc", True, 16, "libavcodec/nvenc.c: no REGIONS_OF_INTEREST code in FFmpeg 8.1; "
-               "ffmpeg-patches/0005 adds a QP delta map (NV_ENC_QP_MAP_DELTA)",
-               "vmaf-roi's patched ffmpeg with -roi 1; 16x16 macroblocks, qoffset x 51 QP",
-               reason="FFmpeg's own nvenc.c ignores ROI side data", patch="Honour region of interest side data with a QP delta map", patch_options=(("roi", "1"),),
-               tested=False),
-    RoiSupport("hevc_nvenc", True, 32, "libavcodec/nvenc.c: no REGIONS_OF_INTEREST code in FFmpeg 8.1; "
-               "ffmpeg-patches/0005 adds a QP delta map (NV_ENC_QP_MAP_DELTA)",
-               "vmaf-roi's patched ffmpeg with -roi 1; 32x32 coding tree blocks, qoffset x 51 QP",
-               reason="FFmpeg's own nvenc.c ignores ROI side data", patch="Honour region of interest side data with a QP delta map", patch_options=(("roi", "1"),),
-               tested=False),
-    RoiSupport("av1_nvenc", True, 64, "libavcodec/nvenc.c: no REGIONS_OF_INTEREST code in FFmpeg 8.1; "
-               "ffmpeg-patches/0005 adds a QP delta map (NV_ENC_QP_MAP_DELTA)",
-               "vmaf-roi's patched ffmpeg with -roi 1; 64x64 superblocks, qoffset x 255 qindex",
-               reason="FFmpeg's own nvenc.c ignores ROI side data", patch="Honour region of interest side data with a QP delta map", patch_options=(("roi", "1"),),
-               tested=False),
+    _nvenc("h264_nvenc", 16, "16x16 macroblocks, qoffset x 51 QP"),
+    _nvenc("hevc_nvenc", 32, "32x32 coding tree blocks, qoffset x 51 QP"),
+    _nvenc("av1_nvenc", 64, "64x64 superblocks, qoffset x 255 qindex"),
     RoiSupport("libaom-av1", False, source="libavcodec/libaomenc.c (no REGIONS_OF_INTEREST code)",
                reason="FFmpeg's libaomenc.c has no ROI code"),
     RoiSupport("librav1e", False, source="libavcodec/librav1e.c (no REGIONS_OF_INTEREST code)",
