@@ -183,16 +183,22 @@ unpack_ffmpeg() {
     fi
 }
 
+# fetch_deb PKG LOG: the .deb of PKG from Debian $SUITE, downloaded once into $CACHE/dl, in $DEB
+fetch_deb() {
+    local pkg=$1 log=$CACHE/$2
+    DEB=$(ls "$CACHE"/dl/"${pkg}"_*.deb 2>/dev/null | head -n1 || true)
+    [ -n "$DEB" ] && return 0
+    apt_setup
+    (cd "$CACHE/dl" && apt-get -q download "$pkg/$SUITE") >"$log" 2>&1 \
+        || die "cannot download $pkg from Debian $SUITE (see $log)"
+    DEB=$(ls "$CACHE"/dl/"${pkg}"_*.deb 2>/dev/null | head -n1 || true)
+    [ -n "$DEB" ] || die "no $pkg package in $CACHE/dl after apt-get download"
+}
+
 fetch_headers() {
     local deb ver
-    deb=$(ls "$CACHE"/dl/${ORT_DEV}_*.deb 2>/dev/null | head -n1 || true)
-    if [ -z "$deb" ]; then
-        apt_setup
-        (cd "$CACHE/dl" && apt-get -q download "$ORT_DEV/$SUITE") >"$CACHE/apt-ort.log" 2>&1 \
-            || die "cannot download $ORT_DEV from Debian $SUITE (see $CACHE/apt-ort.log)"
-        deb=$(ls "$CACHE"/dl/${ORT_DEV}_*.deb 2>/dev/null | head -n1 || true)
-        [ -n "$deb" ] || die "no $ORT_DEV package in $CACHE/dl after apt-get download"
-    fi
+    fetch_deb "$ORT_DEV" apt-ort.log
+    deb=$DEB
     ver=$(basename "$deb" | sed -E "s/^${ORT_DEV}_([^_]+)_.*$/\1/")
     ORT_INC=$CACHE/onnxruntime-headers-$ver
     if [ ! -f "$ORT_INC/onnxruntime_c_api.h" ]; then
@@ -235,14 +241,8 @@ fetch_svt() {
 # NVENC library is loaded at run time by FFmpeg, so nothing NVIDIA is needed to build).
 fetch_nvenc_headers() {
     local deb ver
-    deb=$(ls "$CACHE"/dl/${NV_PKG}_*.deb 2>/dev/null | head -n1 || true)
-    if [ -z "$deb" ]; then
-        apt_setup
-        (cd "$CACHE/dl" && apt-get -q download "$NV_PKG/$SUITE") >"$CACHE/apt-nvenc.log" 2>&1 \
-            || die "cannot download $NV_PKG from Debian $SUITE (see $CACHE/apt-nvenc.log)"
-        deb=$(ls "$CACHE"/dl/${NV_PKG}_*.deb 2>/dev/null | head -n1 || true)
-        [ -n "$deb" ] || die "no $NV_PKG package in $CACHE/dl after apt-get download"
-    fi
+    fetch_deb "$NV_PKG" apt-nvenc.log
+    deb=$DEB
     ver=$(basename "$deb" | sed -E "s/^${NV_PKG}_([^_]+)_.*$/\1/")
     NV_DIR=$CACHE/nv-codec-headers-$ver
     if [ ! -f "$NV_DIR/pkgconfig/ffnvcodec.pc" ]; then
