@@ -27,20 +27,7 @@ FIX = "run plugin/make-patches.sh and commit ffmpeg-patches/"
 
 def added_lines(patches: list[str], path: str) -> list[str]:
     """'+' lines of every hunk touching ``path`` (b/ side), in series order."""
-    out: list[str] = []
-    for text in patches:
-        current = None
-        for line in text.splitlines(keepends=True):
-            if line.startswith("diff --git "):
-                m = re.match(r"diff --git a/(\S+) b/(\S+)", line)
-                current = m.group(2) if m else None
-            elif line.startswith(("+++ ", "--- ")):
-                continue
-            elif current == path and line.startswith("+"):
-                out.append(line[1:])
-            elif line.startswith("-- \n"):
-                current = None
-    return out
+    return [line[1:] for line in changed_lines(patches, path) if line.startswith("+")]
 
 
 def changed_lines(patches: list[str], path: str) -> list[str]:
