@@ -214,10 +214,12 @@ W, H, N, FPS = 320, 240, 30, 30
 OBJ = (64, 160, 112, 208)  # top, bottom, left, right: 16-aligned, 6x6 macroblocks
 
 
-def write_clip(path: Path, n: int = N) -> None:
-    rng = np.random.default_rng(7)
-    bg = rng.integers(40, 90, size=(H + n, W + n), dtype=np.uint8)
-    obj = rng.integers(0, 255, size=(OBJ[1] - OBJ[0], OBJ[3] - OBJ[2]), dtype=np.uint8)
+def write_clip(path: Path, n: int = N, *, seed: int = 7, bg: tuple[int, int] = (40, 90),
+               obj: tuple[int, int] = (0, 255)) -> None:
+    """A textured object at OBJ on a textured background moving 1 px/frame (H.264, near lossless)."""
+    rng = np.random.default_rng(seed)
+    bg = rng.integers(*bg, size=(H + n, W + n), dtype=np.uint8)
+    obj = rng.integers(*obj, size=(OBJ[1] - OBJ[0], OBJ[3] - OBJ[2]), dtype=np.uint8)
     with av.open(str(path), "w") as out:
         s = out.add_stream("libx264", rate=FPS)
         s.width, s.height, s.pix_fmt = W, H, "yuv420p"
@@ -720,23 +722,7 @@ def red_opts(model: Path, ort_lib: Path, **extra) -> str:
 
 def write_bright_object_clip(path: Path, n: int = N) -> None:
     """write_clip's layout, with a bright textured object on a dark textured background."""
-    rng = np.random.default_rng(11)
-    bg = rng.integers(20, 70, size=(H + n, W + n), dtype=np.uint8)
-    obj = rng.integers(190, 250, size=(OBJ[1] - OBJ[0], OBJ[3] - OBJ[2]), dtype=np.uint8)
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=FPS)
-        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-        s.options = {"crf": "12", "preset": "ultrafast"}
-        for i in range(n):
-            y = bg[i:i + H, i:i + W].copy()
-            y[OBJ[0]:OBJ[1], OBJ[2]:OBJ[3]] = obj
-            yuv = np.concatenate([y, np.full((H // 2, W), 128, np.uint8)])
-            f = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-            f.pts = i
-            for p in s.encode(f):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
+    write_clip(path, n, seed=11, bg=(20, 70), obj=(190, 250))
 
 
 def test_model_mode_keyframe_qp_follows_the_plan(model_ffmpeg, ort_lib, tmp_path):
