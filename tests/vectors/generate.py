@@ -16,6 +16,7 @@ is planned on its own map; roi.Planner's re-planning cache must not change that)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -192,14 +193,7 @@ def build() -> dict[str, bytes]:
             "map": f"{name}.pgm",
             "width": width,
             "height": height,
-            "params": {
-                "block": params.block,
-                "strength": params.strength,
-                "max_offset": params.max_offset,
-                "mode": params.mode,
-                "max_regions": params.max_regions,
-                "qp_scale": params.qp_scale,
-            },
+            "params": dataclasses.asdict(params),  # block, strength, max_offset, mode, max_regions, qp_scale
             "regions": [list(r.as_tuple()) for r in regions],
         })
     seqs = []
@@ -211,14 +205,7 @@ def build() -> dict[str, bytes]:
             "frames": len(maps),
             "width": width,
             "height": height,
-            "params": {
-                "block": params.block,
-                "strength": params.strength,
-                "max_offset": params.max_offset,
-                "mode": params.mode,
-                "max_regions": params.max_regions,
-                "qp_scale": params.qp_scale,
-            },
+            "params": dataclasses.asdict(params),  # block, strength, max_offset, mode, max_regions, qp_scale
             "regions": [[list(r.as_tuple()) for r in plan(m, width, height, params)] for m in maps],
         })
     text = json.dumps({"generator": "tests/vectors/generate.py", "cases": entries, "sequences": seqs}, indent=1)
