@@ -81,6 +81,18 @@ class EncodeResult:
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
+    def add_saliency(self, inferences: int, plan: RoiPlan | None, model: SaliencyModel | None,
+                     track: SaliencyTrack | None) -> None:
+        """An ROI encode's saliency facts (the model that ran, or the track's); a shared
+        ``track`` learns what ran."""
+        self.inferences = inferences
+        self.roi_digest = plan.digest.hexdigest() if plan is not None else ""
+        self.provider = model.provider if model else (track.provider if track else "")
+        self.model = model.spec.id if model else (track.model if track else "")
+        if track is not None and model is not None:
+            track.inferences += inferences
+            track.provider, track.model = model.provider, model.spec.id
+
     @property
     def bitrate(self) -> float:
         """Total bit/s of the file (video + copied streams + container), as before."""
@@ -195,13 +207,7 @@ def encode(
         mean_regions=plan.mean_regions if plan is not None else 0.0,
     )
     if not plain:
-        res.inferences = schedule.inferences
-        res.roi_digest = plan.digest.hexdigest() if plan is not None else ""
-        res.provider = model.provider if model else (track.provider if track else "")
-        res.model = model.spec.id if model else (track.model if track else "")
-        if track is not None and model is not None:
-            track.inferences += schedule.inferences
-            track.provider, track.model = model.provider, model.spec.id
+        res.add_saliency(schedule.inferences, plan, model, track)
     return res
 
 

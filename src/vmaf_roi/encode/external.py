@@ -118,13 +118,7 @@ def encode_external(input_path: Path, output_path: Path, cfg: EncodeConfig, *, f
                        bytes=output_path.stat().st_size, video_bytes=video_bytes, duration=duration, notes=notes,
                        mean_regions=plan.mean_regions if plan is not None else 0.0)
     if not plain:
-        res.inferences = inferences
-        res.roi_digest = plan.digest.hexdigest() if plan is not None else ""
-        res.provider = model.provider if model else (track.provider if track else "")
-        res.model = model.spec.id if model else (track.model if track else "")
-        if track is not None and model is not None:
-            track.inferences += inferences
-            track.provider, track.model = model.provider, model.spec.id
+        res.add_saliency(inferences, plan, model, track)
     return res
 
 
