@@ -282,7 +282,8 @@ class Planner:
     Consecutive maps (blended, or held between model runs) mostly give the same integer
     offsets per block; then steps 4-7 would give the same list, so it is reused. The result
     is always exactly what :func:`plan` returns for the map; when nothing changed it is the
-    *same* list object as the previous call's (callers may cache work on its identity).
+    *same* object as the previous call's (callers may cache work on its identity).
+    :meth:`plan_array` is the same list as one int64 array, for the encode's hot path.
     """
 
     def __init__(self, width: int, height: int, params: PlannerParams) -> None:
@@ -291,10 +292,20 @@ class Planner:
         self.width, self.height, self.params = width, height, params
         # block size -> (q, rectangle count, rectangles once made)
         self._levels: dict[int, tuple[np.ndarray, int, np.ndarray | None]] = {}
-        self._last: tuple[int, np.ndarray, list[Region]] | None = None  # block, rectangles, result
+        self._last: tuple[int, np.ndarray, np.ndarray] | None = None  # block, rectangles, result
+        self._regions: tuple[np.ndarray, list[Region]] | None = None  # plan_array's result, as Regions
         self.replans = 0  # how many times steps 4-7 ran
 
     def plan(self, saliency: np.ndarray) -> list[Region]:
+        rows = self.plan_array(saliency)
+        if self._regions is None or self._regions[0] is not rows:
+            scale = self.params.qp_scale
+            self._regions = (rows, [Region(t, b, lf, rt, v, scale) for t, b, lf, rt, v in rows.tolist()])
+        return self._regions[1]
+
+    def plan_array(self, saliency: np.ndarray) -> np.ndarray:
+        """The regions of :meth:`plan` as int64 rows (top, bottom, left, right, qp), in order
+        (``qoffset = qp / params.qp_scale``); read-only, the same array while nothing changed."""
         width, height, params = self.width, self.height, self.params
         block = params.block
         cols = _column_sums(saliency)  # shared by every block size tried
@@ -319,15 +330,15 @@ class Planner:
         # step 6; the key is a total order (two rectangles never start on the same block), so
         # the order rectangles were made in does not matter
         r = rects[np.lexsort((rects[:, 2], rects[:, 0], rects[:, 4], -np.abs(rects[:, 4])))]
-        top = r[:, 0] * block
-        bottom = np.minimum(r[:, 1] * block, height)
-        left = r[:, 2] * block
-        right = np.minimum(r[:, 3] * block, width)
-        scale = params.qp_scale
-        regions = [Region(t, b, lf, rt, v, scale) for t, b, lf, rt, v in
-                   zip(top.tolist(), bottom.tolist(), left.tolist(), right.tolist(), r[:, 4].tolist())]
-        self._last = (block, rects, regions)
-        return regions
+        out = np.empty((len(r), 5), dtype=np.int64)
+        np.multiply(r[:, 0], block, out=out[:, 0])
+        np.minimum(r[:, 1] * block, height, out=out[:, 1])
+        np.multiply(r[:, 2], block, out=out[:, 2])
+        np.minimum(r[:, 3] * block, width, out=out[:, 3])
+        out[:, 4] = r[:, 4]
+        out.flags.writeable = False
+        self._last = (block, rects, out)
+        return out
 
 
 def qp_map(regions: list[Region], width: int, height: int, block: int = 16) -> np.ndarray:

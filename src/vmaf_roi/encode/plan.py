@@ -23,17 +23,31 @@ VP9_MAX_DELTA_Q = 63
 Entry = tuple[int, int, int, int, int, int]  # top, bottom, left, right, qoffset num, den
 
 
+def entry_array(rows: np.ndarray, encoder: str, qp_scale: int) -> np.ndarray:
+    """Planner rows (top, bottom, left, right, qp), int [n, 5] -> AVRegionOfInterest entries
+    (top, bottom, left, right, qoffset num, den), int32 [n, 6], in the encoder's qoffset units."""
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1, 5)
+    out = np.empty((len(rows), 6), dtype=np.int32)
+    out[:, :4] = rows[:, :4]
+    if encoder == "libvpx-vp9":
+        d = np.clip(rows[:, 4] * VP9_QINDEX_PER_QP, -VP9_MAX_DELTA_Q, VP9_MAX_DELTA_Q)
+        # FFmpeg computes (int)(num/den*63): a half step away from zero survives float error
+        out[:, 4] = 2 * d + np.sign(d)
+        out[:, 5] = 2 * VP9_MAX_DELTA_Q
+    else:
+        out[:, 4] = rows[:, 4]
+        out[:, 5] = qp_scale
+    return out
+
+
 def roi_entries(regions: list[roi_mod.Region], encoder: str) -> list[Entry]:
     """Planner regions -> AVRegionOfInterest tuples in the encoder's qoffset units."""
-    if encoder == "libvpx-vp9":
-        out = []
-        for r in regions:
-            d = int(max(-VP9_MAX_DELTA_Q, min(VP9_MAX_DELTA_Q, r.qp * VP9_QINDEX_PER_QP)))
-            # FFmpeg computes (int)(num/den*63): a half step away from zero survives float error
-            num = 2 * d + (1 if d > 0 else -1 if d < 0 else 0)
-            out.append((r.top, r.bottom, r.left, r.right, num, 2 * VP9_MAX_DELTA_Q))
-        return out
-    return [r.as_tuple() for r in regions]
+    if not regions:
+        return []
+    ent = entry_array(np.array([[r.top, r.bottom, r.left, r.right, r.qp] for r in regions]), encoder, 1)
+    if encoder != "libvpx-vp9":
+        ent[:, 5] = [r.qp_scale for r in regions]
+    return [tuple(e) for e in ent.tolist()]  # type: ignore[misc]
 
 
 def planner_params(cfg: RoiConfig, encoder: str, bit_depth: int = 8) -> roi_mod.PlannerParams:
@@ -44,7 +58,9 @@ def planner_params(cfg: RoiConfig, encoder: str, bit_depth: int = 8) -> roi_mod.
 
 
 class RoiPlan:
-    """Stage: ``entries(width, height, map)`` for each frame, in encode order.
+    """Stage: ``entries(width, height, map)`` for each frame, in encode order: the frame's
+    AVRegionOfInterest entries as an int32 array [n, 6] (:func:`entry_array`; read-only, the
+    same array while the list does not change, which the attacher caches on).
 
     A map that is the same object as the previous frame's is not planned again (the map
     schedule hands out the same array while the map is unchanged).
@@ -55,31 +71,34 @@ class RoiPlan:
         self.params = planner_params(cfg, encoder, bit_depth)
         self._planner: roi_mod.Planner | None = None
         self._map: np.ndarray | None = None
-        self._regions: list[roi_mod.Region] | None = None
-        self._entries: list[Entry] = []
-        self._repr = b""
+        self._rows: np.ndarray | None = None
+        self._entries = np.empty((0, 6), dtype=np.int32)
+        self._bytes = b""
         self._nonzero = 0
         self.digest = hashlib.sha256()
         self.frames = 0
         self.regions_total = 0  # non-zero regions summed over frames
 
-    def entries(self, width: int, height: int, small: np.ndarray | None) -> list[Entry]:
+    def entries(self, width: int, height: int, small: np.ndarray | None) -> np.ndarray:
         if small is None:
             raise ValueError("every frame of an ROI encode needs a map")
         resized = self._planner is None or (self._planner.width, self._planner.height) != (width, height)
         if resized:
             self._planner = roi_mod.Planner(width, height, self.params)
-            self._regions = None
+            self._rows = None
         if resized or small is not self._map:
             assert self._planner is not None
-            regions = self._planner.plan(small)
-            if regions is not self._regions:  # the planner hands back the same list while offsets stay
-                self._regions = regions
-                self._entries = roi_entries(regions, self.encoder)
-                self._repr = repr(self._entries).encode()
-                self._nonzero = sum(1 for e in self._entries if e[4] != 0)
+            rows = self._planner.plan_array(small)
+            if rows is not self._rows:  # the planner hands back the same array while offsets stay
+                self._rows = rows
+                ent = entry_array(rows, self.encoder, self.params.qp_scale)
+                ent.flags.writeable = False
+                self._entries = ent
+                # the digest covers each frame's list, its length included
+                self._bytes = len(ent).to_bytes(4, "little") + ent.astype("<i4").tobytes()
+                self._nonzero = int(np.count_nonzero(ent[:, 4]))
             self._map = small
-        self.digest.update(self._repr)
+        self.digest.update(self._bytes)
         self.frames += 1
         self.regions_total += self._nonzero
         return self._entries
