@@ -10,7 +10,7 @@ import pytest
 from vmaf_roi.decode import VideoSource
 from vmaf_roi.encode import SaliencyTrack, encode
 from vmaf_roi.errors import InputError
-from vmaf_roi.pipeline import Item, MapState, with_maps
+from vmaf_roi.pipeline import Item, MapState, threaded, with_maps
 from vmaf_roi.synth import make_clip
 from conftest import PH, ph_cfg as cfg
 
@@ -102,6 +102,36 @@ def test_encoder_side_failure_stops_the_producer_without_deadlock(cut_clip, tmp_
     assert proc.returncode == 0, proc.stderr
     assert "raised: boom at frame 3" in proc.stdout and "threads: []" in proc.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_threaded_keeps_order_raises_where_it_failed_and_stops_on_close():
+    import threading
+
+    def gen(fail_at=None):
+        for i in range(50):
+            if i == fail_at:
+                raise ValueError(f"failed at {i}")
+            yield i
+
+    assert list(threaded(gen, 3, "vmaf-roi-test")) == list(range(50))
+    got = []
+    with pytest.raises(ValueError, match="failed at 7"):
+        for x in threaded(lambda: gen(7), 3, "vmaf-roi-test"):
+            got.append(x)
+    assert got == list(range(7))
+    closed = threading.Event()
+
+    def endless():
+        try:
+            while True:
+                yield 1
+        finally:
+            closed.set()  # the worker closes what it iterates
+
+    it = threaded(endless, 2, "vmaf-roi-test")
+    assert next(it) == 1
+    it.close()
+    assert closed.is_set() and not any(t.name == "vmaf-roi-test" for t in threading.enumerate())
 
 
 # -- map blending and smoothing (with_maps / MapState), on hand-made items ----------------------

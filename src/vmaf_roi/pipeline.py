@@ -333,9 +333,22 @@ def items(
         yield from _produce(frames, policy, track, model_input, predict, copy_packets, motion)
         return
 
-    q: queue.Queue = queue.Queue(maxsize=lookahead)
-    stop = threading.Event()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vmaf-roi-saliency")
+    try:
+        yield from threaded(lambda: _produce(frames, policy, track, model_input, lambda rgb: pool.submit(predict, rgb),
+                                             copy_packets, motion), lookahead, "vmaf-roi-decode")
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def threaded(make: Callable[[], Iterator[Any]], size: int, name: str) -> Iterator[Any]:
+    """What ``make()`` yields, made in a thread of its own at most ``size`` items ahead.
+
+    An exception in the thread is raised here, at the item where it happened; closing this
+    generator (an error downstream, Ctrl-C) stops the thread and waits for it.
+    """
+    q: queue.Queue = queue.Queue(maxsize=max(1, size))
+    stop = threading.Event()
 
     def put(x: Any) -> None:
         while not stop.is_set():
@@ -347,9 +360,10 @@ def items(
         raise _Stopped
 
     def worker() -> None:
+        it = None
         try:
-            for x in _produce(frames, policy, track, model_input, lambda rgb: pool.submit(predict, rgb), copy_packets,
-                              motion):
+            it = make()
+            for x in it:
                 put(x)
             put(_DONE)
         except _Stopped:
@@ -359,8 +373,12 @@ def items(
                 put(_Failed(exc))
             except _Stopped:
                 pass
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()  # an inner threaded() stops its own thread
 
-    t = threading.Thread(target=worker, name="vmaf-roi-decode", daemon=True)
+    t = threading.Thread(target=worker, name=name, daemon=True)
     t.start()
     try:
         while True:
@@ -378,7 +396,6 @@ def items(
             except queue.Empty:
                 pass
         t.join()
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _Stopped(Exception):

@@ -32,18 +32,19 @@ from ..decode import VideoSource
 from ..encoders import ENCODERS, needs_patch
 from ..maps import ProgressFactory, no_progress
 from ..output import AtomicOutputs, check_outputs
-from ..pipeline import Item, MapSchedule
+from ..pipeline import Item, MapSchedule, threaded
 from ..saliency import SaliencyModel
 from ..sidedata import RoiAttacher
 from . import external
 from .mux import EncoderMuxer, check_muxable
-from .options import check_encoder, choose_pix_fmt, encoder_options
+from .options import bit_depth, check_encoder, choose_pix_fmt, encoder_options
 from .plan import VP9_MAX_DELTA_Q, VP9_QINDEX_PER_QP, RoiPlan, roi_entries
 
 __all__ = ["EncodeResult", "SaliencyTrack", "encode", "check_encoder", "choose_pix_fmt", "encoder_options",
            "roi_entries", "RoiAttacher", "VP9_MAX_DELTA_Q", "VP9_QINDEX_PER_QP"]
 
 EventSink = Callable[[str], None]
+PREPARE_AHEAD = 4  # frames planned and attached ahead of the encoder (ROI encodes with lookahead)
 
 
 def _quiet(_: str) -> None:
@@ -171,32 +172,44 @@ def encode(
         with EncoderMuxer(tmp, output_path, codec, cfg.encoder, opts, bit_rate, src,
                           copy_audio=cfg.audio == "copy", on_event=on_event) as sink:
             schedule = MapSchedule(cfg.saliency, model, track, copy_packets=sink.copies_streams, plain=plain)
-            plan: RoiPlan | None = None
-            attacher = RoiAttacher(cfg.roi.max_regions) if not plain else None
+            stage = _RoiStage(cfg, codec, on_event) if not plain else None
+            motion = src.motion if src.has_motion else None
+
+            def prepared():
+                """Frames ready for the encoder (their ROI attached) and copied packets, in order."""
+                try:
+                    for item, small in schedule.run(src.frames, motion):
+                        if not isinstance(item, Item):
+                            yield item
+                            continue
+                        frame = item.frame  # best-effort, increasing timestamps (decode stage)
+                        # Decoded frames carry the source's picture types; encoders such as libx264
+                        # obey them (as FFmpeg's CLI knows, which resets them): let the encoder choose.
+                        frame.pict_type = PictureType.NONE
+                        yield stage.attach(frame, small) if stage is not None else frame
+                finally:
+                    schedule.close()
+
+            # ROI: planning and attaching run in a thread of their own, off the encoder's thread
+            # (whose own work is serial in libx264), a few frames ahead
+            frames = threaded(prepared, PREPARE_AHEAD, "vmaf-roi-plan") if stage is not None and \
+                cfg.saliency.lookahead > 0 else prepared()
             bar = progress(src.estimated_frames(), "encode" + (" (plain)" if plain else " (roi)"))
             try:
-                for item, small in schedule.run(src.frames, src.motion if src.has_motion else None):
-                    if not isinstance(item, Item):
-                        sink.copy(item)
+                for x in frames:
+                    if not isinstance(x, av.VideoFrame):
+                        sink.copy(x)
                         continue
-                    frame = item.frame  # best-effort, increasing timestamps (decode stage)
-                    # Decoded frames carry the source's picture types; encoders such as libx264
-                    # obey them (as FFmpeg's CLI knows, which resets them): let the encoder choose.
-                    frame.pict_type = PictureType.NONE
                     if not sink.started:
-                        sink.start(frame)
-                        if attacher is not None:
-                            plan = RoiPlan(cfg.roi, enc, sink.bit_depth)
-                            if getattr(frame, "interlaced_frame", False) and enc in ("libx264", "libx265"):
-                                on_event(f"interlaced input: {enc} skips ROI on interlaced frames")
-                    if plan is not None and attacher is not None:
-                        frame = attacher.attach(frame, plan.entries(frame.width, frame.height, small))
-                    sink.encode(frame)
+                        sink.start(x)
+                        assert stage is None or stage.bit_depth == sink.bit_depth
+                    sink.encode(x)
                     bar.update(1)
                 sink.finish()
             finally:
                 bar.close()
-                schedule.close()  # stops the decode-ahead thread on errors and Ctrl-C
+                frames.close()  # stops the planning, decode-ahead and inference threads (errors, Ctrl-C)
+                schedule.close()
         for note in src.notes():  # timestamp fix-ups, size changes, skipped packets
             notes.append(note)
             on_event(note)
@@ -204,11 +217,31 @@ def encode(
     res = EncodeResult(
         output=output_path, encoder=enc, roi=not plain, frames=sink.frames, seconds=time.perf_counter() - t0,
         bytes=output_path.stat().st_size, video_bytes=sink.video_bytes, duration=duration, notes=notes,
-        mean_regions=plan.mean_regions if plan is not None else 0.0,
+        mean_regions=stage.plan.mean_regions if stage is not None and stage.plan is not None else 0.0,
     )
     if not plain:
-        res.add_saliency(schedule.inferences, plan, model, track)
+        res.add_saliency(schedule.inferences, stage.plan if stage is not None else None, model, track)
     return res
+
+
+class _RoiStage:
+    """Planning and attaching for an in-process ROI encode: set up on the first frame (the
+    encoder's bit depth follows from its pixel format, chosen as the muxer will)."""
+
+    def __init__(self, cfg: EncodeConfig, codec: av.Codec, on_event: EventSink) -> None:
+        self.cfg, self.codec, self.on_event = cfg, codec, on_event
+        self.attacher = RoiAttacher(cfg.roi.max_regions)
+        self.plan: RoiPlan | None = None
+        self.bit_depth = 0
+
+    def attach(self, frame: av.VideoFrame, small: np.ndarray | None) -> av.VideoFrame:
+        if self.plan is None:
+            enc = self.cfg.encoder.name
+            self.bit_depth = bit_depth(choose_pix_fmt(self.cfg.encoder.pix_fmt, frame.format.name, self.codec))
+            self.plan = RoiPlan(self.cfg.roi, enc, self.bit_depth)
+            if getattr(frame, "interlaced_frame", False) and enc in ("libx264", "libx265"):
+                self.on_event(f"interlaced input: {enc} skips ROI on interlaced frames")
+        return self.attacher.attach(frame, self.plan.entries(frame.width, frame.height, small))
 
 
 def _load_model(cfg: EncodeConfig, model_dir: Path | None, on_event: EventSink) -> SaliencyModel:
