@@ -11,6 +11,11 @@ A chain of stages, each a small object with its own module and typed config sect
 
 ``plain=True`` runs the same chain and encoder settings without saliency or side data, for
 fair comparisons.
+
+Threads (with ``saliency.lookahead`` > 0): decoding, thumbnails and model input in one
+(``vmaf-roi-decode``), the model in another (``vmaf-roi-saliency``), map blending, planning and
+attaching in a third (``vmaf-roi-plan``, a few frames ahead), so the calling thread only feeds
+the encoder and muxes; FFmpeg, ONNX Runtime and libx264 work outside the GIL.
 """
 
 from __future__ import annotations
