@@ -30,6 +30,7 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
+import sys
 import threading
 from fractions import Fraction
 from typing import Sequence
@@ -99,7 +100,11 @@ class FrameSideData:
         return p
 
     def set(self, frame: av.VideoFrame, kind: int, data: bytes) -> None:
-        """Give ``frame`` exactly one side data entry of ``kind``, holding ``data``."""
+        """Give ``frame`` exactly one side data entry of ``kind``, holding ``data``.
+
+        An entry of ``kind`` already there is overwritten in place when it has the same size,
+        else replaced (freed): a ``frame.side_data`` that PyAV built before then must not be read.
+        """
         ptr = self._ptr(frame)
         cur = self._get(ptr, kind)
         if cur and cur.contents.size == len(data):  # attached before: overwrite in place
@@ -131,7 +136,7 @@ class FrameSideData:
         try:
             f = av.VideoFrame(32, 16, "yuv420p")
             planes = [pl.buffer_ptr for pl in f.planes]
-            want = b"".join(p.to_bytes(8, "little") for p in planes)
+            want = b"".join(p.to_bytes(ctypes.sizeof(ctypes.c_void_p), sys.byteorder) for p in planes)
             for off in range(ctypes.sizeof(ctypes.c_void_p), type(f).__basicsize__, ctypes.sizeof(ctypes.c_void_p)):
                 cand = ctypes.c_void_p.from_address(id(f) + off).value
                 if not cand:
