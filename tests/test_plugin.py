@@ -43,9 +43,32 @@ def ffmpeg() -> Path:
     return p
 
 
-def run_ff(ffmpeg: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def thread_stacks(pid: int) -> str:
+    """Every thread's backtrace of a running process (gdb, where installed), for hang reports."""
+    gdb = shutil.which("gdb")
+    if gdb is None:
+        return "(no gdb here to show the threads)"
+    try:
+        r = subprocess.run([gdb, "-batch", "-p", str(pid), "-ex", "thread apply all bt"],
+                           capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return "(gdb timed out)"
+    return r.stdout[-12000:] + r.stderr[-2000:]
+
+
+def run_ff(ffmpeg: Path, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
     cmd = [str(ffmpeg), "-hide_banner", "-nostdin", "-nostats", "-y", *args]
-    r = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # a hang: show where every thread of ffmpeg waits before killing it
+        stacks = thread_stacks(proc.pid)
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"ffmpeg still running after {timeout:.0f} s: {' '.join(cmd)}\n"
+                             f"threads:\n{stacks}\nstderr:\n{err[-4000:]}") from None
+    r = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
     if check and r.returncode != 0:
         raise AssertionError(f"ffmpeg failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-4000:]}")
     return r
