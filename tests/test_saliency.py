@@ -57,6 +57,24 @@ def test_preprocess_image_max_matches_registry_definition(model_dir):
     np.testing.assert_allclose(x[0].transpose(1, 2, 0), ref, atol=1e-5)
 
 
+def test_preprocess_table_gives_the_same_bits_as_the_arithmetic(placeholder):
+    # the fixed-scale models (student, placeholder) look the normalised values up in a table
+    assert placeholder._lut is not None
+    rng = np.random.default_rng(4)
+    every = np.arange(256, dtype=np.uint8).repeat(3).reshape(1, 16, 16, 3)
+    for rgb in (every, rng.integers(0, 256, (2, 40, 56, 3), dtype=np.uint8)):
+        fast = placeholder.preprocess(rgb)
+        lut, placeholder._lut = placeholder._lut, None
+        try:
+            slow = placeholder.preprocess(rgb)
+        finally:
+            placeholder._lut = lut
+        assert fast.shape == slow.shape == (rgb.shape[0], 3, *rgb.shape[1:3]) and fast.dtype == np.float32
+        assert fast.tobytes() == slow.tobytes()
+    ref = (every[0].astype(np.float64) / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
+    np.testing.assert_allclose(placeholder.preprocess(every)[0].transpose(1, 2, 0), ref, atol=1e-5)
+
+
 def test_u2netp_finds_the_known_object(model_dir):
     m = SaliencyModel("u2netp", device="cpu", cache_dir=model_dir)
     scene = SyntheticScene(320, 240, 12, seed=5, pan=True)

@@ -117,6 +117,12 @@ class SaliencyModel:
         self._mean = np.asarray(pre.mean, dtype=np.float32).reshape(1, 3, 1, 1)
         self._std = np.asarray(pre.std, dtype=np.float32).reshape(1, 3, 1, 1)
         self._local = threading.local()  # a swscale context per thread (model_input)
+        # uint8 input, fixed scale: every channel value's normalised float, computed as the general
+        # path computes it (the same float32 operations, so the same bits), looked up per pixel
+        self._lut: np.ndarray | None = None
+        if pre.scale != "image_max":
+            v = np.arange(256, dtype=np.float32).reshape(1, 1, 1, 256) * (1.0 / 255.0)
+            self._lut = np.ascontiguousarray(((v - self._mean[..., None]) / self._std[..., None]).reshape(3, 256))
 
     # -- contract -------------------------------------------------------------------------
     def _check_contract(self) -> None:
@@ -161,6 +167,15 @@ class SaliencyModel:
 
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
         """[N,H,W,3] uint8 at model size -> [N,3,H,W] float32 normalised as the registry says."""
+        if self._lut is not None and rgb.dtype == np.uint8 and rgb.ndim == 4 and rgb.shape[3] == 3:
+            # one table look-up per value instead of five passes over the image (measured on
+            # 224x224: 0.77 -> 0.15 ms, half of the student's whole inference)
+            n, h, w, _ = rgb.shape
+            out = np.empty((n, 3, h, w), dtype=np.float32)
+            for i in range(n):
+                for c in range(3):
+                    np.take(self._lut[c], rgb[i, :, :, c], out=out[i, c])
+            return out
         x = rgb.astype(np.float32).transpose(0, 3, 1, 2)
         if self.spec.preprocess.scale == "image_max":
             mx = x.reshape(x.shape[0], -1).max(axis=1).reshape(-1, 1, 1, 1)
