@@ -39,7 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "saliency": {
         "model": DEFAULT_MODEL,  # registry.DEFAULT_MODEL: the same default as `vmaf-roi saliency`
         "device": "auto",  # auto | cuda | cpu
-        "stride": 2,  # run the model every Nth frame (the student costs ~1.5 CPU-ms) ...
+        "stride": 2,  # run the model every Nth frame (the student costs ~1 CPU-ms) ...
         "scene_cut": True,  # ... and always on a scene cut
         "scene_threshold": 12.0,  # mean abs luma difference (0-255) of 64x36 thumbnails
         "smoothing": 0.0,  # 0..1: weight of the previous map in a running blend
