@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 
 import numpy as np
@@ -8,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from vmaf_roi import roi as roi_mod
 from vmaf_roi.roi import (Planner, PlannerParams, _count_rectangles, _rectangles_array, block_means, encoder_qp_scale,
                           plan, qp_map, qp_offsets, rectangles, round_half_away)
 
@@ -234,3 +236,55 @@ def test_any_float_map_gives_a_valid_list(m, size, p):
 def test_vectorised_rectangles_are_the_spec_rectangles(q):
     assert sorted(map(tuple, _rectangles_array(q).tolist())) == sorted(rectangles(q))
     assert _count_rectangles(q) == len(rectangles(q))
+
+
+# -- the C planner (_planner.c) against the numpy one ------------------------------------------
+needs_native = pytest.mark.skipif(not roi_mod.native_available(), reason="the package was built without a C compiler")
+
+
+def test_c_planner_is_built_in_ci():
+    # CI installs with a compiler: there the fast path must not fall back silently
+    if os.environ.get("CI") != "true":
+        pytest.skip("only CI promises a C compiler")
+    assert roi_mod.native_available()
+
+
+def _numpy_planner(w: int, h: int, p: PlannerParams) -> Planner:
+    planner = Planner(w, h, p)
+    planner.native = False
+    return planner
+
+
+@needs_native
+@settings(max_examples=300, deadline=None)
+@given(m=st.tuples(st.integers(1, 40), st.integers(1, 40)).flatmap(lambda s: arrays(np.uint8, s)),
+       size=st.tuples(st.integers(1, 200), st.integers(1, 200)), p=params, strided=st.booleans())
+def test_c_and_numpy_planners_agree(m, size, p, strided):
+    w, h = size
+    if strided:  # a view with a row stride other than its width
+        m = np.pad(m, ((0, 0), (0, 3)))[:, :m.shape[1]]
+    c, n = Planner(w, h, p), _numpy_planner(w, h, p)
+    assert c.native
+    assert c.plan_array(m).tolist() == n.plan_array(m).tolist()
+
+
+@settings(max_examples=150, deadline=None)
+@given(m=map_shapes.flatmap(lambda s: arrays(np.uint8, s)), size=frame_sizes, p=params)
+def test_numpy_planner_matches_the_oracle_on_uint8(m, size, p):
+    w, h = size
+    assert [r.as_tuple() for r in _numpy_planner(w, h, p).plan(m)] == oracle_plan(m, w, h, p)
+
+
+@needs_native
+def test_c_planner_keeps_the_list_object_while_it_does_not_change():
+    p = PlannerParams(block=16, strength=4, mode="balanced")
+    planner = Planner(160, 96, p)
+    a = np.zeros((24, 40), np.uint8)
+    a[4:12, 8:20] = 255
+    first = planner.plan_array(a)
+    b = a.copy()
+    b[0, 0] = 3  # a different map, the same block offsets
+    assert planner.plan_array(b) is first and planner.plan(b) is planner.plan(a)
+    assert not first.flags.writeable
+    c = np.full_like(a, 255)
+    assert planner.plan_array(c) is not first and planner.replans == 2

@@ -46,8 +46,20 @@ def sequence_maps(seq: dict) -> list[np.ndarray]:
     return np.split(stacked, seq["frames"])
 
 
+@pytest.fixture(params=["c", "numpy"])
+def planner_kind(request, monkeypatch):
+    """Both planners of roi.py: the C one (_planner.c, where built) and the numpy one."""
+    from vmaf_roi import roi
+
+    if request.param == "c" and not roi.native_available():
+        pytest.skip("the package was built without a C compiler")
+    if request.param == "numpy":
+        monkeypatch.setattr(roi, "_NATIVE", None)
+    return request.param
+
+
 @pytest.mark.parametrize("seq", SEQUENCES, ids=[s["name"] for s in SEQUENCES])
-def test_planner_stream_matches_sequence(seq):
+def test_planner_stream_matches_sequence(seq, planner_kind):
     """Frame by frame through one Planner (re-planning only on changed offsets), as encode does."""
     planner = Planner(seq["width"], seq["height"], params_of(seq))
     got = [[list(r.as_tuple()) for r in planner.plan(m)] for m in sequence_maps(seq)]
@@ -56,7 +68,7 @@ def test_planner_stream_matches_sequence(seq):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
-def test_roi_py_matches_vector(case):
+def test_roi_py_matches_vector(case, planner_kind):
     m = read_pgm(VECTORS / case["map"])
     got = [list(r.as_tuple()) for r in plan(m, case["width"], case["height"], params_of(case))]
     assert got == case["regions"]
@@ -83,16 +95,13 @@ def test_halves_round_away_from_zero():
     assert qs[(0, 2, 4, 6)] == -1
 
 
-def test_vectors_detect_a_wrong_planner():
+def test_vectors_detect_a_wrong_planner(monkeypatch):
     """A planner with banker's rounding (np.round) disagrees with the vectors."""
     from vmaf_roi import roi
 
     case = next(c for c in CASES if c["name"] == "halves_s1")
     m = read_pgm(VECTORS / case["map"])
-    orig = roi.round_half_away
-    try:
-        roi.round_half_away = np.round  # type: ignore[assignment]
-        got = [list(r.as_tuple()) for r in plan(m, case["width"], case["height"], params_of(case))]
-    finally:
-        roi.round_half_away = orig
+    monkeypatch.setattr(roi, "_NATIVE", None)  # the numpy planner, whose rounding is replaced
+    monkeypatch.setattr(roi, "round_half_away", np.round)
+    got = [list(r.as_tuple()) for r in plan(m, case["width"], case["height"], params_of(case))]
     assert got != case["regions"]

@@ -39,7 +39,9 @@ Everything below is the specification both follow (docs/roi-planner.md repeats i
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import os
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
@@ -48,6 +50,33 @@ import numpy as np
 
 Mode = Literal["both", "lower", "balanced"]
 MODES: tuple[str, ...] = ("both", "lower", "balanced")
+
+
+def _load_native():
+    """The C planner (``_planner.c``, compiled when the package is built; None without it, or
+    with ``VMAF_ROI_NATIVE=0``)."""
+    if os.environ.get("VMAF_ROI_NATIVE", "").strip() == "0":
+        return None
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_planner.so")
+    try:
+        lib = ctypes.CDLL(path)
+        fn = lib.vmaf_roi_plan_u8
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_ssize_t, ctypes.c_int, ctypes.c_int,
+                   ctypes.c_int, ctypes.c_double, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                   ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+    return fn
+
+
+_NATIVE = _load_native()
+_MODE_CODES = {"both": 0, "lower": 1, "balanced": 2}
+
+
+def native_available() -> bool:
+    """Whether :class:`Planner` plans uint8 maps in C (see ``_planner.c``)."""
+    return _NATIVE is not None
 
 
 @dataclass(frozen=True)
@@ -295,6 +324,27 @@ class Planner:
         self._last: tuple[int, np.ndarray, np.ndarray] | None = None  # block, rectangles, result
         self._regions: tuple[np.ndarray, list[Region]] | None = None  # plan_array's result, as Regions
         self.replans = 0  # how many times steps 4-7 ran
+        self.native = _NATIVE is not None  # uint8 maps planned in C (same output; tests hold them equal)
+        self._out = np.empty((max(params.max_regions, 1), 5), dtype=np.int64)
+        self._last_native: np.ndarray | None = None
+
+    def _plan_native(self, m: np.ndarray) -> np.ndarray:
+        if m.strides[1] != 1:
+            m = np.ascontiguousarray(m)
+        p, used = self.params, ctypes.c_int(0)
+        n = _NATIVE(m.ctypes.data, m.shape[1], m.shape[0], m.strides[0], self.width, self.height, p.block,
+                    float(p.strength), p.max_offset, _MODE_CODES[p.mode], p.max_regions,
+                    self._out.ctypes.data, len(self._out), ctypes.byref(used))
+        if n < 0:
+            raise MemoryError("the C planner failed") if n == -1 else RuntimeError(f"the C planner failed ({n})")
+        last = self._last_native
+        if last is not None and len(last) == n and np.array_equal(last, self._out[:n]):
+            return last  # the same list: the same object, as the numpy path
+        self.replans += 1
+        out = self._out[:n].copy()
+        out.flags.writeable = False
+        self._last_native = out
+        return out
 
     def plan(self, saliency: np.ndarray) -> list[Region]:
         rows = self.plan_array(saliency)
@@ -306,6 +356,8 @@ class Planner:
     def plan_array(self, saliency: np.ndarray) -> np.ndarray:
         """The regions of :meth:`plan` as int64 rows (top, bottom, left, right, qp), in order
         (``qoffset = qp / params.qp_scale``); read-only, the same array while nothing changed."""
+        if self.native and isinstance(saliency, np.ndarray) and saliency.dtype == np.uint8 and saliency.ndim == 2:
+            return self._plan_native(saliency)
         width, height, params = self.width, self.height, self.params
         block = params.block
         cols = _column_sums(saliency)  # shared by every block size tried

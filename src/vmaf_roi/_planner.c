@@ -1,0 +1,209 @@
+/*
+ * The ROI planner of roi.py (its docstring is the specification) for uint8 maps, in C: the
+ * encode pass plans every frame, and in numpy that is some seventy small array operations.
+ * Loaded with ctypes by roi.py when the package was built with a C compiler; roi.py's numpy
+ * planner is used otherwise, and the tests hold the two to the same output. The same
+ * algorithm as plugin/vf_salroi.c's plan_blocks/set_regions, without FFmpeg.
+ */
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { MODE_BOTH = 0, MODE_LOWER = 1, MODE_BALANCED = 2 };
+
+typedef struct Rect {
+    int by0, by1, bx0, bx1, q;
+} Rect;
+
+typedef struct Work {
+    int64_t *edges;     /* sx0, sx1 (bw each), sy0, sy1 (bh each) */
+    uint64_t *prefix;   /* w + 1 */
+    double *dv;         /* bw * bh */
+    int *q;             /* bw * bh */
+    int *open;          /* 2 * bw */
+    Rect *rects;        /* bw * bh */
+} Work;
+
+static void block_edges(int64_t *s0, int64_t *s1, int n, int m, int b)
+{
+    for (int i = 0; (int64_t)i * b < n; i++) {
+        int64_t x0 = (int64_t)i * b;
+        int64_t x1 = x0 + b < n ? x0 + b : n;
+
+        s0[i] = x0 * m / n;
+        s1[i] = (x1 * m + n - 1) / n;
+        if (s1[i] < s0[i] + 1)
+            s1[i] = s0[i] + 1;
+    }
+}
+
+/* Steps 1-4 for one block size; the number of rectangles, or -1 past limit (limit < 0: none). */
+static int plan_blocks(Work *wk, const uint8_t *map, int w, int h, ptrdiff_t linesize,
+                       int width, int height, int b, double strength, int max_offset, int mode,
+                       int limit)
+{
+    const int bw = (width + b - 1) / b, bh = (height + b - 1) / b;
+    int64_t *sx0 = wk->edges, *sx1 = sx0 + bw, *sy0 = sx1 + bw, *sy1 = sy0 + bh;
+    int *open_prev = wk->open, *open_cur = wk->open + bw;
+    int nb = 0;
+
+    block_edges(sx0, sx1, width, w, b);
+    block_edges(sy0, sy1, height, h, b);
+    for (int by = 0; by < bh; by++) {
+        uint64_t *prefix = wk->prefix;
+
+        memset(prefix, 0, (size_t)(w + 1) * sizeof(*prefix));
+        for (int64_t y = sy0[by]; y < sy1[by]; y++) {
+            const uint8_t *row = map + y * linesize;
+            for (int x = 0; x < w; x++)
+                prefix[x + 1] += row[x];
+        }
+        for (int x = 0; x < w; x++)
+            prefix[x + 1] += prefix[x];
+        for (int bx = 0; bx < bw; bx++) {
+            const uint64_t sum = prefix[sx1[bx]] - prefix[sx0[bx]];
+            const int64_t count = (sy1[by] - sy0[by]) * (sx1[bx] - sx0[bx]);
+            const double mean = (double)sum / (double)count / 255.0;
+
+            wk->dv[by * bw + bx] = -strength * (2.0 * mean - 1.0);
+        }
+    }
+    if (mode == MODE_BALANCED) {
+        double pos = 0.0, neg = 0.0;
+
+        for (int i = 0; i < bw * bh; i++) {  /* row-major, as roi.py's cumsum */
+            pos += wk->dv[i] > 0.0 ? wk->dv[i] : 0.0;
+            neg += -wk->dv[i] > 0.0 ? -wk->dv[i] : 0.0;
+        }
+        if (pos > neg) {
+            const double scale = neg / pos;
+
+            for (int i = 0; i < bw * bh; i++)
+                if (wk->dv[i] > 0)
+                    wk->dv[i] *= scale;
+        }
+    }
+    for (int bx = 0; bx < bw; bx++)
+        open_prev[bx] = -1;
+    for (int by = 0; by < bh; by++) {
+        int *q = wk->q + by * bw;
+
+        for (int bx = 0; bx < bw; bx++) {
+            double d = round(wk->dv[by * bw + bx]);
+
+            if (d < -max_offset)
+                d = -max_offset;
+            if (d > max_offset)
+                d = max_offset;
+            if (mode == MODE_LOWER && d > 0.0)
+                d = 0.0;
+            q[bx] = (int)d;
+        }
+        for (int bx = 0; bx < bw; bx++)
+            open_cur[bx] = -1;
+        for (int bx0 = 0, bx1; bx0 < bw; bx0 = bx1) {
+            const int v = q[bx0];
+            int idx;
+
+            for (bx1 = bx0 + 1; bx1 < bw && q[bx1] == v; bx1++)
+                ;
+            if (!v)
+                continue;
+            idx = open_prev[bx0];
+            if (idx >= 0 && wk->rects[idx].bx1 == bx1 && wk->rects[idx].q == v) {
+                wk->rects[idx].by1 = by + 1;
+            } else {
+                if (limit >= 0 && nb >= limit)
+                    return -1;
+                idx = nb++;
+                wk->rects[idx] = (Rect){ .by0 = by, .by1 = by + 1, .bx0 = bx0, .bx1 = bx1, .q = v };
+            }
+            open_cur[bx0] = idx;
+        }
+        int *t = open_prev;
+        open_prev = open_cur;
+        open_cur = t;
+    }
+    return nb;
+}
+
+static int cmp_rects(const void *a, const void *b)
+{
+    const Rect *ra = a, *rb = b;
+    const int aa = abs(ra->q), ab = abs(rb->q);
+
+    if (aa != ab)
+        return aa > ab ? -1 : 1;
+    if (ra->q != rb->q)
+        return ra->q < rb->q ? -1 : 1;
+    if (ra->by0 != rb->by0)
+        return ra->by0 < rb->by0 ? -1 : 1;
+    return (ra->bx0 > rb->bx0) - (ra->bx0 < rb->bx0);
+}
+
+/**
+ * Plan one uint8 map (w x h, rows linesize bytes apart) for a width x height frame.
+ * out: room for cap rows of (top, bottom, left, right, q), written in the spec's order.
+ * Returns the number of rows; -1: out of memory; -2: more rows than cap; -3: bad arguments.
+ * *block_used: the block size the budget ended on.
+ */
+int vmaf_roi_plan_u8(const uint8_t *map, int w, int h, ptrdiff_t linesize, int width, int height,
+                     int block, double strength, int max_offset, int mode, int max_regions,
+                     int64_t *out, int cap, int *block_used)
+{
+    const int bw = (width + block - 1) / block, bh = (height + block - 1) / block;
+    Work wk = { 0 };
+    int b = block, nb, ret;
+
+    if (!map || w < 1 || h < 1 || width < 1 || height < 1 || block < 1 || max_regions < 1 ||
+        mode < MODE_BOTH || mode > MODE_BALANCED || max_offset < 0)
+        return -3;
+    /* the first block size needs the most room; larger ones fit in it */
+    wk.edges = malloc(2 * ((size_t)bw + bh) * sizeof(*wk.edges));
+    wk.prefix = malloc(((size_t)w + 1) * sizeof(*wk.prefix));
+    wk.dv = malloc((size_t)bw * bh * sizeof(*wk.dv));
+    wk.q = malloc((size_t)bw * bh * sizeof(*wk.q));
+    wk.open = malloc(2 * (size_t)bw * sizeof(*wk.open));
+    wk.rects = malloc((size_t)bw * bh * sizeof(*wk.rects));
+    if (!wk.edges || !wk.prefix || !wk.dv || !wk.q || !wk.open || !wk.rects) {
+        ret = -1;
+        goto end;
+    }
+    for (;;) {
+        const int last = b >= (width > height ? width : height);
+
+        nb = plan_blocks(&wk, map, w, h, linesize, width, height, b, strength, max_offset, mode,
+                         last ? -1 : max_regions);
+        if (nb >= 0)
+            break;
+        b *= 2;
+    }
+    if (nb > cap) {
+        ret = -2;
+        goto end;
+    }
+    qsort(wk.rects, nb, sizeof(*wk.rects), cmp_rects);
+    for (int i = 0; i < nb; i++) {
+        const Rect *r = &wk.rects[i];
+        int64_t *o = out + 5 * i;
+
+        o[0] = (int64_t)r->by0 * b;
+        o[1] = (int64_t)r->by1 * b < height ? (int64_t)r->by1 * b : height;
+        o[2] = (int64_t)r->bx0 * b;
+        o[3] = (int64_t)r->bx1 * b < width ? (int64_t)r->bx1 * b : width;
+        o[4] = r->q;
+    }
+    *block_used = b;
+    ret = nb;
+end:
+    free(wk.edges);
+    free(wk.prefix);
+    free(wk.dv);
+    free(wk.q);
+    free(wk.open);
+    free(wk.rects);
+    return ret;
+}
