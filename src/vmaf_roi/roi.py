@@ -1,7 +1,9 @@
 """ROI planner: saliency map -> per-block QP offsets -> a short list of rectangles.
 
-Pure numpy, no FFmpeg. The C filter ``plugin/vf_salroi.c`` implements the same
-algorithm; ``tests/vectors/`` holds maps and the ROI lists both must produce.
+Numpy, no FFmpeg; for uint8 maps :class:`Planner` runs the same algorithm in C
+(``_planner.c``, compiled when the package is built, if a compiler is there). The FFmpeg filter
+``plugin/vf_salroi.c`` implements it too; ``tests/vectors/`` holds maps and the ROI lists all of
+them must produce.
 Everything below is the specification both follow (docs/roi-planner.md repeats it).
 
 1. **Blocks.** The frame (W x H) is cut into blocks of ``block`` pixels:
