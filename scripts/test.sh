@@ -34,5 +34,11 @@ else
     echo "test.sh: warning: salroi filter not built; its tests will be skipped" >&2
 fi
 
+# The planner's C version (src/vmaf_roi/_planner.c) is compiled by the install when a C compiler
+# is there; the plugin step above may just have installed one.
+if [ ! -e src/vmaf_roi/_planner.so ] && command -v cc >/dev/null 2>&1; then
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e .
+fi
+
 # pytest exits 5 when no test was collected: a failure here too.
 exec "$VENV/bin/python" -m pytest -q -rs "$@"
