@@ -239,7 +239,7 @@ def test_vectorised_rectangles_are_the_spec_rectangles(q):
 
 
 # -- the C planner (_planner.c) against the numpy one ------------------------------------------
-needs_native = pytest.mark.skipif(not roi_mod.native_available(), reason="the package was built without a C compiler")
+needs_native = pytest.mark.skipif(not roi_mod.native_available(), reason="no C planner here (built without a C compiler, or VMAF_ROI_NATIVE=0)")
 
 
 def test_c_planner_is_built_in_ci():

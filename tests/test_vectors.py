@@ -52,7 +52,7 @@ def planner_kind(request, monkeypatch):
     from vmaf_roi import roi
 
     if request.param == "c" and not roi.native_available():
-        pytest.skip("the package was built without a C compiler")
+        pytest.skip("no C planner here (built without a C compiler, or VMAF_ROI_NATIVE=0)")
     if request.param == "numpy":
         monkeypatch.setattr(roi, "_NATIVE", None)
     return request.param
