@@ -179,26 +179,12 @@ def encode(
             schedule = MapSchedule(cfg.saliency, model, track, copy_packets=sink.copies_streams, plain=plain)
             stage = _RoiStage(cfg, codec, on_event) if not plain else None
             motion = src.motion if src.has_motion else None
-
-            def prepared():
-                """Frames ready for the encoder (their ROI attached) and copied packets, in order."""
-                try:
-                    for item, small in schedule.run(src.frames, motion):
-                        if not isinstance(item, Item):
-                            yield item
-                            continue
-                        frame = item.frame  # best-effort, increasing timestamps (decode stage)
-                        # Decoded frames carry the source's picture types; encoders such as libx264
-                        # obey them (as FFmpeg's CLI knows, which resets them): let the encoder choose.
-                        frame.pict_type = PictureType.NONE
-                        yield stage.attach(frame, small) if stage is not None else frame
-                finally:
-                    schedule.close()
-
             # ROI: planning and attaching run in a thread of their own, off the encoder's thread
             # (whose own work is serial in libx264), a few frames ahead
-            frames = threaded(prepared, PREPARE_AHEAD, "vmaf-roi-plan") if stage is not None and \
-                cfg.saliency.lookahead > 0 else prepared()
+            if stage is not None and cfg.saliency.lookahead > 0:
+                frames = threaded(lambda: _prepared(schedule, src, motion, stage), PREPARE_AHEAD, "vmaf-roi-plan")
+            else:
+                frames = _prepared(schedule, src, motion, stage)
             bar = progress(src.estimated_frames(), "encode" + (" (plain)" if plain else " (roi)"))
             try:
                 for x in frames:
@@ -227,6 +213,22 @@ def encode(
     if not plain:
         res.add_saliency(schedule.inferences, stage.plan if stage is not None else None, model, track)
     return res
+
+
+def _prepared(schedule: MapSchedule, src: VideoSource, motion, stage: "_RoiStage | None"):
+    """Frames ready for the encoder (their ROI attached) and copied packets, in order."""
+    try:
+        for item, small in schedule.run(src.frames, motion):
+            if not isinstance(item, Item):
+                yield item
+                continue
+            frame = item.frame  # best-effort, increasing timestamps (decode stage)
+            # Decoded frames carry the source's picture types; encoders such as libx264 obey
+            # them (as FFmpeg's CLI knows, which resets them): let the encoder choose.
+            frame.pict_type = PictureType.NONE
+            yield stage.attach(frame, small) if stage is not None else frame
+    finally:
+        schedule.close()
 
 
 class _RoiStage:
