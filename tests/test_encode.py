@@ -77,6 +77,20 @@ def test_default_config_boosts_the_object(clip, tmp_path):
     assert b_in < p_in - 2 and b_out > p_out + 2, (b_in, p_in, b_out, p_out)  # mode both raises it fully
 
 
+def test_roi_survives_the_encoders_pixel_format_conversion(clip, tmp_path):
+    """yuv420p frames into a yuv444p libx264: PyAV converts each frame at encode; the ROI side
+    data written into the decoded frame (directly or through the filter graph) must reach x264."""
+    masks = read_masks(clip.mask_path)
+    c = cfg("roi.mode=both", "pix_fmt=yuv444p")
+    roi = encode(clip.path, tmp_path / "roi.mkv", c)
+    encode(clip.path, tmp_path / "plain.mkv", c, plain=True)
+    with av.open(str(tmp_path / "roi.mkv")) as f:
+        assert f.streams.video[0].codec_context.pix_fmt == "yuv444p"
+    r_in, r_out = key_qp(tmp_path / "roi.mkv", masks)
+    p_in, p_out = key_qp(tmp_path / "plain.mkv", masks)
+    assert roi.mean_regions > 0 and r_in < p_in - 2 and r_out > p_out + 2, (r_in, p_in, r_out, p_out)
+
+
 def test_zero_strength_is_bit_identical_to_plain_without_mbtree(clip, tmp_path):
     # x264's macroblock-tree (mbtree, on by default) reads uninitialised heap memory at some
     # frame sizes, this clip's 320x240 among them: the bitstream then depends on what the heap
