@@ -58,6 +58,7 @@ def thread_stacks(pid: int) -> str:
 
 def run_ff(ffmpeg: Path, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
     cmd = [str(ffmpeg), "-hide_banner", "-nostdin", "-nostats", "-y", *args]
+    timeout = float(os.environ.get("VMAF_ROI_TEST_FF_TIMEOUT", timeout))  # shorter when hunting a hang
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = proc.communicate(timeout=timeout)
