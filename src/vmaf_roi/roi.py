@@ -327,7 +327,8 @@ class Planner:
         self._regions: tuple[np.ndarray, list[Region]] | None = None  # plan_array's result, as Regions
         self.replans = 0  # how many times steps 4-7 ran
         self.native = _NATIVE is not None  # uint8 maps planned in C (same output; tests hold them equal)
-        self._out = np.empty((max(params.max_regions, 1), 5), dtype=np.int64)
+        blocks = -(-width // params.block) * -(-height // params.block)  # never more rectangles than that
+        self._out = np.empty((max(1, min(params.max_regions, blocks)), 5), dtype=np.int64)
         self._last_native: np.ndarray | None = None
 
     def _plan_native(self, m: np.ndarray) -> np.ndarray:
