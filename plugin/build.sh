@@ -245,6 +245,9 @@ fetch_nvenc_headers() {
     deb=$DEB
     ver=$(basename "$deb" | sed -E "s/^${NV_PKG}_([^_]+)_.*$/\1/")
     NV_DIR=$CACHE/nv-codec-headers-$ver
+    if [ -f "$NV_DIR/pkgconfig/ffnvcodec.pc" ] && ! grep -qxF "prefix=$NV_DIR" "$NV_DIR/pkgconfig/ffnvcodec.pc"; then
+        sed -i "s|^prefix=.*|prefix=$NV_DIR|" "$NV_DIR/pkgconfig/ffnvcodec.pc"  # a moved cache folder
+    fi
     if [ ! -f "$NV_DIR/pkgconfig/ffnvcodec.pc" ]; then
         need_tool dpkg-deb dpkg
         rm -rf "$NV_DIR.tmp.$$"
@@ -274,7 +277,13 @@ svt_prefix() {
     SVT_PREFIX=$CACHE/svt-av1-$ver-$key
 }
 build_svt() {
-    [ -f "$SVT_PREFIX/lib/pkgconfig/SvtAv1Enc.pc" ] && return 0
+    local pc=$SVT_PREFIX/lib/pkgconfig/SvtAv1Enc.pc
+    # a cache folder moved or copied from elsewhere: the static library is still good, its .pc
+    # still names the old place
+    if [ -f "$pc" ] && ! grep -qxF "prefix=$SVT_PREFIX" "$pc"; then
+        sed -i "s|^prefix=.*|prefix=$SVT_PREFIX|" "$pc"
+    fi
+    [ -f "$pc" ] && return 0
     lock 7 svt-av1
     if [ ! -f "$SVT_PREFIX/lib/pkgconfig/SvtAv1Enc.pc" ]; then
         need_tool cmake cmake
@@ -411,7 +420,9 @@ done
 printf '%s\n' "${TOUCHED[@]}" > "$WORK/.vmaf-roi-touched"
 log "FFmpeg $FFMPEG_VERSION + ${#PATCHES[@]} patches ($changed files changed in the build tree)"
 
-CONF_STAMP=$( { printf '%s\n' "${CONFIGURE_FLAGS[@]}"; sha256sum "$WORK/configure" "$WORK/libavfilter/allfilters.c" | cut -c1-64; } | sha256sum | cut -c1-64)
+# the dependencies' full paths too: a tree configured from another cache folder points there
+CONF_STAMP=$( { printf '%s\n' "${CONFIGURE_FLAGS[@]}" "$ORT_INC" "$SVT_PREFIX" "$NV_DIR"
+               sha256sum "$WORK/configure" "$WORK/libavfilter/allfilters.c" | cut -c1-64; } | sha256sum | cut -c1-64)
 if [ "$(cat "$WORK/.configured" 2>/dev/null)" != "$CONF_STAMP" ]; then
     log "configuring ($PROFILE profile; log: $WORK/configure.log)"
     (cd "$WORK" && ./configure "${CONFIGURE_FLAGS[@]}" --extra-cflags="-I$ORT_INC") \

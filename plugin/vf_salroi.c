@@ -157,6 +157,7 @@ typedef struct SalROIContext {
     int interpolate;
     int lookahead;
     int async;
+    int opened;                 ///< model_open() ran (model mode: on the first input configuration)
     char *maps_path;
 
     /* scratch buffers of the planner, grown on demand */
@@ -1508,11 +1509,16 @@ static int flush_ready(AVFilterContext *avctx, int block)
     return sent;
 }
 
+static av_cold int model_open(AVFilterContext *avctx);
+
 static int model_config_input(AVFilterLink *inlink)
 {
     AVFilterContext *avctx = inlink->dst;
     SalROIContext *s = avctx->priv;
+    int ret;
 
+    if (!s->opened && (ret = model_open(avctx)) < 0)
+        return ret;
     if (!sws_isSupportedInput(inlink->format)) {
         av_log(avctx, AV_LOG_ERROR, "Pixel format %s cannot be read by swscale.\n",
                av_get_pix_fmt_name(inlink->format));
@@ -1598,9 +1604,25 @@ static av_cold int model_start(AVFilterContext *avctx)
         .type         = AVMEDIA_TYPE_VIDEO,
         .config_props = model_config_input,
     };
-    int ret;
 
     s->model_mode = 1;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    return ff_append_inpad(avctx, &pad);
+}
+
+/**
+ * The model, the maps file and the worker, when the input is configured rather than at init:
+ * ffmpeg's CLI builds each filter graph twice (a graph it only inspects and frees, then the
+ * one it runs), so loading at init loaded the model twice and released and created the ONNX
+ * Runtime environment again in between, which ONNX Runtime does not support.
+ */
+static av_cold int model_open(AVFilterContext *avctx)
+{
+    SalROIContext *s = avctx->priv;
+    int ret;
+
+    s->opened = 1;
     if ((ret = model_init(avctx)) < 0)
         return ret;
     if (s->maps_path && !(s->maps_file = fopen(s->maps_path, "wb"))) {
@@ -1608,8 +1630,6 @@ static av_cold int model_start(AVFilterContext *avctx)
                s->maps_path, strerror(errno));
         return AVERROR(errno);
     }
-    pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->cond, NULL);
     if (s->async) {
         if ((ret = pthread_create(&s->worker, NULL, worker_main, avctx))) {
             s->async = 0;
@@ -1617,7 +1637,7 @@ static av_cold int model_start(AVFilterContext *avctx)
         }
         s->worker_running = 1;
     }
-    return ff_append_inpad(avctx, &pad);
+    return 0;
 }
 
 static av_cold void model_uninit(AVFilterContext *avctx)
