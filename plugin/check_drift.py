@@ -3,7 +3,8 @@
 
 Checks, without needing the FFmpeg source:
 - ffmpeg-patches/series lists exactly the *.patch files there, and each exists;
-- the new file libavfilter/vf_salroi.c in the series is byte-identical to plugin/vf_salroi.c;
+- the new file libavfilter/vf_salroi.c in the series is byte-identical to plugin/vf_salroi.c, and
+  libavfilter/salroi_plan.c (the planner it includes) to src/vmaf_roi/_planner.c;
 - the lines the series adds to doc/filters.texi are exactly plugin/salroi.texi;
 - the series registers the filter in allfilters.c and libavfilter/Makefile;
 - the new files libavcodec/roi_map.{c,h} and libavcodec/tests/roi_map.c are byte-identical to
@@ -81,6 +82,9 @@ def main() -> int:
     c_plugin = (PLUGIN / "vf_salroi.c").read_text()
     if c_in_patch != c_plugin:
         errors.append("libavfilter/vf_salroi.c in the series differs from plugin/vf_salroi.c")
+    plan_in_patch = "".join(added_lines(patches, "libavfilter/salroi_plan.c"))
+    if plan_in_patch != (REPO / "src" / "vmaf_roi" / "_planner.c").read_text():
+        errors.append("libavfilter/salroi_plan.c in the series differs from src/vmaf_roi/_planner.c")
     texi_in_patch = "".join(added_lines(patches, "doc/filters.texi"))
     if texi_in_patch != (PLUGIN / "salroi.texi").read_text():
         errors.append("doc/filters.texi in the series differs from plugin/salroi.texi")

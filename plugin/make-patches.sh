@@ -70,6 +70,7 @@ apply_diff() {
 }
 # 1: the filter
 cp "$PLUGIN/vf_salroi.c" "$TMP/libavfilter/vf_salroi.c"
+cp "$REPO/src/vmaf_roi/_planner.c" "$TMP/libavfilter/salroi_plan.c"  # the planner, shared with the package
 echo 'extern const AVFilter ff_vf_salroi;' > "$TMP/l1"
 insert_before libavfilter/allfilters.c '^extern const AVFilter ff_vf_scale;' "$TMP/l1"
 echo 'OBJS-$(CONFIG_SALROI_FILTER)                 += vf_salroi.o framesync.o' > "$TMP/l2"

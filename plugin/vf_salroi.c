@@ -95,12 +95,6 @@ enum SalROIPost {
     NB_POSTS,
 };
 
-typedef struct SalROIRect {
-    int by0, by1;   ///< block rows [by0, by1)
-    int bx0, bx1;   ///< block columns [bx0, bx1)
-    int q;          ///< QP offset in encoder steps
-} SalROIRect;
-
 /** An 8-bit saliency map (255 = most salient). */
 typedef struct SalROIMap {
     const uint8_t *data;
@@ -160,19 +154,9 @@ typedef struct SalROIContext {
     int opened;                 ///< model_open() ran (model mode: on the first input configuration)
     char *maps_path;
 
-    /* scratch buffers of the planner, grown on demand */
-    int *q;                     ///< per-block offsets, bw * bh
-    double *dv;                 ///< per-block unrounded offsets, bw * bh
-    size_t dv_size;
-    unsigned q_size;
-    SalROIRect *rects;
-    unsigned rects_size;
-    int *open;                  ///< rectangle index per bx0, previous row and current row
-    unsigned open_size;
-    int64_t *edges;             ///< sx0, sx1, sy0, sy1
-    unsigned edges_size;
-    uint64_t *colsum;           ///< prefix sums of one band of map rows, w + 1
-    unsigned colsum_size;
+    /* the planner's output, grown on demand */
+    int64_t *rows;              ///< (top, bottom, left, right, qp) per region
+    unsigned rows_size;
 
     /* two-input mode */
     double ts_tolerance;        ///< seconds, half the main frame interval
@@ -364,170 +348,29 @@ static int grow(void *ptr, unsigned *size, size_t nmemb, size_t elem)
     return *(void **)ptr ? 0 : AVERROR(ENOMEM);
 }
 
-/**
- * Map-coordinate range of each block along one axis: frame size n,
- * map size m, block size b.  s0[i] = floor(x0 * m / n),
- * s1[i] = max(ceil(x1 * m / n), s0[i] + 1).
- */
-static void block_edges(int64_t *s0, int64_t *s1, int n, int m, int b)
-{
-    for (int i = 0; (int64_t)i * b < n; i++) {
-        int64_t x0 = (int64_t)i * b;
-        int64_t x1 = FFMIN(x0 + b, n);
-
-        s0[i] = x0 * m / n;
-        s1[i] = FFMAX((x1 * m + n - 1) / n, s0[i] + 1);
-    }
-}
-
-/**
- * Steps 1-4 of the planner for one block size: per-block offsets, then
- * rectangles of equal non-zero offsets.  Returns the number of rectangles,
- * or -1 as soon as there are more than limit of them (limit < 0: no limit).
- */
-static int plan_blocks(SalROIContext *ctx, const SalROIMap *map,
-                       int width, int height, int b, int limit)
-{
-    const int bw = (width  + b - 1) / b;
-    const int bh = (height + b - 1) / b;
-    const int w  = map->w;
-    int64_t *sx0 = ctx->edges,          *sx1 = sx0 + bw;
-    int64_t *sy0 = sx1 + bw,            *sy1 = sy0 + bh;
-    int *open_prev = ctx->open, *open_cur = ctx->open + bw;
-    int nb_rects = 0;
-
-    block_edges(sx0, sx1, width,  w,           b);
-    block_edges(sy0, sy1, height, map->h, b);
-    for (int bx = 0; bx < bw; bx++)
-        open_prev[bx] = -1;
-
-    for (int by = 0; by < bh; by++) {
-        double *dv = ctx->dv + by * bw;
-        uint64_t *prefix = ctx->colsum;
-
-        /* prefix[x] = sum of map columns [0, x) over rows [sy0, sy1) */
-        memset(prefix, 0, (w + 1) * sizeof(*prefix));
-        for (int64_t y = sy0[by]; y < sy1[by]; y++) {
-            const uint8_t *row = map->data + y * map->linesize;
-            for (int x = 0; x < w; x++)
-                prefix[x + 1] += row[x];
-        }
-        for (int x = 0; x < w; x++)
-            prefix[x + 1] += prefix[x];
-
-        for (int bx = 0; bx < bw; bx++) {
-            const uint64_t sum   = prefix[sx1[bx]] - prefix[sx0[bx]];
-            const int64_t  count = (sy1[by] - sy0[by]) * (sx1[bx] - sx0[bx]);
-            const double   mean  = (double)sum / (double)count / 255.0;
-
-            dv[bx] = -ctx->strength * (2.0 * mean - 1.0);
-        }
-    }
-
-    if (ctx->mode == MODE_BALANCED) {
-        /* the summed raise may not exceed the summed drop (row-major sums, as the
-         * Python planner's cumsum) */
-        double pos = 0.0, neg = 0.0;
-
-        for (int i = 0; i < bw * bh; i++) {
-            pos += FFMAX(ctx->dv[i], 0.0);
-            neg += FFMAX(-ctx->dv[i], 0.0);
-        }
-        if (pos > neg) {
-            const double scale = neg / pos;
-
-            for (int i = 0; i < bw * bh; i++)
-                if (ctx->dv[i] > 0)
-                    ctx->dv[i] *= scale;
-        }
-    }
-
-    for (int by = 0; by < bh; by++) {
-        int *q = ctx->q + by * bw;
-
-        for (int bx = 0; bx < bw; bx++) {
-            double d = round(ctx->dv[by * bw + bx]);
-
-            d = FFMIN(FFMAX(d, -ctx->clamp), ctx->clamp);
-            if (ctx->mode == MODE_LOWER)
-                d = FFMIN(d, 0.0);
-            q[bx] = (int)d;
-        }
-
-        /* runs of equal non-zero offsets; extend the rectangle that ended on
-         * the row above with the same columns and offset, else open one */
-        for (int bx = 0; bx < bw; bx++)
-            open_cur[bx] = -1;
-        for (int bx0 = 0, bx1; bx0 < bw; bx0 = bx1) {
-            const int v = q[bx0];
-            int idx;
-
-            for (bx1 = bx0 + 1; bx1 < bw && q[bx1] == v; bx1++)
-                ;
-            if (!v)
-                continue;
-            idx = open_prev[bx0];
-            if (idx >= 0 && ctx->rects[idx].bx1 == bx1 && ctx->rects[idx].q == v) {
-                ctx->rects[idx].by1 = by + 1;
-            } else {
-                if (limit >= 0 && nb_rects >= limit)
-                    return -1;
-                idx = nb_rects++;
-                ctx->rects[idx] = (SalROIRect) {
-                    .by0 = by, .by1 = by + 1, .bx0 = bx0, .bx1 = bx1, .q = v,
-                };
-            }
-            open_cur[bx0] = idx;
-        }
-        FFSWAP(int *, open_prev, open_cur);
-    }
-
-    return nb_rects;
-}
-
-static int cmp_rects(const void *a, const void *b)
-{
-    const SalROIRect *ra = a, *rb = b;
-    const int aa = abs(ra->q), ab = abs(rb->q);
-
-    if (aa != ab)
-        return aa > ab ? -1 : 1;
-    if (ra->q != rb->q)
-        return ra->q < rb->q ? -1 : 1;
-    if (ra->by0 != rb->by0)
-        return ra->by0 < rb->by0 ? -1 : 1;
-    return (ra->bx0 > rb->bx0) - (ra->bx0 < rb->bx0);
-}
+/* The planner (vmaf-roi's src/vmaf_roi/_planner.c, the same file the Python package runs). */
+#define VMAF_ROI_PLAN_API static av_unused
+#include "salroi_plan.c"
 
 static int set_regions(AVFilterContext *avctx, AVFrame *frame, const SalROIMap *map)
 {
     SalROIContext *ctx = avctx->priv;
     const int width = frame->width, height = frame->height;
-    const int bw = (width  + ctx->block - 1) / ctx->block;
-    const int bh = (height + ctx->block - 1) / ctx->block;
+    const int64_t blocks = (int64_t)((width  + ctx->block - 1) / ctx->block) *
+                                    ((height + ctx->block - 1) / ctx->block);
+    const int cap = FFMAX(1, FFMIN(ctx->max_regions, blocks));   /* never more rectangles */
     AVRegionOfInterest *roi;
     AVFrameSideData *sd;
     int b = ctx->block, nb_rects, ret;
 
     av_frame_remove_side_data(frame, AV_FRAME_DATA_REGIONS_OF_INTEREST);
-
-    /* the first block size needs the most room; larger ones fit in it */
-    if ((ret = grow(&ctx->q,      &ctx->q_size,      (size_t)bw * bh, sizeof(*ctx->q)))      < 0 ||
-        (ret = grow(&ctx->dv,     &ctx->dv_size,     (size_t)bw * bh, sizeof(*ctx->dv)))     < 0 ||
-        (ret = grow(&ctx->rects,  &ctx->rects_size,  (size_t)bw * bh, sizeof(*ctx->rects)))  < 0 ||
-        (ret = grow(&ctx->open,   &ctx->open_size,   2 * (size_t)bw,  sizeof(*ctx->open)))   < 0 ||
-        (ret = grow(&ctx->edges,  &ctx->edges_size,  2 * ((size_t)bw + bh), sizeof(*ctx->edges))) < 0 ||
-        (ret = grow(&ctx->colsum, &ctx->colsum_size, (size_t)map->w + 1, sizeof(*ctx->colsum))) < 0)
+    if ((ret = grow(&ctx->rows, &ctx->rows_size, 5 * (size_t)cap, sizeof(*ctx->rows))) < 0)
         return ret;
-
-    for (;;) {
-        const int last = b >= FFMAX(width, height);
-
-        nb_rects = plan_blocks(ctx, map, width, height, b, last ? -1 : ctx->max_regions);
-        if (nb_rects >= 0)
-            break;
-        b *= 2;
-    }
+    nb_rects = vmaf_roi_plan_u8(map->data, map->w, map->h, map->linesize, width, height,
+                                ctx->block, ctx->strength, ctx->clamp, ctx->mode,
+                                ctx->max_regions, ctx->rows, cap, &b);
+    if (nb_rects < 0)
+        return nb_rects == -1 ? AVERROR(ENOMEM) : AVERROR_BUG;
     if (b != ctx->block)
         av_log(avctx, AV_LOG_DEBUG, "Block size %d to fit %d regions.\n",
                b, ctx->max_regions);
@@ -535,23 +378,21 @@ static int set_regions(AVFilterContext *avctx, AVFrame *frame, const SalROIMap *
     if (!nb_rects)
         return 0;
 
-    qsort(ctx->rects, nb_rects, sizeof(*ctx->rects), cmp_rects);
-
     sd = av_frame_new_side_data(frame, AV_FRAME_DATA_REGIONS_OF_INTEREST,
                                 nb_rects * sizeof(*roi));
     if (!sd)
         return AVERROR(ENOMEM);
     roi = (AVRegionOfInterest *)sd->data;
     for (int i = 0; i < nb_rects; i++) {
-        const SalROIRect *r = &ctx->rects[i];
+        const int64_t *r = ctx->rows + 5 * i;
 
         roi[i] = (AVRegionOfInterest) {
             .self_size = sizeof(*roi),
-            .top       = r->by0 * b,
-            .bottom    = FFMIN((int64_t)r->by1 * b, height),
-            .left      = r->bx0 * b,
-            .right     = FFMIN((int64_t)r->bx1 * b, width),
-            .qoffset   = av_make_q(r->q, ctx->qp_scale),
+            .top       = r[0],
+            .bottom    = r[1],
+            .left      = r[2],
+            .right     = r[3],
+            .qoffset   = av_make_q(r[4], ctx->qp_scale),
         };
     }
     return 0;
@@ -1726,12 +1567,7 @@ static av_cold void uninit(AVFilterContext *avctx)
 
     model_uninit(avctx);
     ff_framesync_uninit(&ctx->fs);
-    av_freep(&ctx->q);
-    av_freep(&ctx->dv);
-    av_freep(&ctx->rects);
-    av_freep(&ctx->open);
-    av_freep(&ctx->edges);
-    av_freep(&ctx->colsum);
+    av_freep(&ctx->rows);
 }
 
 static int config_output_any(AVFilterLink *outlink)

@@ -2,8 +2,9 @@
  * The ROI planner of roi.py (its docstring is the specification) for uint8 maps, in C: the
  * encode pass plans every frame, and in numpy that is some seventy small array operations.
  * Loaded with ctypes by roi.py when the package was built with a C compiler; roi.py's numpy
- * planner is used otherwise, and the tests hold the two to the same output. The same
- * algorithm as plugin/vf_salroi.c's plan_blocks/set_regions, without FFmpeg.
+ * planner is used otherwise, and the tests hold the two to the same output. The FFmpeg filter
+ * (plugin/vf_salroi.c) includes this file too, as libavfilter/salroi_plan.c, with
+ * VMAF_ROI_PLAN_API defined static: one planner in C for both.
  */
 
 #include <math.h>
@@ -12,20 +13,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { MODE_BOTH = 0, MODE_LOWER = 1, MODE_BALANCED = 2 };
+#ifndef VMAF_ROI_PLAN_API
+#define VMAF_ROI_PLAN_API
+#endif
 
-typedef struct Rect {
+enum { PLAN_BOTH = 0, PLAN_LOWER = 1, PLAN_BALANCED = 2 };
+
+typedef struct PlanRect {
     int by0, by1, bx0, bx1, q;
-} Rect;
+} PlanRect;
 
-typedef struct Work {
+typedef struct PlanWork {
     int64_t *edges;     /* sx0, sx1 (bw each), sy0, sy1 (bh each) */
     uint64_t *prefix;   /* w + 1 */
     double *dv;         /* bw * bh */
     int *q;             /* bw * bh */
     int *open;          /* 2 * bw */
-    Rect *rects;        /* bw * bh */
-} Work;
+    PlanRect *rects;        /* bw * bh */
+} PlanWork;
 
 static void block_edges(int64_t *s0, int64_t *s1, int n, int m, int b)
 {
@@ -41,7 +46,7 @@ static void block_edges(int64_t *s0, int64_t *s1, int n, int m, int b)
 }
 
 /* Steps 1-4 for one block size; the number of rectangles, or -1 past limit (limit < 0: none). */
-static int plan_blocks(Work *wk, const uint8_t *map, int w, int h, ptrdiff_t linesize,
+static int plan_blocks(PlanWork *wk, const uint8_t *map, int w, int h, ptrdiff_t linesize,
                        int width, int height, int b, double strength, int max_offset, int mode,
                        int limit)
 {
@@ -71,7 +76,7 @@ static int plan_blocks(Work *wk, const uint8_t *map, int w, int h, ptrdiff_t lin
             wk->dv[by * bw + bx] = -strength * (2.0 * mean - 1.0);
         }
     }
-    if (mode == MODE_BALANCED) {
+    if (mode == PLAN_BALANCED) {
         double pos = 0.0, neg = 0.0;
 
         for (int i = 0; i < bw * bh; i++) {  /* row-major, as roi.py's cumsum */
@@ -89,7 +94,7 @@ static int plan_blocks(Work *wk, const uint8_t *map, int w, int h, ptrdiff_t lin
     for (int bx = 0; bx < bw; bx++)
         open_prev[bx] = -1;
     for (int by = 0; by < bh; by++) {
-        int *q = wk->q + by * bw;
+        int *q = wk->q + by * bw, *t;
 
         for (int bx = 0; bx < bw; bx++) {
             double d = round(wk->dv[by * bw + bx]);
@@ -98,7 +103,7 @@ static int plan_blocks(Work *wk, const uint8_t *map, int w, int h, ptrdiff_t lin
                 d = -max_offset;
             if (d > max_offset)
                 d = max_offset;
-            if (mode == MODE_LOWER && d > 0.0)
+            if (mode == PLAN_LOWER && d > 0.0)
                 d = 0.0;
             q[bx] = (int)d;
         }
@@ -119,11 +124,11 @@ static int plan_blocks(Work *wk, const uint8_t *map, int w, int h, ptrdiff_t lin
                 if (limit >= 0 && nb >= limit)
                     return -1;
                 idx = nb++;
-                wk->rects[idx] = (Rect){ .by0 = by, .by1 = by + 1, .bx0 = bx0, .bx1 = bx1, .q = v };
+                wk->rects[idx] = (PlanRect){ .by0 = by, .by1 = by + 1, .bx0 = bx0, .bx1 = bx1, .q = v };
             }
             open_cur[bx0] = idx;
         }
-        int *t = open_prev;
+        t = open_prev;
         open_prev = open_cur;
         open_cur = t;
     }
@@ -132,7 +137,7 @@ static int plan_blocks(Work *wk, const uint8_t *map, int w, int h, ptrdiff_t lin
 
 static int cmp_rects(const void *a, const void *b)
 {
-    const Rect *ra = a, *rb = b;
+    const PlanRect *ra = a, *rb = b;
     const int aa = abs(ra->q), ab = abs(rb->q);
 
     if (aa != ab)
@@ -150,16 +155,16 @@ static int cmp_rects(const void *a, const void *b)
  * Returns the number of rows; -1: out of memory; -2: more rows than cap; -3: bad arguments.
  * *block_used: the block size the budget ended on.
  */
-int vmaf_roi_plan_u8(const uint8_t *map, int w, int h, ptrdiff_t linesize, int width, int height,
+VMAF_ROI_PLAN_API int vmaf_roi_plan_u8(const uint8_t *map, int w, int h, ptrdiff_t linesize, int width, int height,
                      int block, double strength, int max_offset, int mode, int max_regions,
                      int64_t *out, int cap, int *block_used)
 {
     const int bw = (width + block - 1) / block, bh = (height + block - 1) / block;
-    Work wk = { 0 };
+    PlanWork wk = { 0 };
     int b = block, nb, ret;
 
     if (!map || w < 1 || h < 1 || width < 1 || height < 1 || block < 1 || max_regions < 1 ||
-        mode < MODE_BOTH || mode > MODE_BALANCED || max_offset < 0)
+        mode < PLAN_BOTH || mode > PLAN_BALANCED || max_offset < 0)
         return -3;
     /* the first block size needs the most room; larger ones fit in it */
     wk.edges = malloc(2 * ((size_t)bw + bh) * sizeof(*wk.edges));
@@ -187,7 +192,7 @@ int vmaf_roi_plan_u8(const uint8_t *map, int w, int h, ptrdiff_t linesize, int w
     }
     qsort(wk.rects, nb, sizeof(*wk.rects), cmp_rects);
     for (int i = 0; i < nb; i++) {
-        const Rect *r = &wk.rects[i];
+        const PlanRect *r = &wk.rects[i];
         int64_t *o = out + 5 * i;
 
         o[0] = (int64_t)r->by0 * b;
