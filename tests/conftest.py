@@ -34,6 +34,14 @@ def built_ffmpeg() -> Path | None:
     return None
 
 
+def built_ffmpeg_or_skip(what: str = "the patched ffmpeg") -> Path:
+    """:func:`built_ffmpeg`, or skip the test with how to build it."""
+    p = built_ffmpeg()
+    if p is None:
+        pytest.skip(f"{what} is not built: run plugin/build.sh (or set VMAF_ROI_SALROI_FFMPEG to its path)")
+    return p
+
+
 def cfg(*sets: str) -> dict:
     """The default encode config with ``--set`` style overrides."""
     return config.load(None, list(sets))

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import built_ffmpeg
+from conftest import built_ffmpeg_or_skip
 
 REPO = Path(__file__).resolve().parents[1]
 VECTORS = REPO / "tests" / "vectors"
@@ -33,10 +33,7 @@ av = pytest.importorskip("av")
 
 @pytest.fixture(scope="session")
 def ffmpeg() -> Path:
-    p = built_ffmpeg()
-    if p is None:
-        pytest.skip("ffmpeg with the salroi filter is not built: run plugin/build.sh "
-                    "(or set VMAF_ROI_SALROI_FFMPEG to its path)")
+    p = built_ffmpeg_or_skip("ffmpeg with the salroi filter")
     r = subprocess.run([str(p), "-hide_banner", "-h", "filter=salroi"],
                        check=False, capture_output=True, text=True)
     assert "Filter salroi" in r.stdout, f"{p} has no salroi filter:\n{r.stdout}{r.stderr}"

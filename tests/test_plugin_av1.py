@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import built_ffmpeg
+from conftest import built_ffmpeg_or_skip
 
 REPO = Path(__file__).resolve().parents[1]
 W, H, N = 256, 192, 8
@@ -33,10 +33,7 @@ def _has(ffmpeg: Path, what: str, name: str) -> bool:
 
 @pytest.fixture(scope="session")
 def ffmpeg() -> Path:
-    p = built_ffmpeg()
-    if p is None:
-        pytest.skip("the patched ffmpeg is not built: run plugin/build.sh "
-                    "(or set VMAF_ROI_SALROI_FFMPEG to its path)")
+    p = built_ffmpeg_or_skip()
     if not _has(p, "encoder", "libsvtav1"):
         msg = f"{p} has no libsvtav1 encoder: rebuild it with plugin/build.sh"
         if os.environ.get("CI") == "true":
