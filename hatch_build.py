@@ -1,4 +1,5 @@
-"""Build hook: compile the planner's C version (src/vmaf_roi/_planner.c) into the package.
+"""Build hook: compile the encode pass's C loops (src/vmaf_roi/_planner.c: the planner and the
+scene-cut thumbnail) into the package.
 
 Optional: without a C compiler (or with VMAF_ROI_NO_NATIVE=1) the package stays pure Python
 and roi.py plans with numpy, as fast as numpy allows; the two give the same regions (tests).

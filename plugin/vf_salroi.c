@@ -174,7 +174,9 @@ typedef struct SalROIContext {
     float mean[3], std[3];
     struct SwsContext *sws_rgb, *sws_thumb;
     uint8_t *rgb;               ///< in_w * in_h * 3, scratch
-    uint8_t *thumb[2];          ///< 64x36 gray thumbnails: previous frame, scratch
+    uint8_t *thumb[2];          ///< 64x36 thumbnails (pipeline.thumbnail): previous frame, scratch
+    uint8_t *gray;              ///< full-size gray picture, for formats without a luma plane
+    int gray_w, gray_h;
     uint8_t *thumb_at_map;      ///< thumbnail of the last frame the model ran on
     int have_thumb, have_at_map;
     int since;                  ///< frames since the last inference
@@ -198,8 +200,8 @@ typedef struct SalROIContext {
     int stop;
 } SalROIContext;
 
-#define THUMB_W 64
-#define THUMB_H 36
+#define THUMB_W VMAF_ROI_THUMB_W /* 64x36: salroi_plan.c */
+#define THUMB_H VMAF_ROI_THUMB_H
 
 #define OFFSET(x) offsetof(SalROIContext, x)
 #define FLAGS  AV_OPT_FLAG_VIDEO_PARAM | AV_OPT_FLAG_FILTERING_PARAM
@@ -1112,10 +1114,70 @@ static struct SwsContext *get_sws(struct SwsContext *sws, const AVFrame *f,
 /** Mean absolute difference of two thumbnails, 0-255. */
 static double thumb_diff(const uint8_t *a, const uint8_t *b)
 {
-    int64_t sum = 0;
-    for (int i = 0; i < THUMB_W * THUMB_H; i++)
-        sum += abs(a[i] - b[i]);
-    return (double)sum / (THUMB_W * THUMB_H);
+    return (double)vmaf_roi_thumb_sad(a, b) / (THUMB_W * THUMB_H);
+}
+
+/**
+ * Formats whose first plane is the luma, read in place for the thumbnail: bytes per
+ * sample and the shift to 8 bits (pipeline.py's _LUMA8 and _LUMA16; a test holds the two
+ * lists equal). Any other format is made gray at full size by swscale first.
+ */
+static const struct { enum AVPixelFormat fmt; int bytes, shift; } luma_planes[] = {
+    { AV_PIX_FMT_YUV420P, 1, 0 }, { AV_PIX_FMT_YUVJ420P, 1, 0 }, { AV_PIX_FMT_YUV422P, 1, 0 },
+    { AV_PIX_FMT_YUVJ422P, 1, 0 }, { AV_PIX_FMT_YUV444P, 1, 0 }, { AV_PIX_FMT_YUVJ444P, 1, 0 },
+    { AV_PIX_FMT_YUV440P, 1, 0 }, { AV_PIX_FMT_YUVJ440P, 1, 0 }, { AV_PIX_FMT_YUV411P, 1, 0 },
+    { AV_PIX_FMT_YUVJ411P, 1, 0 }, { AV_PIX_FMT_YUV410P, 1, 0 }, { AV_PIX_FMT_NV12, 1, 0 },
+    { AV_PIX_FMT_NV21, 1, 0 }, { AV_PIX_FMT_NV16, 1, 0 }, { AV_PIX_FMT_NV24, 1, 0 },
+    { AV_PIX_FMT_NV42, 1, 0 }, { AV_PIX_FMT_GRAY8, 1, 0 }, { AV_PIX_FMT_YUVA420P, 1, 0 },
+    { AV_PIX_FMT_YUVA422P, 1, 0 }, { AV_PIX_FMT_YUVA444P, 1, 0 },
+    { AV_PIX_FMT_YUV420P9LE, 2, 1 }, { AV_PIX_FMT_YUV420P10LE, 2, 2 }, { AV_PIX_FMT_YUV420P12LE, 2, 4 },
+    { AV_PIX_FMT_YUV420P14LE, 2, 6 }, { AV_PIX_FMT_YUV420P16LE, 2, 8 },
+    { AV_PIX_FMT_YUV422P9LE, 2, 1 }, { AV_PIX_FMT_YUV422P10LE, 2, 2 }, { AV_PIX_FMT_YUV422P12LE, 2, 4 },
+    { AV_PIX_FMT_YUV422P14LE, 2, 6 }, { AV_PIX_FMT_YUV422P16LE, 2, 8 },
+    { AV_PIX_FMT_YUV444P9LE, 2, 1 }, { AV_PIX_FMT_YUV444P10LE, 2, 2 }, { AV_PIX_FMT_YUV444P12LE, 2, 4 },
+    { AV_PIX_FMT_YUV444P14LE, 2, 6 }, { AV_PIX_FMT_YUV444P16LE, 2, 8 },
+    { AV_PIX_FMT_YUV440P10LE, 2, 2 }, { AV_PIX_FMT_YUV440P12LE, 2, 4 },
+    { AV_PIX_FMT_YUVA420P9LE, 2, 1 }, { AV_PIX_FMT_YUVA420P10LE, 2, 2 }, { AV_PIX_FMT_YUVA420P16LE, 2, 8 },
+    { AV_PIX_FMT_YUVA422P9LE, 2, 1 }, { AV_PIX_FMT_YUVA422P10LE, 2, 2 }, { AV_PIX_FMT_YUVA422P16LE, 2, 8 },
+    { AV_PIX_FMT_YUVA444P9LE, 2, 1 }, { AV_PIX_FMT_YUVA444P10LE, 2, 2 }, { AV_PIX_FMT_YUVA444P16LE, 2, 8 },
+    { AV_PIX_FMT_GRAY9LE, 2, 1 }, { AV_PIX_FMT_GRAY10LE, 2, 2 }, { AV_PIX_FMT_GRAY12LE, 2, 4 },
+    { AV_PIX_FMT_GRAY14LE, 2, 6 }, { AV_PIX_FMT_GRAY16LE, 2, 8 },
+    { AV_PIX_FMT_P010LE, 2, 8 }, { AV_PIX_FMT_P012LE, 2, 8 }, { AV_PIX_FMT_P016LE, 2, 8 },
+    { AV_PIX_FMT_P210LE, 2, 8 }, { AV_PIX_FMT_P216LE, 2, 8 }, { AV_PIX_FMT_P410LE, 2, 8 },
+    { AV_PIX_FMT_P416LE, 2, 8 },
+};
+
+/** The frame's scene-cut thumbnail (pipeline.thumbnail): 64x36 cells of full-range luma. */
+static int make_thumb(SalROIContext *s, const AVFrame *f, uint8_t *out)
+{
+    const enum AVPixelFormat fmt = f->format;
+    const int full = f->color_range == AVCOL_RANGE_JPEG || fmt == AV_PIX_FMT_YUVJ420P ||
+                     fmt == AV_PIX_FMT_YUVJ422P || fmt == AV_PIX_FMT_YUVJ444P ||
+                     fmt == AV_PIX_FMT_YUVJ440P || fmt == AV_PIX_FMT_YUVJ411P;
+
+    for (int i = 0; i < FF_ARRAY_ELEMS(luma_planes); i++)
+        if (luma_planes[i].fmt == fmt)
+            return vmaf_roi_thumb(f->data[0], f->linesize[0], f->width, f->height,
+                                  luma_planes[i].bytes, luma_planes[i].shift, full, out) < 0 ?
+                   AVERROR(EINVAL) : 0;
+    /* no luma plane of its own: gray at full size first (swscale gives full-range levels) */
+    if (s->gray_w != f->width || s->gray_h != f->height) {
+        av_freep(&s->gray);
+        if (!(s->gray = av_malloc((size_t)f->width * f->height)))
+            return AVERROR(ENOMEM);
+        s->gray_w = f->width;
+        s->gray_h = f->height;
+    }
+    s->sws_thumb = get_sws(s->sws_thumb, f, f->width, f->height, AV_PIX_FMT_GRAY8);
+    if (!s->sws_thumb)
+        return AVERROR(EINVAL);
+    {
+        uint8_t *dst[4] = { s->gray };
+        int dst_ls[4] = { f->width };
+
+        sws_scale(s->sws_thumb, (const uint8_t *const *)f->data, f->linesize, 0, f->height, dst, dst_ls);
+    }
+    return vmaf_roi_thumb(s->gray, f->width, f->width, f->height, 1, 0, 1, out) < 0 ? AVERROR(EINVAL) : 0;
 }
 
 /**
@@ -1132,13 +1194,10 @@ static int decide(AVFilterContext *avctx, const AVFrame *f, int *cut)
     *cut = 0;
     if (s->scene_cut || s->change_threshold >= 0) {
         uint8_t *cur = s->thumb[1];
-        uint8_t *dst[4] = { cur };
-        int dst_ls[4] = { THUMB_W };
+        int ret = make_thumb(s, f, cur);
 
-        s->sws_thumb = get_sws(s->sws_thumb, f, THUMB_W, THUMB_H, AV_PIX_FMT_GRAY8);
-        if (!s->sws_thumb)
-            return AVERROR(EINVAL);
-        sws_scale(s->sws_thumb, (const uint8_t *const *)f->data, f->linesize, 0, f->height, dst, dst_ls);
+        if (ret < 0)
+            return ret;
         if (s->scene_cut && s->have_thumb)
             *cut = thumb_diff(cur, s->thumb[0]) > s->scene_threshold;
         changed = s->change_threshold >= 0 && s->have_at_map &&
@@ -1514,6 +1573,7 @@ static av_cold void model_uninit(AVFilterContext *avctx)
     av_freep(&s->rgb);
     av_freep(&s->thumb[0]);
     av_freep(&s->thumb[1]);
+    av_freep(&s->gray);
     av_freep(&s->thumb_at_map);
     av_freep(&s->key);
     av_freep(&s->blend);

@@ -1,10 +1,11 @@
 /*
- * The ROI planner of roi.py (its docstring is the specification) for uint8 maps, in C: the
- * encode pass plans every frame, and in numpy that is some seventy small array operations.
- * Loaded with ctypes by roi.py when the package was built with a C compiler; roi.py's numpy
- * planner is used otherwise, and the tests hold the two to the same output. The FFmpeg filter
+ * The encode pass's per-frame loops in C: the ROI planner of roi.py (its docstring is the
+ * specification) for uint8 maps (in numpy some seventy small array operations a frame) and the
+ * scene-cut thumbnail of pipeline.py.
+ * Loaded with ctypes (native.py) when the package was built with a C compiler; the numpy
+ * versions are used otherwise, and the tests hold the two to the same output. The FFmpeg filter
  * (plugin/vf_salroi.c) includes this file too, as libavfilter/salroi_plan.c, with
- * VMAF_ROI_PLAN_API defined static: one planner in C for both.
+ * VMAF_ROI_PLAN_API defined static: one implementation in C for both.
  */
 
 #include <math.h>
@@ -211,4 +212,72 @@ end:
     free(wk.open);
     free(wk.rects);
     return ret;
+}
+
+/* -- the scene-cut thumbnail (pipeline.thumbnail is the specification) ------------------- */
+
+#define VMAF_ROI_THUMB_W 64
+#define VMAF_ROI_THUMB_H 36
+#define VMAF_ROI_THUMB_K 4 /* K x K luma samples per cell */
+
+/**
+ * The 64x36 thumbnail of one luma plane (width x height samples, rows linesize bytes apart):
+ * cell (cy, cx) is the rounded mean of the K x K samples at rows ((2t + 1) * height) /
+ * (2 * 36 * K), t = K * cy ... K * cy + K - 1, and likewise columns. bytes: 1 (8-bit samples)
+ * or 2 (16-bit little-endian, taken >> shift and capped at 255). Unless full, the samples are
+ * limited-range levels and each cell is mapped to full range: round((v - 16) * 255 / 219),
+ * clipped to 0-255. Returns 0, or -1 for bad arguments.
+ */
+VMAF_ROI_PLAN_API int vmaf_roi_thumb(const uint8_t *plane, ptrdiff_t linesize, int width, int height,
+                                     int bytes, int shift, int full, uint8_t *out)
+{
+    enum { TW = VMAF_ROI_THUMB_W, TH = VMAF_ROI_THUMB_H, K = VMAF_ROI_THUMB_K };
+    int xs[TW * K];
+
+    if (!plane || !out || width < 1 || height < 1 || (bytes != 1 && bytes != 2) || shift < 0 || shift > 15)
+        return -1;
+    for (int t = 0; t < TW * K; t++)
+        xs[t] = (int)(((int64_t)(2 * t + 1) * width) / (2 * TW * K));
+    for (int cy = 0; cy < TH; cy++) {
+        unsigned sum[TW] = { 0 };
+
+        for (int k = 0; k < K; k++) {
+            const int64_t y = ((int64_t)(2 * (K * cy + k) + 1) * height) / (2 * TH * K);
+            const uint8_t *row = plane + y * linesize;
+
+            if (bytes == 1) {
+                for (int cx = 0; cx < TW; cx++)
+                    for (int j = 0; j < K; j++)
+                        sum[cx] += row[xs[K * cx + j]];
+            } else {
+                for (int cx = 0; cx < TW; cx++)
+                    for (int j = 0; j < K; j++) {
+                        const uint8_t *p = row + 2 * (ptrdiff_t)xs[K * cx + j];
+                        const unsigned v = (unsigned)(p[0] | p[1] << 8) >> shift;
+
+                        sum[cx] += v < 255 ? v : 255;
+                    }
+            }
+        }
+        for (int cx = 0; cx < TW; cx++) {
+            int v = (int)((sum[cx] + K * K / 2) / (K * K));
+
+            if (!full) {
+                v = v <= 16 ? 0 : ((v - 16) * 255 * 2 + 219) / 438;
+                v = v < 255 ? v : 255;
+            }
+            out[cy * TW + cx] = (uint8_t)v;
+        }
+    }
+    return 0;
+}
+
+/** Sum of absolute differences of two thumbnails. */
+VMAF_ROI_PLAN_API int64_t vmaf_roi_thumb_sad(const uint8_t *a, const uint8_t *b)
+{
+    int64_t sum = 0;
+
+    for (int i = 0; i < VMAF_ROI_THUMB_W * VMAF_ROI_THUMB_H; i++)
+        sum += abs(a[i] - b[i]);
+    return sum;
 }

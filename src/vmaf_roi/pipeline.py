@@ -30,12 +30,93 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from . import carry
+from . import carry, native
 from .config import SaliencyConfig, saliency_section
 from .saliency import SaliencyModel
 
-THUMB = (64, 36)
+THUMB = (64, 36)  # the scene-cut thumbnail's cells, width x height (see thumbnail())
+THUMB_K = 4  # luma samples per cell, each way
 MAX_B_RUN = 16  # B-frames held for the next I/P frame at most; longer runs get past vectors only
+
+
+# formats whose first plane is the luma, one byte a sample (the FFmpeg filter's luma_planes
+# table holds the same, tested)
+_LUMA8 = frozenset(
+    "yuv420p yuvj420p yuv422p yuvj422p yuv444p yuvj444p yuv440p yuvj440p yuv411p yuvj411p yuv410p "
+    "nv12 nv21 nv16 nv24 nv42 gray yuva420p yuva422p yuva444p".split())
+# ... two bytes a sample, little-endian: the shift to 8 bits (P010/P016 keep their bits high)
+_LUMA16 = {
+    **{f"yuv{s}p{d}le": d - 8 for s in ("420", "422", "444") for d in (9, 10, 12, 14, 16)},
+    "yuv440p10le": 2, "yuv440p12le": 4,
+    **{f"yuva{s}p{d}le": d - 8 for s in ("420", "422", "444") for d in (9, 10, 16)},
+    **{f"gray{d}le": d - 8 for d in (9, 10, 12, 14, 16)},
+    "p010le": 8, "p012le": 8, "p016le": 8, "p210le": 8, "p216le": 8, "p410le": 8, "p416le": 8,
+}
+_JPEG = 2  # AVCOL_RANGE_JPEG: full-range levels
+
+
+def _limited_to_full() -> np.ndarray:
+    v = np.arange(256, dtype=np.int64)
+    return np.clip(((v - 16) * 255 * 2 + 219) // 438, 0, 255).astype(np.uint8)  # round((v-16)*255/219)
+
+
+_TO_FULL = _limited_to_full()
+
+
+def _grid(n: int, cells: int) -> np.ndarray:
+    t = np.arange(cells * THUMB_K, dtype=np.int64)
+    return ((2 * t + 1) * n) // (2 * cells * THUMB_K)
+
+
+def thumbnail(frame: av.VideoFrame, reformatter: VideoReformatter | None = None) -> np.ndarray:
+    """The frame's scene-cut thumbnail: 64x36 uint8 cells of full-range luma.
+
+    Cell (cy, cx) is the rounded mean of K x K (``THUMB_K``) samples of the luma plane, at rows
+    ``((2t + 1) * height) // (2 * 36 * K)`` for t = K*cy ... K*cy + K-1 and likewise columns
+    (``_planner.c``'s ``vmaf_roi_thumb``); samples of more than 8 bits are shifted down to 8
+    first. Limited-range luma (any frame not tagged full range, nor a yuvj format) is mapped to
+    full range after: ``round((v - 16) * 255 / 219)``, clipped. Frames whose luma is not a plane
+    of its own (RGB, packed YUV, big-endian) are made gray at full size first by swscale, which
+    gives full-range levels. The FFmpeg filter computes the same.
+
+    A strided read of 36,864 samples instead of swscale's downscale of the whole frame (on
+    frames fresh from the decoder, 0.045 -> 0.026 ms at 640x480, 0.080 -> 0.026 at 1280x720);
+    over the real corpus clips' 2,568 frame pairs the scene-cut decisions (threshold 12) are
+    those of the earlier swscale 64x36 thumbnail but for two borderline frames.
+    """
+    name = frame.format.name
+    full = frame.color_range == _JPEG or name.startswith("yuvj")
+    shift = 0
+    if name in _LUMA8:
+        nbytes = 1
+    elif name in _LUMA16:
+        nbytes, shift = 2, _LUMA16[name]
+    else:
+        frame = (reformatter or VideoReformatter()).reformat(frame, format="gray")
+        nbytes, full = 1, True
+    plane = frame.planes[0]
+    w, h = frame.width, frame.height
+    out = np.empty((THUMB[1], THUMB[0]), dtype=np.uint8)
+    if native.thumb is not None:
+        if native.thumb(plane.buffer_ptr, plane.line_size, w, h, nbytes, shift, full, out.ctypes.data) != 0:
+            raise ValueError(f"cannot make a thumbnail of a {w}x{h} {name} frame")
+        return out
+    else:
+        a = np.frombuffer(plane, dtype=np.uint8 if nbytes == 1 else "<u2").reshape(-1, plane.line_size // nbytes)
+        v = a[_grid(h, THUMB[1])[:, None], _grid(w, THUMB[0])[None, :]].astype(np.uint32)
+        if nbytes == 2:
+            v = np.minimum(v >> shift, 255)
+        k2 = THUMB_K * THUMB_K
+        sums = v.reshape(THUMB[1], THUMB_K, THUMB[0], THUMB_K).sum(axis=(1, 3))
+        out[:] = (sums + k2 // 2) // k2
+    return out if full else _TO_FULL[out]
+
+
+def thumb_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two thumbnails (0-255): the scene-cut statistic."""
+    if native.thumb_sad is not None:
+        return native.thumb_sad(a.ctypes.data, b.ctypes.data) / a.size
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
 
 @dataclass
@@ -69,15 +150,13 @@ class MapPolicy:
         need_thumb = self.scene_cut or self.change_threshold is not None
         thumb = None
         if need_thumb:
-            # one reformatter for the whole stream: frame.reformat() would set up a new swscale
-            # context for every frame (measured: 0.37 -> 0.04 ms per thumbnail, same pixels)
-            thumb = self._reformatter.reformat(frame, *THUMB, "gray").to_ndarray().astype(np.int16)
+            thumb = thumbnail(frame, self._reformatter)
         cut = False
         if self.scene_cut and self._prev is not None and thumb is not None:
-            cut = float(np.abs(thumb - self._prev).mean()) > self.scene_threshold
+            cut = thumb_diff(thumb, self._prev) > self.scene_threshold
         changed = False
         if self.change_threshold is not None and self._at_map is not None and thumb is not None:
-            changed = float(np.abs(thumb - self._at_map).mean()) > self.change_threshold
+            changed = thumb_diff(thumb, self._at_map) > self.change_threshold
         self._prev = thumb
         infer = index == 0 or cut or changed or self._since + 1 >= self.stride
         if infer:

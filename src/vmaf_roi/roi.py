@@ -43,36 +43,19 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
 import numpy as np
 
+from . import native
+
 Mode = Literal["both", "lower", "balanced"]
 MODES: tuple[str, ...] = ("both", "lower", "balanced")
 
 
-def _load_native():
-    """The C planner (``_planner.c``, compiled when the package is built; None without it, or
-    with ``VMAF_ROI_NATIVE=0``)."""
-    if os.environ.get("VMAF_ROI_NATIVE", "").strip() == "0":
-        return None
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_planner.so")
-    try:
-        lib = ctypes.CDLL(path)
-        fn = lib.vmaf_roi_plan_u8
-    except (OSError, AttributeError):
-        return None
-    fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_ssize_t, ctypes.c_int, ctypes.c_int,
-                   ctypes.c_int, ctypes.c_double, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                   ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
-    return fn
-
-
-_NATIVE = _load_native()
+_NATIVE = native.plan_u8  # the C planner (None without it, or with VMAF_ROI_NATIVE=0)
 _MODE_CODES = {"both": 0, "lower": 1, "balanced": 2}
 
 
