@@ -102,18 +102,21 @@ class ReplaySource:
     """A map source that costs (almost) nothing: the recorded maps, handed back in order.
 
     ``model_input`` still makes the real model input (a resize), so only the model's own work
-    (preprocess, inference, postprocess) is left out.
+    (preprocess, inference, postprocess) is left out; with ``resize=False`` the resize is left
+    out too (a map source that needs no input at all).
     """
 
     placeholder = False
     provider = "replay"
 
-    def __init__(self, model: SaliencyModel, maps: list[np.ndarray]) -> None:
+    def __init__(self, model: SaliencyModel, maps: list[np.ndarray], resize: bool = True) -> None:
         self.model, self.maps, self.i = model, maps, 0
         self.spec = types.SimpleNamespace(id=model.spec.id + " (replayed)")
+        self.resize = resize
+        self._blank = np.zeros((*model.input_size, 3), np.uint8)
 
     def model_input(self, frame):
-        return self.model.model_input(frame)
+        return self.model.model_input(frame) if self.resize else self._blank
 
     def predict(self, rgb):
         m = self.maps[self.i % len(self.maps)]

@@ -4,7 +4,9 @@
 
 MODE: ``plain`` (the plain encode), ``roi`` (the default ROI encode, real model), ``replay`` (the
 ROI encode with the zero-cost map source of bench_encode.py: the maps a ``record`` run saved),
-``record`` (one ROI encode whose maps are saved next to the build folder for ``replay``). Extra
+``replay-noinput`` (the same without the model input's resize either: what the pipeline costs
+around a map source that needs no input), ``record`` (one ROI encode whose maps are saved next
+to the build folder for ``replay``). Extra
 arguments are config overrides. With N = 0 the process only starts up (imports, model load): its
 time is the fixed cost to subtract from a timed pair. Time two such commands alternately with any
 whole-process timer (``/usr/bin/time -f '%U %S %e'``, paired A B A B ...), several pairs, medians.
@@ -25,7 +27,7 @@ from vmaf_roi import config  # noqa: E402
 from vmaf_roi.encode import encode  # noqa: E402
 from vmaf_roi.saliency import SaliencyModel  # noqa: E402
 
-MODES = ("plain", "roi", "replay", "record")
+MODES = ("plain", "roi", "replay", "replay-noinput", "record")
 
 
 def main(argv: list[str]) -> int:
@@ -45,9 +47,9 @@ def main(argv: list[str]) -> int:
             saved.parent.mkdir(parents=True, exist_ok=True)
             saved.write_bytes(pickle.dumps(rec.maps))
             return 0
-        maps = pickle.loads(saved.read_bytes()) if mode == "replay" else None
+        maps = pickle.loads(saved.read_bytes()) if mode.startswith("replay") else None
         for _ in range(n):
-            model = B.ReplaySource(real, maps) if maps is not None else real
+            model = B.ReplaySource(real, maps, resize=mode == "replay") if maps is not None else real
             encode(path, out, cfg, plain=mode == "plain", model=model)
     return 0
 

@@ -92,7 +92,7 @@ def thumbnail(frame: av.VideoFrame, reformatter: VideoReformatter | None = None)
     elif name in _LUMA16:
         nbytes, shift = 2, _LUMA16[name]
     else:
-        frame = (reformatter or VideoReformatter()).reformat(frame, format="gray")
+        frame = (reformatter or VideoReformatter()).reformat(frame, format="gray", threads=1)
         nbytes, full = 1, True
     plane = frame.planes[0]
     w, h = frame.width, frame.height

@@ -159,11 +159,14 @@ class SaliencyModel:
                 return frame
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         # one reformatter per thread: frame.reformat() sets up a new swscale context for every
-        # frame (the same pixels; measured: 0.63 -> 0.17 ms per model input at 640x480)
+        # frame. One swscale thread: by default swscale slices even this small picture over
+        # worker threads of its own (as many as there are cores), which takes the same CPU in
+        # all, away from the encoder's threads and out of sight of this thread's CPU clock
+        # (the same pixels; 640x480 -> 224x224: 0.44 ms of CPU either way)
         ref = getattr(self._local, "reformatter", None)
         if ref is None:
             ref = self._local.reformatter = VideoReformatter()
-        return ref.reformat(frame, w, h, "rgb24", interpolation="BILINEAR").to_ndarray()
+        return ref.reformat(frame, w, h, "rgb24", interpolation="BILINEAR", threads=1).to_ndarray()
 
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
         """[N,H,W,3] uint8 at model size -> [N,3,H,W] float32 normalised as the registry says."""
