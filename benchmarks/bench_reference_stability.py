@@ -11,7 +11,11 @@ output on exactly those pixels can be expected to agree with it:
 - ``noise``: Gaussian noise of sigma 1 level added to the RGB frame (rounded, clipped);
 - ``shift``: the frame moved right by one pixel (first column repeated), the map moved back;
 - ``jpeg``: the frame through JPEG at quality 95 (Pillow);
-- ``next``: the map of the next frame (what holding a map for one frame costs at best).
+- ``next``: the map of the next frame (what holding a map for one frame costs at best);
+- ``in256``, ``in224``: the same frame and the same weights, with the network's input at 256x256
+  or 224x224 instead of 320x320 (the graph's input made symbolic as scripts/quantize_u2netp.py
+  does; the map resized to the frame like any other): how much u2netp's map depends on the scale
+  it sees the picture at.
 
 Per clip: mean per-frame correlation (and the worst frame) over every ``--every``-th frame.
 ``--write`` appends the table with the command and the machine to benchmarks/RESULTS.md.
@@ -31,11 +35,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import realclips  # noqa: E402
 
-from vmaf_roi.registry import REFERENCE_MODEL  # noqa: E402
-from vmaf_roi.saliency import SaliencyModel  # noqa: E402
+from vmaf_roi.registry import REFERENCE_MODEL, load_verified  # noqa: E402
+from vmaf_roi.saliency import SaliencyModel, resize_map  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-KINDS = ("noise", "shift", "jpeg", "next")
+KINDS = ("noise", "shift", "jpeg", "next", "in256", "in224")
 
 
 def jpeg(rgb: np.ndarray, quality: int = 95) -> np.ndarray:
@@ -56,6 +60,35 @@ def perturbed(kind: str, rgb: np.ndarray, rng: np.random.Generator) -> np.ndarra
     raise ValueError(kind)
 
 
+class AtSize:
+    """The reference's weights with the input at another size (ONNX Runtime, one thread)."""
+
+    def __init__(self, model: SaliencyModel, model_dir: Path | None) -> None:
+        import onnx
+        import onnxruntime as ort
+
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from quantize_u2netp import symbolic_hw
+
+        graph = symbolic_hw(onnx.load_from_string(load_verified(model.spec, model_dir)))
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        self.sess = ort.InferenceSession(graph.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        self.name = self.sess.get_inputs()[0].name
+        self.model = model
+
+    def map(self, rgb: np.ndarray, size: int) -> np.ndarray:
+        """uint8 map at frame size."""
+        m, keep = self.model, self.model.input_size
+        try:
+            m.input_size = (size, size)
+            x = m.preprocess(m.model_input(rgb)[None])
+        finally:
+            m.input_size = keep
+        p = m.postprocess(self.sess.run(None, {self.name: x})[0])[0]
+        return np.round(resize_map(p, rgb.shape[1], rgb.shape[0]) * 255).astype(np.uint8)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=120)
@@ -65,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write", action="store_true")
     a = ap.parse_args(argv)
     model = SaliencyModel(REFERENCE_MODEL, device="cpu", cache_dir=a.model_dir)
+    at_size = AtSize(model, a.model_dir)
     rng = np.random.default_rng(0)
     rows, means = [], {k: [] for k in KINDS}
     for name, clip in realclips.eval_clips(a.work, a.frames):
@@ -77,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
             for i in idx:
                 if kind == "next":
                     cs.append(realclips.corr(ref[i + 1], ref[i]))
+                    continue
+                if kind.startswith("in"):
+                    cs.append(realclips.corr(at_size.map(rgbs[i], int(kind[2:])), ref[i]))
                     continue
                 m = np.round(model.maps([perturbed(kind, rgbs[i], rng)])[0] * 255).astype(np.uint8)
                 if kind == "shift":
@@ -94,10 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.write:
         cmd = "python benchmarks/bench_reference_stability.py " + " ".join(argv if argv is not None else sys.argv[1:])
         text = (f"\n### The reference's own stability on real clips ({date.today().isoformat()})\n\n"
-                f"Command: `{cmd.strip()}`\n\nMachine: {platform.machine()}, {platform.python_version()}, "
+                f"Command: `{cmd.strip()}`\n\nMachine: {platform.machine()}, Python {platform.python_version()}, "
                 f"onnxruntime CPU, no GPU. Per-frame Pearson correlation of u2netp fp32's map of a frame "
-                f"with its map of the same frame changed imperceptibly (mean over every {a.every}th frame; "
-                f"worst frame in brackets):\n\n{table}\n")
+                f"with its map under each change (the script's docstring; mean over every {a.every}th "
+                f"frame, worst frame in brackets):\n\n{table}\n")
         with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
             f.write(text)
     return 0
