@@ -667,6 +667,22 @@ def test_model_mode_schedule_matches_pipeline(model_ffmpeg, ort_lib, tmp_path, i
         assert np.array_equal(got[8], got[7]) or True  # frame 8 is a key frame itself
 
 
+@pytest.mark.parametrize("pix_fmt", ["rgb24", "yuv420p10le", "nv12"])
+def test_model_mode_scene_cuts_in_other_pixel_formats(model_ffmpeg, ort_lib, tmp_path, pix_fmt):
+    """The scene-cut thumbnail for frames that are not yuv420p: read in place (10-bit, NV12) or
+    made gray first (RGB), in the filter as in pipeline.thumbnail: the same schedule."""
+    src = tmp_path / "cut.mp4"
+    write_cut_clip(src)
+    r = run_model_mode(model_ffmpeg, src,
+                       f"format={pix_fmt}," + model_opts(PLACEHOLDER, ort_lib, stride=4, change_threshold=10.0),
+                       "-loglevel", "verbose", "-f", "null", "-")
+    frames = [f.reformat(format=pix_fmt) for f in decoded_frames(src)]
+    _, keys = python_schedule(PLACEHOLDER, frames, 4, True, 0.0, 10.0)
+    assert keys[:9] == [True, False, True, False, True, False, True, False, True]  # the change threshold
+    assert keys[9]  # the cut
+    assert f"{sum(keys)} inferences (1 on scene cuts)" in r.stderr
+
+
 def test_model_mode_async_and_sync_agree(model_ffmpeg, ort_lib, tmp_path):
     src = tmp_path / "cut.mp4"
     write_cut_clip(src)
