@@ -103,3 +103,25 @@ def test_the_filter_reads_the_same_formats_in_place():
     for name in py:  # every one is a format this FFmpeg knows, with its luma in plane 0
         fmt = av.VideoFormat(name)
         assert fmt.components[0].plane == 0 and not fmt.is_rgb and not fmt.is_big_endian, name
+
+
+@pytest.mark.parametrize("native_on", [True, False])
+def test_rows_that_run_backwards(native_on, tmp_path, monkeypatch):
+    """FFmpeg's vflip hands out frames with a negative line size: the same thumbnail as the
+    flipped picture stored top row first."""
+    from vmaf_roi.decode import VideoSource
+    from vmaf_roi.synth import make_clip
+
+    if not native_on:
+        monkeypatch.setattr(native, "thumb", None)
+    elif native.thumb is None:
+        pytest.skip("no C library here")
+    clip = make_clip(tmp_path / "c.mkv", width=160, height=96, frames=2, seed=3, codec="ffv1").path
+    with VideoSource(clip, "vflip") as src:
+        flipped = next(iter(src.frames(None)))
+    assert flipped.planes[0].line_size < 0
+    with av.open(str(clip)) as c:
+        f = next(c.decode(video=0))
+    assert f.format.name == flipped.format.name == "yuv420p" and f.planes[0].line_size > 0
+    y = np.frombuffer(f.planes[0], np.uint8).reshape(-1, f.planes[0].line_size)[:f.height, :f.width]
+    np.testing.assert_array_equal(thumbnail(flipped), thumbnail(frame_of(np.ascontiguousarray(y[::-1]))))

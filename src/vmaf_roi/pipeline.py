@@ -20,6 +20,7 @@ it is decoded; their model input is still made when they are decoded.
 
 from __future__ import annotations
 
+import ctypes
 import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -102,14 +103,30 @@ def thumbnail(frame: av.VideoFrame, reformatter: VideoReformatter | None = None)
             raise ValueError(f"cannot make a thumbnail of a {w}x{h} {name} frame")
         return out
     else:
-        a = np.frombuffer(plane, dtype=np.uint8 if nbytes == 1 else "<u2").reshape(-1, plane.line_size // nbytes)
-        v = a[_grid(h, THUMB[1])[:, None], _grid(w, THUMB[0])[None, :]].astype(np.uint32)
-        if nbytes == 2:
+        rows = _plane_rows(plane, w * nbytes, h)
+        ys, xs = _grid(h, THUMB[1])[:, None], _grid(w, THUMB[0])[None, :]
+        if nbytes == 1:
+            v = rows[ys, xs].astype(np.uint32)
+        else:  # little-endian 16-bit samples
+            v = rows[ys, 2 * xs].astype(np.uint32) | rows[ys, 2 * xs + 1].astype(np.uint32) << 8
             v = np.minimum(v >> shift, 255)
         k2 = THUMB_K * THUMB_K
         sums = v.reshape(THUMB[1], THUMB_K, THUMB[0], THUMB_K).sum(axis=(1, 3))
         out[:] = (sums + k2 // 2) // k2
     return out if full else _TO_FULL[out]
+
+
+def _plane_rows(plane: Any, row_bytes: int, height: int) -> np.ndarray:
+    """A plane's rows as a uint8 [height, row_bytes] view, top row first, whatever the sign of
+    its line size (FFmpeg's vflip, for one, hands out frames whose rows run backwards in memory)."""
+    ls = plane.line_size
+    if ls >= 0:
+        return np.frombuffer(plane, dtype=np.uint8).reshape(-1, ls)[:height, :row_bytes]
+    span = (height - 1) * -ls + row_bytes  # from the bottom row's start to the top row's end
+    low = plane.buffer_ptr + (height - 1) * ls
+    mem = np.frombuffer((ctypes.c_uint8 * span).from_address(low), dtype=np.uint8)
+    return np.lib.stride_tricks.as_strided(mem[(height - 1) * -ls:], shape=(height, row_bytes), strides=(ls, 1),
+                                           writeable=False)
 
 
 def thumb_diff(a: np.ndarray, b: np.ndarray) -> float:
