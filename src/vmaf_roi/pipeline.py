@@ -101,18 +101,17 @@ def thumbnail(frame: av.VideoFrame, reformatter: VideoReformatter | None = None)
     if native.thumb is not None:
         if native.thumb(plane.buffer_ptr, plane.line_size, w, h, nbytes, shift, full, out.ctypes.data) != 0:
             raise ValueError(f"cannot make a thumbnail of a {w}x{h} {name} frame")
-        return out
-    else:
-        rows = _plane_rows(plane, w * nbytes, h)
-        ys, xs = _grid(h, THUMB[1])[:, None], _grid(w, THUMB[0])[None, :]
-        if nbytes == 1:
-            v = rows[ys, xs].astype(np.uint32)
-        else:  # little-endian 16-bit samples
-            v = rows[ys, 2 * xs].astype(np.uint32) | rows[ys, 2 * xs + 1].astype(np.uint32) << 8
-            v = np.minimum(v >> shift, 255)
-        k2 = THUMB_K * THUMB_K
-        sums = v.reshape(THUMB[1], THUMB_K, THUMB[0], THUMB_K).sum(axis=(1, 3))
-        out[:] = (sums + k2 // 2) // k2
+        return out  # mapped to full range in C
+    rows = _plane_rows(plane, w * nbytes, h)
+    ys, xs = _grid(h, THUMB[1])[:, None], _grid(w, THUMB[0])[None, :]
+    if nbytes == 1:
+        v = rows[ys, xs].astype(np.uint32)
+    else:  # little-endian 16-bit samples
+        v = rows[ys, 2 * xs].astype(np.uint32) | rows[ys, 2 * xs + 1].astype(np.uint32) << 8
+        v = np.minimum(v >> shift, 255)
+    k2 = THUMB_K * THUMB_K
+    sums = v.reshape(THUMB[1], THUMB_K, THUMB[0], THUMB_K).sum(axis=(1, 3))
+    out[:] = (sums + k2 // 2) // k2
     return out if full else _TO_FULL[out]
 
 
