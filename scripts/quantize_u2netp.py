@@ -72,27 +72,37 @@ def symbolic_hw(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-class SynthFrames(CalibrationDataReader):
-    def __init__(self, sal: SaliencyModel, input_name: str) -> None:
+class _Frames(CalibrationDataReader):
+    """RGB pictures -> one calibration batch per picture and size in CALIB_SIZES, preprocessed
+    as SaliencyModel does (swscale bilinear resize, then its preprocess)."""
+
+    def __init__(self, sal: SaliencyModel, input_name: str, rgbs) -> None:
         batches = []
-        for seed, pan, w, h in CALIB_CLIPS:
-            scene = SyntheticScene(w, h, CALIB_FRAMES, seed=seed, pan=pan)
-            for i in range(0, CALIB_FRAMES, CALIB_STEP):
-                rgb, _ = scene.frame(i)
-                vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                for s in CALIB_SIZES:
-                    small = vf.reformat(s, s, "rgb24", interpolation="BILINEAR").to_ndarray()
-                    batches.append({input_name: sal.preprocess(small[None])})
+        for rgb in rgbs:
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            for size in CALIB_SIZES:
+                small = vf.reformat(size, size, "rgb24", interpolation="BILINEAR").to_ndarray()
+                batches.append({input_name: sal.preprocess(small[None])})
         self._it = iter(batches)
 
     def get_next(self):
         return next(self._it, None)
 
 
-class RealFrames(SynthFrames):
+class SynthFrames(_Frames):
+    """Frames of generated clips (vmaf_roi.synth, fixed seeds)."""
+
+    def __init__(self, sal: SaliencyModel, input_name: str) -> None:
+        rgbs = []
+        for seed, pan, w, h in CALIB_CLIPS:
+            scene = SyntheticScene(w, h, CALIB_FRAMES, seed=seed, pan=pan)
+            rgbs += [scene.frame(i)[0] for i in range(0, CALIB_FRAMES, CALIB_STEP)]
+        super().__init__(sal, input_name, rgbs)
+
+
+class RealFrames(_Frames):
     """Frames of the real corpus's *train* split (scripts/fetch_corpus.py; never its calib or
-    eval clips): REAL_FRAMES frames spread over each video and every REAL_PHOTO_STEP-th photo, at
-    each of CALIB_SIZES, preprocessed as SaliencyModel does."""
+    eval clips): REAL_FRAMES frames spread over each video and every REAL_PHOTO_STEP-th photo."""
 
     def __init__(self, sal: SaliencyModel, input_name: str) -> None:
         sys.path.insert(0, str(ROOT / "scripts"))
@@ -106,19 +116,13 @@ class RealFrames(SynthFrames):
         rgbs = []
         for name in corpus.names("train", "video"):
             with av.open(str(corpus.path(name))) as c:
-                frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+                frames = list(c.decode(video=0))  # decoded frames; only the chosen ones become RGB
             step = max(1, len(frames) // REAL_FRAMES)
-            rgbs += frames[::step][:REAL_FRAMES]
+            rgbs += [f.to_ndarray(format="rgb24") for f in frames[::step][:REAL_FRAMES]]
         for name in corpus.names("train", "photo")[::REAL_PHOTO_STEP]:
             with av.open(str(corpus.path(name))) as c:
                 rgbs.append(next(c.decode(video=0)).to_ndarray(format="rgb24"))
-        batches = []
-        for rgb in rgbs:
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            for size in CALIB_SIZES:
-                small = vf.reformat(size, size, "rgb24", interpolation="BILINEAR").to_ndarray()
-                batches.append({input_name: sal.preprocess(small[None])})
-        self._it = iter(batches)
+        super().__init__(sal, input_name, rgbs)
 
 
 def build(out: Path, cache: Path | None, calib: str = "real", method: str = "minmax") -> str:
