@@ -30,7 +30,6 @@ def frame_of(y: np.ndarray, fmt: str = "yuv420p", full: bool = False) -> av.Vide
 def numpy_thumbnail(f: av.VideoFrame, monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
     with monkeypatch.context() as m:
         m.setattr(native, "thumb", None)
-        m.setattr(native, "thumb_sad", None)
         return thumbnail(f)
 
 
