@@ -173,7 +173,7 @@ typedef struct SalROIContext {
     int image_max;              ///< scale: 0 = x/255, 1 = x/max(x)
     float mean[3], std[3];
     struct SwsContext *sws_rgb, *sws_thumb;
-    uint8_t *rgb;               ///< in_w * in_h * 3, scratch
+    uint8_t *rgb;               ///< in_w * in_h * 3 (BGR24), scratch
     uint8_t *thumb[2];          ///< 64x36 thumbnails (pipeline.thumbnail): previous frame, scratch
     uint8_t *gray;              ///< full-size gray picture, for formats without a luma plane
     int gray_w, gray_h;
@@ -1226,7 +1226,9 @@ static int preprocess(AVFilterContext *avctx, const AVFrame *f, float *x)
     int dst_ls[4] = { 3 * s->in_w };
     int mx = 0;
 
-    s->sws_rgb = get_sws(s->sws_rgb, f, s->in_w, s->in_h, AV_PIX_FMT_RGB24);
+    /* BGR24, as SaliencyModel.model_input(): swscale has a SIMD vertical filter and
+     * conversion for BGR24 output on x86 and none for RGB24 (a third less CPU) */
+    s->sws_rgb = get_sws(s->sws_rgb, f, s->in_w, s->in_h, AV_PIX_FMT_BGR24);
     if (!s->sws_rgb)
         return AVERROR(EINVAL);
     sws_scale(s->sws_rgb, (const uint8_t *const *)f->data, f->linesize, 0, f->height, dst, dst_ls);
@@ -1238,15 +1240,16 @@ static int preprocess(AVFilterContext *avctx, const AVFrame *f, float *x)
      * (v / max - mean) / std, or (v * (1 / 255) - mean) / std */
     for (int c = 0; c < 3; c++) {
         float *plane = x + c * n;
+        const uint8_t *src = s->rgb + 2 - c; /* R, G, B planes from B, G, R bytes */
         const float mean = s->mean[c], std = s->std[c];
         if (s->image_max) {
             const float m = FFMAX((float)mx, 1e-6f);
             for (int i = 0; i < n; i++)
-                plane[i] = ((float)s->rgb[3 * i + c] / m - mean) / std;
+                plane[i] = ((float)src[3 * i] / m - mean) / std;
         } else {
             const float k = (float)(1.0 / 255.0);
             for (int i = 0; i < n; i++)
-                plane[i] = ((float)s->rgb[3 * i + c] * k - mean) / std;
+                plane[i] = ((float)src[3 * i] * k - mean) / std;
         }
     }
     return 0;

@@ -112,9 +112,16 @@ def augment(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def to_size(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Squash to size x size with swscale bilinear, as SaliencyModel.model_input does."""
+    """Squash to size x size as SaliencyModel.model_input does (``saliency.swscale_rgb``).
+
+    salstudent_v1 was trained on swscale's RGB24 output, which its BGR24 output (model_input's
+    since) matches within a few levels: a retrained student differs in those."""
+    from av.video.reformatter import VideoReformatter
+
+    from vmaf_roi.saliency import swscale_rgb
+
     f = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-    return f.reformat(size, size, "rgb24", interpolation="BILINEAR").to_ndarray()
+    return np.ascontiguousarray(swscale_rgb(f, size, size, VideoReformatter()))
 
 
 def compose(bg: np.ndarray, fg: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -75,6 +75,36 @@ def test_preprocess_table_gives_the_same_bits_as_the_arithmetic(placeholder):
     np.testing.assert_allclose(placeholder.preprocess(every)[0].transpose(1, 2, 0), ref, atol=1e-5)
 
 
+def test_model_input_is_rgb_in_channel_order(placeholder):
+    """swscale writes BGR24 (its SIMD path); model_input hands out RGB: a red, a green and a
+    blue band of a YUV frame come out in that order, and a strided view preprocesses to the
+    bits of its contiguous copy."""
+    h, w = placeholder.input_size
+    rgb = np.zeros((120, 96, 3), dtype=np.uint8)
+    rgb[:40, :, 0] = rgb[40:80, :, 1] = rgb[80:, :, 2] = 220
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    x = placeholder.model_input(frame)
+    assert x.shape == (h, w, 3) and x.dtype == np.uint8
+    bands = [x[int(h * (k + 0.25) / 3):int(h * (k + 0.75) / 3)] for k in range(3)]
+    for k, band in enumerate(bands):
+        mean = band.reshape(-1, 3).mean(axis=0)
+        assert mean.argmax() == k and mean[k] > 150 and np.delete(mean, k).max() < 60, (k, mean)
+    assert placeholder.preprocess(x[None]).tobytes() == placeholder.preprocess(np.ascontiguousarray(x)[None]).tobytes()
+
+
+def test_model_input_within_a_few_levels_of_swscale_rgb24(placeholder):
+    """The BGR24 path rounds differently from swscale's RGB24 one (C), by a few levels at most."""
+    from av.video.reformatter import VideoReformatter
+
+    h, w = placeholder.input_size
+    frame = av.VideoFrame.from_ndarray(SyntheticScene(320, 240, 8, seed=7).frame(3)[0], format="rgb24")
+    frame = frame.reformat(format="yuv420p")
+    x = placeholder.model_input(frame).astype(np.int16)
+    ref = VideoReformatter().reformat(frame, w, h, "rgb24", interpolation="BILINEAR").to_ndarray().astype(np.int16)
+    d = np.abs(x - ref)
+    assert d.max() <= 6 and d.mean() < 2.5, (d.max(), d.mean())
+
+
 def test_u2netp_finds_the_known_object(model_dir):
     m = SaliencyModel("u2netp", device="cpu", cache_dir=model_dir)
     scene = SyntheticScene(320, 240, 12, seed=5, pan=True)
