@@ -77,10 +77,10 @@ def swscale_rgb(frame: av.VideoFrame, width: int, height: int, reformatter: Vide
 
     swscale writes BGR24, handed out as an RGB view (channels reversed, no copy): on x86 it has
     a SIMD vertical filter and conversion for BGR24 output and only a C loop for RGB24, so a
-    decoded yuv420p frame costs a third less (640x480 -> 224x224: 0.37 -> 0.24 ms of CPU,
-    1280x720: 0.66 -> 0.51; benchmarks/bench_model_input.py). That arithmetic rounds differently:
+    decoded yuv420p frame costs a third less (640x480 -> 224x224: 0.39 -> 0.26 ms of CPU,
+    1280x720: 0.69 -> 0.53; benchmarks/bench_model_input.py). That arithmetic rounds differently:
     the pixels are RGB24's within 5 levels, 1.2-1.4 on average (mostly a +0.7-1.1 bias), and
-    the maps correlate 0.986-0.9994 with those from RGB24 (RGB frames scale the same either way).
+    the maps correlate 0.986-1.000 with those from RGB24 (RGB frames scale the same either way).
     One swscale thread: by default swscale slices even this small picture over worker threads
     of its own (one per core), the same CPU in all, taken from the encoder's threads and out of
     sight of this thread's CPU clock.
@@ -168,7 +168,8 @@ class SaliencyModel:
 
     # -- frames -> model input ------------------------------------------------------------
     def model_input(self, frame: FrameLike) -> np.ndarray:
-        """One frame -> HxWx3 uint8 RGB at the model's size (swscale does the resize)."""
+        """One frame -> HxWx3 uint8 RGB at the model's size (:func:`swscale_rgb`: a view, channels
+        reversed; an array already at that size is returned as it is)."""
         h, w = self.input_size
         if isinstance(frame, np.ndarray):
             if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
