@@ -22,7 +22,6 @@ import argparse
 import platform
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import av
@@ -95,13 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(head + rows)
     print(table)
     if a.write:
-        cmd = "python benchmarks/bench_model_input.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        text = (f"\n### The model input: swscale BGR24 against RGB24 ({date.today().isoformat()})\n\n"
-                f"Command: `{cmd.strip()}`\n\nMachine: {platform.machine()}, Python {platform.python_version()}, "
-                f"PyAV {av.__version__}, onnxruntime CPU (one thread), no GPU. Frames as decoded "
-                f"(yuv420p); the script's docstring says what each column is.\n\n{table}\n")
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write(text)
+        realclips.append_results(
+            "bench_model_input.py", argv, "The model input: swscale BGR24 against RGB24",
+            f"\n\nMachine: {platform.machine()}, Python {platform.python_version()}, PyAV {av.__version__}, "
+            f"onnxruntime CPU (one thread), no GPU. Frames as decoded (yuv420p); the script's docstring "
+            f"says what each column is.\n\n{table}\n")
     return 0
 
 

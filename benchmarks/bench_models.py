@@ -25,7 +25,6 @@ import platform
 import statistics
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -95,18 +94,16 @@ def main(argv: list[str] | None = None) -> int:
         import av
         import onnxruntime as ort
 
-        cmd = "python benchmarks/bench_models.py " + " ".join(argv if argv is not None else sys.argv[1:])
         machine = (f"{platform.machine()}, {os.cpu_count()} cores (shared, load average "
                    f"{os.getloadavg()[0]:.1f}), Python {platform.python_version()}, onnxruntime "
                    f"{ort.__version__} CPU provider, 1 intra-op thread, PyAV {av.__version__}, no GPU")
-        text = (f"\n### Saliency models on real content ({date.today().isoformat()})\n\n"
-                f"Command: `{cmd.strip()}`  \nMachine: {machine}.\n\n"
-                f"Held-out real clips (corpus eval split, first {a.frames} frames each): "
-                f"{', '.join(names)}. Agreement: per-frame Pearson correlation with u2netp fp32 at "
-                f"320x320, maps at frame size, every {a.every}nd frame. CPU: `time.thread_time` of "
-                f"`SaliencyModel.predict` (preprocess + inference + postprocess) with 1 thread.\n\n{table}\n")
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write(text)
+        realclips.append_results(
+            "bench_models.py", argv, "Saliency models on real content",
+            f"  \nMachine: {machine}.\n\n"
+            f"Held-out real clips (corpus eval split, first {a.frames} frames each): "
+            f"{', '.join(names)}. Agreement: per-frame Pearson correlation with u2netp fp32 at "
+            f"320x320, maps at frame size, every {a.every}nd frame. CPU: `time.thread_time` of "
+            f"`SaliencyModel.predict` (preprocess + inference + postprocess) with 1 thread.\n\n{table}\n")
     return 0
 
 

@@ -27,7 +27,6 @@ import argparse
 import io
 import platform
 import sys
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -129,14 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(head + rows + [mean])
     print(table)
     if a.write:
-        cmd = "python benchmarks/bench_reference_stability.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        text = (f"\n### The reference's own stability on real clips ({date.today().isoformat()})\n\n"
-                f"Command: `{cmd.strip()}`\n\nMachine: {platform.machine()}, Python {platform.python_version()}, "
-                f"onnxruntime CPU, no GPU. Per-frame Pearson correlation of u2netp fp32's map of a frame "
-                f"with its map under each change (the script's docstring; mean over every {a.every}th "
-                f"frame, worst frame in brackets):\n\n{table}\n")
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write(text)
+        realclips.append_results(
+            "bench_reference_stability.py", argv, "The reference's own stability on real clips",
+            f"\n\nMachine: {platform.machine()}, Python {platform.python_version()}, onnxruntime CPU, no "
+            f"GPU. Per-frame Pearson correlation of u2netp fp32's map of a frame with its map under each "
+            f"change (the script's docstring; mean over every {a.every}th frame, worst frame in "
+            f"brackets):\n\n{table}\n")
     return 0
 
 

@@ -14,6 +14,7 @@ keyed by the cut's sha256 and the model digest, and writes the *reference mask v
 from __future__ import annotations
 
 import sys
+from datetime import date
 from fractions import Fraction
 from pathlib import Path
 
@@ -113,3 +114,12 @@ def eval_clips(work: Path, frames: int) -> list[tuple[str, Path]]:
     for name in c.names("eval", "video"):
         out.append((Path(name).stem, cut(c.path(name), work / "clips" / f"{Path(name).stem}.f{frames}.mkv", frames)))
     return out
+
+
+def append_results(script: str, argv: list[str] | None, heading: str, body: str) -> None:
+    """Append a section to benchmarks/RESULTS.md: ``### heading (today)``, then the command that
+    reproduced it (``python benchmarks/<script>`` and ``argv``, the command line's by default),
+    then ``body`` (which starts with its own separator from the command line)."""
+    cmd = f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:])
+    with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
+        f.write(f"\n### {heading} ({date.today().isoformat()})\n\nCommand: `{cmd.strip()}`{body}")
