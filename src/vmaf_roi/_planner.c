@@ -18,6 +18,12 @@
 #define VMAF_ROI_PLAN_API
 #endif
 
+#if defined(__GNUC__) || defined(__clang__)
+#define VMAF_ROI_PREFETCH(p) __builtin_prefetch(p)
+#else
+#define VMAF_ROI_PREFETCH(p) ((void)(p))
+#endif
+
 enum { PLAN_BOTH = 0, PLAN_LOWER = 1, PLAN_BALANCED = 2 };
 
 typedef struct PlanRect {
@@ -238,9 +244,25 @@ VMAF_ROI_PLAN_API int vmaf_roi_thumb(const uint8_t *plane, ptrdiff_t linesize, i
         return -1;
     for (int t = 0; t < TW * K; t++)
         xs[t] = (int)(((int64_t)(2 * t + 1) * width) / (2 * TW * K));
-    for (int cy = 0; cy < TH; cy++) {
+    /* The frame is fresh from the decoder, mostly not in this core's caches, and the sample
+     * rows are far apart: the cache lines of the next cell row's sample rows are requested
+     * while this one sums, instead of one miss after another (on decoded 640x480 frames
+     * about 70 -> 20 us). */
+    for (int cy = -1; cy < TH; cy++) {
         unsigned sum[TW] = { 0 };
 
+        if (cy + 1 < TH) {
+            for (int k = 0; k < K; k++) {
+                const int64_t y = ((int64_t)(2 * (K * (cy + 1) + k) + 1) * height) / (2 * TH * K);
+                const uint8_t *row = plane + y * linesize;
+
+                for (int x = 0; x < width * bytes; x += 64)
+                    VMAF_ROI_PREFETCH(row + x);
+                VMAF_ROI_PREFETCH(row + width * bytes - 1);
+            }
+        }
+        if (cy < 0)
+            continue;
         for (int k = 0; k < K; k++) {
             const int64_t y = ((int64_t)(2 * (K * cy + k) + 1) * height) / (2 * TH * K);
             const uint8_t *row = plane + y * linesize;
