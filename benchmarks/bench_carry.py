@@ -197,7 +197,7 @@ def evaluate(cl: dict, strides: list[int], work: Path, frames: int, model_dir: P
             for interp, name in ((False, "hold"), (True, "blend")):
                 state = MapState(sal[s]["smoothing"], None)
                 its = (Item(i, None, pred[i] if dec[i][0] else None, dec[i][1]) for i in range(n))
-                maps[name] = [m for _, m in with_maps(its, state, interp)]
+                maps[name] = [np.asarray(m) for _, m in with_maps(its, state, interp)]  # Blends made
             if s > 1:
                 for kind, fields in (("mv", mv_fields), ("flow", flow_fields)):
                     state = MapState(sal[s]["smoothing"], None)

@@ -73,6 +73,7 @@ def map_pass(path: Path, n: int, model: SaliencyModel, sets: list[str]):
         # (the pass stops after n frames: the "fewer frames than the header says" note is ours)
         notes = [x for x in src.notes() if "frames its header announces" not in x]
     cpu = time.thread_time() - t0
+    maps = [np.asarray(m) for m in maps]  # Blends made, outside the timing: the encode does not make them
     return maps, sch.inferences, 1000 * cpu / max(1, len(maps)), notes, dec
 
 

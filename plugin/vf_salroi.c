@@ -95,11 +95,13 @@ enum SalROIPost {
     NB_POSTS,
 };
 
-/** An 8-bit saliency map (255 = most salient). */
+/** An 8-bit saliency map (255 = most salient), or the blend of two. */
 typedef struct SalROIMap {
     const uint8_t *data;
     int linesize;
     int w, h;
+    const uint8_t *data2;       ///< NULL, or a second map of the same size and linesize:
+    double weight2;             ///< the map is then (1 - weight2) * data + weight2 * data2
 } SalROIMap;
 
 /** One model inference: input tensor in, map at the model's output size out. */
@@ -368,9 +370,10 @@ static int set_regions(AVFilterContext *avctx, AVFrame *frame, const SalROIMap *
     av_frame_remove_side_data(frame, AV_FRAME_DATA_REGIONS_OF_INTEREST);
     if ((ret = grow(&ctx->rows, &ctx->rows_size, 5 * (size_t)cap, sizeof(*ctx->rows))) < 0)
         return ret;
-    nb_rects = vmaf_roi_plan_u8(map->data, map->w, map->h, map->linesize, width, height,
-                                ctx->block, ctx->strength, ctx->clamp, ctx->mode,
-                                ctx->max_regions, ctx->rows, cap, &b);
+    nb_rects = vmaf_roi_plan_u8_blend(map->data, map->data2, map->weight2, map->w, map->h,
+                                      map->linesize, map->linesize, width, height,
+                                      ctx->block, ctx->strength, ctx->clamp, ctx->mode,
+                                      ctx->max_regions, ctx->rows, cap, &b);
     if (nb_rects < 0)
         return nb_rects == -1 ? AVERROR(ENOMEM) : AVERROR_BUG;
     if (b != ctx->block)
@@ -1314,24 +1317,38 @@ static int key_map(SalROIContext *s, SalROIEntry *e, const uint8_t *prev)
     return 0;
 }
 
-static int output_head(AVFilterContext *avctx, const uint8_t *map)
+/**
+ * Send the oldest queued frame with its map: map, or with map2 the blend
+ * (1 - weight2) * map + weight2 * map2, planned from the two maps' block means
+ * (roi.Blend) and made, rounded as pipeline.py makes it, only for the maps file.
+ */
+static int output_head(AVFilterContext *avctx, const uint8_t *map, const uint8_t *map2, double weight2)
 {
     SalROIContext *s = avctx->priv;
     SalROIEntry *e = entry(s, 0);
     AVFrame *f = e->frame;
+    const int n = s->out_w * s->out_h;
+    const uint8_t *out = map;
     int ret = 0;
 
     e->frame = NULL;
     s->head = (s->head + 1) % s->cap;
     s->nb_queued--;
-    if (s->maps_file && fwrite(map, 1, s->out_w * s->out_h, s->maps_file) != s->out_w * s->out_h) {
+    if (s->maps_file && map2) {
+        const float w = (float)weight2, w0 = (float)(1.0 - weight2);
+        for (int i = 0; i < n; i++)
+            s->blend[i] = lrintf(w0 * map[i] + w * map2[i]);
+        out = s->blend;
+    }
+    if (s->maps_file && fwrite(out, 1, n, s->maps_file) != n) {
         av_log(avctx, AV_LOG_ERROR, "Cannot write the maps to '%s'.\n", s->maps_path);
         av_frame_free(&f);
         return AVERROR(EIO);
     }
     if (!e->disabled)
         ret = set_regions(avctx, f, &(SalROIMap) { .data = map, .linesize = s->out_w,
-                                                   .w = s->out_w, .h = s->out_h });
+                                                   .w = s->out_w, .h = s->out_h,
+                                                   .data2 = map2, .weight2 = weight2 });
     if (ret < 0) {
         av_frame_free(&f);
         return ret;
@@ -1363,7 +1380,7 @@ static int flush_ready(AVFilterContext *avctx, int block)
             }
             FFSWAP(uint8_t *, s->key, e->map);
             av_freep(&e->map);
-            if ((ret = output_head(avctx, s->key)) < 0)
+            if ((ret = output_head(avctx, s->key, NULL, 0.0)) < 0)
                 return ret;
             sent++;
             block = 0;
@@ -1379,14 +1396,13 @@ static int flush_ready(AVFilterContext *avctx, int block)
                 break;
         }
         if (next < 0) {                         /* hold: the last key map */
-            if ((ret = output_head(avctx, s->key)) < 0)
+            if ((ret = output_head(avctx, s->key, NULL, 0.0)) < 0)
                 return ret;
             sent++;
             continue;
         }
         {
             SalROIEntry *k = entry(s, next);
-            const int n = s->out_w * s->out_h;
             if (k->job) {
                 if (!job_done(s, k->job, block))
                     break;
@@ -1395,14 +1411,9 @@ static int flush_ready(AVFilterContext *avctx, int block)
             }
             /* frames 1..count between the two key frames: blend by position, not across a cut */
             for (int j = 1; j <= next; j++) {
-                const uint8_t *m = s->key;
-                if (!k->cut) {
-                    const float w = (float)((double)j / (next + 1)), w0 = (float)(1.0 - (double)j / (next + 1));
-                    for (int i = 0; i < n; i++)
-                        s->blend[i] = lrintf(w0 * s->key[i] + w * k->map[i]);
-                    m = s->blend;
-                }
-                if ((ret = output_head(avctx, m)) < 0)
+                ret = k->cut ? output_head(avctx, s->key, NULL, 0.0)
+                             : output_head(avctx, s->key, k->map, (double)j / (next + 1));
+                if (ret < 0)
                     return ret;
                 sent++;
             }

@@ -265,7 +265,7 @@ def schedule_maps(path: str, *sets: str, filters: str | None = None):
                    if isinstance(x, Item)]
         finally:
             sch.close()
-        return [m for _, m in got], [x for x, _ in got], src.notes()
+        return [np.asarray(m) for _, m in got], [x for x, _ in got], src.notes()  # Blends made
 
 
 def corr(a: np.ndarray, b: np.ndarray) -> float:

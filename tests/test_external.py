@@ -11,8 +11,10 @@ import pytest
 from conftest import built_ffmpeg, cfg
 from test_encode import key_qp, packets
 from vmaf_roi import config
-from vmaf_roi.encode import encode, encoder_options, external
+from vmaf_roi.encode import SaliencyTrack, encode, encoder_options, external
+from vmaf_roi.encode.plan import RoiPlan
 from vmaf_roi.errors import ConfigError
+from vmaf_roi.roi import Blend
 from vmaf_roi.synth import read_masks
 
 _BUILT = built_ffmpeg()
@@ -41,11 +43,21 @@ def test_external_roi_matches_the_in_process_encode(clip, tmp_path):
     masks = read_masks(clip.mask_path)
     c = cfg("roi.mode=both", "roi.strength=5")
     ext = run_external(clip.path, tmp_path / "ext.mp4", c)
-    inproc = encode(clip.path, tmp_path / "in.mp4", c)
+    track = SaliencyTrack()
+    inproc = encode(clip.path, tmp_path / "in.mp4", c, track=track)
     plain = run_external(clip.path, tmp_path / "plain.mp4", c, plain=True)
     encode(clip.path, tmp_path / "in-plain.mp4", c, plain=True)
     assert ext.frames == inproc.frames == plain.frames == clip.frames
-    assert ext.inferences == inproc.inferences and ext.roi_digest == inproc.roi_digest  # the same maps planned
+    # the same maps planned: in process, a blended frame's Blend; salroi, the map made of it
+    # (written as uint8), which rounds a few blocks' offsets the other way
+    assert any(isinstance(track.maps.raw(i), Blend) for i in track.maps)
+    made = RoiPlan(config.typed(c).roi, "libx264")
+    for i in sorted(track.maps):
+        made.entries(clip.width, clip.height, track.maps[i])
+    assert ext.inferences == inproc.inferences and ext.roi_digest == made.digest.hexdigest()
+    held = cfg("roi.mode=both", "roi.strength=5", "saliency.interpolate=false")  # no blends: the same lists
+    assert run_external(clip.path, tmp_path / "ext-held.mp4", held).roi_digest == \
+        encode(clip.path, tmp_path / "in-held.mp4", held).roi_digest
     e_in, e_out = key_qp(tmp_path / "ext.mp4", masks)
     i_in, i_out = key_qp(tmp_path / "in.mp4", masks)
     p_in, p_out = key_qp(tmp_path / "plain.mp4", masks)

@@ -10,7 +10,9 @@ import pytest
 from vmaf_roi.decode import VideoSource
 from vmaf_roi.encode import SaliencyTrack, encode
 from vmaf_roi.errors import InputError
-from vmaf_roi.pipeline import Item, MapState, threaded, with_maps
+from vmaf_roi import native
+from vmaf_roi.pipeline import Item, MapState, quantise, threaded, with_maps
+from vmaf_roi.roi import Blend
 from vmaf_roi.synth import make_clip
 from conftest import PH, ph_cfg as cfg
 
@@ -154,10 +156,12 @@ def test_frames_between_two_maps_get_a_blend_by_position():
     a, b = np.full((4, 6), 40.0), np.tile(np.arange(0, 240, 40, dtype=np.float64), (4, 1))
     assert [i for i, _ in out] == list(range(6))  # encode order kept
     assert np.array_equal(out[0][1], a.astype(np.uint8)) and np.array_equal(out[4][1], b.astype(np.uint8))
-    for j in (1, 2, 3):  # w = j/4 of the way from A to B
-        assert np.array_equal(out[j][1], np.rint((1 - j / 4) * a + j / 4 * b).astype(np.uint8)), j
+    for j in (1, 2, 3):  # w = j/4 of the way from A to B: a Blend, made only when asked
+        m = out[j][1]
+        assert isinstance(m, Blend) and m.weight == j / 4 and m.a is out[0][1] and m.b is out[4][1]
+        assert np.array_equal(m, np.rint((1 - j / 4) * a + j / 4 * b).astype(np.uint8)), j
     assert out[5][1] is out[4][1]  # after the last map: held
-    assert all(m.dtype == np.uint8 for _, m in out)
+    assert all(np.asarray(m).dtype == np.uint8 for _, m in out)
 
 
 def test_held_maps_and_no_blend_across_a_scene_cut():
@@ -188,6 +192,18 @@ def test_smoothing_weighs_the_previous_map_except_on_a_cut():
     assert np.array_equal(out[2][1], key0)  # a cut starts afresh
 
 
+def test_a_track_hands_out_made_maps_and_replays_the_blends(cut_clip, tmp_path):
+    """Blended frames: the track's maps are made uint8 arrays (scores, agreement), and an
+    encode from the track plans the Blends themselves again, so it applies the same ROI."""
+    t = SaliencyTrack()
+    first = encode(cut_clip, tmp_path / "a.mp4", cfg("saliency.stride=3"), track=t)
+    assert isinstance(t.maps.raw(1), Blend) and isinstance(t.maps.raw(0), np.ndarray)
+    assert isinstance(t.maps[1], np.ndarray) and t.maps[1].dtype == np.uint8
+    assert np.array_equal(t.maps[1], np.asarray(t.maps.raw(1))) and sorted(t.maps) == list(range(20))
+    again = encode(cut_clip, tmp_path / "b.mp4", cfg("saliency.stride=3"), track=t)
+    assert again.inferences == 0 and again.roi_digest == first.roi_digest
+
+
 def test_smoothed_and_interpolated_encode_applies_the_blended_maps(cut_clip, tmp_path):
     """End to end: the maps an encode applies with smoothing differ from those without, frame by frame."""
     plain_t, smooth_t = SaliencyTrack(), SaliencyTrack()
@@ -196,3 +212,24 @@ def test_smoothed_and_interpolated_encode_applies_the_blended_maps(cut_clip, tmp
     assert sorted(plain_t.maps) == sorted(smooth_t.maps) == list(range(20))
     assert np.array_equal(plain_t.maps[0], smooth_t.maps[0])
     assert any(not np.array_equal(plain_t.maps[i], smooth_t.maps[i]) for i in range(3, 10))
+
+
+@pytest.mark.skipif(native.quantise is None, reason="no C helpers here (built without a C compiler, or VMAF_ROI_NATIVE=0)")
+@pytest.mark.parametrize("shape", [(224, 224), (7, 5), (1, 17), (320, 321)])
+def test_c_quantise_is_numpys(shape):
+    """The model map to uint8 in C: numpy's rint(clip(m, 0, 1) * 255) in float32, bit for bit
+    (halves to even, NaN to 0), on random values, exact halves and the odd ones out."""
+    rng = np.random.default_rng(sum(shape))
+    m = (rng.random(shape, dtype=np.float32) * 1.2 - 0.1).astype(np.float32)
+    flat = m.reshape(-1)
+    halves = ((np.arange(255) + 0.5) / 255).astype(np.float32)  # products on k + 0.5
+    k = min(len(halves), flat.size)
+    flat[:k] = halves[:k]
+    odd = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1.0, 2.0, -2.0, 1e-30, 0.998], np.float32)
+    flat[-min(len(odd), flat.size):] = odd[:flat.size]
+    with np.errstate(invalid="ignore"):
+        want = np.rint(np.clip(m, 0, 1) * 255).astype(np.uint8)
+    assert np.array_equal(quantise(m), want)
+    m64 = m.astype(np.float64)  # not float32: numpy's own, in float64 (other halves round)
+    with np.errstate(invalid="ignore"):
+        assert np.array_equal(quantise(m64), np.rint(np.clip(m64, 0, 1) * 255).astype(np.uint8))

@@ -667,6 +667,42 @@ def test_model_mode_schedule_matches_pipeline(model_ffmpeg, ort_lib, tmp_path, i
         assert np.array_equal(got[8], got[7]) or True  # frame 8 is a key frame itself
 
 
+def test_model_mode_plans_blended_frames_as_python_plans_a_blend(model_ffmpeg, ort_lib, tmp_path):
+    """Frames between two inferences: salroi plans the blend from the two key maps' block means,
+    as the encode pass plans a roi.Blend, not the made and rounded blend it writes to maps=."""
+    src = tmp_path / "cut.mp4"
+    write_cut_clip(src)
+    maps_path = tmp_path / "maps.gray"
+    opts = dict(stride=4, maps=maps_path, block=4, mode="both", clamp=10, max_regions=4000, qp_scale=51)
+    run_model_mode(model_ffmpeg, src, model_opts(PLACEHOLDER, ort_lib, **opts))
+    maps = read_maps(maps_path, 320, 320)
+    keys = [0, 4, 8, 9, 13]  # stride 4, and the cut at frame 9 (the test above): no blend 8 -> 9
+    blended = {}
+    for i in range(len(maps)):
+        k0 = max(k for k in keys if k <= i)
+        k1 = min((k for k in keys if k > i), default=None)
+        if i not in keys and k1 is not None and k1 != 9:
+            blended[i] = roi_mod.Blend(maps[k0], maps[k1], (i - k0) / (k1 - k0))
+            assert np.array_equal(np.asarray(blended[i]), maps[i])  # what maps= holds: the made blend
+    assert sorted(blended) == [1, 2, 3, 5, 6, 7, 10, 11, 12]
+
+    def params(strength):
+        return roi_mod.PlannerParams(block=4, strength=strength, max_offset=10, mode="both", max_regions=4000,
+                                     qp_scale=51)
+
+    # a strength at which some block of a blended frame sits on a rounding edge, so that
+    # planning the made map would give another list
+    strength = next(st for st in np.arange(2.0, 8.0, 0.01).round(2)
+                    if any(roi_mod.plan(m, 160, 96, params(st)) != roi_mod.plan(maps[i], 160, 96, params(st))
+                           for i, m in blended.items()))
+    r = run_model_mode(model_ffmpeg, src, model_opts(PLACEHOLDER, ort_lib, **opts, strength=strength) + ",showinfo")
+    want = [[list(x.as_tuple()) for x in roi_mod.plan(blended.get(i, m), 160, 96, params(strength))]
+            for i, m in enumerate(maps)]
+    got = showinfo_rois(r.stderr)
+    assert len(got) == 14 and any(got)
+    assert got == want, f"strength {strength}"
+
+
 @pytest.mark.parametrize("pix_fmt", ["rgb24", "yuv420p10le", "nv12"])
 def test_model_mode_scene_cuts_in_other_pixel_formats(model_ffmpeg, ort_lib, tmp_path, pix_fmt):
     """The scene-cut thumbnail for frames that are not yuv420p: read in place (10-bit, NV12) or

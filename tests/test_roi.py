@@ -110,7 +110,14 @@ def test_params_validation():
 # A slow, obvious implementation written from the spec in roi.py's docstring (loops, Python
 # integers, exact rounding), compared with roi.plan and roi.Planner on generated maps.
 
-def oracle_plan(m: np.ndarray, width: int, height: int, p: PlannerParams) -> list[tuple]:
+def _oracle_mean(cell: np.ndarray) -> float:
+    if cell.dtype == np.uint8:
+        return float(sum(int(v) for v in cell.ravel())) / float(cell.size) / 255.0
+    return float(sum(float(v) for v in cell.ravel())) / cell.size
+
+
+def oracle_plan(m: np.ndarray | roi_mod.Blend, width: int, height: int, p: PlannerParams) -> list[tuple]:
+    """m: a map, or a Blend (its two maps' means blended per block, spec step 2)."""
     h, w = m.shape
     b = p.block
     while True:
@@ -125,12 +132,11 @@ def oracle_plan(m: np.ndarray, width: int, height: int, p: PlannerParams) -> lis
                 x0, x1 = bx * b, min((bx + 1) * b, width)
                 sx0 = x0 * w // width
                 sx1 = max(-(-x1 * w // width), sx0 + 1)
-                cell = m[sy0:sy1, sx0:sx1]
-                count = cell.size
-                if m.dtype == np.uint8:
-                    s = float(sum(int(v) for v in cell.ravel())) / float(count) / 255.0
+                if isinstance(m, roi_mod.Blend):
+                    wt = m.weight
+                    s = (1.0 - wt) * _oracle_mean(m.a[sy0:sy1, sx0:sx1]) + wt * _oracle_mean(m.b[sy0:sy1, sx0:sx1])
                 else:
-                    s = float(sum(float(v) for v in cell.ravel())) / count
+                    s = _oracle_mean(m[sy0:sy1, sx0:sx1])
                 dv[by][bx] = -p.strength * (2 * s - 1)  # a double, as the spec computes it
         if p.mode == "balanced":  # double sums, block by block in row-major order
             pos = neg = 0.0
@@ -273,6 +279,63 @@ def test_c_and_numpy_planners_agree(m, size, p, strided):
 def test_numpy_planner_matches_the_oracle_on_uint8(m, size, p):
     w, h = size
     assert [r.as_tuple() for r in _numpy_planner(w, h, p).plan(m)] == oracle_plan(m, w, h, p)
+
+
+# -- blends of two maps (the frames between two model maps) ---------------------------------
+weights = st.one_of(st.sampled_from([0.0, 0.25, 1 / 3, 0.5, 2 / 3, 1.0]), st.floats(0, 1))
+blends = st.tuples(st.integers(1, 24), st.integers(1, 24)).flatmap(
+    lambda s: st.builds(roi_mod.Blend, arrays(np.uint8, s), arrays(np.uint8, s), weights))
+
+
+@settings(max_examples=200, deadline=None)
+@given(m=blends, size=frame_sizes, p=params, native=st.booleans())
+def test_blend_plan_matches_the_oracle(m, size, p, native):
+    w, h = size
+    planner = Planner(w, h, p) if native else _numpy_planner(w, h, p)
+    assert [r.as_tuple() for r in planner.plan(m)] == oracle_plan(m, w, h, p)
+
+
+@needs_native
+@settings(max_examples=200, deadline=None)
+@given(m=blends, size=st.tuples(st.integers(1, 200), st.integers(1, 200)), p=params, strided=st.booleans())
+def test_c_and_numpy_planners_agree_on_blends(m, size, p, strided):
+    w, h = size
+    if strided:  # views with a row stride other than their width (each its own)
+        m = roi_mod.Blend(np.pad(m.a, ((0, 0), (0, 3)))[:, :m.a.shape[1]],
+                          np.pad(m.b, ((0, 0), (0, 5)))[:, :m.b.shape[1]], m.weight)
+    assert Planner(w, h, p).plan_array(m).tolist() == _numpy_planner(w, h, p).plan_array(m).tolist()
+
+
+def test_blend_ends_plan_as_their_maps_and_the_middle_as_the_unrounded_blend():
+    rng = np.random.default_rng(7)
+    a, b = rng.integers(0, 256, (36, 64), dtype=np.uint8), rng.integers(0, 256, (36, 64), dtype=np.uint8)
+    p = P(block=16, strength=4, mode="balanced")
+    assert plan(roi_mod.Blend(a, b, 0.0), 320, 180, p) == plan(a, 320, 180, p)
+    assert plan(roi_mod.Blend(a, b, 1.0), 320, 180, p) == plan(b, 320, 180, p)
+    # a block on a rounding edge: 6 of 8 pixels 0 -> 1 blend at weight 1/2 to 0.5 each, which
+    # the made map rounds (half to even) to 0; unrounded the block's mean is 0.375 / 255
+    a, b = np.zeros((2, 4), np.uint8), np.zeros((2, 4), np.uint8)
+    b.flat[:6] = 1
+    m = roi_mod.Blend(a, b, 0.5)
+    assert not np.asarray(m).any()
+    edge = P(block=4, strength=2.502, max_offset=5, mode="both")  # d = 2.502 made, 2.4946 unrounded
+    assert [r.qp for r in plan(np.asarray(m), 4, 2, edge)] == [3]
+    assert [r.qp for r in plan(m, 4, 2, edge)] == [2] == [r[4] for r in oracle_plan(m, 4, 2, edge)]
+
+
+def test_blend_is_made_as_the_rounded_float32_blend_and_checks_its_maps():
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 256, (9, 11), dtype=np.uint8), rng.integers(0, 256, (9, 11), dtype=np.uint8)
+    m = roi_mod.Blend(a, b, 0.3)
+    made = np.asarray(m)
+    assert made.dtype == np.uint8 and made.shape == m.shape == (9, 11)
+    assert np.array_equal(made, np.rint(0.7 * a.astype(np.float32) + 0.3 * b.astype(np.float32)).astype(np.uint8))
+    assert np.asarray(m) is made and not made.flags.writeable  # made once
+    assert np.array(m) is not made and np.array_equal(np.array(m), made)
+    assert np.array_equal(np.asarray(roi_mod.Blend(m, a, 0.0)), made)  # a blend of blends: theirs made
+    for bad in [(a, b[:, :5], 0.5), (a.astype(np.float32), b, 0.5), (a, b, 1.5), (a, b, float("nan"))]:
+        with pytest.raises(ValueError):
+            roi_mod.Blend(*bad)
 
 
 @needs_native

@@ -1,7 +1,7 @@
 /*
  * The encode pass's per-frame loops in C: the ROI planner of roi.py (its docstring is the
- * specification) for uint8 maps (in numpy some seventy small array operations a frame) and the
- * scene-cut thumbnail of pipeline.py.
+ * specification) for uint8 maps and blends of two (in numpy some seventy small array operations a
+ * frame) and the scene-cut thumbnail of pipeline.py.
  * Loaded with ctypes (native.py) when the package was built with a C compiler; the numpy
  * versions are used otherwise, and the tests hold the two to the same output. The FFmpeg filter
  * (plugin/vf_salroi.c) includes this file too, as libavfilter/salroi_plan.c, with
@@ -13,6 +13,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #ifndef VMAF_ROI_PLAN_API
 #define VMAF_ROI_PLAN_API
@@ -32,7 +35,8 @@ typedef struct PlanRect {
 
 typedef struct PlanWork {
     int64_t *edges;     /* sx0, sx1 (bw each), sy0, sy1 (bh each) */
-    uint64_t *prefix;   /* w + 1 */
+    uint64_t *prefix;   /* w + 1 (and w + 1 more for a second map) */
+    uint32_t *col;      /* w */
     double *dv;         /* bw * bh */
     int *q;             /* bw * bh */
     int *open;          /* 2 * bw */
@@ -52,10 +56,59 @@ static void block_edges(int64_t *s0, int64_t *s1, int n, int m, int b)
     }
 }
 
-/* Steps 1-4 for one block size; the number of rectangles, or -1 past limit (limit < 0: none). */
-static int plan_blocks(PlanWork *wk, const uint8_t *map, int w, int h, ptrdiff_t linesize,
-                       int width, int height, int b, double strength, int max_offset, int mode,
-                       int limit)
+/* The sums of rows [y0, y1) of a map, column by column (col: w values; at most 2^24 rows),
+ * then their running sum (prefix: w + 1 values). */
+static void row_prefix(uint64_t *prefix, uint32_t *col, const uint8_t *map, int w, ptrdiff_t linesize,
+                       int64_t y0, int64_t y1)
+{
+    int x = 0;
+
+#ifdef __SSE2__
+    /* 16 columns at a time: 16-bit sums over at most 256 rows (256 * 255 < 2^16), added to
+     * 32-bit ones */
+    const __m128i z = _mm_setzero_si128();
+
+    for (; x + 16 <= w; x += 16) {
+        __m128i s[4] = { z, z, z, z };
+
+        for (int64_t y = y0; y < y1;) {
+            const int64_t end = y1 - y > 256 ? y + 256 : y1;
+            __m128i lo = z, hi = z;
+
+            for (; y < end; y++) {
+                const __m128i v = _mm_loadu_si128((const __m128i *)(map + y * linesize + x));
+
+                lo = _mm_add_epi16(lo, _mm_unpacklo_epi8(v, z));
+                hi = _mm_add_epi16(hi, _mm_unpackhi_epi8(v, z));
+            }
+            s[0] = _mm_add_epi32(s[0], _mm_unpacklo_epi16(lo, z));
+            s[1] = _mm_add_epi32(s[1], _mm_unpackhi_epi16(lo, z));
+            s[2] = _mm_add_epi32(s[2], _mm_unpacklo_epi16(hi, z));
+            s[3] = _mm_add_epi32(s[3], _mm_unpackhi_epi16(hi, z));
+        }
+        for (int k = 0; k < 4; k++)
+            _mm_storeu_si128((__m128i *)(col + x + 4 * k), s[k]);
+    }
+#endif
+    if (x < w) {
+        memset(col + x, 0, (size_t)(w - x) * sizeof(*col));
+        for (int64_t y = y0; y < y1; y++) {
+            const uint8_t *row = map + y * linesize;
+            for (int i = x; i < w; i++)
+                col[i] += row[i];
+        }
+    }
+    prefix[0] = 0;
+    for (x = 0; x < w; x++)
+        prefix[x + 1] = prefix[x] + col[x];
+}
+
+/* Steps 1-4 for one block size; the number of rectangles, or -1 past limit (limit < 0: none).
+ * map2 (or NULL): a second map of the same size; each block mean is then the blend
+ * (1 - weight2) * mean(map) + weight2 * mean(map2). */
+static int plan_blocks(PlanWork *wk, const uint8_t *map, const uint8_t *map2, double weight2, int w, int h,
+                       ptrdiff_t linesize, ptrdiff_t linesize2, int width, int height, int b, double strength,
+                       int max_offset, int mode, int limit)
 {
     const int bw = (width + b - 1) / b, bh = (height + b - 1) / b;
     int64_t *sx0 = wk->edges, *sx1 = sx0 + bw, *sy0 = sx1 + bw, *sy1 = sy0 + bh;
@@ -65,21 +118,20 @@ static int plan_blocks(PlanWork *wk, const uint8_t *map, int w, int h, ptrdiff_t
     block_edges(sx0, sx1, width, w, b);
     block_edges(sy0, sy1, height, h, b);
     for (int by = 0; by < bh; by++) {
-        uint64_t *prefix = wk->prefix;
+        uint64_t *prefix = wk->prefix, *prefix2 = wk->prefix + w + 1;
 
-        memset(prefix, 0, (size_t)(w + 1) * sizeof(*prefix));
-        for (int64_t y = sy0[by]; y < sy1[by]; y++) {
-            const uint8_t *row = map + y * linesize;
-            for (int x = 0; x < w; x++)
-                prefix[x + 1] += row[x];
-        }
-        for (int x = 0; x < w; x++)
-            prefix[x + 1] += prefix[x];
+        row_prefix(prefix, wk->col, map, w, linesize, sy0[by], sy1[by]);
+        if (map2)
+            row_prefix(prefix2, wk->col, map2, w, linesize2, sy0[by], sy1[by]);
         for (int bx = 0; bx < bw; bx++) {
-            const uint64_t sum = prefix[sx1[bx]] - prefix[sx0[bx]];
             const int64_t count = (sy1[by] - sy0[by]) * (sx1[bx] - sx0[bx]);
-            const double mean = (double)sum / (double)count / 255.0;
+            double mean = (double)(prefix[sx1[bx]] - prefix[sx0[bx]]) / (double)count / 255.0;
 
+            if (map2) {
+                const double mean2 = (double)(prefix2[sx1[bx]] - prefix2[sx0[bx]]) / (double)count / 255.0;
+
+                mean = (1.0 - weight2) * mean + weight2 * mean2;
+            }
             wk->dv[by * bw + bx] = -strength * (2.0 * mean - 1.0);
         }
     }
@@ -157,38 +209,40 @@ static int cmp_rects(const void *a, const void *b)
 }
 
 /**
- * Plan one uint8 map (w x h, rows linesize bytes apart) for a width x height frame.
- * out: room for cap rows of (top, bottom, left, right, q), written in the spec's order.
- * Returns the number of rows; -1: out of memory; -2: more rows than cap; -3: bad arguments.
- * *block_used: the block size the budget ended on.
+ * Plan the blend of two uint8 maps of the same size, (1 - weight2) * map + weight2 * map2, for a
+ * width x height frame, without making it: each block mean is the blend of the two maps' block
+ * means (roi.py's spec, step 2). map2 NULL: map alone (vmaf_roi_plan_u8).
+ * See vmaf_roi_plan_u8 for the rest.
  */
-VMAF_ROI_PLAN_API int vmaf_roi_plan_u8(const uint8_t *map, int w, int h, ptrdiff_t linesize, int width, int height,
-                     int block, double strength, int max_offset, int mode, int max_regions,
-                     int64_t *out, int cap, int *block_used)
+VMAF_ROI_PLAN_API int vmaf_roi_plan_u8_blend(const uint8_t *map, const uint8_t *map2, double weight2, int w, int h,
+                                             ptrdiff_t linesize, ptrdiff_t linesize2, int width, int height,
+                                             int block, double strength, int max_offset, int mode,
+                                             int max_regions, int64_t *out, int cap, int *block_used)
 {
     const int bw = (width + block - 1) / block, bh = (height + block - 1) / block;
     PlanWork wk = { 0 };
     int b = block, nb, ret;
 
-    if (!map || w < 1 || h < 1 || width < 1 || height < 1 || block < 1 || max_regions < 1 ||
-        mode < PLAN_BOTH || mode > PLAN_BALANCED || max_offset < 0)
+    if (!map || w < 1 || h < 1 || h > (1 << 24) || width < 1 || height < 1 || block < 1 || max_regions < 1 ||
+        mode < PLAN_BOTH || mode > PLAN_BALANCED || max_offset < 0 || (map2 && !(weight2 >= 0.0 && weight2 <= 1.0)))
         return -3;
     /* the first block size needs the most room; larger ones fit in it */
     wk.edges = malloc(2 * ((size_t)bw + bh) * sizeof(*wk.edges));
-    wk.prefix = malloc(((size_t)w + 1) * sizeof(*wk.prefix));
+    wk.prefix = malloc(2 * ((size_t)w + 1) * sizeof(*wk.prefix));
+    wk.col = malloc((size_t)w * sizeof(*wk.col));
     wk.dv = malloc((size_t)bw * bh * sizeof(*wk.dv));
     wk.q = malloc((size_t)bw * bh * sizeof(*wk.q));
     wk.open = malloc(2 * (size_t)bw * sizeof(*wk.open));
     wk.rects = malloc((size_t)bw * bh * sizeof(*wk.rects));
-    if (!wk.edges || !wk.prefix || !wk.dv || !wk.q || !wk.open || !wk.rects) {
+    if (!wk.edges || !wk.prefix || !wk.col || !wk.dv || !wk.q || !wk.open || !wk.rects) {
         ret = -1;
         goto end;
     }
     for (;;) {
         const int last = b >= (width > height ? width : height);
 
-        nb = plan_blocks(&wk, map, w, h, linesize, width, height, b, strength, max_offset, mode,
-                         last ? -1 : max_regions);
+        nb = plan_blocks(&wk, map, map2, weight2, w, h, linesize, linesize2, width, height, b, strength,
+                         max_offset, mode, last ? -1 : max_regions);
         if (nb >= 0)
             break;
         b *= 2;
@@ -213,11 +267,65 @@ VMAF_ROI_PLAN_API int vmaf_roi_plan_u8(const uint8_t *map, int w, int h, ptrdiff
 end:
     free(wk.edges);
     free(wk.prefix);
+    free(wk.col);
     free(wk.dv);
     free(wk.q);
     free(wk.open);
     free(wk.rects);
     return ret;
+}
+
+/**
+ * Plan one uint8 map (w x h, rows linesize bytes apart) for a width x height frame.
+ * out: room for cap rows of (top, bottom, left, right, q), written in the spec's order.
+ * Returns the number of rows; -1: out of memory; -2: more rows than cap; -3: bad arguments.
+ * *block_used: the block size the budget ended on.
+ */
+VMAF_ROI_PLAN_API int vmaf_roi_plan_u8(const uint8_t *map, int w, int h, ptrdiff_t linesize, int width, int height,
+                     int block, double strength, int max_offset, int mode, int max_regions,
+                     int64_t *out, int cap, int *block_used)
+{
+    return vmaf_roi_plan_u8_blend(map, NULL, 0.0, w, h, linesize, 0, width, height, block, strength,
+                                  max_offset, mode, max_regions, out, cap, block_used);
+}
+
+/* -- a model map to uint8 (pipeline.MapState.from_prediction) --------------------------- */
+
+/**
+ * dst[i] = rint(clip(src[i], 0, 1) * 255) for n float32 values, as numpy computes it: float32
+ * arithmetic, halves to even, NaN to 0. One pass instead of numpy's four over the map. The
+ * rounding adds and takes away 2^23, exact in float32 for 0 <= x <= 255 under the default
+ * rounding mode, so the loop needs no libm call and compiles to SIMD.
+ */
+VMAF_ROI_PLAN_API void vmaf_roi_quantise(const float *src, ptrdiff_t n, uint8_t *dst)
+{
+    ptrdiff_t i = 0;
+
+#ifdef __SSE2__
+    /* the same steps, 16 values at a time: maxps returns its second operand (0) for NaN, and
+     * cvtps2dq rounds as the rounding mode says (halves to even by default) */
+    const __m128 zero = _mm_setzero_ps(), one = _mm_set1_ps(1.0f), scale = _mm_set1_ps(255.0f);
+
+    for (; i + 16 <= n; i += 16) {
+        __m128i q[4];
+
+        for (int k = 0; k < 4; k++) {
+            __m128 v = _mm_max_ps(_mm_loadu_ps(src + i + 4 * k), zero);
+
+            q[k] = _mm_cvtps_epi32(_mm_mul_ps(_mm_min_ps(v, one), scale));
+        }
+        _mm_storeu_si128((__m128i *)(dst + i),
+                         _mm_packus_epi16(_mm_packs_epi32(q[0], q[1]), _mm_packs_epi32(q[2], q[3])));
+    }
+#endif
+    for (; i < n; i++) {
+        float v = src[i];
+
+        v = v > 0.0f ? v : 0.0f;        /* NaN too */
+        v = v < 1.0f ? v : 1.0f;
+        v = v * 255.0f;
+        dst[i] = (uint8_t)(int)((v + 8388608.0f) - 8388608.0f);
+    }
 }
 
 /* -- the scene-cut thumbnail (pipeline.thumbnail is the specification) ------------------- */

@@ -1,6 +1,6 @@
 """The encode pass's per-frame loops in C (``_planner.c``, compiled when the package is built),
-loaded with ctypes: the planner (:mod:`.roi`) and the scene-cut thumbnail
-(:mod:`.pipeline`). Each is None without the library, or with ``VMAF_ROI_NATIVE=0``; the
+loaded with ctypes: the planner (:mod:`.roi`), and the scene-cut thumbnail and the model map's
+quantising (:mod:`.pipeline`). Each is None without the library, or with ``VMAF_ROI_NATIVE=0``; the
 callers then use their numpy versions, which the tests hold to the same output.
 """
 
@@ -34,6 +34,11 @@ _LIB = _load()
 plan_u8 = _fn(_LIB, "vmaf_roi_plan_u8", _c.c_int,
               [_c.c_void_p, _c.c_int, _c.c_int, _c.c_ssize_t, _c.c_int, _c.c_int, _c.c_int, _c.c_double, _c.c_int,
                _c.c_int, _c.c_int, _c.c_void_p, _c.c_int, _c.POINTER(_c.c_int)])
+plan_u8_blend = _fn(_LIB, "vmaf_roi_plan_u8_blend", _c.c_int,
+                    [_c.c_void_p, _c.c_void_p, _c.c_double, _c.c_int, _c.c_int, _c.c_ssize_t, _c.c_ssize_t, _c.c_int,
+                     _c.c_int, _c.c_int, _c.c_double, _c.c_int, _c.c_int, _c.c_int, _c.c_void_p, _c.c_int,
+                     _c.POINTER(_c.c_int)])
+quantise = _fn(_LIB, "vmaf_roi_quantise", None, [_c.c_void_p, _c.c_ssize_t, _c.c_void_p])
 thumb = _fn(_LIB, "vmaf_roi_thumb", _c.c_int,
             [_c.c_void_p, _c.c_ssize_t, _c.c_int, _c.c_int, _c.c_int, _c.c_int, _c.c_int, _c.c_void_p])
 thumb_sad = _fn(_LIB, "vmaf_roi_thumb_sad", _c.c_int64, [_c.c_void_p, _c.c_void_p])

@@ -1,10 +1,10 @@
 """ROI planner: saliency map -> per-block QP offsets -> a short list of rectangles.
 
-Numpy, no FFmpeg; for uint8 maps :class:`Planner` runs the same algorithm in C
+Numpy, no FFmpeg; for uint8 maps and blends of two :class:`Planner` runs the same algorithm in C
 (``_planner.c``, compiled when the package is built, if a compiler is there). The FFmpeg filter
 ``plugin/vf_salroi.c`` implements it too; ``tests/vectors/`` holds maps and the ROI lists all of
 them must produce.
-Everything below is the specification both follow (docs/roi-planner.md repeats it).
+Everything below is the specification all of them follow.
 
 1. **Blocks.** The frame (W x H) is cut into blocks of ``block`` pixels:
    ``bw = ceil(W/block)``, ``bh = ceil(H/block)``; block (bx, by) covers frame pixels
@@ -13,6 +13,9 @@ Everything below is the specification both follow (docs/roi-planner.md repeats i
    ``sx0 = floor(x0*w/W)``, ``sx1 = max(ceil(x1*w/W), sx0+1)`` (integer arithmetic),
    likewise in y. ``s`` is the mean of the map over that area. For a uint8 map:
    ``s = (double)sum / (double)count / 255.0``; float maps (already in [0, 1]) use their mean.
+   A blend of two uint8 maps A and B of the same size with weight w (:class:`Blend`, the map
+   of a frame between two model maps) is not made: ``s = (1.0 - w) * sA + w * sB``, with sA
+   and sB the uint8 means of A and B over the same area (the mean of the unrounded blend).
 3. **Offsets.** ``d = -strength * (2*s - 1)``; ``q = round(d)`` rounding halves away from
    zero (C ``round()``); ``q = clamp(q, -max_offset, +max_offset)``; in mode ``lower``
    ``q = min(q, 0)`` (only salient areas change, the background keeps the encoder's QP).
@@ -56,12 +59,54 @@ MODES: tuple[str, ...] = ("both", "lower", "balanced")
 
 
 _NATIVE = native.plan_u8  # the C planner (None without it, or with VMAF_ROI_NATIVE=0)
+_NATIVE_BLEND = native.plan_u8_blend
 _MODE_CODES = {"both": 0, "lower": 1, "balanced": 2}
 
 
 def native_available() -> bool:
     """Whether :class:`Planner` plans uint8 maps in C (see ``_planner.c``)."""
     return _NATIVE is not None
+
+
+class Blend:
+    """The map ``(1 - weight) * a + weight * b`` of two uint8 maps of the same shape, unmade.
+
+    The map schedule hands one out for each frame between two model maps. The planner takes
+    its block means from ``a``'s and ``b``'s (spec step 2) instead of from a made map, which
+    saves the blend of every pixel and a pass over it. ``np.asarray(blend)`` makes the map as
+    uint8 (float32 arithmetic, rounded half to even), for what needs pixels: scores, map files,
+    the smoothing and carrying of later maps. The rounding makes planning that array differ
+    from planning the blend where a block's offset sits on a rounding edge.
+    """
+
+    __slots__ = ("a", "b", "weight", "_made")
+
+    def __init__(self, a: np.ndarray, b: np.ndarray, weight: float) -> None:
+        a, b = np.asarray(a), np.asarray(b)  # a Blend of Blends: theirs made
+        if a.dtype != np.uint8 or b.dtype != np.uint8 or a.ndim != 2 or a.shape != b.shape:
+            raise ValueError(f"a blend needs two 2-D uint8 maps of one shape, got {a.shape} {a.dtype} "
+                             f"and {b.shape} {b.dtype}")
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"blend weight must be in [0, 1], got {weight}")
+        self.a, self.b, self.weight = a, b, float(weight)
+        self._made: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.a.shape
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        if self._made is None:
+            w = self.weight
+            m = np.rint((1 - w) * self.a.astype(np.float32) + w * self.b.astype(np.float32)).astype(np.uint8)
+            m.flags.writeable = False
+            self._made = m
+        if dtype is not None and np.dtype(dtype) != np.uint8:
+            return self._made.astype(dtype)
+        return self._made.copy() if copy else self._made
+
+    def __repr__(self) -> str:
+        return f"Blend({self.shape[1]}x{self.shape[0]}, weight={self.weight:.4g})"
 
 
 @dataclass(frozen=True)
@@ -285,8 +330,9 @@ def _rectangles_array(q: np.ndarray, runs=None) -> np.ndarray:
     return out
 
 
-def plan(saliency: np.ndarray, width: int, height: int, params: PlannerParams) -> list[Region]:
-    """Saliency map (uint8 0..255 or float 0..1, any size) -> ordered ROI list for a W x H frame."""
+def plan(saliency: np.ndarray | Blend, width: int, height: int, params: PlannerParams) -> list[Region]:
+    """Saliency map (uint8 0..255, float 0..1 or a :class:`Blend`, any size) -> ordered ROI list
+    for a W x H frame."""
     return Planner(width, height, params).plan(saliency)
 
 
@@ -314,13 +360,21 @@ class Planner:
         self._out = np.empty((max(1, min(params.max_regions, blocks)), 5), dtype=np.int64)
         self._last_native: np.ndarray | None = None
 
-    def _plan_native(self, m: np.ndarray) -> np.ndarray:
+    def _plan_native(self, m: np.ndarray, m2: np.ndarray | None = None, weight2: float = 0.0) -> np.ndarray:
         if m.strides[1] != 1:
             m = np.ascontiguousarray(m)
         p, used = self.params, ctypes.c_int(0)
-        n = _NATIVE(m.ctypes.data, m.shape[1], m.shape[0], m.strides[0], self.width, self.height, p.block,
-                    float(p.strength), p.max_offset, _MODE_CODES[p.mode], p.max_regions,
-                    self._out.ctypes.data, len(self._out), ctypes.byref(used))
+        if m2 is None:
+            n = _NATIVE(m.ctypes.data, m.shape[1], m.shape[0], m.strides[0], self.width, self.height, p.block,
+                        float(p.strength), p.max_offset, _MODE_CODES[p.mode], p.max_regions,
+                        self._out.ctypes.data, len(self._out), ctypes.byref(used))
+        else:
+            if m2.strides[1] != 1:
+                m2 = np.ascontiguousarray(m2)
+            n = _NATIVE_BLEND(m.ctypes.data, m2.ctypes.data, weight2, m.shape[1], m.shape[0], m.strides[0],
+                              m2.strides[0], self.width, self.height, p.block, float(p.strength), p.max_offset,
+                              _MODE_CODES[p.mode], p.max_regions, self._out.ctypes.data, len(self._out),
+                              ctypes.byref(used))
         if n < 0:
             raise MemoryError("the C planner failed") if n == -1 else RuntimeError(f"the C planner failed ({n})")
         last = self._last_native
@@ -332,23 +386,36 @@ class Planner:
         self._last_native = out
         return out
 
-    def plan(self, saliency: np.ndarray) -> list[Region]:
+    def plan(self, saliency: np.ndarray | Blend) -> list[Region]:
         rows = self.plan_array(saliency)
         if self._regions is None or self._regions[0] is not rows:
             scale = self.params.qp_scale
             self._regions = (rows, [Region(t, b, lf, rt, v, scale) for t, b, lf, rt, v in rows.tolist()])
         return self._regions[1]
 
-    def plan_array(self, saliency: np.ndarray) -> np.ndarray:
+    def plan_array(self, saliency: np.ndarray | Blend) -> np.ndarray:
         """The regions of :meth:`plan` as int64 rows (top, bottom, left, right, qp), in order
         (``qoffset = qp / params.qp_scale``); read-only, the same array while nothing changed."""
-        if self.native and isinstance(saliency, np.ndarray) and saliency.dtype == np.uint8 and saliency.ndim == 2:
+        if isinstance(saliency, Blend):
+            if self.native and _NATIVE_BLEND is not None:
+                return self._plan_native(saliency.a, saliency.b, saliency.weight)
+            wb = saliency.weight
+            ca, cb = _column_sums(saliency.a), _column_sums(saliency.b)
+
+            def means(block: int) -> np.ndarray:
+                return ((1.0 - wb) * _block_means(ca, self.width, self.height, block)
+                        + wb * _block_means(cb, self.width, self.height, block))
+        elif self.native and isinstance(saliency, np.ndarray) and saliency.dtype == np.uint8 and saliency.ndim == 2:
             return self._plan_native(saliency)
+        else:
+            cols = _column_sums(saliency)  # shared by every block size tried
+
+            def means(block: int) -> np.ndarray:
+                return _block_means(cols, self.width, self.height, block)
         width, height, params = self.width, self.height, self.params
         block = params.block
-        cols = _column_sums(saliency)  # shared by every block size tried
         while True:
-            q = qp_offsets(_block_means(cols, width, height, block), params)
+            q = qp_offsets(means(block), params)
             memo = self._levels.get(block)
             runs = None
             if memo is None or not np.array_equal(memo[0], q):

@@ -37,7 +37,7 @@ from ..decode import VideoSource
 from ..encoders import ENCODERS, needs_patch
 from ..maps import ProgressFactory, no_progress
 from ..output import AtomicOutputs, check_outputs
-from ..pipeline import Item, MapSchedule, threaded
+from ..pipeline import Item, Map, MapSchedule, MapStore, threaded
 from ..saliency import SaliencyModel
 from ..sidedata import RoiAttacher
 from . import external
@@ -58,12 +58,16 @@ def _quiet(_: str) -> None:
 
 @dataclass
 class SaliencyTrack:
-    """Per-frame model-resolution maps (uint8), shared between encodes of the same input."""
+    """Per-frame model-resolution maps (uint8 arrays), shared between encodes of the same input."""
 
-    maps: dict[int, np.ndarray] = field(default_factory=dict)
+    maps: MapStore = field(default_factory=MapStore)  # a plain mapping given is taken in
     inferences: int = 0
     provider: str = ""
     model: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.maps, MapStore):
+            self.maps = MapStore(self.maps)
 
 
 @dataclass
@@ -241,7 +245,7 @@ class _RoiStage:
         self.plan: RoiPlan | None = None
         self.bit_depth = 0
 
-    def attach(self, frame: av.VideoFrame, small: np.ndarray | None) -> av.VideoFrame:
+    def attach(self, frame: av.VideoFrame, small: Map | None) -> av.VideoFrame:
         if self.plan is None:
             enc = self.cfg.encoder.name
             self.bit_depth = bit_depth(choose_pix_fmt(self.cfg.encoder.pix_fmt, frame.format.name, self.codec))

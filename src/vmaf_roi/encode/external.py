@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 import av
+import numpy as np
 
 from .. import errors
 from ..config import EncodeConfig
@@ -136,6 +137,8 @@ def _write_maps(input_path: Path, path: Path, cfg: EncodeConfig, model, track, p
             for item, small in schedule.run(src.frames, src.motion if src.has_motion else None):
                 if not isinstance(item, Item) or small is None:
                     continue
+                # salroi plans the maps as written: a blend made and rounded (roi.Blend)
+                small = np.asarray(small)
                 frame = item.frame
                 if writer is None:
                     writer = MapVideoWriter(path, small.shape[1], small.shape[0], src.rate, meta)

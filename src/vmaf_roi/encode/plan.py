@@ -79,7 +79,7 @@ class RoiPlan:
         self.frames = 0
         self.regions_total = 0  # non-zero regions summed over frames
 
-    def entries(self, width: int, height: int, small: np.ndarray | None) -> np.ndarray:
+    def entries(self, width: int, height: int, small: np.ndarray | roi_mod.Blend | None) -> np.ndarray:
         if small is None:
             raise ValueError("every frame of an ROI encode needs a map")
         resized = self._planner is None or (self._planner.width, self._planner.height) != (width, height)
