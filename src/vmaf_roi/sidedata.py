@@ -180,11 +180,14 @@ def direct_side_data() -> FrameSideData | None:
 def pack(entries: Sequence[Entry] | np.ndarray, slots: int) -> bytes:
     """``entries`` (tuples or an int array [n, 6]) as ``slots`` AVRegionOfInterest structs,
     padded with :data:`EMPTY`."""
-    a = np.asarray(entries, dtype=np.int64).reshape(-1, 6)
+    if isinstance(entries, np.ndarray) and entries.dtype == np.int32:  # the planning stage's: in range
+        a = entries.reshape(-1, 6)
+    else:
+        a = np.asarray(entries, dtype=np.int64).reshape(-1, 6)
+        if a.size and (a.min() < -2**31 or a.max() >= 2**31):
+            raise ValueError("ROI entry out of the int32 range")
     if len(a) > slots:
         raise ValueError(f"{len(a)} regions do not fit in {slots} slots")
-    if a.size and (a.min() < -2**31 or a.max() >= 2**31):
-        raise ValueError("ROI entry out of the int32 range")
     buf = np.zeros((slots, 7), dtype=np.int32)  # native order, as the struct's "=I6i"
     buf[:, 0] = ROI_SIZE
     buf[:, 6] = EMPTY[5]
