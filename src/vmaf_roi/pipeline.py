@@ -220,6 +220,9 @@ class MapStore(MutableMapping[int, np.ndarray]):
     def __delitem__(self, index: int) -> None:
         del self._maps[index]
 
+    def __contains__(self, index: object) -> bool:  # without making the map
+        return index in self._maps
+
     def __iter__(self) -> Iterator[int]:
         return iter(self._maps)
 
