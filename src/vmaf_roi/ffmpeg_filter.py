@@ -62,6 +62,8 @@ def salroi_options(spec: ModelSpec, model_path: Path, *, ort_lib: Path | None = 
         ("std", "|".join(_num(v) for v in pre.std)),
         ("post", spec.postprocess),
     ]
+    if spec.cpu_threads:  # the registry's intra-op threads for this model, as vmaf-roi runs it
+        opts.append(("threads", str(spec.cpu_threads)))
     if ort_lib is not None:
         opts.append(("ort_lib", str(ort_lib)))
     return "salroi=" + ":".join(f"{k}={_escape(v)}" for k, v in opts)

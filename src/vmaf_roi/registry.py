@@ -76,6 +76,9 @@ class ModelSpec:
     source: dict[str, Any] = field(default_factory=dict)
     bundled: bool = False
     retired: str | None = None  # why it is no longer recommended (measured), or None
+    # ONNX Runtime intra-op threads on the CPU when the caller asks for none (None: ORT's own
+    # choice, one per core); measured per model (registry.yaml says why)
+    cpu_threads: int | None = None
 
     def location(self, cache_dir: Path | None = None) -> Path:
         if self.bundled:
@@ -122,7 +125,16 @@ def _parse(model_id: str, e: dict[str, Any]) -> ModelSpec:
         source=dict(e.get("source", {})),
         bundled=e.get("source", {}).get("type") == "bundled",
         retired=str(e["retired"]).strip() if e.get("retired") else None,
+        cpu_threads=_cpu_threads(e.get("cpu_threads"), model_id),
     )
+
+
+def _cpu_threads(v: Any, model_id: str) -> int | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ModelError(f"model registry entry {model_id!r}: cpu_threads must be a whole number >= 1, got {v!r}")
+    return v
 
 
 def load_registry(path: Path | None = None) -> dict[str, ModelSpec]:

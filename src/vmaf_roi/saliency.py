@@ -127,7 +127,9 @@ class SaliencyModel:
                 raise DeviceError(f"--device cuda: {reason}")
         if self.session is None:
             try:
-                self.session = _session(ort, model_bytes, [CPU_EP], threads, quiet=False, spin=spin)
+                # threads=None: the registry's choice for this model, else ONNX Runtime's
+                self.session = _session(ort, model_bytes, [CPU_EP], threads or self.spec.cpu_threads, quiet=False,
+                                        spin=spin)
             except Exception as exc:  # noqa: BLE001
                 raise ModelError(f"model {self.spec.id!r} failed to load in ONNX Runtime: {exc}") from None
         self.provider: str = self.session.get_providers()[0]
