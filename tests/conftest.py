@@ -108,3 +108,23 @@ def clip(tmp_path_factory):
 
 def only_files(d: Path) -> set[str]:
     return {p.name for p in d.iterdir()}
+
+
+def corr(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two maps (1 for two equal constant maps, 0 for unequal ones)."""
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if a.std() == 0 or b.std() == 0:
+        return 1.0 if np.array_equal(a, b) else 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def alive(pid: int) -> bool:
+    """Whether process pid runs; a zombie (not yet reaped by its parent) counts as dead."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -10,8 +10,7 @@ from vmaf_roi import config
 from vmaf_roi.analysis import planned_offsets, qp_maps, qp_picture
 from vmaf_roi.cli import main
 from vmaf_roi.encode import encode
-
-PH = "mobilesal_placeholder_v0"
+from conftest import PH
 
 
 @pytest.fixture(scope="module")

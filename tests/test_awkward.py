@@ -36,8 +36,8 @@ import pytest
 from vmaf_roi import config
 from vmaf_roi.cli import main
 from vmaf_roi.encode import encode
+from conftest import PH
 
-PH = "mobilesal_placeholder_v0"
 W, H, N = 96, 64, 24
 
 

@@ -26,7 +26,7 @@ from vmaf_roi.batch import MANIFEST_NAME, load_batch, read_manifest, run_unit
 from vmaf_roi.cli_batch import main
 from vmaf_roi.errors import ConfigError
 from vmaf_roi.synth import make_clip
-from conftest import PH
+from conftest import PH, alive
 
 DETERMINISTIC = {"saliency": {"model": PH}, "encoder_params": {"threads": 1, "lookahead-threads": 1}}
 
@@ -332,26 +332,15 @@ def test_sigkilled_run_leaves_no_finished_looking_partial(tmp_path, clips, capsy
                 break
         proc.wait(timeout=30)
     deadline = time.monotonic() + 10
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert pids and not any(_alive(p) for p in pids)
+    assert pids and not any(alive(p) for p in pids)
     assert not (out / "slow/slow.mp4").exists() and batch_mod.temp_files(out / "slow/slow.mp4")
     assert read_manifest(out / MANIFEST_NAME)["slow/slow.mp4"]["status"] == "running"
     rc, events = run_json([str(bf), "-j", "2"], capsys)
     assert rc == 0 and "slow/slow.mp4" in {e["key"] for e in events if e["event"] == "done"}
     assert leftovers(out) == [] and events[-1]["failed"] == 0
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is dead for our purposes
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_worker_death_is_retried(tmp_path, clips):

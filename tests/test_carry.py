@@ -247,7 +247,7 @@ def test_carry_back_and_between_follow_the_square(clip):
 
 
 # -- wired into the encode pass: saliency.carry motion (decode.VideoSource + pipeline.MapSchedule) --
-PH = "mobilesal_placeholder_v0"  # a brightness curve: its map is the bright square, moving
+from conftest import PH, corr  # noqa: E402  (PH: a brightness curve, its map the bright square, moving)
 
 
 def schedule_maps(path: str, *sets: str, filters: str | None = None):
@@ -267,9 +267,6 @@ def schedule_maps(path: str, *sets: str, filters: str | None = None):
             sch.close()
         return [np.asarray(m) for _, m in got], [x for x, _ in got], src.notes()  # Blends made
 
-
-def corr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.corrcoef(a.astype(np.float64).ravel(), b.astype(np.float64).ravel())[0, 1])
 
 
 @pytest.mark.parametrize("interpolate", [True, False])

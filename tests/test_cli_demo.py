@@ -6,8 +6,7 @@ import pytest
 
 from vmaf_roi import config
 from vmaf_roi.cli import build_parser, main
-
-PH = "mobilesal_placeholder_v0"
+from conftest import PH
 
 
 def test_demo_help_has_a_description(capsys):

@@ -8,8 +8,7 @@ import numpy as np
 from vmaf_roi.maps import heat_lut, legend_strip, run_saliency
 from vmaf_roi.saliency import SaliencyModel
 from vmaf_roi.synth import make_clip
-
-PH = "mobilesal_placeholder_v0"
+from conftest import PH
 
 
 def test_legend_fits_any_frame_and_runs_from_cold_to_hot():

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import built_ffmpeg_or_skip
+from conftest import built_ffmpeg_or_skip, corr
 
 REPO = Path(__file__).resolve().parents[1]
 VECTORS = REPO / "tests" / "vectors"
@@ -515,12 +515,6 @@ def decoded_frames(path: Path) -> list:
     with av.open(str(path)) as c:
         return [f for f in c.decode(video=0)]
 
-
-def corr(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    if a.std() == 0 or b.std() == 0:
-        return 1.0 if np.array_equal(a, b) else 0.0
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 def run_model_mode(ffmpeg: Path, src: Path, filt: str, *out: str, check: bool = True):

@@ -25,8 +25,8 @@ from vmaf_roi.cli import main
 from vmaf_roi.errors import ConfigError, short
 from vmaf_roi.output import AtomicOutputs, check_outputs, clean_stale, temp_files
 from vmaf_roi.synth import make_clip
+from conftest import PH, alive
 
-PH = "mobilesal_placeholder_v0"
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -404,16 +404,6 @@ def ours(tmp: Path) -> list[str]:
     return [p.name for p in tmp.iterdir() if p.name.startswith("vmaf-roi")]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie (not yet reaped by its parent) is dead too
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
 
 def _signal_during_ffmpeg(work: Path, fake_script: str, args: list[str], sig: int, env: dict | None = None) -> None:
     """Run ``vmaf-roi ARGS`` with a fake ffmpeg that sleeps, send ``sig`` once the child runs,
@@ -440,7 +430,7 @@ def _signal_during_ffmpeg(work: Path, fake_script: str, args: list[str], sig: in
     assert proc.returncode == 128 + sig, err
     name = "Ctrl-C" if sig == signal.SIGINT else signal.Signals(sig).name
     assert f"interrupted ({name})" in err and "Traceback" not in err
-    assert _wait_for(lambda: not _alive(child), 10), "orphaned ffmpeg child still running"
+    assert _wait_for(lambda: not alive(child), 10), "orphaned ffmpeg child still running"
     assert ours(tmp) == []
     assert sorted(p.name for p in work.iterdir()) == ["a.mask.mkv", "a.mp4", "fake-ffmpeg", "ffmpeg.pid", "tmp"]
 
@@ -481,8 +471,8 @@ def test_signal_aborts_a_batch_and_its_workers_clean_up(work, sig):
     assert proc.returncode == 128 + sig, err
     events = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
     worker = next(e["pid"] for e in events if e["event"] == "start")
-    assert _wait_for(lambda: not _alive(child) and not _alive(worker), 10), \
-        f"orphaned worker or ffmpeg: child alive {_alive(child)}, worker alive {_alive(worker)}; {err[-800:]}"
+    assert _wait_for(lambda: not alive(child) and not alive(worker), 10), \
+        f"orphaned worker or ffmpeg: child alive {alive(child)}, worker alive {alive(worker)}; {err[-800:]}"
     assert events[-1]["event"] == "summary" and events[-1]["interrupted"]
     assert f"interrupted ({signal.Signals(sig).name})" in events[-1]["failures"][0]["reason"]
     assert sorted(p.name for p in (work / "out").iterdir()) == [".vmaf-roi-batch.jsonl", ".vmaf-roi-batch.lock"], err[-1500:]
