@@ -351,3 +351,14 @@ def test_c_planner_keeps_the_list_object_while_it_does_not_change():
     assert not first.flags.writeable
     c = np.full_like(a, 255)
     assert planner.plan_array(c) is not first and planner.replans == 2
+
+
+def test_block_means_of_a_blend_are_the_blended_means():
+    rng = np.random.default_rng(5)
+    a, b = rng.integers(0, 256, (30, 50), dtype=np.uint8), rng.integers(0, 256, (30, 50), dtype=np.uint8)
+    got = block_means(roi_mod.Blend(a, b, 0.25), 200, 120, 16)
+    assert np.array_equal(got, 0.75 * block_means(a, 200, 120, 16) + 0.25 * block_means(b, 200, 120, 16))
+    m = roi_mod.Blend(a, b, 0.25)
+    assert np.asarray(m, dtype=np.float32).dtype == np.float32
+    with pytest.raises(ValueError, match="copy"):
+        m.__array__(np.float32, copy=False)  # uint8 made: another dtype is a copy

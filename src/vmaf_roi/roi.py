@@ -60,6 +60,7 @@ MODES: tuple[str, ...] = ("both", "lower", "balanced")
 
 _NATIVE = native.plan_u8  # the C planner (None without it, or with VMAF_ROI_NATIVE=0)
 _NATIVE_BLEND = native.plan_u8_blend
+_NATIVE_MAX_ROWS = 1 << 24  # the C planner's 32-bit column sums hold this many rows of 255
 _MODE_CODES = {"both": 0, "lower": 1, "balanced": 2}
 
 
@@ -102,6 +103,8 @@ class Blend:
             m.flags.writeable = False
             self._made = m
         if dtype is not None and np.dtype(dtype) != np.uint8:
+            if copy is False:
+                raise ValueError(f"a Blend is uint8: {np.dtype(dtype)} needs a copy")
             return self._made.astype(dtype)
         return self._made.copy() if copy else self._made
 
@@ -180,8 +183,12 @@ def _edges(n: int, m: int, block: int) -> tuple[np.ndarray, np.ndarray]:
     return s0, s1
 
 
-def block_means(saliency: np.ndarray, width: int, height: int, block: int) -> np.ndarray:
+def block_means(saliency: np.ndarray | Blend, width: int, height: int, block: int) -> np.ndarray:
     """Mean saliency per block (step 2 of the spec), shape (bh, bw), float64 in [0, 1]."""
+    if isinstance(saliency, Blend):
+        w = saliency.weight
+        return ((1.0 - w) * _block_means(_column_sums(saliency.a), width, height, block)
+                + w * _block_means(_column_sums(saliency.b), width, height, block))
     return _block_means(_column_sums(saliency), width, height, block)
 
 
@@ -397,7 +404,7 @@ class Planner:
         """The regions of :meth:`plan` as int64 rows (top, bottom, left, right, qp), in order
         (``qoffset = qp / params.qp_scale``); read-only, the same array while nothing changed."""
         if isinstance(saliency, Blend):
-            if self.native and _NATIVE_BLEND is not None:
+            if self.native and _NATIVE_BLEND is not None and saliency.shape[0] <= _NATIVE_MAX_ROWS:
                 return self._plan_native(saliency.a, saliency.b, saliency.weight)
             wb = saliency.weight
             ca, cb = _column_sums(saliency.a), _column_sums(saliency.b)
@@ -405,7 +412,8 @@ class Planner:
             def means(block: int) -> np.ndarray:
                 return ((1.0 - wb) * _block_means(ca, self.width, self.height, block)
                         + wb * _block_means(cb, self.width, self.height, block))
-        elif self.native and isinstance(saliency, np.ndarray) and saliency.dtype == np.uint8 and saliency.ndim == 2:
+        elif (self.native and isinstance(saliency, np.ndarray) and saliency.dtype == np.uint8 and saliency.ndim == 2
+              and saliency.shape[0] <= _NATIVE_MAX_ROWS):
             return self._plan_native(saliency)
         else:
             cols = _column_sums(saliency)  # shared by every block size tried
