@@ -209,10 +209,13 @@ static int cmp_rects(const void *a, const void *b)
 }
 
 /**
- * Plan the blend of two uint8 maps of the same size, (1 - weight2) * map + weight2 * map2, for a
- * width x height frame, without making it: each block mean is the blend of the two maps' block
- * means (roi.py's spec, step 2). map2 NULL: map alone (vmaf_roi_plan_u8).
- * See vmaf_roi_plan_u8 for the rest.
+ * Plan one uint8 map (w x h, rows linesize bytes apart) for a width x height frame; with map2
+ * (same size, rows linesize2 apart; NULL: none) the blend (1 - weight2) * map + weight2 * map2,
+ * without making it: each block mean is the blend of the two maps' block means (roi.py's spec,
+ * step 2).
+ * out: room for cap rows of (top, bottom, left, right, q), written in the spec's order.
+ * Returns the number of rows; -1: out of memory; -2: more rows than cap; -3: bad arguments.
+ * *block_used: the block size the budget ended on.
  */
 VMAF_ROI_PLAN_API int vmaf_roi_plan_u8_blend(const uint8_t *map, const uint8_t *map2, double weight2, int w, int h,
                                              ptrdiff_t linesize, ptrdiff_t linesize2, int width, int height,
@@ -273,20 +276,6 @@ end:
     free(wk.open);
     free(wk.rects);
     return ret;
-}
-
-/**
- * Plan one uint8 map (w x h, rows linesize bytes apart) for a width x height frame.
- * out: room for cap rows of (top, bottom, left, right, q), written in the spec's order.
- * Returns the number of rows; -1: out of memory; -2: more rows than cap; -3: bad arguments.
- * *block_used: the block size the budget ended on.
- */
-VMAF_ROI_PLAN_API int vmaf_roi_plan_u8(const uint8_t *map, int w, int h, ptrdiff_t linesize, int width, int height,
-                     int block, double strength, int max_offset, int mode, int max_regions,
-                     int64_t *out, int cap, int *block_used)
-{
-    return vmaf_roi_plan_u8_blend(map, NULL, 0.0, w, h, linesize, 0, width, height, block, strength,
-                                  max_offset, mode, max_regions, out, cap, block_used);
 }
 
 /* -- a model map to uint8 (pipeline.MapState.from_prediction) --------------------------- */

@@ -31,9 +31,6 @@ def _fn(lib: Any, name: str, restype: Any, argtypes: list[Any]) -> Any:
 
 
 _LIB = _load()
-plan_u8 = _fn(_LIB, "vmaf_roi_plan_u8", _c.c_int,
-              [_c.c_void_p, _c.c_int, _c.c_int, _c.c_ssize_t, _c.c_int, _c.c_int, _c.c_int, _c.c_double, _c.c_int,
-               _c.c_int, _c.c_int, _c.c_void_p, _c.c_int, _c.POINTER(_c.c_int)])
 plan_u8_blend = _fn(_LIB, "vmaf_roi_plan_u8_blend", _c.c_int,
                     [_c.c_void_p, _c.c_void_p, _c.c_double, _c.c_int, _c.c_int, _c.c_ssize_t, _c.c_ssize_t, _c.c_int,
                      _c.c_int, _c.c_int, _c.c_double, _c.c_int, _c.c_int, _c.c_int, _c.c_void_p, _c.c_int,

@@ -23,9 +23,9 @@ from __future__ import annotations
 import ctypes
 import queue
 import threading
+from collections.abc import MutableMapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from collections.abc import MutableMapping
 from typing import Any, Callable, Iterator, Mapping
 
 import av
@@ -33,8 +33,8 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from . import carry, native
-from .roi import Blend
 from .config import SaliencyConfig, saliency_section
+from .roi import Blend
 from .saliency import SaliencyModel
 
 THUMB = (64, 36)  # the scene-cut thumbnail's cells, width x height (see thumbnail())

@@ -58,8 +58,7 @@ Mode = Literal["both", "lower", "balanced"]
 MODES: tuple[str, ...] = ("both", "lower", "balanced")
 
 
-_NATIVE = native.plan_u8  # the C planner (None without it, or with VMAF_ROI_NATIVE=0)
-_NATIVE_BLEND = native.plan_u8_blend
+_NATIVE = native.plan_u8_blend  # the C planner (None without it, or with VMAF_ROI_NATIVE=0)
 _NATIVE_MAX_ROWS = 1 << 24  # the C planner's 32-bit column sums hold this many rows of 255
 _MODE_CODES = {"both": 0, "lower": 1, "balanced": 2}
 
@@ -186,9 +185,7 @@ def _edges(n: int, m: int, block: int) -> tuple[np.ndarray, np.ndarray]:
 def block_means(saliency: np.ndarray | Blend, width: int, height: int, block: int) -> np.ndarray:
     """Mean saliency per block (step 2 of the spec), shape (bh, bw), float64 in [0, 1]."""
     if isinstance(saliency, Blend):
-        w = saliency.weight
-        return ((1.0 - w) * _block_means(_column_sums(saliency.a), width, height, block)
-                + w * _block_means(_column_sums(saliency.b), width, height, block))
+        return _blend_means(_column_sums(saliency.a), _column_sums(saliency.b), saliency.weight, width, height, block)
     return _block_means(_column_sums(saliency), width, height, block)
 
 
@@ -230,6 +227,12 @@ def _block_means(cols: tuple[np.ndarray, bool], width: int, height: int, block: 
     if is_u8:
         means /= 255.0
     return means
+
+
+def _blend_means(ca: tuple[np.ndarray, bool], cb: tuple[np.ndarray, bool], w: float, width: int, height: int,
+                 block: int) -> np.ndarray:
+    """Step 2 for a Blend, from its two maps' column sums: ``(1 - w) * mean(a) + w * mean(b)``."""
+    return (1.0 - w) * _block_means(ca, width, height, block) + w * _block_means(cb, width, height, block)
 
 
 def round_half_away(d: np.ndarray) -> np.ndarray:
@@ -368,20 +371,16 @@ class Planner:
         self._last_native: np.ndarray | None = None
 
     def _plan_native(self, m: np.ndarray, m2: np.ndarray | None = None, weight2: float = 0.0) -> np.ndarray:
+        """The C planner on m, or on the blend of m and m2 (weight2 on m2)."""
         if m.strides[1] != 1:
             m = np.ascontiguousarray(m)
+        if m2 is not None and m2.strides[1] != 1:
+            m2 = np.ascontiguousarray(m2)
         p, used = self.params, ctypes.c_int(0)
-        if m2 is None:
-            n = _NATIVE(m.ctypes.data, m.shape[1], m.shape[0], m.strides[0], self.width, self.height, p.block,
-                        float(p.strength), p.max_offset, _MODE_CODES[p.mode], p.max_regions,
-                        self._out.ctypes.data, len(self._out), ctypes.byref(used))
-        else:
-            if m2.strides[1] != 1:
-                m2 = np.ascontiguousarray(m2)
-            n = _NATIVE_BLEND(m.ctypes.data, m2.ctypes.data, weight2, m.shape[1], m.shape[0], m.strides[0],
-                              m2.strides[0], self.width, self.height, p.block, float(p.strength), p.max_offset,
-                              _MODE_CODES[p.mode], p.max_regions, self._out.ctypes.data, len(self._out),
-                              ctypes.byref(used))
+        n = _NATIVE(m.ctypes.data, None if m2 is None else m2.ctypes.data, weight2, m.shape[1], m.shape[0],
+                    m.strides[0], 0 if m2 is None else m2.strides[0], self.width, self.height, p.block,
+                    float(p.strength), p.max_offset, _MODE_CODES[p.mode], p.max_regions, self._out.ctypes.data,
+                    len(self._out), ctypes.byref(used))
         if n < 0:
             raise MemoryError("the C planner failed") if n == -1 else RuntimeError(f"the C planner failed ({n})")
         last = self._last_native
@@ -404,14 +403,13 @@ class Planner:
         """The regions of :meth:`plan` as int64 rows (top, bottom, left, right, qp), in order
         (``qoffset = qp / params.qp_scale``); read-only, the same array while nothing changed."""
         if isinstance(saliency, Blend):
-            if self.native and _NATIVE_BLEND is not None and saliency.shape[0] <= _NATIVE_MAX_ROWS:
+            if self.native and saliency.shape[0] <= _NATIVE_MAX_ROWS:
                 return self._plan_native(saliency.a, saliency.b, saliency.weight)
             wb = saliency.weight
-            ca, cb = _column_sums(saliency.a), _column_sums(saliency.b)
+            ca, cb = _column_sums(saliency.a), _column_sums(saliency.b)  # shared by every block size tried
 
             def means(block: int) -> np.ndarray:
-                return ((1.0 - wb) * _block_means(ca, self.width, self.height, block)
-                        + wb * _block_means(cb, self.width, self.height, block))
+                return _blend_means(ca, cb, wb, self.width, self.height, block)
         elif (self.native and isinstance(saliency, np.ndarray) and saliency.dtype == np.uint8 and saliency.ndim == 2
               and saliency.shape[0] <= _NATIVE_MAX_ROWS):
             return self._plan_native(saliency)
