@@ -1307,12 +1307,10 @@ static int key_map(SalROIContext *s, SalROIEntry *e, const uint8_t *prev)
         return AVERROR(ENOMEM);
     if (!(e->map = av_malloc(n)))
         return AVERROR(ENOMEM);
-    for (int i = 0; i < n; i++) {
-        float v = e->job->pred[i];
-        if (a > 0 && prev && !e->cut)
-            v = a * (prev[i] / 255.0f) + (1 - a) * v;
-        e->map[i] = lrintf(av_clipf(v, 0.0f, 1.0f) * 255.0f);
-    }
+    if (a > 0 && prev && !e->cut)               /* smoothing, in place: the job's map is freed next */
+        for (int i = 0; i < n; i++)
+            e->job->pred[i] = a * (prev[i] / 255.0f) + (1 - a) * e->job->pred[i];
+    vmaf_roi_quantise(e->job->pred, n, e->map);  /* rint(clip(v, 0, 1) * 255), as the package */
     free_job(&e->job);
     return 0;
 }
