@@ -206,6 +206,36 @@ class VfrSync:
         return out
 
 
+class _HeldPackets:
+    """Packets of other streams, held back until the video has been decoded up to their time."""
+
+    LIMIT = 20000  # beyond this many (a video stream with a long gap) the oldest go out anyway
+
+    def __init__(self, out: Callable[[av.Packet], None]) -> None:
+        self.out = out
+        self.q: deque[tuple[float | None, av.Packet]] = deque()
+
+    def put(self, pkt: av.Packet) -> None:
+        ts = pkt.pts if pkt.pts is not None else pkt.dts
+        t = float(ts * pkt.time_base) if ts is not None and pkt.time_base else None
+        self.q.append((t, pkt))
+        while len(self.q) > self.LIMIT:
+            self.out(self.q.popleft()[1])
+
+    def release(self, upto: float | None = None, before: float | None = None) -> None:
+        """Hand out the packets up to ``upto`` (all when None); with ``before``, hand out those
+        that start before it and drop the rest (the video ended there)."""
+        q = self.q
+        if before is not None:
+            for t, pkt in q:
+                if t is None or t < before:
+                    self.out(pkt)
+            q.clear()
+            return
+        while q and (upto is None or q[0][0] is None or q[0][0] <= upto):
+            self.out(q.popleft()[1])
+
+
 class VideoSource:
     """The first video stream of a file, decoded and passed through a filter chain."""
 
@@ -231,6 +261,11 @@ class VideoSource:
         self.decode_errors = 0  # packets the decoder rejected (skipped, as ffmpeg does)
         self.rescaled = 0  # frames scaled back to the first frame's size/format
         self.demux_error: str | None = None
+        # input time (s) of the first frame the filter chain no longer took (it had ended: trim,
+        # a frame limit), None when it took them all
+        self.ended_by_filter: float | None = None
+        self._copying = False  # frames() was given on_packet: other streams are being copied
+        self._graph_eof = False  # the filter graph's sink has signalled its end
         self._decode_error = ""
         self._first: tuple[int, int, str] | None = None
         # formats without timestamps (raw streams): ffmpeg ignores what the demuxer made up
@@ -316,6 +351,12 @@ class VideoSource:
             out.append(self._motion_note)
         if self.demux_error:
             out.append(f"{name}: reading stopped early ({self.demux_error}); the frames before it were used")
+        elif self.ended_by_filter is not None:
+            others = [s for s in self.container.streams if s.index != self.stream.index
+                      and s.type in ("audio", "subtitle")]
+            if self._copying and others:
+                out.append(f"{name}: the filter chain ended the video at {self.ended_by_filter:.3f} s of the input; "
+                           f"reading stopped there, so the copied audio/subtitles end there too")
         elif not self.decode_errors:
             # FFmpeg's demuxers end quietly at a cut or damaged spot (ffmpeg only logs it)
             est = self.estimated_frames()
@@ -449,29 +490,75 @@ class VideoSource:
             yield frame
 
     def frames(self, on_packet: Callable[[av.Packet], None] | None = None) -> Iterator[av.VideoFrame]:
-        """Decoded (and filtered) frames; packets of other streams go to ``on_packet`` if given."""
+        """Decoded (and filtered) frames; packets of other streams go to ``on_packet`` if given.
+
+        When the filter chain ends before the input does (``trim``, a frame limit), reading stops
+        there: packets of other streams are handed out up to the input time where the video
+        ended (those that start before it), not to the input's end as ``ffmpeg -c:a copy`` would.
+        """
+        self._copying = on_packet is not None
         yield from self._synced(self._filtered(on_packet))
 
     def _filtered(self, on_packet: Callable[[av.Packet], None] | None) -> Iterator[av.VideoFrame]:
         if not self._chain:
             yield from self._decoded(on_packet)
             return
+        # The chain may end before the input (trim, a frame limit): packets of other streams wait
+        # until the video has been decoded up to their time, so that those after the video's end
+        # can be left out.
+        held = _HeldPackets(on_packet) if on_packet else None
         graph = None
-        for frame in self._decoded(on_packet):
-            if graph is None:
-                graph = self._graph = self._build_graph(frame)
-            graph.push(frame)
-            yield from self._drain(graph)
-        if graph is not None:
-            graph.push(None)
-            yield from self._drain(graph)
+        decoded = self._decoded(held.put if held else None)
+        last_t: float | None = None
+        try:
+            for frame in decoded:
+                if graph is None:
+                    graph = self._graph = self._build_graph(frame)
+                t = float(frame.pts * (frame.time_base or self.time_base))
+                if not self._push(graph, frame):
+                    # The chain has ended: what is in it still comes out, then decoding stops,
+                    # as ffmpeg stops reading an input whose filter graph is done. The frame
+                    # pushed before this one ended it (the first one the chain left out).
+                    self.ended_by_filter = t if last_t is None else last_t
+                    if held:
+                        held.release(before=self.ended_by_filter)
+                    break
+                last_t = t
+                if held:
+                    held.release(upto=t)
+                yield from self._drain(graph)
+                if self._graph_eof:  # the sink says so before the source does (a trim at the end)
+                    self.ended_by_filter = t
+                    if held:
+                        held.release(before=t)
+                    break
+            else:
+                if held:
+                    held.release()
+                if graph is not None:
+                    self._push(graph, None)
+            if graph is not None:
+                yield from self._drain(graph)
+        finally:
+            decoded.close()
 
     @staticmethod
-    def _drain(graph: av.filter.Graph) -> Iterator[av.VideoFrame]:
+    def _push(graph: av.filter.Graph, frame: av.VideoFrame | None) -> bool:
+        """Push a frame (None: end of input); False when the graph has already ended."""
+        try:
+            graph.push(frame)
+        except av.error.EOFError:
+            return False
+        return True
+
+    def _drain(self, graph: av.filter.Graph) -> Iterator[av.VideoFrame]:
         while True:
             try:
                 yield graph.pull()
-            except (av.error.BlockingIOError, av.error.EOFError):
+            except av.error.BlockingIOError:
+                return
+            except av.error.EOFError:
+                self._graph_eof = True
                 return
 
     def close(self) -> None:

@@ -1,0 +1,72 @@
+"""Things users do out of ffmpeg habit, and files as real tools write them (issue 27)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from fractions import Fraction
+
+import av
+import imageio_ffmpeg
+import pytest
+
+from vmaf_roi.cli import main
+from vmaf_roi.decode import VideoSource
+from conftest import PH
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def ffmpeg_frames(path, chain: str) -> int:
+    """How many frames ``ffmpeg -i path -vf chain -fps_mode vfr`` passes on."""
+    proc = subprocess.run([FFMPEG, "-v", "error", "-i", str(path), "-an", "-vf", chain, "-fps_mode", "vfr", "-f",
+                           "framemd5", "-"], capture_output=True, text=True, check=True)
+    return sum(1 for line in proc.stdout.splitlines() if line and not line.startswith("#"))
+
+
+def last_packet_time(path, kind: str) -> float:
+    with av.open(str(path)) as c:
+        s = [x for x in c.streams if x.type == kind][0]
+        return max(float(p.pts * p.time_base) for p in c.demux(s) if p.size and p.pts is not None)
+
+
+# -- 1. a filter chain that ends before the input ---------------------------------------------
+@pytest.mark.parametrize("chain", ["trim=start_frame=2:end_frame=7,setpts=PTS-STARTPTS",
+                                   "trim=end_frame=5,scale=160:120", "scale=160:120,trim=end_frame=5"])
+def test_chain_ending_early_decodes_like_ffmpeg(clip, chain):
+    with VideoSource(clip.path, chain) as src:
+        frames = list(src.frames())
+        notes = src.notes()
+    assert len(frames) == ffmpeg_frames(clip.path, chain) == 5
+    assert src.ended_by_filter is not None
+    assert notes == []  # no audio copied here; not a "truncated file" either
+
+
+def test_chain_ending_at_the_input_end_is_not_early(clip):
+    with VideoSource(clip.path, "trim=end_frame=12,scale=160:120") as src:
+        assert len(list(src.frames())) == 12
+    assert src.ended_by_filter is None
+
+
+def test_encode_with_trim_then_scale(clip, tmp_path, capsys):
+    out = tmp_path / "t.mp4"
+    rc = main(["encode", str(clip.path), "-o", str(out), "--set", f"saliency.model={PH}",
+               "--set", "filters=trim=end_frame=6,scale=160:120"])
+    assert rc == 0, capsys.readouterr().err
+    with av.open(str(out)) as c:
+        v = c.streams.video[0]
+        assert (v.codec_context.width, v.codec_context.height) == (160, 120)
+        assert sum(1 for _ in c.decode(v)) == 6
+    # the copied audio ends where the video does (6 frames at 24 fps: 0.25 s), not at 0.5 s
+    assert last_packet_time(out, "audio") < 0.25 < last_packet_time(clip.path, "audio")
+    assert "the filter chain ended the video at 0.250 s" in capsys.readouterr().err
+
+
+def test_saliency_with_trim_then_setpts(clip, tmp_path, capsys):
+    out = tmp_path / "c.sal.mkv"
+    rc = main(["saliency", str(clip.path), "-o", str(out), "--model", PH,
+               "--vf", "trim=start_frame=3:end_frame=9,setpts=PTS-STARTPTS"])
+    assert rc == 0, capsys.readouterr().err
+    with av.open(str(out)) as c:
+        pts = [f.pts * f.time_base for f in c.decode(video=0)]
+    assert len(pts) == 6 and pts[0] == 0
