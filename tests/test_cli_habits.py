@@ -70,3 +70,51 @@ def test_saliency_with_trim_then_setpts(clip, tmp_path, capsys):
     with av.open(str(out)) as c:
         pts = [f.pts * f.time_base for f in c.decode(video=0)]
     assert len(pts) == 6 and pts[0] == 0
+
+
+# -- 4. encoder names and config keys from ffmpeg habits ------------------------------------
+@pytest.mark.parametrize("name, hint", [
+    ("x264", "did you mean libx264?"), ("x265", "did you mean libx265?"), ("svtav1", "did you mean libsvtav1?"),
+    ("vp9", "did you mean libvpx-vp9?"), ("h264", "did you mean libx264?"), ("vp8", "did you mean libvpx?"),
+])
+def test_encoder_habit_names(clip, tmp_path, capsys, name, hint):
+    out = tmp_path / "o.mkv"
+    assert main(["encode", str(clip.path), "-o", str(out), "--set", f"encoder={name}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vmaf-roi: error: config encoder:") and err[0].endswith(hint), err
+    assert not out.exists()
+
+
+def test_encoder_habit_name_absent_from_this_build(clip, tmp_path, capsys):
+    from vmaf_roi.encode.options import has_encoder
+
+    if has_encoder("libaom-av1"):
+        pytest.skip("this FFmpeg build has libaom-av1")
+    assert main(["encode", str(clip.path), "-o", str(tmp_path / "o.mkv"), "--set", "encoder=aom"]) == 2
+    err = capsys.readouterr().err
+    assert "is libaom-av1, which this FFmpeg build does not have" in err
+
+
+@pytest.mark.parametrize("setting, hint", [
+    ("crf=26", "did you mean rate_control.value?"), ("rate_control.crf=26", "did you mean rate_control.value?"),
+    ("b:v=2M", "did you mean rate_control.value? with rate_control.mode bitrate"),
+    ("bitrate=2M", "did you mean rate_control.value? with rate_control.mode bitrate"),
+    ("c:v=libx264", "did you mean encoder?"), ("vcodec=libx264", "did you mean encoder?"),
+    ("preset:v=slow", "did you mean preset?"), ("c:a=aac", "did you mean audio?"),
+    ("roi.strenght=3", "did you mean roi.strength?"),
+])
+def test_config_habit_keys(clip, tmp_path, capsys, setting, hint):
+    assert main(["encode", str(clip.path), "-o", str(tmp_path / "o.mkv"), "--set", setting]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    key = setting.split("=")[0]
+    assert len(err) == 1 and err[0].startswith(f"vmaf-roi: error: config {key}: unknown key ({hint}"), err
+
+
+def test_config_habit_keys_in_a_yaml_file(tmp_path):
+    from vmaf_roi import config
+    from vmaf_roi.errors import ConfigError
+
+    job = tmp_path / "job.yaml"
+    job.write_text("crf: 20\n")
+    with pytest.raises(ConfigError, match=r"config crf: unknown key \(did you mean rate_control.value\?"):
+        config.load(job, [])

@@ -127,8 +127,42 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# ffmpeg command-line habits (option name, without '-' and stream specifier) -> (the key here, how)
+_CRF = ("rate_control.value", "rate_control.mode crf is the default: --set rate_control.value=26")
+_BITRATE = ("rate_control.value", "with rate_control.mode bitrate: --set rate_control.mode=bitrate "
+            "--set rate_control.value=2M")
+_ENCODER = ("encoder", "an FFmpeg encoder name: --set encoder=libx264")
+_AUDIO = ("audio", "copy or drop; audio and subtitles are copied, never re-encoded")
+_FILTERS = ("filters", "an FFmpeg filter chain: --set filters=scale=1280:720")
+_PARAMS = ("encoder_params", "a mapping: --set encoder_params.ref=3")
+FFMPEG_HABITS: dict[str, tuple[str, str]] = {
+    "crf": _CRF,
+    "qp": ("rate_control.value", "with rate_control.mode qp: --set rate_control.mode=qp --set rate_control.value=30"),
+    "b": _BITRATE, "bitrate": _BITRATE, "vb": _BITRATE, "b:v": _BITRATE,
+    "c": _ENCODER, "c:v": _ENCODER, "codec": _ENCODER, "codec:v": _ENCODER, "vcodec": _ENCODER,
+    "preset": ("preset", "a top-level key: --set preset=slow"),
+    "vf": _FILTERS, "filter": _FILTERS, "filter:v": _FILTERS,
+    "pixel_format": ("pix_fmt", "--set pix_fmt=yuv420p"),
+    "c:a": _AUDIO, "codec:a": _AUDIO, "acodec": _AUDIO, "an": _AUDIO,
+    "x264-params": _PARAMS, "x265-params": _PARAMS, "x264opts": _PARAMS,
+}
+for _opt in ("g", "tune", "profile", "level", "bf", "refs", "keyint_min", "maxrate", "bufsize"):
+    FFMPEG_HABITS[_opt] = (f"encoder_options.{_opt}", "other encoder options go under encoder_options")
+
+
+def _habit(key: str) -> tuple[str, str] | None:
+    """What an ffmpeg-style key (crf, -b:v, c:v, vcodec, preset:v, rate_control.crf) stands for here."""
+    last = key.rsplit(".", 1)[-1].strip().lstrip("-").lower()
+    if last in FFMPEG_HABITS:
+        return FFMPEG_HABITS[last]
+    return FFMPEG_HABITS.get(last.split(":", 1)[0]) if ":" in last and not last.endswith(":a") else None
+
+
 def _unknown(key: str) -> ConfigError:
     key = short_text(key, 80)
+    habit = _habit(key)
+    if habit is not None:
+        return ConfigError(f"config {key}: unknown key (did you mean {habit[0]}? {habit[1]})")
     near = difflib.get_close_matches(key, list(SCHEMA), n=1)
     hint = f" (did you mean {near[0]}?)" if near else ""
     return ConfigError(f"config {key}: unknown key{hint}")

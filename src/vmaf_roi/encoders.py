@@ -14,6 +14,7 @@ the wrapper applies ROI (checked by :func:`vmaf_roi.encode.encoder_options`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,35 @@ def roi_refusal(name: str) -> str | None:
     if not e.honours:
         return f"{name} ignores ROI side data ({e.reason}), so an ROI encode would be a plain encode"
     return f"{name}: {e.reason}"
+
+
+# -- names people type out of habit (the library's, ffmpeg's codec names) -----------------------
+# -> the FFmpeg encoder they mean. Only consulted when the name is no encoder of this build.
+ALIASES: dict[str, str] = {
+    "x264": "libx264", "h264": "libx264", "avc": "libx264",
+    "x265": "libx265", "h265": "libx265", "hevc": "libx265",
+    "vp9": "libvpx-vp9", "libvpx_vp9": "libvpx-vp9", "vpx-vp9": "libvpx-vp9",
+    "vp8": "libvpx",
+    "svtav1": "libsvtav1", "svt-av1": "libsvtav1", "svt_av1": "libsvtav1", "av1": "libsvtav1",
+    "libsvt-av1": "libsvtav1", "libsvt_av1": "libsvtav1",
+    "aom": "libaom-av1", "libaom": "libaom-av1", "aom-av1": "libaom-av1", "aomenc": "libaom-av1",
+    "rav1e": "librav1e", "nvenc": "h264_nvenc",
+}
+
+
+def encoder_hint(name: str, available: Callable[[str], bool]) -> str:
+    """' (did you mean libx264?)'-style advice for an encoder ``name`` this build lacks ('' if none).
+
+    ``available(encoder)``: whether this FFmpeg build has that encoder."""
+    key = name.strip().lower()
+    want = ALIASES.get(key)
+    if want is None:
+        return ""
+    if available(want):
+        return f"; did you mean {want}?"
+    if key in ("av1", "svtav1", "svt-av1", "svt_av1") and available("libaom-av1"):  # another AV1 encoder
+        return "; did you mean libaom-av1?"
+    return f"; the FFmpeg encoder of that name is {want}, which this FFmpeg build does not have either"
 
 
 # -- each encoder's defaults, in its own terms -----------------------------------------------

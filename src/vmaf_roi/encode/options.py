@@ -15,7 +15,7 @@ import av.error
 import av.logging
 
 from ..config import EncoderConfig, parse_bitrate
-from ..encoders import roi_encoders, roi_refusal
+from ..encoders import encoder_hint, roi_encoders, roi_refusal
 from ..errors import ConfigError, DeviceError, EncodeError
 
 # FFmpeg's libvpx wrapper applies ROI only with these; lag-in-frames=0 because the ROI map is
@@ -34,14 +34,27 @@ def bit_depth(pix_fmt: str) -> int:
     return 8
 
 
+def has_encoder(name: str) -> bool:
+    """This FFmpeg build has an encoder called ``name``."""
+    try:
+        return av.codec.Codec(name, "w").type == "video"
+    except (av.error.FFmpegError, ValueError, KeyError):
+        return False
+
+
 def check_encoder(name: str, plain: bool) -> av.codec.Codec:
     """The encoder, if this FFmpeg has it and (unless ``plain``) it honours ROI."""
     try:
         codec = av.codec.Codec(name, "w")
     except (av.error.FFmpegError, ValueError, KeyError):
-        raise ConfigError(f"config encoder: {name!r} is not available in this FFmpeg build") from None
+        hint = encoder_hint(name, has_encoder)
+        raise ConfigError(f"config encoder: {name!r} is not available in this FFmpeg build{hint}") from None
     if codec.type != "video":
         raise ConfigError(f"config encoder: {name!r} is not a video encoder")
+    if not plain and codec.name != name:
+        # a codec name (vp9, h264, av1): FFmpeg takes its first encoder, but the ROI checks
+        # and options here go by the encoder's own name
+        raise ConfigError(f"config encoder: {name!r} names a codec, not an encoder; did you mean {codec.name}?")
     if not plain:
         why = roi_refusal(name)
         if why is not None:
