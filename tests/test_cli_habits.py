@@ -118,3 +118,35 @@ def test_config_habit_keys_in_a_yaml_file(tmp_path):
     job.write_text("crf: 20\n")
     with pytest.raises(ConfigError, match=r"config crf: unknown key \(did you mean rate_control.value\?"):
         config.load(job, [])
+
+
+# -- 2. the input's streams: order, tags, dispositions ---------------------------------------
+def streams_info(path):
+    """(type, language, title, handler_name, disposition) of every stream, as the demuxer reads them."""
+    with av.open(str(path)) as c:
+        return [(s.type, s.metadata.get("language"), s.metadata.get("title"), s.metadata.get("handler_name"),
+                 int(s.disposition)) for s in c.streams]
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_encode_keeps_stream_order_and_tags(clip, tmp_path, ext):
+    # audio first (as phones write it), tagged; a second, forced audio track after the video
+    src = tmp_path / f"in{ext}"
+    subprocess.run([FFMPEG, "-v", "error", "-i", str(clip.path), "-map", "0:a", "-map", "0:v", "-map", "0:a",
+                    "-c", "copy", "-metadata:s:a:0", "language=zho", "-metadata:s:a:0", "handler_name=Core Media Audio",
+                    "-metadata:s:a:0", "title=Mandarin", "-metadata:s:v:0", "language=eng",
+                    "-metadata:s:v:0", "handler_name=Core Media Video", "-metadata:s:a:1", "language=fra",
+                    "-metadata:s:a:1", "title=Commentary", "-disposition:a:0", "default",
+                    "-disposition:a:1", "forced", str(src)], check=True)
+    ref = tmp_path / f"ref{ext}"
+    subprocess.run([FFMPEG, "-v", "error", "-i", str(src), "-map", "0", "-c", "copy", str(ref)], check=True)
+    out = tmp_path / f"out{ext}"
+    assert main(["encode", str(src), "-o", str(out), "-q", "--set", f"saliency.model={PH}"]) == 0
+    got, want = streams_info(out), streams_info(ref)
+    assert [s[0] for s in got] == ["audio", "video", "audio"]
+    assert got == want
+    # what each container can carry is there (mp4: no stream title; matroska: no handler name)
+    mp4 = ext == ".mp4"
+    assert got[0][1:4] == ("zho", None if mp4 else "Mandarin", "Core Media Audio" if mp4 else None)
+    assert got[1][1:4] == ("eng", None, "Core Media Video" if mp4 else None)
+    assert got[2][1] == "fra" and got[2][4] & int(av.stream.Disposition.forced)

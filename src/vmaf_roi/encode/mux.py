@@ -1,8 +1,9 @@
 """The encoder/muxer stage: frames (with their side data) -> encoded packets -> the output file.
 
 The video stream is set up from the first frame (size, pixel format, colour tags, rotation),
-then the copied audio/subtitle streams after it, in the input's order; packets of copied
-streams that arrive before the encoder is open wait for it.
+together with the copied audio/subtitle streams, all in the input's order and with the input
+streams' tags and dispositions (as ``ffmpeg -map 0 -c copy``); packets of copied streams that
+arrive before the encoder is open wait for it.
 """
 
 from __future__ import annotations
@@ -101,14 +102,27 @@ class EncoderMuxer:
 
     # -- set-up -------------------------------------------------------------------------------
     def start(self, frame: av.VideoFrame) -> None:
-        """Open the video stream for frames like ``frame``, then the copied streams."""
-        self.stream = self._add_video_stream(frame)
-        for s in self._to_copy:  # after the video stream, in the input's order
+        """Open the video stream for frames like ``frame`` and the copied streams, in the input's
+        order, each with the input stream's tags and disposition (as ``ffmpeg -map 0 -c copy``)."""
+        copied = {s.index for s in self._to_copy}
+        for s in self.src.container.streams:
+            if s.index == self.src.stream.index:
+                self.stream = self._add_video_stream(frame)
+                ost: av.stream.Stream = self.stream
+            elif s.index in copied:
+                try:
+                    ost = self._copies[s.index] = self.container.add_stream_from_template(s)
+                except (av.error.FFmpegError, ValueError) as exc:
+                    raise ConfigError(f"cannot copy {s.type} stream #{s.index} ({s.codec_context.name}) "
+                                      f"into {self.output.suffix}: {exc}; set audio: drop") from None
+                ost.metadata.update(dict(s.metadata))  # language, title, handler_name, ...
+            else:
+                continue
             try:
-                self._copies[s.index] = self.container.add_stream_from_template(s)
-            except (av.error.FFmpegError, ValueError) as exc:
-                raise ConfigError(f"cannot copy {s.type} stream #{s.index} ({s.codec_context.name}) "
-                                  f"into {self.output.suffix}: {exc}; set audio: drop") from None
+                ost.disposition = s.disposition  # default, forced, hearing_impaired, ...
+            except (AttributeError, ValueError, TypeError):
+                pass
+        assert self.stream is not None
         check_options(self.stream)
         try:
             self.container.start_encoding()
@@ -152,6 +166,8 @@ class EncoderMuxer:
         cc.bit_rate = self.bit_rate
         vs.options = dict(self.options)
         vs.metadata.update(dict(src.stream.metadata))
+        if "encoder" in vs.metadata:  # the input's encoder no longer made this stream; ffmpeg's own tag
+            vs.metadata["encoder"] = f"Lavc{'.'.join(map(str, av.library_versions['libavcodec']))} {codec.name}"
         rot = getattr(frame, "rotation", 0) or 0
         if rot % 360:
             # Carried over as display metadata, like a stream copy: the pixels (and so the ROI
