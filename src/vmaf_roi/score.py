@@ -13,6 +13,11 @@ Metrics (names are the JSON/CSV keys, in this order):
   ``w*dist + (1-w)*ref`` per pixel, w the map) and ``vmaf_saliency`` (``roi_weight*vmaf_roi +
   (1-roi_weight)*vmaf``).
 - with a ground-truth mask video: ``psnr_y_mask_in`` and ``psnr_y_mask_out``.
+- with an eye-tracking recording (``gaze``, see :mod:`vmaf_roi.gaze`): ``ewpsnr`` (eye-tracking-
+  weighted PSNR, Li, Qin & Itti 2011: the luma squared error weighted by the frame's fixation
+  density, which sums to 1), and with a saliency map too ``gaze_nss`` and ``gaze_cc`` (how well the
+  map follows the viewers: NSS at the fixation points, CC against the density). Frames without
+  fixations, or with fewer than ``gaze_min_viewers`` viewers where viewers are known, get NaN.
 
 Frames are paired by index (never by timestamp). A distorted video of another size is scaled to
 the reference's (``scaler``; ``"none"`` refuses instead). PSNR values are in dB on the luma plane
@@ -55,6 +60,9 @@ SCHEMA = "vmaf-roi.score/1"
 BASE_METRICS = ("vmaf", "ssim", "psnr_y")
 SALIENCY_METRICS = ("saliency_mean", "psnr_y_weighted", "vmaf_roi", "vmaf_saliency")
 MASK_METRICS = ("psnr_y_mask_in", "psnr_y_mask_out")
+GAZE_METRICS = ("ewpsnr",)
+GAZE_MAP_METRICS = ("gaze_nss", "gaze_cc")  # with a saliency map as well
+DEFAULT_GAZE_MIN_VIEWERS = 3
 POOLED_KEYS = ("mean", "median", "stdev", "min", "max", "count")
 MapSource = str | Path | Mapping[int, np.ndarray] | Sequence[np.ndarray]
 
@@ -78,13 +86,22 @@ def psnr_from_mse(mse: float, peak: float) -> float:
 
 
 def weighted_psnr(ref: np.ndarray, dist: np.ndarray, weights: np.ndarray, peak: float = 255.0) -> float:
-    """PSNR from the weight-averaged squared error; NaN when the weights sum to 0."""
+    """PSNR from the weight-averaged squared error; NaN when the weights sum to 0.
+
+    With a frame's fixation density as the weights this is that frame's EWPSNR."""
+    e = (np.asarray(ref, dtype=np.float64) - np.asarray(dist, dtype=np.float64)) ** 2
+    return _error_psnr(e, weights, peak)
+
+
+def _error_psnr(err: np.ndarray, weights: np.ndarray, peak: float, min_mse: float = 0.0) -> float:
+    """PSNR of squared errors ``err`` averaged with ``weights``; NaN when they sum to 0.
+    A weighted MSE below ``min_mse`` counts as none (``inf``, as for an identical frame)."""
     w = np.asarray(weights, dtype=np.float64)
     total = float(w.sum())
     if total <= 0:
         return float("nan")
-    e = (np.asarray(ref, dtype=np.float64) - np.asarray(dist, dtype=np.float64)) ** 2
-    return psnr_from_mse(float((e * w).sum()) / total, peak)
+    mse = float((err * w).sum()) / total
+    return psnr_from_mse(mse if mse >= min_mse else 0.0, peak)
 
 
 # -- result -----------------------------------------------------------------------------------
@@ -103,6 +120,7 @@ class ScoreResult:
     scaled_from: tuple[int, int] | None = None  # distorted size when it was scaled
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    gaze: dict[str, Any] | None = None  # the gaze file, blur sigma and frames used (see _GazeFrames.info)
 
     @property
     def metrics(self) -> list[str]:
@@ -113,8 +131,9 @@ class ScoreResult:
         return {k: pool(v) for k, v in self.per_frame.items()}
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (non-finite numbers become null)."""
-        return {
+        """JSON-ready (non-finite numbers become null). ``gaze`` is there only for a gaze score,
+        so the keys of a score without one are as they were."""
+        out = {
             "schema": SCHEMA,
             "reference": self.reference,
             "distorted": self.distorted,
@@ -131,6 +150,9 @@ class ScoreResult:
             "per_frame": {k: [_json_num(x) for x in v] for k, v in self.per_frame.items()},
             "notes": self.notes,
         }
+        if self.gaze is not None:
+            out["gaze"] = self.gaze
+        return out
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
@@ -219,6 +241,79 @@ def check_mask(mask: str | Path, reference: str | Path) -> None:
     finally:
         ref.close()
         mv.close()
+
+
+def load_gaze_for(gaze: str | Path, reference: str | Path, role: str = "reference"):
+    """The gaze file ``gaze`` read in ``reference``'s pixel grid and frame rate (a ``t`` column in
+    seconds becomes frame indices at that rate), before any work: a missing or malformed file,
+    or fixations beyond the frame count the reference's header gives, are InputErrors."""
+    from .gaze import load_gaze
+
+    ref = _Video(reference, role)
+    try:
+        first = next(iter(ref), None)
+        if first is None:
+            raise InputError(f"{role} {ref.path}: no video frames could be decoded")
+        width, height = first.width, first.height
+        rate = ref.src.rate
+        header_frames = int(ref.src.stream.frames or 0) or None
+    finally:
+        ref.close()
+    return load_gaze(gaze, width=width, height=height, fps=float(rate) if rate else None, frame_count=header_frames)
+
+
+class _GazeFrames:
+    """Which frames of a gaze recording count, their fixation densities, and what was left out."""
+
+    def __init__(self, rec, label: str, min_viewers: int, sigma: float | None) -> None:
+        from .gaze import default_sigma
+
+        self.rec, self.label, self.min_viewers = rec, label, min_viewers
+        self.sigma = float(sigma) if sigma is not None else float(default_sigma(rec.width, rec.height))
+        self.fixated = {int(f) for f in rec.frames()}
+        self.used = self.no_fixation = self.few_viewers = 0
+        self.viewers_known = bool(rec.viewers_known)
+
+    def check_size(self, width: int, height: int) -> None:
+        if (self.rec.width, self.rec.height) != (width, height):
+            raise InputError(f"gaze {self.label} is for {self.rec.width}x{self.rec.height} frames, the reference is "
+                             f"{width}x{height}; gaze coordinates are in the reference's pixels")
+
+    def density(self, n: int) -> np.ndarray | None:
+        """Frame n's fixation density (sums to 1), or None for a frame left out."""
+        if n not in self.fixated:
+            self.no_fixation += 1
+            return None
+        if self.viewers_known and self.rec.viewers(n) < self.min_viewers:
+            self.few_viewers += 1
+            return None
+        self.used += 1
+        return np.asarray(self.rec.density(n, sigma=self.sigma), dtype=np.float64)
+
+    def check_frames(self, frames: int, reference: Path) -> None:
+        last = max(self.fixated, default=-1)
+        if last >= frames:
+            beyond = sum(1 for f in self.fixated if f >= frames)
+            raise InputError(f"gaze {self.label} has fixations on {beyond} frame{'s' if beyond != 1 else ''} beyond "
+                             f"the video (up to frame {last}; {reference} has {frames} frames, 0..{frames - 1}): "
+                             f"is it the gaze file of this video?")
+
+    def note(self, frames: int) -> str | None:
+        if self.used == frames:
+            return None
+        why = []
+        if self.no_fixation:
+            why.append(f"{self.no_fixation} without fixations")
+        if self.few_viewers:
+            why.append(f"{self.few_viewers} with fewer than {self.min_viewers} viewers")
+        return (f"gaze {self.label}: {frames - self.used} of {frames} frames left out of the gaze metrics "
+                f"({', '.join(why)})")
+
+    def info(self, frames: int) -> dict[str, Any]:
+        return {"file": self.label, "sigma": self.sigma, "min_viewers": self.min_viewers,
+                "viewers_known": self.viewers_known, "frames_used": self.used,
+                "frames_without_fixations": self.no_fixation, "frames_few_viewers": self.few_viewers,
+                "frames": frames}
 
 
 class _Video:
@@ -311,6 +406,10 @@ def score_many(
     ffmpeg: str | None = None,
     progress: ProgressFactory = no_progress,
     saliency_label: str | None = None,
+    gaze=None,
+    gaze_min_viewers: int = DEFAULT_GAZE_MIN_VIEWERS,
+    gaze_sigma: float | None = None,
+    gaze_label: str | None = None,
 ) -> list[ScoreResult]:
     """Score several distorted videos against one reference: one decode, one ffmpeg pass.
 
@@ -319,6 +418,11 @@ def score_many(
     ``model``: instead, a registry model id run on the reference every ``stride`` frames.
     ``mask``: a ground-truth mask video (>127 inside). ``scaler``: how a distorted video of
     another size is scaled to the reference (one of vmaf.SCALERS), or "none" to refuse.
+    ``gaze``: an eye-tracking CSV (or a loaded :class:`~vmaf_roi.gaze.GazeRecording` of the
+    reference's size) for ``ewpsnr`` and, with a map, ``gaze_nss``/``gaze_cc``; frames with
+    fewer than ``gaze_min_viewers`` viewers (where the file names viewers) are left out;
+    ``gaze_sigma``: the fixation blur in pixels (default: :func:`vmaf_roi.gaze.default_sigma`);
+    ``gaze_label``: what the result calls the gaze source (default: its path).
     """
     import time
 
@@ -333,6 +437,10 @@ def score_many(
         raise ConfigError(f"roi weight must be within 0..1, got {roi_weight}")
     if stride < 1:
         raise ConfigError(f"stride must be >= 1, got {stride}")
+    if gaze_min_viewers < 1:
+        raise ConfigError(f"gaze min viewers must be >= 1, got {gaze_min_viewers}")
+    if gaze_sigma is not None and not (math.isfinite(gaze_sigma) and gaze_sigma > 0):
+        raise ConfigError(f"gaze sigma must be > 0 pixels, got {gaze_sigma}")
     ff = find_ffmpeg(ffmpeg)  # fail early: no libvmaf, no work
     if model is not None:
         from .saliency import SaliencyModel
@@ -344,6 +452,11 @@ def score_many(
         label = saliency_label or (str(saliency) if isinstance(saliency, (str, Path)) else
                                    ("maps" if saliency is not None else None))
     weighted = saliency is not None or sal_model is not None
+    gz = None
+    if gaze is not None:
+        rec = load_gaze_for(gaze, reference) if isinstance(gaze, (str, Path)) else gaze
+        gz = _GazeFrames(rec, gaze_label or (str(gaze) if isinstance(gaze, (str, Path)) else "recording"),
+                         gaze_min_viewers, gaze_sigma)
 
     videos: list[_Video] = []
     try:
@@ -366,7 +479,7 @@ def score_many(
 
         state = _python_pass(
             ref, dists, map_video, None if map_video or saliency is None else _array_maps(saliency),
-            sal_model, stride, mask_video, scaler, weighted, start_vmaf, progress,
+            sal_model, stride, mask_video, scaler, weighted, start_vmaf, progress, gz,
         )
         vm = state["vmaf"]
         # the decode stage's fix-ups (timestamps, size changes, skipped packets), per input
@@ -376,6 +489,11 @@ def score_many(
             v.close()
 
     n = state["frames"]
+    if gz is not None:
+        gz.check_frames(n, Path(reference))
+        gnote = gz.note(n)
+        if gnote:
+            notes.append(gnote)
     results = []
     for i, d in enumerate(distorted):
         full = vm[f"d{i}"]
@@ -397,11 +515,17 @@ def score_many(
         if mask_video is not None:
             per["psnr_y_mask_in"] = state["mask_in"][i]
             per["psnr_y_mask_out"] = state["mask_out"][i]
+        if gz is not None:
+            per["ewpsnr"] = state["ewpsnr"][i]
+            if weighted:
+                per["gaze_nss"] = state["gaze_nss"]
+                per["gaze_cc"] = state["gaze_cc"]
         results.append(ScoreResult(
             reference=str(reference), distorted=str(d), frames=n, width=state["width"], height=state["height"],
             vmaf_model=vmaf_model, per_frame=per, saliency=label if weighted else None,
             roi_weight=roi_weight if weighted else None, mask=str(mask) if mask is not None else None,
-            scaled_from=state["scaled_from"][i], seconds=time.perf_counter() - t0, notes=notes,
+            scaled_from=state["scaled_from"][i], seconds=time.perf_counter() - t0, notes=list(notes),
+            gaze=gz.info(n) if gz is not None else None,
         ))
     return results
 
@@ -417,8 +541,11 @@ def _vmaf_value(metrics: dict[str, float]) -> float:
 
 def _python_pass(ref: _Video, dists: list[_Video], map_video: _Video | None, map_arrays: Iterator[np.ndarray] | None,
                  sal_model, stride: int, mask_video: _Video | None, scaler: str, weighted: bool,
-                 start_vmaf, progress: ProgressFactory) -> dict[str, Any]:
+                 start_vmaf, progress: ProgressFactory, gaze: _GazeFrames | None = None) -> dict[str, Any]:
     k = len(dists)
+    ewpsnr: list[list[float]] = [[] for _ in range(k)]
+    gaze_nss: list[float] = []
+    gaze_cc: list[float] = []
     psnr: list[list[float]] = [[] for _ in range(k)]
     wpsnr: list[list[float]] = [[] for _ in range(k)]
     mask_in: list[list[float]] = [[] for _ in range(k)]
@@ -450,6 +577,8 @@ def _python_pass(ref: _Video, dists: list[_Video], map_video: _Video | None, map
                 W, H, fmt = rf.width, rf.height, _work_format(rf)
                 peak = 1023.0 if fmt == "yuv420p10le" else 255.0
                 pipe = start_vmaf(W, H, fmt)
+                if gaze is not None:
+                    gaze.check_size(W, H)
             rw = _work_frame(rf, W, H, fmt, "bicubic")
             ry, ru, rv = _planes(rw, W, H, fmt)
             to_vmaf = [rw]
@@ -471,6 +600,17 @@ def _python_pass(ref: _Video, dists: list[_Video], map_video: _Video | None, map
                 mk = _map_frame(mf) > 127
             if weights is not None:
                 sal_mean.append(float(weights.mean()))
+            density = gaze.density(n) if gaze is not None else None
+            if gaze is not None and weights is not None:
+                from .gaze import cc, nss
+
+                if density is None:
+                    gaze_nss.append(float("nan"))
+                    gaze_cc.append(float("nan"))
+                else:
+                    xs, ys = gaze.rec.points(n)
+                    gaze_nss.append(float(nss(weights, xs, ys)))
+                    gaze_cc.append(float(cc(weights, density)))
             for i, df in enumerate(dfs):
                 if (df.width, df.height) != (W, H):
                     if scaler == "none":
@@ -483,9 +623,13 @@ def _python_pass(ref: _Video, dists: list[_Video], map_video: _Video | None, map
                 err = (rY - dy.astype(np.float64)) ** 2
                 psnr[i].append(psnr_from_mse(float(err.mean()), peak))
                 if weights is not None:
-                    tw = float(weights.sum())
-                    wpsnr[i].append(psnr_from_mse(float((err * weights).sum()) / tw, peak) if tw > 0 else float("nan"))
+                    wpsnr[i].append(_error_psnr(err, weights, peak))
                     to_vmaf.append(_composite((ry, ru, rv), (dy, du, dv), weights.astype(np.float32), fmt))
+                if gaze is not None:
+                    # the fixation density never quite reaches 0 (Gaussian tails): a weighted MSE
+                    # below PSNR-Y's smallest non-zero one (one code value at one pixel) is none
+                    ewpsnr[i].append(_error_psnr(err, density, peak, min_mse=1.0 / err.size)
+                                     if density is not None else float("nan"))
                 if mk is not None:
                     inside = int(mk.sum())
                     mask_in[i].append(psnr_from_mse(float(err[mk].sum()) / inside, peak) if inside else float("nan"))
@@ -505,7 +649,8 @@ def _python_pass(ref: _Video, dists: list[_Video], map_video: _Video | None, map
             with contextlib.suppress(Exception):
                 pipe.abort()
     return {"frames": n, "width": W, "height": H, "fmt": fmt, "psnr": psnr, "wpsnr": wpsnr, "mask_in": mask_in,
-            "mask_out": mask_out, "saliency_mean": sal_mean, "vmaf": vmaf, "scaled_from": scaled_from}
+            "mask_out": mask_out, "saliency_mean": sal_mean, "vmaf": vmaf, "scaled_from": scaled_from,
+            "ewpsnr": ewpsnr, "gaze_nss": gaze_nss, "gaze_cc": gaze_cc}
 
 
 def _count_mismatch(items, ref, dists, map_video, map_arrays, mask_video, streams, n) -> None:
