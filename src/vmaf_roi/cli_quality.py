@@ -51,13 +51,14 @@ def cmd_score(args) -> int:
     from .output import check_outputs
     from .score import score
 
-    inputs = (args.reference, args.distorted, args.saliency, args.mask)
+    inputs = (args.reference, args.distorted, args.saliency, args.mask, args.gaze)
     check_outputs([args.output], inputs, overwrite=args.overwrite)
     res = score(
         args.reference, args.distorted, saliency=args.saliency, model=args.model, stride=args.stride,
         device=args.device, model_dir=_model_dir(args), mask=args.mask, vmaf_model=args.vmaf_model,
         scaler=args.scale, roi_weight=args.roi_weight, ffmpeg=args.ffmpeg,
         progress=_progress_factory(sys.stderr.isatty() and not args.quiet),
+        gaze=args.gaze, gaze_min_viewers=args.gaze_min_viewers,
     )
     for n in res.notes:
         _info(f"note: {n}")
@@ -71,16 +72,24 @@ def cmd_score(args) -> int:
     else:
         rows = [["metric", "mean", "median", "stdev", "min", "max", "frames"]]
         for m, p in res.pooled.items():
-            d = 4 if m in ("ssim", "saliency_mean") else 2
+            d = 4 if m in ("ssim", "saliency_mean", "gaze_cc") else 2
             rows.append([m, *(_fmt(p[k], d) for k in ("mean", "median", "stdev", "min", "max")), str(p["count"])])
         text = (f"{res.distorted} vs {res.reference}: {res.frames} frames {res.width}x{res.height}, "
                 f"{res.vmaf_model}" + (f", saliency {res.saliency}" if res.saliency else "") + "\n"
                 + _table(rows) + "\n")
+        if res.gaze:
+            text += _gaze_line(res.gaze, "ewpsnr" + (", gaze_nss, gaze_cc" if "gaze_nss" in res.per_frame else "")) + "\n"
         inf = [m for m, v in res.per_frame.items() if any(math.isinf(x) for x in v)]
         if inf:
             text += f"(frames identical to the reference have infinite {', '.join(inf)}; pooled over the others)\n"
         _write(text, args.output, inputs, args.overwrite)
     return 0
+
+
+def _gaze_line(g: dict, what: str) -> str:
+    """What the gaze metrics stand on: the file, the blur, the frames used."""
+    return _wrap(f"gaze {g['file']}: fixations blurred with sigma {g['sigma']:.1f} px; {what} over "
+                 f"{g['frames_used']} of {g['frames']} frames", indent=4)
 
 
 # -- compare ------------------------------------------------------------------------------
@@ -102,7 +111,7 @@ def cmd_compare(args) -> int:
     report_path = Path(args.json) if args.json else out_dir / "report.json"
     plot_path = Path(args.plot) if args.plot else out_dir / "rd.png"
     check_image_suffix(plot_path, "--plot")
-    inputs = [inp, args.mask]
+    inputs = [inp, args.mask, args.gaze]
     # every output is checked before the first encode (those outside OUT_DIR here, the rest by compare)
     check_outputs([p for p in (report_path, plot_path) if p.parent != out_dir], inputs, overwrite=args.overwrite)
     view, progress = event_views(args.ndjson, args.quiet)
@@ -113,6 +122,7 @@ def cmd_compare(args) -> int:
                 inp, cfg, crfs=crfs, bitrates=bitrates, out_dir=out_dir, mask=args.mask, vmaf_model=args.vmaf_model,
                 ffmpeg=args.ffmpeg, roi_weight=args.roi_weight, model_dir=_model_dir(args), keep=args.keep,
                 progress=progress, on_event=view, overwrite=args.overwrite, outputs=[report_path, plot_path],
+                gaze=args.gaze, gaze_min_viewers=args.gaze_min_viewers,
             )
         finally:
             if isinstance(view, BarView):
@@ -135,10 +145,11 @@ def cmd_compare(args) -> int:
 
 
 SHORT = {"vmaf": "VMAF", "psnr_y": "PSNR", "ssim": "SSIM", "vmaf_saliency": "wVMAF", "vmaf_roi": "roiVMAF",
-         "psnr_y_weighted": "wPSNR", "psnr_y_mask_in": "PSNR-in", "psnr_y_mask_out": "PSNR-out"}
+         "psnr_y_weighted": "wPSNR", "psnr_y_mask_in": "PSNR-in", "psnr_y_mask_out": "PSNR-out",
+         "ewpsnr": "EWPSNR"}
 LEGEND = {"wVMAF": "saliency-weighted VMAF", "roiVMAF": "VMAF of the salient region",
           "wPSNR": "saliency-weighted PSNR-Y", "PSNR-in": "PSNR-Y inside the mask",
-          "PSNR-out": "PSNR-Y outside the mask"}
+          "PSNR-out": "PSNR-Y outside the mask", "EWPSNR": "eye-tracking-weighted PSNR-Y"}
 
 
 def compare_tables(res) -> str:
@@ -152,7 +163,7 @@ def compare_tables(res) -> str:
         pt = f"{r['point']:g}" if res.kind == "crf" else f"{r['point'] / 1000:g}k"
         rows.append([pt, r["mode"], f"{r['kbps']:.1f}", f"{r['total_kbps']:.1f}",
                      *(_fmt(r[m], 4 if m == "ssim" else 2) for m in res.metrics)])
-    out = [_table(rows)]
+    out = _split_table(rows, 4)
     legend = [f"{k} = {v}" for k, v in LEGEND.items() if k in rows[0]]
     out.append("video kb/s: the encoded video alone (what is compared); total kb/s: the whole file.")
     if legend:
@@ -179,7 +190,31 @@ def compare_tables(res) -> str:
     out.append("BD-quality > 0: ROI scores higher at equal bitrate.")
     for n, k in keys.items():
         out.append(_wrap(f"[{k}] {n}", indent=4))
+    g = getattr(res, "gaze", None)
+    if g:
+        out.append("")
+        out.append(_gaze_line(g, "EWPSNR and the maps' NSS/CC"))
+        nss, cc = (g.get("maps_nss") or {}).get("mean"), (g.get("maps_cc") or {}).get("mean")
+        out.append(_wrap(f"ROI encodes' maps vs the viewers' fixations: NSS {_fmt(nss)}, CC {_fmt(cc, 3)} "
+                         f"(per-frame mean; NSS > 0 and CC > 0: the maps are high where people look)", indent=4))
     return "\n".join(out)
+
+
+def _split_table(rows: list[list[str]], keep: int, width: int = 100) -> list[str]:
+    """``rows`` as one table, or where that is wider than ``width``, as several one under the
+    other, each with the first ``keep`` columns and as many of the rest as fit."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    head = sum(widths[:keep]) + 2 * keep
+    groups: list[list[int]] = [[]]
+    used = head
+    for i in range(keep, len(widths)):
+        if groups[-1] and used + widths[i] > width:
+            groups.append([])
+            used = head
+        groups[-1].append(i)
+        used += widths[i] + 2
+    return [_table([r[:keep] + [r[i] for i in g] for r in rows]) + ("\n" if j < len(groups) - 1 else "")
+            for j, g in enumerate(groups)]
 
 
 def _wrap(text: str, width: int = 100, indent: int = 0) -> str:
@@ -197,6 +232,12 @@ def _add_vmaf_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--roi-weight", type=float, default=0.5,
                    help="w in vmaf_saliency = w*vmaf_roi + (1-w)*vmaf (default: 0.5)")
     p.add_argument("--mask", help="ground-truth object mask video (gray, >127 inside): adds PSNR inside/outside it")
+    p.add_argument("--gaze", metavar="FILE",
+                   help="eye-tracking CSV (frame or t, x, y, viewer; the video's pixels): adds EWPSNR and, with "
+                        "maps, NSS/CC of the maps against the fixations")
+    p.add_argument("--gaze-min-viewers", type=int, default=3, metavar="N",
+                   help="with --gaze: leave out frames seen by fewer than N viewers, where the file names "
+                        "viewers (default: 3)")
 
 
 def add_parsers(sub) -> None:

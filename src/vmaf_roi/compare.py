@@ -8,6 +8,8 @@ Every point is encoded twice with identical encoder settings (plain, then ROI); 
 share one saliency pass (a :class:`SaliencyTrack` filled by the first). Both encodes of a point
 are scored against the input in one pass (:func:`score_many`), the saliency-weighted metrics
 with the very maps the ROI encoder used. BD-rates come from the ``bjontegaard`` package.
+With an eye-tracking file (``gaze``) every encode also gets EWPSNR (BD-rated like the others),
+and the report says how well the ROI encodes' maps follow the viewers (NSS and CC).
 """
 
 from __future__ import annotations
@@ -27,16 +29,18 @@ from .errors import ConfigError, InputError, OutputError
 from .events import EventSink, Status, discard
 from .maps import ProgressFactory, no_progress
 from .output import AtomicOutputs, check_outputs, write_text
-from .score import check_mask, pool, score_many
+from .score import DEFAULT_GAZE_MIN_VIEWERS, check_mask, load_gaze_for, pool, score_many
 from .vmaf import DEFAULT_MODEL, find_ffmpeg
 
 SCHEMA = "vmaf-roi.compare/1"
 # Metrics compared (pooled mean per encode), in table order; a metric missing from a run is skipped.
-METRICS = ("vmaf", "psnr_y", "ssim", "vmaf_saliency", "vmaf_roi", "psnr_y_weighted", "psnr_y_mask_in", "psnr_y_mask_out")
+METRICS = ("vmaf", "psnr_y", "ssim", "vmaf_saliency", "vmaf_roi", "psnr_y_weighted", "psnr_y_mask_in", "psnr_y_mask_out",
+           "ewpsnr")
 LABELS = {
     "vmaf": "VMAF", "psnr_y": "PSNR-Y", "ssim": "SSIM", "vmaf_saliency": "VMAF (saliency-weighted)",
     "vmaf_roi": "VMAF (salient region)", "psnr_y_weighted": "PSNR-Y (saliency-weighted)",
     "psnr_y_mask_in": "PSNR-Y inside mask", "psnr_y_mask_out": "PSNR-Y outside mask",
+    "ewpsnr": "EWPSNR (eye-tracking-weighted)",
 }
 def parse_points(text: str, kind: str) -> list[Any]:
     """'20,24,28' (crf) or '500k,1M' (bitrates) -> values, validated, order kept."""
@@ -162,6 +166,9 @@ class CompareResult:
     vmaf_model: str
     seconds: float
     notes: list[str] = field(default_factory=list)
+    # with a gaze file: its blur and frames used (as score's "gaze"), and the ROI encodes' maps
+    # against the fixations: maps_nss, maps_cc (pooled per-frame NSS and CC)
+    gaze: dict[str, Any] | None = None
 
     def curve(self, mode: str, metric: str) -> tuple[list[float], list[float]]:
         rows = [e for e in self.encodes if e.mode == mode]
@@ -189,6 +196,7 @@ class CompareResult:
             "vmaf_model": self.vmaf_model,
             "saliency": self.saliency,
             "mask": self.mask,
+            **({"gaze": _finite(self.gaze)} if self.gaze is not None else {}),  # only with a gaze file
             "metrics": self.metrics,
             "encodes": [
                 {"point": e.point, "mode": e.mode, "path": e.path, "bitrate": e.bitrate,
@@ -209,7 +217,7 @@ class CompareResult:
         return write_text(path, text, inputs=self._inputs(), overwrite=overwrite)
 
     def _inputs(self) -> list[str]:
-        return [self.input] + ([self.mask] if self.mask else [])
+        return [self.input] + ([self.mask] if self.mask else []) + ([self.gaze["file"]] if self.gaze else [])
 
     def write_plot(self, path: str | Path, *, overwrite: bool = True) -> Path:
         """RD curves as a PNG (written atomically): video bitrate (log axis) against each metric,
@@ -252,6 +260,10 @@ class CompareResult:
                 ax.text(0.98, 0.04, "BD-rate unreliable: curves overlap little" if b.get("bd_rate") is not None
                         else "BD not computable: curves do not overlap", transform=ax.transAxes, ha="right",
                         va="bottom", fontsize=7, color="firebrick")
+            if m == "ewpsnr" and self.gaze:
+                nss, cc = ((self.gaze.get(k) or {}).get("mean") for k in ("maps_nss", "maps_cc"))
+                if nss is not None and cc is not None:
+                    title += f"\nROI encodes' maps vs gaze: NSS {nss:.2f}, CC {cc:.2f}"
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("video bitrate, kbit/s (log scale)", fontsize=8)
             ax.set_ylabel(_AXIS.get(m, LABELS.get(m, m)), fontsize=8)
@@ -284,7 +296,15 @@ _AXIS = {
     "vmaf": "VMAF (0-100)", "psnr_y": "PSNR-Y (dB)", "ssim": "SSIM (0-1)", "vmaf_saliency": "weighted VMAF",
     "vmaf_roi": "VMAF of salient region", "psnr_y_weighted": "weighted PSNR-Y (dB)",
     "psnr_y_mask_in": "PSNR-Y in mask (dB)", "psnr_y_mask_out": "PSNR-Y outside mask (dB)",
+    "ewpsnr": "EWPSNR (dB)",
 }
+
+
+def _finite(x: Any) -> Any:
+    """``x`` with non-finite floats (in nested dicts) as None, for strict JSON."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
 def _mean(pooled: dict[str, dict[str, Any]], metric: str) -> float:
@@ -320,6 +340,8 @@ def compare(
     on_event: EventSink = discard,
     overwrite: bool = True,
     outputs: Sequence[str | Path] = (),
+    gaze: str | Path | None = None,
+    gaze_min_viewers: int = DEFAULT_GAZE_MIN_VIEWERS,
 ) -> CompareResult:
     """Encode plain and ROI at every point, score each against the input, BD-rate ROI vs plain.
 
@@ -332,6 +354,8 @@ def compare(
     ``overwrite=False`` refuses existing encodes (and ``outputs``, e.g. where the caller will
     write the report) before anything runs; ``out_dir`` is created if needed and removed again
     if it is left empty.
+    ``gaze``: an eye-tracking CSV of the input (see :func:`~vmaf_roi.score.score_many`), read
+    and checked before the first encode.
     """
     t0 = time.perf_counter()
     if (crfs is None) == (bitrates is None):
@@ -346,6 +370,9 @@ def compare(
         raise InputError(f"--mask {mask}: no such file")
     if mask is not None:
         check_mask(mask, input_path)  # the right size and gray, before the first encode
+    if gaze_min_viewers < 1:
+        raise ConfigError(f"gaze min viewers must be >= 1, got {gaze_min_viewers}")
+    recording = load_gaze_for(gaze, input_path, "input") if gaze is not None else None
     find_ffmpeg(ffmpeg)  # no libvmaf: fail before encoding anything
     kind = "crf" if crfs is not None else "bitrate"
     points = list(crfs if crfs is not None else bitrates)  # type: ignore[arg-type]
@@ -365,17 +392,18 @@ def compare(
     except OSError as exc:
         raise OutputError(f"cannot create {out_dir}: {exc.strerror}") from None
     try:
-        check_outputs(encode_paths(input_path, out_dir, kind, points) + list(outputs), [input_path, mask],
+        check_outputs(encode_paths(input_path, out_dir, kind, points) + list(outputs), [input_path, mask, gaze],
                       overwrite=overwrite)
+        gz = (str(gaze), recording, gaze_min_viewers) if recording is not None else None
         return _compare(input_path, cfg, kind, points, out_dir, mask, vmaf_model, ffmpeg, roi_weight, model_dir,
-                        keep, track, progress, on_event, overwrite, t0, notes, note)
+                        keep, track, progress, on_event, overwrite, t0, notes, note, gz)
     finally:
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()
 
 
 def _compare(input_path, cfg, kind, points, out_dir, mask, vmaf_model, ffmpeg, roi_weight, model_dir, keep,
-             track, progress, on_event, overwrite, t0, notes, note) -> CompareResult:
+             track, progress, on_event, overwrite, t0, notes, note, gz=None) -> CompareResult:
     from .encode import SaliencyTrack, encode
     from .encoders import needs_patch
 
@@ -387,6 +415,8 @@ def _compare(input_path, cfg, kind, points, out_dir, mask, vmaf_model, ffmpeg, r
     stem = input_path.stem
     steps = 3 * len(points)  # per point: plain encode, ROI encode, one scoring pass of both
     step = 0
+    gaze_info: dict[str, Any] | None = None
+    gaze_file, recording, min_viewers = gz if gz is not None else (None, None, DEFAULT_GAZE_MIN_VIEWERS)
 
     def stage(what: str) -> ProgressFactory:
         # each step gets its own bar, counted in frames and named after the step
@@ -415,7 +445,16 @@ def _compare(input_path, cfg, kind, points, out_dir, mask, vmaf_model, ffmpeg, r
                 input_path, [results["plain"].output, results["roi"].output], saliency=track.maps, mask=mask,
                 vmaf_model=vmaf_model, ffmpeg=ffmpeg, roi_weight=roi_weight,
                 saliency_label=f"encoder's maps ({track.model})", progress=stage(f"score {tag}"),
+                gaze=recording, gaze_min_viewers=min_viewers, gaze_label=gaze_file,
             )
+            if recording is not None:
+                roi_score = scores[1]
+                # the same maps at every point: their NSS/CC against the gaze, from the last scoring
+                gaze_info = {**(roi_score.gaze or {}), "maps_nss": roi_score.pooled.get("gaze_nss"),
+                             "maps_cc": roi_score.pooled.get("gaze_cc")}
+                for n in roi_score.notes:
+                    if n.startswith(f"gaze {gaze_file}:"):
+                        note(n)
             for mode, sc in zip(("plain", "roi"), scores):
                 r = results[mode]
                 encodes.append(Encode(point=pt, mode=mode, path=str(r.output), bitrate=r.video_bitrate,
@@ -437,7 +476,7 @@ def _compare(input_path, cfg, kind, points, out_dir, mask, vmaf_model, ffmpeg, r
         bd=bd, metrics=metrics, saliency={"model": track.model, "provider": track.provider,
                                           "inferences": track.inferences},
         mask=str(mask) if mask is not None else None, vmaf_model=vmaf_model,
-        seconds=time.perf_counter() - t0, notes=notes,
+        seconds=time.perf_counter() - t0, notes=notes, gaze=gaze_info,
     )
 
 
