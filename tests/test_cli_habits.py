@@ -150,3 +150,44 @@ def test_encode_keeps_stream_order_and_tags(clip, tmp_path, ext):
     assert got[0][1:4] == ("zho", None if mp4 else "Mandarin", "Core Media Audio" if mp4 else None)
     assert got[1][1:4] == ("eng", None, "Core Media Video" if mp4 else None)
     assert got[2][1] == "fra" and got[2][4] & int(av.stream.Disposition.forced)
+
+
+# -- 3. batch resume checks every output it recorded -----------------------------------------
+def test_batch_resume_brings_back_a_deleted_step_output(tmp_path, clip, capsys):
+    import yaml
+
+    from vmaf_roi.batch import MANIFEST_NAME, read_manifest
+    from vmaf_roi.cli_batch import main as batch_main
+
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text(yaml.safe_dump({
+        "output_dir": "out", "defaults": {"config": {"saliency": {"model": PH}}},
+        "jobs": [{"name": "j", "inputs": [str(clip.path)], "output": "{stem}.mp4", "score": {}}]}))
+    out = tmp_path / "out"
+    side = out / "clip.mp4.score.json"
+
+    def run(*extra):
+        rc = batch_main([str(jobs), "--json", "-j", "1", *extra])
+        lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.strip()]
+        return rc, lines[-1]
+
+    rc, summary = run()
+    assert rc == 0 and side.is_file()
+    want = side.read_bytes()
+
+    rc, summary = run()  # nothing changed: skipped
+    assert rc == 0 and summary["skipped"] == 1 and summary["done"] == 0
+
+    side.unlink()  # a deleted step output comes back
+    rc, summary = run()
+    assert rc == 0 and summary["done"] == 1, summary
+    assert json.loads(side.read_bytes())["pooled"] == json.loads(want)["pooled"]
+    rec = next(iter(read_manifest(out / MANIFEST_NAME).values()))
+    assert rec["step_outputs"]["score"]["size"] == side.stat().st_size
+
+    side.write_text('{"edited": "by hand"}\n')  # changed since: not ours any more, left alone
+    rc, summary = run()
+    assert rc == 1 and "differs from what the manifest recorded" in summary["failures"][0]["reason"]
+    assert side.read_text() == '{"edited": "by hand"}\n'
+    rc, summary = run("--overwrite")
+    assert rc == 0 and summary["done"] == 1 and json.loads(side.read_bytes())["pooled"]

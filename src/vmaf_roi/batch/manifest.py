@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ConfigError, InputError, OutputError
 from ..registry import sha256_file
-from .schema import LOCK_NAME, MANIFEST_VERSION, Batch, Unit
+from .schema import LOCK_NAME, MANIFEST_VERSION, STEP_KINDS, Batch, Unit
 
 
 # -- manifest -------------------------------------------------------------------------------
@@ -173,6 +173,44 @@ def input_identity(path: str | Path) -> dict[str, Any]:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
 
 
+def step_output(output: str | Path, kind: str) -> Path:
+    """Where a unit's ``kind`` step (score, compare) writes its result: beside the output."""
+    out = Path(output)
+    return out.with_name(f"{out.name}.{kind}.json")
+
+
+def file_identity(path: str | Path) -> dict[str, Any]:
+    """Size and sha256 of a file this run wrote (recorded; a re-run checks them)."""
+    p = Path(path)
+    return {"size": p.stat().st_size, "sha256": sha256_file(p)}
+
+
+def _step_outputs_problem(unit: Unit, rec: dict[str, Any] | None) -> tuple[str, str] | None:
+    """('missing' | 'unknown' | 'unreadable', what) for the first step output of ``unit`` that is
+    gone, or there but not what the manifest recorded; None when all are as recorded."""
+    done = rec is not None and rec.get("status") == "done"
+    recorded = (rec or {}).get("step_outputs")  # None: a record of an earlier version (no digests)
+    for kind in STEP_KINDS:
+        if kind not in unit.steps:
+            continue
+        side = step_output(unit.output, kind)
+        if not os.path.lexists(side):
+            return "missing", f"{kind} step output {side.name} missing"
+        if not done:
+            return "unknown", f"output {side} exists and is not in the manifest"
+        if recorded is None:
+            continue
+        want = recorded.get(kind) if isinstance(recorded, dict) else None
+        try:
+            ok = (isinstance(want, dict) and side.is_file() and side.stat().st_size == want.get("size")
+                  and sha256_file(side) == want.get("sha256"))
+        except OSError as exc:
+            return "unreadable", f"output {side} exists but cannot be read ({exc.strerror})"
+        if not ok:
+            return "unknown", f"output {side} exists and differs from what the manifest recorded (changed since)"
+    return None
+
+
 def _decide(unit: Unit, rec: dict[str, Any] | None, force: bool, overwrite: bool) -> Decision:
     try:
         ident = input_identity(unit.input)
@@ -198,8 +236,16 @@ def _decide(unit: Unit, rec: dict[str, Any] | None, force: bool, overwrite: bool
                    else "differs from what the manifest recorded (changed since)")
             return Decision(unit, "fail", f"output {out} exists and {why}; pass --overwrite to replace it", ident,
                             untouched=True)
+    side = _step_outputs_problem(unit, rec)
+    if side is not None and side[0] == "unreadable":
+        return Decision(unit, "fail", side[1], ident, untouched=True)
+    if side is not None and side[0] == "unknown" and not overwrite:
+        # a step's file that someone put or changed there: replaced only with --overwrite
+        return Decision(unit, "fail", f"{side[1]}; pass --overwrite to replace it", ident, untouched=True)
     if force:
         return Decision(unit, "run", "--force", ident)
+    if side is not None and side[0] == "unknown":
+        return Decision(unit, "run", "--overwrite", ident)
     if exists and not ours:
         return Decision(unit, "run", "--overwrite", ident)
     if rec is None:
@@ -214,6 +260,8 @@ def _decide(unit: Unit, rec: dict[str, Any] | None, force: bool, overwrite: bool
         return Decision(unit, "run", "config changed", ident)
     if not exists:
         return Decision(unit, "run", "output missing", ident)
+    if side is not None:  # missing: the encode's output is there, a step's is not
+        return Decision(unit, "run", side[1], ident)
     return Decision(unit, "skip", "unchanged since the last run", ident)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import VmafRoiError
 from ..registry import sha256_file
-from .manifest import Manifest, plan
+from .manifest import Manifest, file_identity, plan, step_output
 from .schema import STEP_KINDS, Batch, EventSink, Unit, _jsonable, _noop, _step_function
 
 
@@ -130,6 +130,9 @@ def _run_unit(unit: Unit, report: EventSink, out: Path, wrote: list[Path], t0: f
                 report({"type": "note", "message": f"running {kind} step"})
                 wrote.append(out.with_name(f"{out.name}.{kind}.json"))
                 done[kind] = run_step(kind, unit, out, report)
+        if unit.steps:  # what a re-run checks is still there, and still what this run wrote
+            done["step_outputs"] = {kind: file_identity(step_output(out, kind)) for kind in STEP_KINDS
+                                    if kind in unit.steps}
         done["seconds"] = round(time.perf_counter() - t0, 3)
         wrote.clear()  # complete: keep everything
         return done
