@@ -585,6 +585,10 @@ class MapSchedule:
                 self.inferences += 1
             yield x, m
 
+    def notes(self) -> list[str]:
+        """Notes for the encode's result (the map stage protocol, ``mapsource.MapStage``): none."""
+        return []
+
     def close(self) -> None:
         """Stop the decode-ahead and inference threads (on errors and Ctrl-C too)."""
         if self._stream is not None:

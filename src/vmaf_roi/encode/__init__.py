@@ -3,8 +3,9 @@
 A chain of stages, each a small object with its own module and typed config section:
 
     source      decode.VideoSource        input, filter chain, best-effort timestamps
-    -> maps     pipeline.MapSchedule      model every `stride` frames / on cuts, blended between
-                                          (or carried along the decoder's motion vectors)
+    -> maps     a mapsource.MapSource's   the model on pipeline.MapSchedule (every `stride` frames
+                stage                     / on cuts, blended between, or carried along the decoder's
+                                          motion vectors); or maps read from a map video or a gaze file
     -> plan     encode.plan.RoiPlan       map -> per-block QP offsets -> AVRegionOfInterest list
     -> attach   sidedata.RoiAttacher      the list as the frame's side data
     -> encode   encode.mux.EncoderMuxer   encoder (encode.options) and muxer, audio copied
@@ -35,7 +36,9 @@ from .. import config as config_mod
 from ..config import EncodeConfig
 from ..decode import VideoSource
 from ..encoders import ENCODERS, needs_patch
+from ..errors import ConfigError
 from ..maps import ProgressFactory, no_progress
+from ..mapsource import MapSource, ModelSource, open_map_source, probe_input
 from ..output import AtomicOutputs, check_outputs
 from ..pipeline import Item, Map, MapSchedule, MapStore, threaded
 from ..saliency import SaliencyModel
@@ -45,8 +48,8 @@ from .mux import EncoderMuxer, check_muxable
 from .options import bit_depth, check_encoder, choose_pix_fmt, encoder_options
 from .plan import VP9_MAX_DELTA_Q, VP9_QINDEX_PER_QP, RoiPlan, roi_entries
 
-__all__ = ["EncodeResult", "SaliencyTrack", "encode", "check_encoder", "choose_pix_fmt", "encoder_options",
-           "roi_entries", "RoiAttacher", "VP9_MAX_DELTA_Q", "VP9_QINDEX_PER_QP"]
+__all__ = ["EncodeResult", "SaliencyTrack", "MapSource", "open_map_source", "encode", "check_encoder",
+           "choose_pix_fmt", "encoder_options", "roi_entries", "RoiAttacher", "VP9_MAX_DELTA_Q", "VP9_QINDEX_PER_QP"]
 
 EventSink = Callable[[str], None]
 PREPARE_AHEAD = 4  # frames planned and attached ahead of the encoder (ROI encodes with lookahead)
@@ -86,22 +89,24 @@ class EncodeResult:
     mean_regions: float = 0.0
     roi_digest: str = ""  # sha256 of every frame's ROI list: equal digests = same ROI applied
     notes: list[str] = field(default_factory=list)
+    maps: str = ""  # the map file the maps came from ("" for a model)
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
-    def add_saliency(self, inferences: int, plan: RoiPlan | None, model: SaliencyModel | None,
+    def add_saliency(self, inferences: int, plan: RoiPlan | None, source: MapSource,
                      track: SaliencyTrack | None) -> None:
-        """An ROI encode's saliency facts (the model that ran, or the track's); a shared
-        ``track`` learns what ran."""
+        """An ROI encode's saliency facts (the model that ran, the track's, or the map file's);
+        a shared ``track`` learns what ran."""
         self.inferences = inferences
         self.roi_digest = plan.digest.hexdigest() if plan is not None else ""
-        self.provider = model.provider if model else (track.provider if track else "")
-        self.model = model.spec.id if model else (track.model if track else "")
-        if track is not None and model is not None:
+        self.provider, self.model = source.provider, source.label
+        self.maps = str(source.path) if source.path is not None else ""
+        model = getattr(source, "model", None)
+        if track is not None and (model is not None or source.path is not None):
             track.inferences += inferences
-            track.provider, track.model = model.provider, model.spec.id
+            track.provider, track.model = source.provider, source.label
 
     @property
     def bitrate(self) -> float:
@@ -126,6 +131,7 @@ def encode(
     plain: bool = False,
     model: SaliencyModel | None = None,
     track: SaliencyTrack | None = None,
+    maps: MapSource | str | Path | None = None,
     progress: ProgressFactory = no_progress,
     on_event: EventSink = _quiet,
     model_dir: Path | None = None,
@@ -143,20 +149,28 @@ def encode(
     a plain encode (``compare`` does this, so that plain and ROI use the same encoder build).
     ``overwrite=False`` refuses an existing output (OutputError) before any work; an output that
     is the input is always refused.
+    ``maps``: where the maps come from instead of the model: a :class:`~vmaf_roi.mapsource.MapSource`
+    or the path of a map video or gaze file (:func:`~vmaf_roi.mapsource.open_map_source`).
+    ``track``: maps reused from and recorded for other encodes of the same input.
     """
     t0 = time.perf_counter()
     input_path, output_path = Path(input_path), Path(output_path)
     cfg = config_mod.typed(cfg)
+    if maps is not None and plain:
+        raise ConfigError("--maps with --plain: a plain encode applies no maps; give one or the other")
+    map_path = None if maps is None or isinstance(maps, MapSource) else Path(maps)
     if not _pass:
-        check_outputs([output_path], [input_path], overwrite=overwrite)
+        check_outputs([output_path], [input_path, map_path], overwrite=overwrite)
     enc = cfg.encoder.name
     codec = check_encoder(enc, plain)
     check_muxable(codec, output_path)
     notes: list[str] = []
     opts, bit_rate = encoder_options(cfg.encoder, plain, notes, pass_no=_pass, stats=_stats)
+    if map_path is not None:  # before any work: a missing, empty or misshapen map file is refused
+        maps = open_map_source(map_path, **probe_input(input_path))
     if cfg.encoder.rate_control.two_pass and not _pass:
-        return _two_pass(input_path, output_path, cfg, plain=plain, model=model, track=track, progress=progress,
-                         on_event=on_event, model_dir=model_dir, overwrite=overwrite)
+        return _two_pass(input_path, output_path, cfg, plain=plain, model=model, track=track, maps=maps,
+                         progress=progress, on_event=on_event, model_dir=model_dir, overwrite=overwrite)
     for n in notes:
         on_event(n)
     if enc == "libsvtav1":
@@ -168,19 +182,28 @@ def encode(
         ffmpeg = external.find_patched_ffmpeg(enc)
         if not ENCODERS[enc].tested:
             on_event(f"ROI with {enc} through the patched ffmpeg has never been run on a GPU here: untested")
-    if not plain and model is None and not (track is not None and track.maps):
-        model = _load_model(cfg, model_dir, on_event)
+    source: MapSource | None = None
+    if not plain:
+        if maps is not None:
+            source = maps
+        else:  # the model (with the maps a track already holds: none, when it holds them all)
+            if model is None and not (track is not None and track.maps):
+                model = _load_model(cfg, model_dir, on_event)
+            source = ModelSource(model, track)
     if ffmpeg is not None:
         return external.encode_external(
             input_path, output_path, cfg, ffmpeg=ffmpeg, plain=plain, options=opts, bit_rate=bit_rate, notes=notes,
-            model=model, track=track, progress=progress, on_event=on_event, overwrite=overwrite, t0=t0)
+            source=source, track=track, progress=progress, on_event=on_event, overwrite=overwrite, t0=t0)
 
-    carry_motion = not plain and cfg.saliency.carry == "motion"
+    carry_motion = source is not None and source.wants_motion(cfg.saliency)
     with VideoSource(input_path, cfg.filters, motion=carry_motion) as src, AtomicOutputs() as outs:
         tmp = outs.add(output_path, inputs=(input_path,), overwrite=overwrite)
         with EncoderMuxer(tmp, output_path, codec, cfg.encoder, opts, bit_rate, src,
                           copy_audio=cfg.audio == "copy", on_event=on_event) as sink:
-            schedule = MapSchedule(cfg.saliency, model, track, copy_packets=sink.copies_streams, plain=plain)
+            if source is None:
+                schedule = MapSchedule(cfg.saliency, None, None, copy_packets=sink.copies_streams, plain=True)
+            else:
+                schedule = source.stage(cfg.saliency, track=track, copy_packets=sink.copies_streams)
             stage = _RoiStage(cfg, codec, on_event) if not plain else None
             motion = src.motion if src.has_motion else None
             # ROI: planning and attaching run in a thread of their own, off the encoder's thread
@@ -205,7 +228,7 @@ def encode(
                 bar.close()
                 frames.close()  # stops the planning, decode-ahead and inference threads (errors, Ctrl-C)
                 schedule.close()
-        for note in src.notes():  # timestamp fix-ups, size changes, skipped packets
+        for note in [*schedule.notes(), *src.notes()]:  # map pairing; timestamp fix-ups, size changes, ...
             notes.append(note)
             on_event(note)
         duration = _duration(src, sink.frames)
@@ -214,12 +237,12 @@ def encode(
         bytes=output_path.stat().st_size, video_bytes=sink.video_bytes, duration=duration, notes=notes,
         mean_regions=stage.plan.mean_regions if stage is not None and stage.plan is not None else 0.0,
     )
-    if not plain:
-        res.add_saliency(schedule.inferences, stage.plan if stage is not None else None, model, track)
+    if source is not None:
+        res.add_saliency(schedule.inferences, stage.plan if stage is not None else None, source, track)
     return res
 
 
-def _prepared(schedule: MapSchedule, src: VideoSource, motion, stage: "_RoiStage | None"):
+def _prepared(schedule: Any, src: VideoSource, motion, stage: "_RoiStage | None"):
     """Frames ready for the encoder (their ROI attached) and copied packets, in order."""
     try:
         for item, small in schedule.run(src.frames, motion):

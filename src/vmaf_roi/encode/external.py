@@ -1,9 +1,10 @@
 """Encoders whose FFmpeg wrapper only honours ROI with vmaf-roi's patches: the encode runs in
 the patched ffmpeg (``plugin/build.sh``), with the maps computed here.
 
-The same chain as the in-process encode up to the maps (source -> map schedule), then a map
-stream (gray FFV1 in Matroska, the model's resolution, the frames' timestamps) instead of
-side data; the patched ffmpeg plans and attaches the regions with the ``salroi`` filter
+The same chain as the in-process encode up to the maps (source -> the map source's stage: the
+model's map schedule, or maps read from a map video or gaze file and paired with the frames as
+in process), then a map stream (gray FFV1 in Matroska, the maps' own size, the frames'
+timestamps) instead of side data; the patched ffmpeg plans and attaches the regions with the ``salroi`` filter
 (two-input mode: exactly the planner of ``roi.py`` on the same 8-bit maps) and encodes. Audio
 and subtitles are copied, the output is written to a temporary and renamed at the end, and a
 signal kills the child ffmpeg (as for libvmaf).
@@ -30,8 +31,8 @@ from ..encoders import ENCODERS, block_size
 from ..errors import ConfigError, EncodeError, InputError
 from ..maps import MapVideoWriter, ProgressFactory
 from ..output import AtomicOutputs
-from ..pipeline import Item, MapSchedule
-from ..saliency import SaliencyModel
+from ..mapsource import MapSource, ModelSource
+from ..pipeline import Item
 from .mux import format_for
 from .plan import RoiPlan
 
@@ -88,9 +89,15 @@ def find_patched_ffmpeg(encoder: str) -> str:
 
 
 def encode_external(input_path: Path, output_path: Path, cfg: EncodeConfig, *, ffmpeg: str, plain: bool,
-                    options: dict[str, str], bit_rate: int, notes: list[str], model: SaliencyModel | None,
-                    track, progress: ProgressFactory, on_event: EventSink, overwrite: bool, t0: float):
+                    options: dict[str, str], bit_rate: int, notes: list[str], track, progress: ProgressFactory,
+                    on_event: EventSink, overwrite: bool, t0: float, source: MapSource | None = None,
+                    model=None):
+    """``source``: where the maps come from (ROI); ``model``: instead of a source, a
+    SaliencyModel run on the map schedule (with ``track``'s maps where it has them)."""
     from . import EncodeResult  # the package's result type
+
+    if source is None and not plain:
+        source = ModelSource(model, track)
 
     enc = cfg.encoder.name
     res_frames = inferences = 0
@@ -100,7 +107,8 @@ def encode_external(input_path: Path, output_path: Path, cfg: EncodeConfig, *, f
         maps = None
         if not plain:
             maps = Path(tmpdir) / "maps.mkv"
-            res_frames, inferences, plan, src_notes = _write_maps(input_path, maps, cfg, model, track, progress)
+            assert source is not None
+            res_frames, inferences, plan, src_notes = _write_maps(input_path, maps, cfg, source, track, progress)
             for note in src_notes:  # timestamp fix-ups, carrying fallback etc. of the map pass
                 notes.append(note)
                 on_event(note)
@@ -118,20 +126,22 @@ def encode_external(input_path: Path, output_path: Path, cfg: EncodeConfig, *, f
     res = EncodeResult(output=output_path, encoder=enc, roi=not plain, frames=frames, seconds=time.perf_counter() - t0,
                        bytes=output_path.stat().st_size, video_bytes=video_bytes, duration=duration, notes=notes,
                        mean_regions=plan.mean_regions if plan is not None else 0.0)
-    if not plain:
-        res.add_saliency(inferences, plan, model, track)
+    if source is not None:
+        res.add_saliency(inferences, plan, source, track)
     return res
 
 
-def _write_maps(input_path: Path, path: Path, cfg: EncodeConfig, model, track, progress):
-    """Source -> map schedule -> a map stream; also plans each frame (the digest and region
-    count the in-process encode reports: salroi plans the same way on the same maps)."""
-    meta = {"vmaf_roi_model": model.spec.id if model else (track.model if track else "")}
+def _write_maps(input_path: Path, path: Path, cfg: EncodeConfig, source: MapSource, track, progress):
+    """Source -> the map source's stage -> a map stream (a map for every frame, at the
+    frame's timestamp: a frame without one gets the source's neutral map); also plans each
+    frame (the digest and region count the in-process encode reports: salroi plans the same
+    way on the same maps)."""
+    meta = {"vmaf_roi_model": source.label}
     plan = RoiPlan(cfg.roi, cfg.encoder.name)
     writer: MapVideoWriter | None = None
     n = 0
-    with VideoSource(input_path, cfg.filters, motion=cfg.saliency.carry == "motion") as src:
-        schedule = MapSchedule(cfg.saliency, model, track, copy_packets=False)
+    with VideoSource(input_path, cfg.filters, motion=source.wants_motion(cfg.saliency)) as src:
+        schedule = source.stage(cfg.saliency, track=track, copy_packets=False)
         bar = progress(src.estimated_frames(), "maps")
         try:
             for item, small in schedule.run(src.frames, src.motion if src.has_motion else None):
@@ -152,7 +162,7 @@ def _write_maps(input_path: Path, path: Path, cfg: EncodeConfig, model, track, p
             schedule.close()
             if writer is not None:
                 writer.close()
-        src_notes = ([src.motion_note] if src.motion_note else []) + list(src.notes())  # motion: carry fell back
+        src_notes = ([src.motion_note] if src.motion_note else []) + schedule.notes() + list(src.notes())
     if n == 0:
         raise InputError(f"{input_path}: no video frames could be decoded")
     return n, schedule.inferences, plan, src_notes
