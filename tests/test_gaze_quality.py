@@ -239,3 +239,22 @@ def test_cli_compare_gaze_table(object_clip, tmp_path, capsys):
     assert len([line for line in lines[heads[1]:] if line.split()[1:2] in (["plain"], ["roi"])]) == 4
     assert any(line.startswith("EWPSNR") for line in lines)  # its BD row
     assert any("NSS" in line and "CC" in line for line in lines)
+
+
+def test_compare_maps_from_a_file(object_clip, tmp_path, capsys):
+    """--maps: the ROI encodes steer by a map video (here the object's mask) instead of the model,
+    and the NSS/CC reported are those maps' against the viewers, who look at the object."""
+    clip, gaze, _ = object_clip
+    out = tmp_path / "o"
+    rc = cli_quality.main(["compare", str(clip.path), "--crf", "26,34", "-q", "-o", str(out), "--gaze", str(gaze),
+                           "--maps", str(clip.mask_path), "--set", "preset=ultrafast"])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["saliency"]["maps"] == str(clip.mask_path) and report["saliency"]["inferences"] == 0
+    assert report["gaze"]["maps_nss"]["min"] > 1 and report["gaze"]["maps_cc"]["min"] > 0.2
+    assert "ROI maps from" in capsys.readouterr().err
+    rc = cli_quality.main(["compare", str(clip.path), "--crf", "26,34", "-q", "-o", str(tmp_path / "p"),
+                           "--maps", str(tmp_path / "none.mkv")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == InputError.exit_code and len(err) == 1 and "none.mkv" in err[0]
+    assert not (tmp_path / "p").exists()  # refused before the first encode

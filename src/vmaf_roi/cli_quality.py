@@ -111,7 +111,7 @@ def cmd_compare(args) -> int:
     report_path = Path(args.json) if args.json else out_dir / "report.json"
     plot_path = Path(args.plot) if args.plot else out_dir / "rd.png"
     check_image_suffix(plot_path, "--plot")
-    inputs = [inp, args.mask, args.gaze]
+    inputs = [inp, args.mask, args.gaze, args.maps]
     # every output is checked before the first encode (those outside OUT_DIR here, the rest by compare)
     check_outputs([p for p in (report_path, plot_path) if p.parent != out_dir], inputs, overwrite=args.overwrite)
     view, progress = event_views(args.ndjson, args.quiet)
@@ -122,7 +122,7 @@ def cmd_compare(args) -> int:
                 inp, cfg, crfs=crfs, bitrates=bitrates, out_dir=out_dir, mask=args.mask, vmaf_model=args.vmaf_model,
                 ffmpeg=args.ffmpeg, roi_weight=args.roi_weight, model_dir=_model_dir(args), keep=args.keep,
                 progress=progress, on_event=view, overwrite=args.overwrite, outputs=[report_path, plot_path],
-                gaze=args.gaze, gaze_min_viewers=args.gaze_min_viewers,
+                gaze=args.gaze, gaze_min_viewers=args.gaze_min_viewers, maps=args.maps,
             )
         finally:
             if isinstance(view, BarView):
@@ -138,8 +138,9 @@ def cmd_compare(args) -> int:
         view(Result("compare", {**res.to_dict(), "report": str(report), "plot": str(plot)}))
         return 0
     print(compare_tables(res))
-    _info(f"compare: {len(res.encodes)} encodes, saliency {res.saliency['model']} "
-          f"({res.saliency['inferences']} inferences on {res.saliency['provider']}), {res.seconds:.1f} s")
+    sal = res.saliency
+    _info(f"compare: {len(res.encodes)} encodes, " + (f"ROI maps from {sal['maps']}" if sal.get("maps") else
+          f"saliency {sal['model']} ({sal['inferences']} inferences on {sal['provider']})") + f", {res.seconds:.1f} s")
     _info(f"compare: report {report}, RD curves {plot}" + (f", encodes in {out_dir}" if args.keep else ""))
     return 0
 
@@ -280,6 +281,9 @@ def add_parsers(sub) -> None:
     c.add_argument("--json", metavar="PATH", help="JSON report path (default: OUT_DIR/report.json)")
     c.add_argument("--plot", metavar="PATH", help="RD-curve PNG path (default: OUT_DIR/rd.png)")
     c.add_argument("--keep", action="store_true", help="keep the encodes (deleted by default)")
+    c.add_argument("--maps", metavar="FILE",
+                   help="the ROI encodes take their maps from this map video or gaze file instead of the model "
+                        "(as encode --maps); the saliency-weighted metrics use them too")
     _add_vmaf_args(c)
     c.add_argument("--ndjson", action="store_true",
                    help="status, progress and result events on stdout, one JSON object per line (for scripts); "

@@ -342,6 +342,7 @@ def compare(
     outputs: Sequence[str | Path] = (),
     gaze: str | Path | None = None,
     gaze_min_viewers: int = DEFAULT_GAZE_MIN_VIEWERS,
+    maps: str | Path | None = None,
 ) -> CompareResult:
     """Encode plain and ROI at every point, score each against the input, BD-rate ROI vs plain.
 
@@ -356,6 +357,8 @@ def compare(
     if it is left empty.
     ``gaze``: an eye-tracking CSV of the input (see :func:`~vmaf_roi.score.score_many`), read
     and checked before the first encode.
+    ``maps``: the ROI encodes take their maps from this file (a map video or a gaze file, as
+    ``encode --maps``) instead of the model; opened and checked before the first encode.
     """
     t0 = time.perf_counter()
     if (crfs is None) == (bitrates is None):
@@ -373,6 +376,11 @@ def compare(
     if gaze_min_viewers < 1:
         raise ConfigError(f"gaze min viewers must be >= 1, got {gaze_min_viewers}")
     recording = load_gaze_for(gaze, input_path, "input") if gaze is not None else None
+    source = None
+    if maps is not None:
+        from .mapsource import open_map_source, probe_input
+
+        source = open_map_source(maps, **probe_input(input_path))
     find_ffmpeg(ffmpeg)  # no libvmaf: fail before encoding anything
     kind = "crf" if crfs is not None else "bitrate"
     points = list(crfs if crfs is not None else bitrates)  # type: ignore[arg-type]
@@ -392,18 +400,21 @@ def compare(
     except OSError as exc:
         raise OutputError(f"cannot create {out_dir}: {exc.strerror}") from None
     try:
-        check_outputs(encode_paths(input_path, out_dir, kind, points) + list(outputs), [input_path, mask, gaze],
-                      overwrite=overwrite)
+        check_outputs(encode_paths(input_path, out_dir, kind, points) + list(outputs),
+                      [input_path, mask, gaze, maps], overwrite=overwrite)
+        if maps is not None and gaze is not None and Path(maps).resolve() == Path(gaze).resolve():
+            note("the ROI encodes' maps come from the gaze file they are scored against: EWPSNR and the maps' "
+                 "NSS/CC measure them against the very fixations they were made from")
         gz = (str(gaze), recording, gaze_min_viewers) if recording is not None else None
         return _compare(input_path, cfg, kind, points, out_dir, mask, vmaf_model, ffmpeg, roi_weight, model_dir,
-                        keep, track, progress, on_event, overwrite, t0, notes, note, gz)
+                        keep, track, progress, on_event, overwrite, t0, notes, note, gz, source)
     finally:
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()
 
 
 def _compare(input_path, cfg, kind, points, out_dir, mask, vmaf_model, ffmpeg, roi_weight, model_dir, keep,
-             track, progress, on_event, overwrite, t0, notes, note, gz=None) -> CompareResult:
+             track, progress, on_event, overwrite, t0, notes, note, gz=None, source=None) -> CompareResult:
     from .encode import SaliencyTrack, encode
     from .encoders import needs_patch
 
@@ -437,7 +448,7 @@ def _compare(input_path, cfg, kind, points, out_dir, mask, vmaf_model, ffmpeg, r
                 path = out_dir / f"{stem}.{tag}.{mode}.mkv"  # as encode_paths() says
                 # an encoder only the patched ffmpeg does ROI with: plain runs there too (same build)
                 res = encode(input_path, path, c, plain=(mode == "plain"), track=None if mode == "plain" else track,
-                             model_dir=model_dir, progress=stage(f"encode {tag} {mode}"), on_event=note,
+                             maps=source if mode == "roi" else None, model_dir=model_dir, progress=stage(f"encode {tag} {mode}"), on_event=note,
                              overwrite=overwrite, backend="ffmpeg" if needs_patch(c["encoder"]) else "auto")
                 written.append(path)
                 results[mode] = res
@@ -474,7 +485,8 @@ def _compare(input_path, cfg, kind, points, out_dir, mask, vmaf_model, ffmpeg, r
     return CompareResult(
         input=str(input_path), kind=kind, points=points, encoder=cfg["encoder"], config=base, encodes=encodes,
         bd=bd, metrics=metrics, saliency={"model": track.model, "provider": track.provider,
-                                          "inferences": track.inferences},
+                                          "inferences": track.inferences,
+                                          **({"maps": str(source.path)} if source is not None else {})},
         mask=str(mask) if mask is not None else None, vmaf_model=vmaf_model,
         seconds=time.perf_counter() - t0, notes=notes, gaze=gaze_info,
     )
