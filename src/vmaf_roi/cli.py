@@ -172,8 +172,8 @@ def cmd_encode(args) -> int:
     view(Status(f"{'plain' if args.plain else 'ROI'} {cfg['encoder']} encode of {args.input} -> {args.output}",
                 stage="encode"))
     res = encode(
-        args.input, args.output, cfg, plain=args.plain, model_dir=_model_dir(args), overwrite=args.overwrite,
-        progress=progress, on_event=notes(view, "encode"),
+        args.input, args.output, cfg, plain=args.plain, maps=args.maps, model_dir=_model_dir(args),
+        overwrite=args.overwrite, progress=progress, on_event=notes(view, "encode"),
     )
     d = encode_result_dict(res)
     if args.ndjson:
@@ -182,7 +182,12 @@ def cmd_encode(args) -> int:
         import json
 
         print(json.dumps(d))
-    what = "plain" if not res.roi else f"ROI ({res.model}, {res.inferences} inferences on {res.provider}, {res.mean_regions:.0f} regions/frame)"
+    if not res.roi:
+        what = "plain"
+    elif res.maps:
+        what = f"ROI (maps from {res.maps}, {res.mean_regions:.0f} regions/frame)"
+    else:
+        what = f"ROI ({res.model}, {res.inferences} inferences on {res.provider}, {res.mean_regions:.0f} regions/frame)"
     _info(
         f"encode: {res.frames} frames {res.encoder} {what}, video {_kbps(res.video_bitrate)} "
         f"(total {_kbps(res.total_bitrate)}), {res.fps:.1f} fps -> {res.output}"
@@ -382,6 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set roi.strength=4 --set rate_control.value=28 (repeatable)")
     e.add_argument("--plain", action="store_true", help="identical pipeline and encoder settings, no ROI")
+    e.add_argument("--maps", metavar="FILE",
+                   help="take the maps from FILE instead of the model: a map video (e.g. from `vmaf-roi saliency "
+                        "IN -o maps.mkv`; any video, read as gray, paired with the frames by timestamp) or a gaze "
+                        "file (.csv: viewers' fixations, by frame index)")
     e.add_argument("--print-config", action="store_true", help="print the effective config and exit")
     e.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts)")
     e.add_argument("--ndjson", action="store_true",
