@@ -258,3 +258,15 @@ def test_compare_maps_from_a_file(object_clip, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == InputError.exit_code and len(err) == 1 and "none.mkv" in err[0]
     assert not (tmp_path / "p").exists()  # refused before the first encode
+
+
+def test_compare_refuses_gaze_beyond_the_input_before_encoding(constructed, tmp_path):
+    """An input whose container gives no frame count (FFV1 in Matroska): compare counts the frames
+    and refuses fixations past them before the first encode."""
+    c = constructed
+    g = _gaze_csv(tmp_path / "long.csv", _everyone_looks_at(LOOK, frames=range(N + 1)))
+    cfg = config.load(None, ["saliency.model=mobilesal_placeholder_v0", "preset=ultrafast"])
+    events = []
+    with pytest.raises(InputError, match=f"the video has {N} frames"):
+        compare(c["ref"], cfg, crfs=[26, 34], out_dir=tmp_path / "o", gaze=g, on_event=events.append)
+    assert not events and not (tmp_path / "o").exists()  # nothing encoded, the new OUT_DIR removed

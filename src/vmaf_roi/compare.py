@@ -375,7 +375,7 @@ def compare(
         check_mask(mask, input_path)  # the right size and gray, before the first encode
     if gaze_min_viewers < 1:
         raise ConfigError(f"gaze min viewers must be >= 1, got {gaze_min_viewers}")
-    recording = load_gaze_for(gaze, input_path, "input") if gaze is not None else None
+    recording = load_gaze_for(gaze, input_path, "input", count=True) if gaze is not None else None
     source = None
     if maps is not None:
         from .mapsource import open_map_source, probe_input

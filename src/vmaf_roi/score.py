@@ -243,20 +243,25 @@ def check_mask(mask: str | Path, reference: str | Path) -> None:
         mv.close()
 
 
-def load_gaze_for(gaze: str | Path, reference: str | Path, role: str = "reference"):
+def load_gaze_for(gaze: str | Path, reference: str | Path, role: str = "reference", *, count: bool = False):
     """The gaze file ``gaze`` read in ``reference``'s pixel grid and frame rate (a ``t`` column in
     seconds becomes frame indices at that rate), before any work: a missing or malformed file,
-    or fixations beyond the frame count the reference's header gives, are InputErrors."""
+    or fixations beyond the frame count the reference's header gives, are InputErrors.
+    ``count``: where the header gives no frame count, decode the reference to count its frames
+    (worth it before work much longer than a decode, such as compare's encodes)."""
     from .gaze import load_gaze
 
     ref = _Video(reference, role)
     try:
-        first = next(iter(ref), None)
+        frames = iter(ref)
+        first = next(frames, None)
         if first is None:
             raise InputError(f"{role} {ref.path}: no video frames could be decoded")
         width, height = first.width, first.height
         rate = ref.src.rate
         header_frames = int(ref.src.stream.frames or 0) or None
+        if header_frames is None and count:
+            header_frames = 1 + sum(1 for _ in frames)
     finally:
         ref.close()
     return load_gaze(gaze, width=width, height=height, fps=float(rate) if rate else None, frame_count=header_frames)
