@@ -269,3 +269,20 @@ def test_gaze_source_from_a_recording_and_hold_before_any_map(tmp_path):
     assert src.neutral().shape == (48, 64) and src.label == "gaze g.csv"
     with pytest.raises(InputError, match="differ by more than 2%"):
         src.check_frame_size(64, 64)
+
+
+def test_interrupted_encode_from_a_map_video_leaves_nothing(clip, tmp_path, monkeypatch):
+    import vmaf_roi.encode as enc_mod
+
+    write_maps(tmp_path / "m.mkv", [np.full((240, 320), 200, np.uint8)] * 12, video_pts(clip.path))
+    real, calls = enc_mod.RoiAttacher.attach, {"n": 0}
+
+    def boom(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(enc_mod.RoiAttacher, "attach", boom)
+    assert main(["encode", str(clip.path), "-o", str(tmp_path / "o.mp4"), "--maps", str(tmp_path / "m.mkv")]) == 130
+    assert calls["n"] == 5 and [p.name for p in tmp_path.iterdir()] == ["m.mkv"]

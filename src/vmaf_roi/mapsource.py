@@ -244,7 +244,9 @@ class _MapReader:
         return t, np.ascontiguousarray(m)
 
     def close(self) -> None:
-        self.container.close()
+        if self.container is not None:  # twice: by the planning thread, then by the encode
+            self.container.close()
+            self.container = None
 
 
 class _VideoStage(_FileStage):
