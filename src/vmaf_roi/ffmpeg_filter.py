@@ -14,7 +14,7 @@ import importlib.util
 from pathlib import Path
 
 from .errors import ModelError
-from .registry import ModelSpec, sha256_file
+from .registry import ModelSpec, require_saliency, sha256_file
 
 
 def ort_library() -> Path:
@@ -42,6 +42,7 @@ def _num(x: float) -> str:
 def salroi_options(spec: ModelSpec, model_path: Path, *, ort_lib: Path | None = None,
                    digest: str | None = None) -> str:
     """``salroi=model=...`` with every registry key the filter needs for ``spec``."""
+    require_saliency(spec)
     pre = spec.preprocess
     if pre.scale not in ("255", "image_max"):
         raise ModelError(f"model {spec.id!r}: preprocess.scale {pre.scale!r} is not 255 or image_max")

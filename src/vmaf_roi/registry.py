@@ -79,6 +79,9 @@ class ModelSpec:
     # ONNX Runtime intra-op threads on the CPU when the caller asks for none (None: ORT's own
     # choice, one per core); measured per model (registry.yaml says why)
     cpu_threads: int | None = None
+    # not a saliency model but a part of one (e.g. the face detector inside attention_v1): why,
+    # and of what. Verified and listed like any model; SaliencyModel and salroi refuse it
+    component: str | None = None
 
     def location(self, cache_dir: Path | None = None) -> Path:
         if self.bundled:
@@ -126,6 +129,7 @@ def _parse(model_id: str, e: dict[str, Any]) -> ModelSpec:
         bundled=e.get("source", {}).get("type") == "bundled",
         retired=str(e["retired"]).strip() if e.get("retired") else None,
         cpu_threads=_cpu_threads(e.get("cpu_threads"), model_id),
+        component=str(e["component"]).strip() if e.get("component") else None,
     )
 
 
@@ -155,6 +159,12 @@ def get_spec(model_id: str, registry: dict[str, ModelSpec] | None = None) -> Mod
         known = ", ".join(sorted(registry))
         raise ModelError(f"unknown model {model_id!r}; known models: {known} (see `vmaf-roi models list`)")
     return registry[model_id]
+
+
+def require_saliency(spec: ModelSpec) -> None:
+    """An error for a component entry (not a saliency model: its outputs are not [N,1,H,W] maps)."""
+    if spec.component:
+        raise ModelError(f"model {spec.id!r} is not a saliency model: {spec.component}")
 
 
 def sha256_bytes(data: bytes) -> str:

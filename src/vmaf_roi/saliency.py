@@ -18,7 +18,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from .errors import DeviceError, ModelError
-from .registry import DEFAULT_MODEL, ModelSpec, get_spec, load_verified
+from .registry import DEFAULT_MODEL, ModelSpec, get_spec, load_verified, require_saliency
 
 Device = Literal["auto", "cuda", "cpu"]
 DEVICES: tuple[str, ...] = ("auto", "cuda", "cpu")
@@ -105,6 +105,7 @@ class SaliencyModel:
         if device not in DEVICES:
             raise DeviceError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
         self.spec = model if isinstance(model, ModelSpec) else get_spec(model)
+        require_saliency(self.spec)
         model_bytes = load_verified(self.spec, cache_dir)  # digest checked before ORT sees a byte
         ort = _import_ort()
         self.session = None
