@@ -1,0 +1,218 @@
+"""attention_v1: the face cue (blazeface_short), the numpy reference and the ONNX graph."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from skimage import data
+
+from vmaf_roi import attention as att
+from vmaf_roi import registry
+from vmaf_roi.errors import ModelError
+from vmaf_roi.saliency import SaliencyModel
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Her face in skimage's astronaut (512x512), labelled by eye: chin to hairline, ear to ear,
+# as fractions of the width and height (x0, y0, x1, y1).
+ASTRONAUT_FACE = (170 / 512, 60 / 512, 280 / 512, 185 / 512)
+
+
+def _builder():
+    spec = importlib.util.spec_from_file_location("build_attention_model", ROOT / "scripts" / "build_attention_model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _session(model_bytes: bytes) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def comps():
+    return att.Components()
+
+
+@pytest.fixture(scope="module")
+def photos():
+    # real photos from scikit-image: one with a face (astronaut), three without (coffee, rocket, a cat)
+    return {"astronaut": data.astronaut(), "coffee": data.coffee(), "rocket": data.rocket(),
+            "chelsea": data.chelsea()}
+
+
+def _inside(x: float, y: float, box) -> bool:
+    return box[0] <= x <= box[2] and box[1] <= y <= box[3]
+
+
+def test_anchors_follow_mediapipes_short_range_config():
+    a = att.anchors()
+    assert a.shape == (896, 2)
+    assert np.allclose(a[0], [0.5 / 16, 0.5 / 16]) and np.allclose(a[1], a[0])  # 2 per cell at stride 8
+    assert np.allclose(a[2], [1.5 / 16, 0.5 / 16])
+    assert np.allclose(a[512], [0.5 / 8, 0.5 / 8]) and np.allclose(a[517], a[512]) and not np.allclose(a[518], a[512])
+    assert np.allclose(a[-1], [7.5 / 8, 7.5 / 8])
+
+
+def test_face_cue_finds_the_face_in_astronaut(comps, photos):
+    out = comps([photos["astronaut"]])
+    boxes, scores = out["boxes"][0], out["scores"][0]
+    best = int(scores.argmax())
+    assert scores[best] > 0.5
+    cx, cy, w, h = boxes[best]
+    assert _inside(cx, cy, ASTRONAUT_FACE)
+    fw, fh = ASTRONAUT_FACE[2] - ASTRONAUT_FACE[0], ASTRONAUT_FACE[3] - ASTRONAUT_FACE[1]
+    assert 0.5 * fw < w < 1.5 * fw and 0.5 * fh < h < 1.5 * fh, (w, h)
+    # every anchor above the threshold is on her face (no NMS, but no second face either)
+    for i in np.flatnonzero(scores > 0.5):
+        assert _inside(boxes[i, 0], boxes[i, 1], ASTRONAUT_FACE), boxes[i]
+    for size in (att.WORK, 56):
+        f = att.face_map(out["boxes"], out["scores"], size, size)[0]
+        r, c = np.unravel_index(int(f.argmax()), f.shape)
+        assert _inside((c + 0.5) / size, (r + 0.5) / size, ASTRONAUT_FACE), (size, r, c)
+        assert f.max() > 0.5
+        # the map is local (a Gaussian of sigma = the box size): the bottom corners, two to three
+        # sigmas away, get under 1% of the peak
+        assert f[-1, 0] < 0.01 * f.max() and f[-1, -1] < 0.01 * f.max()
+
+
+def test_face_cue_finds_nothing_in_faceless_photos(comps, photos):
+    out = comps([photos["coffee"], photos["rocket"], photos["chelsea"]])
+    assert out["scores"].max() < 0.5, out["scores"].max(axis=1)
+    assert not att.face_map(out["boxes"], out["scores"]).any()
+    # with the threshold lowered below the best score the same anchors do draw: the gate decides
+    low = float(out["scores"].max()) - 0.01
+    assert att.face_map(out["boxes"], out["scores"], threshold=low).max() > 0
+
+
+def test_attention_graph_equals_the_numpy_reference(comps, photos):
+    """The bundled attention_v1, one batch of four real photos, against attention.attention()
+    with the registry's parameters (the builder's defaults)."""
+    spec = registry.get_spec("attention_v1")
+    sess = _session(registry.load_verified(spec))
+    x = comps.input(list(photos.values()))
+    y = sess.run(["saliency_map"], {"input": x})[0]
+    assert y.shape == (4, 1, att.WORK, att.WORK)
+    c = comps.run(x)
+    ref = att.attention(c["student_raw"], c["boxes"], c["scores"], att.Params())
+    assert np.abs(y[:, 0] - ref).max() < 1e-4
+    assert np.allclose(y.max(axis=(1, 2, 3)), 1.0) and y.min() >= 0
+    # the face shows: on the astronaut the fused map is brightest on her face
+    r, col = np.unravel_index(int(y[0, 0].argmax()), y.shape[2:])
+    assert _inside((col + 0.5) / att.WORK, (r + 0.5) / att.WORK, ASTRONAUT_FACE)
+    # one at a time gives the same maps as the batch (dynamic batch)
+    for i in range(len(x)):
+        assert np.abs(sess.run(["saliency_map"], {"input": x[i:i + 1]})[0] - y[i:i + 1]).max() < 1e-5
+
+
+@pytest.mark.parametrize("p", [
+    att.Params(w_s=0.5, w_f=3.0, w_c=0.25, centre_sx=0.3, centre_sy=0.15, blur=0.0, face_k=0.7,
+               face_threshold=0.3, top_k=4, size=56),
+    att.Params(w_s=1.0, w_f=1.0, w_c=0.0, blur=0.05, face_k=1.5, face_threshold=0.5, top_k=32, size=224),
+])
+def test_built_graph_with_other_parameters_and_its_components(comps, photos, p):
+    model = _builder().build(p, components=True)
+    sess = _session(model.SerializeToString())
+    x = comps.input([photos["astronaut"], photos["coffee"]])
+    names = ["saliency_map", "student_map", "face_map", "face_boxes", "face_scores"]
+    y = dict(zip(names, sess.run(names, {"input": x})))
+    c = comps.run(x)
+    s = att.student_map(c["student_raw"], p.size)
+    f = att.face_map(c["boxes"], c["scores"], p.size, p.size, p.face_k, p.face_threshold, p.top_k)
+    assert np.abs(y["student_map"][:, 0] - s).max() < 1e-4
+    assert np.abs(y["face_map"][:, 0] - f).max() < 1e-4
+    assert np.abs(y["face_boxes"] - c["boxes"]).max() < 1e-4 and np.abs(y["face_scores"] - c["scores"]).max() < 1e-4
+    ref = att.fuse(s, f, att.centre_prior(p.size, p.size, p.centre_sx, p.centre_sy), p.w_s, p.w_f, p.w_c, p.blur)
+    assert np.abs(y["saliency_map"][:, 0] - ref).max() < 1e-4
+    assert np.abs(ref - att.attention(c["student_raw"], c["boxes"], c["scores"], p)).max() == 0
+    # and the parameters matter: the default parameters at the same size give other maps
+    default = att.attention(c["student_raw"], c["boxes"], c["scores"], dataclasses.replace(att.Params(), size=p.size))
+    assert np.abs(default - ref).max() > 0.05
+
+
+def test_builder_reproduces_the_bundled_file():
+    data_ = _builder().build(att.Params()).SerializeToString()
+    assert registry.sha256_bytes(data_) == registry.get_spec("attention_v1").sha256
+
+
+def test_fuse_pieces():
+    c = att.centre_prior(9, 15, 0.2, 0.3)
+    assert c.shape == (9, 15) and c[4, 7] == c.max() and np.allclose(c, c[::-1, ::-1])
+    k = att.gaussian_kernel(2.0)
+    assert len(k) == 13 and abs(k.sum() - 1) < 1e-6
+    m = np.zeros((1, 20, 20), np.float32)
+    m[0, 10, 10] = 1
+    b = att.blur(m, 0.1)
+    assert abs(b.sum() - 1) < 1e-5 and b[0, 10, 10] == b.max() < 1
+    flat = att.fuse(np.zeros((1, 8, 8), np.float32), np.zeros((1, 8, 8), np.float32), np.zeros((8, 8), np.float32),
+                    1, 1, 1)
+    assert not flat.any() and np.isfinite(flat).all()
+
+
+def test_registry_entries_verify_and_the_component_is_refused_as_saliency():
+    reg = registry.load_registry()
+    face, a = reg["blazeface_short"], reg["attention_v1"]
+    for spec in (face, a):
+        assert registry.status(spec) == "ok" and spec.bundled and spec.license == "Apache-2.0"
+        assert len(registry.load_verified(spec)) == spec.size_bytes
+        for lf in spec.license_files:
+            assert (registry._package_model_dir() / lf).is_file(), lf
+    assert face.component and not a.component and not a.placeholder
+    assert registry.DEFAULT_MODEL == "salstudent_v1"
+    with pytest.raises(ModelError, match="not a saliency model"):
+        SaliencyModel("blazeface_short", device="cpu")
+    from vmaf_roi.ffmpeg_filter import salroi_options
+
+    with pytest.raises(ModelError, match="not a saliency model"):
+        salroi_options(face, face.location())
+    m = SaliencyModel("attention_v1", device="cpu", threads=1)
+    assert m.batchable and m.input_size == (224, 224)
+    maps = m.maps([data.astronaut(), data.coffee()])
+    assert maps[0].shape == (512, 512) and maps[1].shape == (400, 600)
+    assert all(0 <= mm.min() and mm.max() <= 1 for mm in maps)
+
+
+def test_face_detector_io_contract():
+    spec = registry.get_spec("blazeface_short")
+    sess = _session(registry.load_verified(spec))
+    (i,) = sess.get_inputs()
+    assert i.name == "input" and i.shape == [1, 3, 128, 128]
+    assert {o.name: o.shape for o in sess.get_outputs()} == {"regressors": [1, 896, 16], "classificators": [1, 896, 1]}
+
+
+def test_salroi_filter_gives_the_same_maps(tmp_path):
+    """The C filter (model mode) runs attention_v1 without changes: on the same RGB pixels its
+    8-bit maps (112x112, not the 224x224 input size) are the package's."""
+    import os
+    import subprocess
+
+    from PIL import Image
+
+    from vmaf_roi.ffmpeg_filter import ort_library, salroi_options
+
+    ff = os.environ.get("VMAF_ROI_SALROI_FFMPEG")
+    if not ff:
+        pytest.skip("no salroi FFmpeg ($VMAF_ROI_SALROI_FFMPEG unset; scripts/test.sh sets it)")
+    spec = registry.get_spec("attention_v1")
+    frames = [np.asarray(Image.fromarray(im).resize((224, 224), Image.BILINEAR))
+              for im in (data.astronaut(), data.coffee(), data.chelsea(), data.rocket())]
+    raw, maps = tmp_path / "in.rgb", tmp_path / "maps.gray"
+    raw.write_bytes(np.stack(frames).tobytes())
+    vf = salroi_options(spec, spec.location(), ort_lib=ort_library()) + f":stride=1:threads=1:maps={maps}"
+    r = subprocess.run([ff, "-hide_banner", "-nostdin", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                        "-video_size", "224x224", "-framerate", "25", "-i", str(raw), "-vf", vf, "-f", "null", "-"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = np.fromfile(maps, np.uint8)
+    assert got.size == 4 * att.WORK * att.WORK
+    model = SaliencyModel(spec, device="cpu", threads=1)
+    want = np.rint(model.predict(np.stack(frames)) * 255).astype(np.uint8)
+    diff = np.abs(got.reshape(want.shape).astype(int) - want.astype(int))
+    assert diff.max() <= 1 and np.mean(diff == 0) >= 0.999
