@@ -10,8 +10,8 @@ The corpus (96x64, 20-24 frames each):
 - ``packed.avi``: the same packed DivX-style, as the real files are: each B-frame stored in the
   chunk of the frame before it, an N-VOP (a not-coded VOP) in its own slot, and the "DivX...p"
   user data that tells the decoder. FFmpeg's encoder cannot write this (nor can any bitstream
-  filter), so the packets are rearranged here. PyAV's decoded pts then go 1, 3, 2, 5, 4, ...
-  while the dts increase, as on the real files;
+  filter), so the packets are rearranged here. Its packets carry dts only, as on the real files
+  (PyAV's default AVFMT_FLAG_GENPTS would make up pts 1, 3, 2, 5, 4, ... for them; ffmpeg does not);
 - ``trunc.mkv``/``trunc.mp4``: cut at 60% (Matroska plays up to the cut; MP4 loses its moov);
 - ``corrupt.mkv``: packets overwritten with garbage (the decoder rejects one, conceals others);
   ``damaged.mkv``: the same with the Matroska block headers hit (the demuxer stops there);
@@ -229,18 +229,12 @@ NOTES = {
     "dup.mkv": "1 dropped and 2 moved",
     "nopts.h264": "24 frames had none",
     "bf.avi": None,
-    "packed.avi": "21 frames timed by dts",
+    "packed.avi": None,  # AVI has no pts: timing by the dts is what ffmpeg does too, nothing to note
     "trunc.mkv": "truncated or damaged file?",
     "corrupt.mkv": "1 packet could not be decoded",
     "damaged.mkv": "truncated or damaged file?",
     "sizechange.h264": "10 frames scaled back to the first frame's 96x64",
 }
-
-
-# Packed B-frames: PyAV's FFmpeg 8.1 decoder gives the second frame pts 3 (the P-frame's) where
-# imageio-ffmpeg's FFmpeg 9 gives 2, so the best-effort guess switches to the dts one frame
-# later: the same frames, but every one from the second on a frame slot later than ffmpeg 9's.
-SAME_TIMES = {"packed.avi": [Fraction(0)] + [Fraction(i + 1, 25) for i in range(1, N)]}
 
 
 @pytest.mark.parametrize("name", list(NOTES))
@@ -255,7 +249,7 @@ def test_encode_gives_ffmpegs_frames_and_timestamps(corpus, ffmpeg_out, tmp_path
     ours = _times(out)
     assert len(ours) == len(theirs), (name, len(ours), len(theirs))
     # ffmpeg starts its output at 0 and rounds to the frame-rate grid (1/25 here); ours keeps the source's
-    assert [round(t * 25) for t in _rel(ours)] == [round(t * 25) for t in _rel(SAME_TIMES.get(name, theirs))]
+    assert [round(t * 25) for t in _rel(ours)] == [round(t * 25) for t in _rel(theirs)]
     notes = [ln for ln in err.splitlines() if corpus[name].name in ln]
     if NOTES[name] is None:
         assert notes == []
@@ -314,7 +308,7 @@ def test_map_video_and_npz_carry_the_frames_timestamps(corpus, ffmpeg_out, tmp_p
     theirs = ffmpeg_out[name]
     assert len(map_ms) == len(theirs)
     # one map per frame ffmpeg keeps, at that frame's time (relative to the first)
-    want = _rel(SAME_TIMES.get(name, theirs))
+    want = _rel(theirs)
     assert [round((m - map_ms[0]) * 25 / 1000) for m in map_ms] == [round(t * 25) for t in want]
 
 

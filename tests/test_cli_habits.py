@@ -191,3 +191,41 @@ def test_batch_resume_brings_back_a_deleted_step_output(tmp_path, clip, capsys):
     assert side.read_text() == '{"edited": "by hand"}\n'
     rc, summary = run("--overwrite")
     assert rc == 0 and summary["done"] == 1 and json.loads(side.read_bytes())["pooled"]
+
+
+# -- 5. packet timestamps as the ffmpeg CLI reads them ---------------------------------------
+def test_inputs_open_without_made_up_packet_pts(clip):
+    from vmaf_roi.decode import AVFMT_FLAG_GENPTS, open_input
+
+    with open_input(clip.path) as c:
+        assert not c.flags & AVFMT_FLAG_GENPTS  # PyAV sets it; the ffmpeg CLI does not
+
+
+def ffmpeg_decoded_pts(path) -> list[int]:
+    """The best-effort timestamps ffmpeg's decoder hands its filters (showinfo's pts)."""
+    proc = subprocess.run([FFMPEG, "-hide_banner", "-i", str(path), "-an", "-vf", "showinfo", "-fps_mode", "vfr",
+                           "-f", "null", "-"], capture_output=True, text=True, check=True)
+    import re
+
+    return [int(m) for m in re.findall(r"\bn: *\d+ pts: *(-?\d+)", proc.stderr)]
+
+
+def test_avi_with_packed_b_frames_times_frames_as_ffmpeg():
+    import os
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from fetch_corpus import load
+
+    try:
+        path = load().path("Megamind.avi")  # MPEG-4 part 2 with packed B-frames
+    except Exception as exc:
+        assert os.environ.get("CI") != "true", f"CI has no corpus: {exc}"
+        pytest.skip(f"corpus clip not available ({exc}); run python scripts/fetch_corpus.py")
+    with VideoSource(path) as src:
+        decoded = [f.pts for f in src._decoded()]
+    with VideoSource(path) as src:
+        out = list(src.frames())
+    assert decoded == ffmpeg_decoded_pts(path)
+    assert len(out) == ffmpeg_frames(path, "null") == 270

@@ -8,6 +8,8 @@
 Timestamps are those the ffmpeg CLI works with, so every consumer (encode, saliency maps, score)
 sees the same ones:
 
+* packets as the file has them: PyAV's default ``AVFMT_FLAG_GENPTS`` (made-up packet pts, which
+  the ffmpeg CLI does not use) is turned off;
 * the decoder's *best-effort* timestamp (libavcodec ``decode.c: guess_correct_pts``), which
   PyAV does not expose: the frame's reordered pts unless they have gone backwards more often
   than the packet dts, then the dts; and where neither is set, the previous timestamp plus a
@@ -131,10 +133,18 @@ def open_input(path: str | Path) -> av.container.InputContainer:
     if not container.streams.video:
         container.close()
         raise InputError(f"{p}: has no video stream")
+    # PyAV opens with AVFMT_FLAG_GENPTS, the ffmpeg CLI without. With it libavformat makes up a
+    # pts for each packet that has none, from the stream's reorder delay; for MPEG-4 part 2 with
+    # packed B-frames in AVI that order is wrong (Megamind.avi: packet pts 1, 2, 4, 3, ..., so
+    # frames 3 and 4 decode with pts 5 and 4, the best-effort guess turns to the dts one frame
+    # late, two frames share timestamp 5 and -fps_mode vfr drops one: 269 frames, ffmpeg 270).
+    # Without it the packets carry what the file has (dts only), as in ffmpeg.
+    container.flags &= ~AVFMT_FLAG_GENPTS
     return container
 
 
 AVFMT_NOTIMESTAMPS = 0x0080  # libavformat/avformat.h
+AVFMT_FLAG_GENPTS = 0x0001  # libavformat/avformat.h
 
 
 def _n(count: int, noun: str) -> str:
@@ -148,7 +158,8 @@ class BestEffortPts:
         self.faulty_pts = self.faulty_dts = 0
         self.last_pts: int | None = None
         self.last_dts: int | None = None
-        self.used_dts = 0  # frames whose timestamp came from the dts
+        self.used_dts = 0  # frames whose pts was overruled by the dts (pts gone backwards)
+        self.no_pts = 0  # frames timed by the dts because they had no pts (AVI: the container has none)
 
     def __call__(self, pts: int | None, dts: int | None) -> int | None:
         if dts is not None:
@@ -163,7 +174,9 @@ class BestEffortPts:
             self.last_pts = dts
         if pts is not None and (self.faulty_pts <= self.faulty_dts or dts is None):
             return pts
-        if dts is not None and dts != pts:
+        if dts is not None and pts is None:
+            self.no_pts += 1
+        elif dts is not None and dts != pts:
             self.used_dts += 1
         return dts
 
@@ -258,6 +271,7 @@ class VideoSource:
         guess = self.stream.guessed_rate or self.stream.average_rate
         self.sync = VfrSync(Fraction(guess) if guess else Fraction(25))
         self.filled = 0  # frames without any timestamp, given the previous one + a duration
+        self.filled_at_end = 0  # the same, for frames out of the decoder's drain (not noted)
         self.decode_errors = 0  # packets the decoder rejected (skipped, as ffmpeg does)
         self.rescaled = 0  # frames scaled back to the first frame's size/format
         self.demux_error: str | None = None
@@ -424,12 +438,13 @@ class VideoSource:
                 continue
             for frame in frames:
                 self.decoded += 1
+                draining = packet is None or not packet.size  # PyAV ends demux with empty flush packets
                 mot = None
                 if self._motion_on:  # read before any fix-up: a rescaled frame has no side data
                     vec = carry.motion_vectors(frame)  # a view into the frame's side data: copied
                     mot = FrameMotion(carry.picture_type(frame), None if vec is None else vec.copy(),
                                       frame.width, frame.height)
-                fixed = self._fix(frame, last)
+                fixed = self._fix(frame, last, draining)
                 last = fixed.pts
                 if mot is not None and self._motion_on:
                     self._motion_q.append((fixed.pts, mot))
@@ -448,12 +463,17 @@ class VideoSource:
         except av.error.FFmpegError:
             return []
 
-    def _fix(self, frame: av.VideoFrame, last: int | None) -> av.VideoFrame:
+    def _fix(self, frame: av.VideoFrame, last: int | None, draining: bool = False) -> av.VideoFrame:
         """Best-effort timestamp (filled in where missing) and the first frame's size and format."""
         tb = frame.time_base or self.time_base
         pts = None if self._ts_unreliable else self.best_effort(frame.pts, frame.dts)
         if pts is None:
-            self.filled += 1
+            # A frame the decoder still held at the end has no packet, so no dts: in a container
+            # without pts (AVI with B-frames) that is the normal last frame, not a fix-up to note.
+            if draining and last is not None and not self._ts_unreliable and frame.pts is None:
+                self.filled_at_end += 1
+            else:
+                self.filled += 1
             rate = self.stream.codec_context.framerate if self._ts_unreliable else None
             rate = rate or self.rate
             step = (frame.duration if not self._ts_unreliable else 0) or (round(1 / (rate * tb)) if rate else 1)
