@@ -139,8 +139,13 @@ def points_density(xs: np.ndarray, ys: np.ndarray, width: int, height: int, sigm
         return out / out.sum()
     gx = np.exp(-0.5 * (((np.arange(width) + 0.5)[None, :] - xs[:, None]) / sigma) ** 2)
     gy = np.exp(-0.5 * (((np.arange(height) + 0.5)[None, :] - ys[:, None]) / sigma) ** 2)
-    gx /= np.maximum(gx.sum(axis=1, keepdims=True), 1e-300)
-    gy /= np.maximum(gy.sum(axis=1, keepdims=True), 1e-300)
+    for g, v, n in ((gx, xs, width), (gy, ys, height)):
+        s = g.sum(axis=1)
+        lost = s <= 0  # a sigma far below a pixel: every value underflowed; the point's own pixel
+        if lost.any():
+            g[np.flatnonzero(lost), pixel(v[lost], n)] = 1.0
+            s[lost] = 1.0
+        g /= s[:, None]
     d = gy.T @ gx
     return d / d.sum()
 
