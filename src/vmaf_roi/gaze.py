@@ -282,6 +282,7 @@ def parse_gaze(text: str, where: str, *, width: int, height: int, fps: float | F
     vnames: list[str] = []
     has_viewer = "viewer" in col
     rate = float(fps) if fps else 0.0
+    first_empty_viewer = 0
     for n, line in rows:
         cells = next(csv.reader([line]))
         if len(cells) != len(header):
@@ -313,14 +314,17 @@ def parse_gaze(text: str, where: str, *, width: int, height: int, fps: float | F
         ys.append(y)
         if has_viewer:
             vnames.append(cells[col["viewer"]].strip())
+            if not vnames[-1] and not first_empty_viewer:
+                first_empty_viewer = n
     if not frames:
         raise InputError(f"{where}: empty gaze file: a header but no point")
     names: tuple[str, ...] = ()
     vid = np.full(len(frames), -1, dtype=np.int64)
     if has_viewer:
-        if any(not v for v in vnames):
+        if first_empty_viewer:
             n_empty = sum(1 for v in vnames if not v)
-            raise InputError(f"{where}: {n_empty} points have an empty viewer (leave the column out where viewers are not known)")
+            raise InputError(f"{where}:{first_empty_viewer}: empty viewer ({n_empty} point{'s' if n_empty != 1 else ''} "
+                             f"without one; leave the column out where viewers are not known)")
         names = tuple(sorted(set(vnames)))
         lookup = {v: i for i, v in enumerate(names)}
         vid = np.array([lookup[v] for v in vnames], dtype=np.int64)
