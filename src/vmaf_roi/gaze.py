@@ -24,8 +24,9 @@ line that names the file and the line.
 
 A frame's fixation density is its points blurred by a Gaussian of ``sigma`` pixels, by
 default :func:`default_sigma`: one degree of visual angle, taking the frame's width to span
-:data:`FRAME_WIDTH_DEGREES` degrees (a desktop eye-tracking set-up: a 24-inch screen at
-about 65 cm). Each point's Gaussian is normalised inside the frame, so a point near the edge
+:data:`FRAME_WIDTH_DEGREES` degrees (the usual desktop eye-tracking set-up: 1024-pixel-wide
+pictures at about 29 degrees, some 35 pixels a degree; a 24-inch 16:9 screen filled from about
+1 m, or a picture 35 cm wide seen from 65 cm). Each point's Gaussian is normalised inside the frame, so a point near the edge
 weighs as much as one in the middle.
 
 The measures (Bylinskii et al., "What do different evaluation metrics tell us about saliency
