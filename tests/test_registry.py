@@ -110,6 +110,9 @@ def test_cli_models_list(capsys, tmp_path):
     assert main(["models", "list", "--model-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "placeholder" in out and "u2netp" in out and "missing" in out
+    # an auxiliary graph (the face detector inside the attention model) is not listed as a saliency model
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines() if line and not line.startswith(("ID", "cache", "bundled"))}
+    assert rows["blazeface_short"] == "component" and rows["salstudent_v1"] == "real"
 
 
 def test_fetch_u2netp_verifies_and_installs_nothing(model_dir):

@@ -45,7 +45,8 @@ def cmd_models_list(args) -> int:
     rows = [("ID", "TYPE", "LICENCE", "STATUS", "FILE")]
     dirs: dict[str, str] = {}
     for spec in load_registry().values():
-        kind = "placeholder" if spec.placeholder else ("retired" if spec.retired else "real")
+        kind = ("placeholder" if spec.placeholder else "component" if spec.component
+                else "retired" if spec.retired else "real")
         loc = spec.location(cache)
         where = "bundled" if spec.bundled else "cache"
         dirs[where] = str(loc.parent)
