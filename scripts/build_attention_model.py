@@ -14,7 +14,7 @@ holds the two together):
     boxes, scores = decode(blazeface_short(x_f))            896 anchors, no NMS
     F = max over the top-K anchors of score * [score > t] * Gaussian(box centre, k * box size)
     C = Gaussian(image centre, sigma sx * W, sy * H)        a constant
-    A = w_s * blur(S) + w_f * F + w_c * C                   blur: separable Conv, reflected edges
+    A = (w_s * blur(S) + w_c) * C + w_f * F                 blur: separable Conv, reflected edges
     saliency_map = A / max(max(A), 1e-8)
 
 The batch dimension stays dynamic (the face detector's batch-1 Reshapes are rewritten to copy
@@ -200,11 +200,11 @@ def build(p: att.Params, components: bool = False) -> onnx.ModelProto:
     # -- fusion -------------------------------------------------------------------------
     nodes += [
         N("Mul", [blurred, c("fu/ws", p.w_s)], ["fu/s"], name="fu/ws"),
+        N("Add", ["fu/s", c("fu/wc", p.w_c)], ["fu/floor"], name="fu/wc"),
+        N("Mul", ["fu/floor", c("fu/centre", att.centre_prior(h, w, p.centre_sx, p.centre_sy).reshape(1, 1, h, w))],
+          ["fu/gated"], name="fu/gate"),
         N("Mul", ["face_map", c("fu/wf", p.w_f)], ["fu/f"], name="fu/wf"),
-        N("Add", ["fu/s", "fu/f"], ["fu/sf"], name="fu/add_sf"),
-        N("Mul", [c("fu/centre", att.centre_prior(h, w, p.centre_sx, p.centre_sy).reshape(1, 1, h, w)),
-                  c("fu/wc", p.w_c)], ["fu/c"], name="fu/wc"),
-        N("Add", ["fu/sf", "fu/c"], ["fu/a"], name="fu/add_c"),
+        N("Add", ["fu/gated", "fu/f"], ["fu/a"], name="fu/add_f"),
         N("ReduceMax", ["fu/a"], ["fu/amax0"], axes=[1, 2, 3], keepdims=1, name="fu/max"),
         N("Max", ["fu/amax0", c("fu/eps", 1e-8)], ["fu/amax"], name="fu/guard"),
         N("Div", ["fu/a", "fu/amax"], ["saliency_map"], name="fu/norm"),
@@ -249,7 +249,7 @@ def main() -> int:
     ap.add_argument("-o", "--out", type=Path, default=ROOT / "model" / "attention_v1.onnx")
     ap.add_argument("--w-s", type=float, default=d.w_s, help="weight of the (blurred) student map")
     ap.add_argument("--w-f", type=float, default=d.w_f, help="weight of the face map")
-    ap.add_argument("--w-c", type=float, default=d.w_c, help="weight of the centre prior")
+    ap.add_argument("--w-c", type=float, default=d.w_c, help="the floor under the object cue, before the centre prior gates it")
     ap.add_argument("--centre-sx", type=float, default=d.centre_sx, help="centre prior sigma, fraction of the width")
     ap.add_argument("--centre-sy", type=float, default=d.centre_sy, help="centre prior sigma, fraction of the height")
     ap.add_argument("--blur", type=float, default=d.blur, help="student blur sigma, fraction of the side (0: none)")

@@ -104,9 +104,13 @@ def test_attention_graph_equals_the_numpy_reference(comps, photos):
     ref = att.attention(c["student_raw"], c["boxes"], c["scores"], att.Params())
     assert np.abs(y[:, 0] - ref).max() < 1e-4
     assert np.allclose(y.max(axis=(1, 2, 3)), 1.0) and y.min() >= 0
-    # the face shows: on the astronaut the fused map is brightest on her face
-    r, col = np.unravel_index(int(y[0, 0].argmax()), y.shape[2:])
+    # the face shows: on the astronaut, the face cue's peak is on her face, and the fused map is
+    # higher there than the same fusion without the face cue (faces are added outside the centre gate)
+    f = att.face_map(c["boxes"], c["scores"], att.WORK, att.WORK, att.Params().face_k, att.Params().face_threshold)
+    r, col = np.unravel_index(int(f[0].argmax()), f.shape[1:])
     assert _inside((col + 0.5) / att.WORK, (r + 0.5) / att.WORK, ASTRONAUT_FACE)
+    no_face = att.attention(c["student_raw"], c["boxes"], np.zeros_like(c["scores"]), att.Params())
+    assert y[0, 0, r, col] > no_face[0, r, col] + 0.1
     # one at a time gives the same maps as the batch (dynamic batch)
     for i in range(len(x)):
         assert np.abs(sess.run(["saliency_map"], {"input": x[i:i + 1]})[0] - y[i:i + 1]).max() < 1e-5
