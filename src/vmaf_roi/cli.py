@@ -28,7 +28,11 @@ from .cli_common import (
     _add_overwrite,
     _add_model_args,
     _add_model_dir,
+    add_ffmpeg_habits,
+    cut_input,
     event_views,
+    habit_sets,
+    segment_of,
 )
 from .errors import ConfigError, Interrupted, OutputError, VmafRoiError, exit_code_for_interrupt
 
@@ -129,17 +133,28 @@ def cmd_ort_lib(args) -> int:
 
 # -- saliency ----------------------------------------------------------------------------
 def cmd_saliency(args) -> int:
-    from .maps import run_saliency
     from .output import check_outputs
     from .saliency import SaliencyModel
 
     if not (args.output or args.npz or args.overlay):
         raise ConfigError("nothing to write: give -o/--output, --npz and/or --overlay")
+    segment = segment_of(args)
     check_outputs([args.output, args.npz, args.overlay], [args.input], overwrite=args.overwrite)
     model = SaliencyModel(args.model, device=args.device, cache_dir=_model_dir(args), threads=args.threads)
     _warn_placeholder(model.spec)
+    if segment:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="vmaf-roi-cut-") as d:
+            return _saliency(args, model, cut_input(args, segment, d, audio=False))
+    return _saliency(args, model, args.input)
+
+
+def _saliency(args, model, input_path) -> int:
+    from .maps import run_saliency
+
     res = run_saliency(
-        args.input, output=args.output, npz=args.npz, overlay=args.overlay, model=model,
+        input_path, output=args.output, npz=args.npz, overlay=args.overlay, model=model,
         stride=args.stride, filters=args.vf, progress=_progress_factory(sys.stderr.isatty() and not args.quiet),
         overwrite=args.overwrite,
         on_event=lambda m: _info(f"note: {m}"),
@@ -155,14 +170,34 @@ def cmd_saliency(args) -> int:
 # -- encode ------------------------------------------------------------------------------
 def cmd_encode(args) -> int:
     from . import config
-    from .encode import encode
 
-    cfg = config.load(args.config, args.set)
+    cfg = config.load(args.config, habit_sets(args))
+    segment = segment_of(args)
     if args.print_config:
         print(config.dump(cfg), end="")
+        if segment:
+            print(f"# segment of the input (not a config key): {segment.describe()}")
         return 0
     if not args.output:
         raise ConfigError("-o/--output is required")
+    if segment:
+        if args.maps:
+            raise ConfigError("--maps with -ss/-t/-to/-frames:v: the maps would have to be cut the same way; "
+                              "make maps of the segment (vmaf-roi saliency IN -ss ... -t ... -o maps.mkv) and "
+                              "encode the segment with those")
+        import tempfile
+
+        from .output import check_outputs
+
+        check_outputs([args.output], [args.input], overwrite=args.overwrite)
+        with tempfile.TemporaryDirectory(prefix="vmaf-roi-cut-") as d:
+            cut = cut_input(args, segment, d, audio=cfg["audio"] == "copy")
+            return _encode(args, cfg, cut)
+    return _encode(args, cfg, args.input)
+
+
+def _encode(args, cfg, input_path) -> int:
+    from .encode import encode
     from .events import Result, Status, notes
 
     if args.json and args.ndjson:
@@ -173,7 +208,7 @@ def cmd_encode(args) -> int:
     view(Status(f"{'plain' if args.plain else 'ROI'} {cfg['encoder']} encode of {args.input} -> {args.output}",
                 stage="encode"))
     res = encode(
-        args.input, args.output, cfg, plain=args.plain, maps=args.maps, model_dir=_model_dir(args),
+        input_path, args.output, cfg, plain=args.plain, maps=args.maps, model_dir=_model_dir(args),
         overwrite=args.overwrite, progress=progress, on_event=notes(view, "encode"),
     )
     d = encode_result_dict(res)
@@ -379,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overwrite(s)
     _add_model_args(s)
     _add_model_dir(s)
+    add_ffmpeg_habits(s, codec=False, rate=False, audio=False)
     s.set_defaults(func=cmd_saliency)
 
     e = sub.add_parser("encode", help="ROI-encode a video (or --plain for the same pipeline without ROI)")
@@ -399,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_overwrite(e)
     _add_model_dir(e)
+    add_ffmpeg_habits(e)
     e.set_defaults(func=cmd_encode)
 
     q = sub.add_parser("qpmap", help="picture of the QP an encoder chose per block (H.264), optionally vs another encode")

@@ -164,3 +164,91 @@ def event_views(ndjson: bool, quiet: bool):
         return ndjson_view, progress_events(ndjson_view)
     view = BarView(bars=sys.stderr.isatty() and not quiet)
     return view, progress_events(view, interval=0.1)
+
+
+# -- ffmpeg habits ----------------------------------------------------------------------------
+HABITS_TITLE = "ffmpeg-style options"
+HABITS_DESC = ("Typed as in ffmpeg, mapped onto the config (an explicit --set of the same key wins). "
+               "-ss/-t/-to work on a segment as ffmpeg's input options do: the input is sought to the keyframe "
+               "before START and decoded from there (not from the start), frames before START are dropped, "
+               "the segment's first frame becomes time 0; it is cut once losslessly (FFV1, with its audio "
+               "packets, into a temporary .mkv under $TMPDIR) and the command runs on that. "
+               "Times: seconds (90, 1.5) or [HH:]MM:SS[.ms] (01:30, 00:01:30.5).")
+
+
+def add_ffmpeg_habits(p: argparse.ArgumentParser, *, codec: bool = True, rate: bool = True,
+                      segment: bool = True, audio: bool = True) -> argparse._ArgumentGroup:
+    g = p.add_argument_group(HABITS_TITLE, HABITS_DESC)
+    if codec:
+        g.add_argument("-c:v", "-vcodec", dest="ff_encoder", metavar="ENCODER",
+                       help="the encoder: --set encoder=ENCODER (-c alone is still the config file)")
+        g.add_argument("-preset", dest="ff_preset", metavar="PRESET", help="--set preset=PRESET")
+    if rate:
+        g.add_argument("-crf", "--crf", dest="ff_crf", metavar="N",
+                       help="--set rate_control.mode=crf --set rate_control.value=N")
+        g.add_argument("-b:v", dest="ff_bitrate", metavar="RATE",
+                       help="--set rate_control.mode=bitrate --set rate_control.value=RATE (e.g. 2M)")
+    if segment:
+        g.add_argument("-ss", dest="ff_ss", metavar="START", help="start at this time of the input")
+        g.add_argument("-t", dest="ff_t", metavar="DURATION", help="take this long a segment")
+        g.add_argument("-to", dest="ff_to", metavar="END", help="stop at this time of the input (or -t)")
+        g.add_argument("-frames:v", "-vframes", dest="ff_frames", type=_frames_arg, metavar="N",
+                       help="stop after N video frames")
+    if audio:
+        g.add_argument("-an", dest="ff_an", action="store_true", help="no audio: --set audio=drop")
+    return g
+
+
+def _frames_arg(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of frames >= 1, got {text!r}")
+    return n
+
+
+def habit_sets(args) -> list[str]:
+    """The ``--set KEY=VALUE`` overrides the ffmpeg-style options stand for; the user's own
+    ``--set`` come after them (and so win)."""
+    sets = []
+    crf, rate = getattr(args, "ff_crf", None), getattr(args, "ff_bitrate", None)
+    if crf is not None and rate is not None:
+        raise ConfigError("-crf and -b:v: give one (constant quality or a bitrate)")
+    if getattr(args, "ff_encoder", None) is not None:
+        sets.append(f"encoder={args.ff_encoder}")
+    if getattr(args, "ff_preset", None) is not None:
+        sets.append(f"preset={args.ff_preset}")
+    if crf is not None:
+        sets += ["rate_control.mode=crf", f"rate_control.value={crf}"]
+    if rate is not None:
+        sets += ["rate_control.mode=bitrate", f"rate_control.value={rate}"]
+    if getattr(args, "ff_an", False):
+        sets.append("audio=drop")
+    return sets + list(getattr(args, "set", None) or [])
+
+
+def segment_of(args):
+    """The -ss/-t/-to/-frames:v segment (falsy when none was given); ConfigError for a bad time."""
+    from .decode import Segment
+
+    return Segment.from_options(getattr(args, "ff_ss", None), getattr(args, "ff_t", None),
+                                getattr(args, "ff_to", None), getattr(args, "ff_frames", None))
+
+
+def cut_input(args, segment, tmpdir: str | Path, *, audio: bool = True) -> Path:
+    """Cut the segment of ``args.input`` losslessly into ``tmpdir`` (same name, .mkv); one line
+    on stderr says what was cut."""
+    from .decode import cut_segment
+
+    inp = Path(args.input)
+    res = cut_segment(inp, Path(tmpdir) / (inp.stem + ".mkv"), segment, audio=audio)
+    seek = (f", decoded from {res.seeked_to:.3f} s (the keyframe before)"
+            if segment.start and res.seeked_to is not None else "")
+    _info(f"segment: {segment.describe()} of {inp}: {res.frames} frames from {res.offset:.3f} s of the input "
+          f"(now time 0){seek}, cut losslessly (FFV1" + (f" + {res.streams_copied} copied stream(s)"
+                                                          if res.streams_copied else "") + ")")
+    for n in res.notes:
+        _info(f"note: {n}")
+    return res.path

@@ -95,18 +95,36 @@ def _gaze_line(g: dict, what: str) -> str:
 # -- compare ------------------------------------------------------------------------------
 def cmd_compare(args) -> int:
     from . import config
-    from .cli_common import BarView, _make_dirs, _remove_dirs, check_image_suffix, event_views
+    from .cli_common import (BarView, _make_dirs, _remove_dirs, check_image_suffix, cut_input, event_views,
+                             habit_sets, segment_of)
+    from .errors import ConfigError
     from .compare import compare, parse_points
     from .errors import InputError
     from .events import Result
     from .output import check_outputs
 
-    cfg = config.load(args.config, args.set)
+    cfg = config.load(args.config, habit_sets(args))
+    segment = segment_of(args)
+    if args.crf and args.bitrates:
+        raise ConfigError("--crf/-crf and --bitrates/-b:v: give one")
     crfs = parse_points(args.crf, "crf") if args.crf else None
     bitrates = parse_points(args.bitrates, "bitrates") if args.bitrates else None
+    if args.print_config:
+        print(config.dump(cfg), end="")
+        pts = f"crf {args.crf}" if crfs else f"bitrates {args.bitrates}" if bitrates else None
+        if pts:
+            print(f"# compare points: {pts}")
+        if segment:
+            print(f"# segment of the input (not a config key): {segment.describe()}")
+        return 0
+    if not (crfs or bitrates):
+        raise ConfigError("give the points: --crf/-crf LIST (e.g. 23,28,33) or --bitrates/-b:v LIST (e.g. 1M,2M,4M)")
     inp = Path(args.input)
     if not inp.is_file():
         raise InputError(f"{inp}: no such file" if not inp.exists() else f"{inp}: not a regular file")
+    if segment and (args.mask or args.gaze or args.maps):
+        raise ConfigError("--mask/--gaze/--maps with -ss/-t/-to/-frames:v: they are paired with the whole "
+                          "input's frames; cut them the same way first, or compare the whole input")
     out_dir = Path(args.out_dir) if args.out_dir else inp.with_name(inp.stem + ".compare")
     report_path = Path(args.json) if args.json else out_dir / "report.json"
     plot_path = Path(args.plot) if args.plot else out_dir / "rd.png"
@@ -116,10 +134,19 @@ def cmd_compare(args) -> int:
     check_outputs([p for p in (report_path, plot_path) if p.parent != out_dir], inputs, overwrite=args.overwrite)
     view, progress = event_views(args.ndjson, args.quiet)
     created = _make_dirs(out_dir)
+    tmp = None
     try:
+        src = inp
+        if segment:
+            # Cut once, losslessly: the encodes and the reference they are scored against are
+            # the same frames, with the same timestamps
+            import tempfile
+
+            tmp = tempfile.TemporaryDirectory(prefix="vmaf-roi-cut-")
+            src = cut_input(args, segment, tmp.name, audio=cfg["audio"] == "copy")
         try:
             res = compare(
-                inp, cfg, crfs=crfs, bitrates=bitrates, out_dir=out_dir, mask=args.mask, vmaf_model=args.vmaf_model,
+                src, cfg, crfs=crfs, bitrates=bitrates, out_dir=out_dir, mask=args.mask, vmaf_model=args.vmaf_model,
                 ffmpeg=args.ffmpeg, roi_weight=args.roi_weight, model_dir=_model_dir(args), keep=args.keep,
                 progress=progress, on_event=view, overwrite=args.overwrite, outputs=[report_path, plot_path],
                 gaze=args.gaze, gaze_min_viewers=args.gaze_min_viewers, maps=args.maps,
@@ -127,11 +154,18 @@ def cmd_compare(args) -> int:
         finally:
             if isinstance(view, BarView):
                 view.close()
+        if segment:
+            res.input = str(inp)
+            res.notes.insert(0, f"segment {segment.describe()} of the input, cut losslessly (FFV1) once: the "
+                                f"encodes were made from it and scored against it")
         report = res.write_json(report_path, overwrite=args.overwrite)
         plot = res.write_plot(plot_path, overwrite=args.overwrite)
     except BaseException:
         _remove_dirs(created)
         raise
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
     if created and not any(out_dir.iterdir()):
         _remove_dirs(created)
     if args.ndjson:
@@ -243,7 +277,7 @@ def _add_vmaf_args(p: argparse.ArgumentParser) -> None:
 
 def add_parsers(sub) -> None:
     """Register `score` and `compare` on the main parser's subparsers."""
-    from .cli_common import _add_model_dir, _add_overwrite
+    from .cli_common import _add_model_dir, _add_overwrite, add_ffmpeg_habits
 
     s = sub.add_parser("score", help="VMAF, PSNR-Y, SSIM (and saliency-weighted variants) of a video vs its reference",
                        description="Score DISTORTED against REFERENCE, frame by frame (paired by index) and pooled.")
@@ -274,9 +308,9 @@ def add_parsers(sub) -> None:
     c.add_argument("-c", "--config", help="YAML job config (see configs/default.yaml)")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set roi.strength=4 (repeatable)")
-    pts = c.add_mutually_exclusive_group(required=True)
-    pts.add_argument("--crf", help="comma-separated CRF points, e.g. 20,24,28,32 (cq for NVENC)")
-    pts.add_argument("--bitrates", help="comma-separated target bitrates, e.g. 500k,1M,2M,4M")
+    c.add_argument("--crf", "-crf", help="comma-separated CRF points, e.g. 20,24,28,32 (cq for NVENC); "
+                                        "one of --crf and --bitrates is required")
+    c.add_argument("--bitrates", "-b:v", help="comma-separated target bitrates, e.g. 500k,1M,2M,4M")
     c.add_argument("-o", "--out-dir", help="where encodes, report.json and rd.png go (default: INPUT's stem + .compare)")
     c.add_argument("--json", metavar="PATH", help="JSON report path (default: OUT_DIR/report.json)")
     c.add_argument("--plot", metavar="PATH", help="RD-curve PNG path (default: OUT_DIR/rd.png)")
@@ -289,8 +323,10 @@ def add_parsers(sub) -> None:
                    help="status, progress and result events on stdout, one JSON object per line (for scripts); "
                         "no tables")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    c.add_argument("--print-config", action="store_true", help="print the effective config and exit")
     _add_overwrite(c)
     _add_model_dir(c)
+    add_ffmpeg_habits(c, rate=False)
     c.set_defaults(func=cmd_compare)
 
 

@@ -253,8 +253,17 @@ class VideoSource:
     """The first video stream of a file, decoded and passed through a filter chain."""
 
     def __init__(self, path: str | Path, filters: str | None = None, *, threads: bool = True,
-                 motion: bool = False) -> None:
+                 motion: bool = False, start: float | None = None, duration: float | None = None,
+                 max_frames: int | None = None) -> None:
         self.path = Path(path)
+        # a segment, as ffmpeg's input options -ss START -t DURATION and the output's -frames:v
+        self.start = float(start) if start else None
+        self.duration = None if duration is None else float(duration)
+        self.max_frames = max_frames
+        self.seeked_to: float | None = None  # input time (s) of the first frame decoded after the seek
+        self.segment_offset: Fraction | None = None  # input time (s) of the segment's first frame: its 0
+        self.dropped_before = 0  # frames decoded between the keyframe sought to and START (dropped)
+        self.seek_failed: str | None = None
         self._chain = check_filters(filters)
         self.container = open_input(self.path)
         self.stream = self.container.streams.video[0]
@@ -371,7 +380,7 @@ class VideoSource:
             if self._copying and others:
                 out.append(f"{name}: the filter chain ended the video at {self.ended_by_filter:.3f} s of the input; "
                            f"reading stopped there, so the copied audio/subtitles end there too")
-        elif not self.decode_errors:
+        elif not self.decode_errors and not (self.start or self.duration is not None or self.max_frames):
             # FFmpeg's demuxers end quietly at a cut or damaged spot (ffmpeg only logs it)
             est = self.estimated_frames()
             if est and self.decoded and self.decoded < 0.9 * est and est - self.decoded >= 2:
@@ -413,7 +422,66 @@ class VideoSource:
             raise ConfigError(f"filter chain could not be configured: {exc}") from None
         return g
 
+    def _seek(self) -> None:
+        """To the keyframe at or before START, as ffmpeg's input ``-ss`` does (avformat_seek_file
+        to the time relative to the file's start time; 3/23 s earlier, as ffmpeg does for formats
+        that seek by dts, here always: at worst one more group of pictures is decoded)."""
+        cst = (self.container.start_time or 0) / av.time_base
+        target = max(0.0, self.start + cst - 3 / 23)
+        try:
+            self.container.seek(int(target * av.time_base), backward=True)
+        except av.error.FFmpegError as exc:  # not seekable: decoded from the start, frames dropped
+            self.seek_failed = exc.strerror or str(exc)
+            self.container.close()
+            self.container = open_input(self.path)
+            self.stream = self.container.streams.video[0]
+            self.stream.thread_type = "SLICE" if self._motion_on else "AUTO"
+            if self._motion_on:
+                self.stream.codec_context.options = dict(self.stream.codec_context.options or {}) | carry.EXPORT_MVS
+
+    def _segment(self, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+        """ffmpeg's accurate seek and input ``-t``: frames before START are dropped, the first one
+        kept becomes time 0 (all later ones shifted by the same amount), and the segment ends
+        before the first frame DURATION or more after it (ffmpeg's trim counts from the first
+        frame it keeps, so a frame a little after START + DURATION can still be in)."""
+        cst = Fraction(self.container.start_time or 0, av.time_base)
+        start = Fraction(self.start or 0) + cst
+        offset: int | None = None
+        end: Fraction | None = None
+        for frame in frames:
+            tb = Fraction(frame.time_base or self.time_base)
+            t = frame.pts * tb
+            if self.seeked_to is None:
+                self.seeked_to = float(t - cst)
+            mot = self._motion_q.pop() if self._motion_on and self._motion_q else None  # this frame's
+            if offset is None:
+                if t < start:
+                    self.dropped_before += 1
+                    continue
+                offset = frame.pts
+                self.segment_offset = t - cst
+                if self.duration is not None:
+                    end = t + Fraction(self.duration)
+            if end is not None and t >= end:
+                return
+            frame.pts -= offset
+            if mot is not None:
+                self._motion_q.append((mot[0] - offset, mot[1]))
+            yield frame
+
     def _decoded(self, on_packet: Callable[[av.Packet], None] | None = None) -> Iterator[av.VideoFrame]:
+        if self.start or self.duration is not None or self.max_frames is not None:
+            if self.start:
+                self._seek()
+            inner = self._decoded_all(on_packet)
+            try:
+                yield from self._segment(inner)
+            finally:
+                inner.close()
+            return
+        yield from self._decoded_all(on_packet)
+
+    def _decoded_all(self, on_packet: Callable[[av.Packet], None] | None = None) -> Iterator[av.VideoFrame]:
         streams = self.container.streams if on_packet else [self.stream]
         demux = self.container.demux(*streams)
         last: int | None = None
@@ -517,7 +585,17 @@ class VideoSource:
         ended (those that start before it), not to the input's end as ``ffmpeg -c:a copy`` would.
         """
         self._copying = on_packet is not None
-        yield from self._synced(self._filtered(on_packet))
+        out = self._synced(self._filtered(on_packet))
+        if self.max_frames is None:
+            yield from out
+            return
+        try:
+            for n, frame in enumerate(out, 1):
+                yield frame
+                if n >= self.max_frames:
+                    return
+        finally:
+            out.close()
 
     def _filtered(self, on_packet: Callable[[av.Packet], None] | None) -> Iterator[av.VideoFrame]:
         if not self._chain:
@@ -589,3 +667,190 @@ class VideoSource:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# -- segments ------------------------------------------------------------------------------
+TIME_RE = re.compile(r"(-)?(?:(?:(\d+):)?(\d+):)?(\d+(?:\.\d*)?|\.\d+)(s|ms|us)?")
+
+
+def parse_time(text: str, option: str = "time") -> float:
+    """A time or duration as ffmpeg reads one (``av_parse_time``): seconds (``90``, ``1.5``,
+    ``1500ms``) or ``[HH:]MM:SS[.m...]``; ConfigError (one line) for anything else."""
+    m = TIME_RE.fullmatch(str(text).strip())
+    if not m or (m.group(5) and m.group(3) is not None):
+        raise ConfigError(f"{option} {text!r}: not a time; give seconds (e.g. 90 or 1.5) or [HH:]MM:SS[.ms] "
+                          f"(e.g. 01:30 or 00:01:30.5), as ffmpeg takes them")
+    neg, hh, mm, ss, unit = m.groups()
+    if mm is not None and (int(mm) >= 60 or float(ss) >= 60):
+        raise ConfigError(f"{option} {text!r}: minutes and seconds go up to 59 in [HH:]MM:SS")
+    v = float(ss) * {"ms": 1e-3, "us": 1e-6}.get(unit or "", 1.0)
+    v += 60 * int(mm or 0) + 3600 * int(hh or 0)
+    if neg:
+        raise ConfigError(f"{option} {text!r}: a negative time is not taken here")
+    return v
+
+
+@dataclass
+class Segment:
+    """ffmpeg's ``-ss START`` / ``-t DURATION`` / ``-to END`` (input options) and ``-frames:v N``."""
+
+    start: float | None = None
+    duration: float | None = None
+    max_frames: int | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.start) or self.duration is not None or self.max_frames is not None
+
+    @classmethod
+    def from_options(cls, ss: str | None, t: str | None, to: str | None, frames: int | None) -> "Segment":
+        start = parse_time(ss, "-ss") if ss is not None else None
+        if t is not None and to is not None:
+            raise ConfigError("-t and -to: give one (a duration, or the time to stop at)")
+        duration = parse_time(t, "-t") if t is not None else None
+        if to is not None:
+            end = parse_time(to, "-to")
+            if end <= (start or 0):
+                raise ConfigError(f"-to {to}: must come after -ss {ss or 0}")
+            duration = end - (start or 0)
+        if duration is not None and duration <= 0:
+            raise ConfigError(f"-t {t}: the duration must be more than 0")
+        if frames is not None and frames < 1:
+            raise ConfigError(f"-frames:v {frames}: expected a number of frames >= 1")
+        return cls(start or None, duration, frames)
+
+    def describe(self) -> str:
+        parts = []
+        if self.start:
+            parts.append(f"-ss {self.start:g}")
+        if self.duration is not None:
+            parts.append(f"-t {self.duration:g}")
+        if self.max_frames is not None:
+            parts.append(f"-frames:v {self.max_frames}")
+        return " ".join(parts)
+
+
+@dataclass
+class CutResult:
+    path: Path
+    frames: int
+    offset: float  # input time of the cut's first frame (its time 0)
+    decoded: int  # frames decoded, the ones before the segment's start included
+    seeked_to: float | None  # input time of the first frame decoded after the seek
+    streams_copied: int  # audio/subtitle streams copied along
+    notes: list[str]
+
+
+# FFV1 takes most formats as they are; these few are stored in the nearest one it takes
+_FFV1_AS = {"yuvj420p": "yuv420p", "yuvj422p": "yuv422p", "yuvj444p": "yuv444p", "yuvj440p": "yuv440p",
+            "nv12": "yuv420p", "nv21": "yuv420p", "nv16": "yuv422p", "p010le": "yuv420p10le",
+            "rgb24": "bgr0", "bgr24": "bgr0", "rgba": "bgra", "argb": "bgra", "abgr": "bgra", "rgb0": "bgr0",
+            "0rgb": "bgr0", "0bgr": "bgr0"}
+
+
+def cut_segment(path: str | Path, out: str | Path, segment: Segment, *, audio: bool = True) -> CutResult:
+    """Cut ``segment`` of ``path`` to ``out`` (Matroska): the video losslessly as FFV1 (its
+    frames exactly as decoded, in the same pixel format where FFV1 takes it), timestamps from 0;
+    with ``audio``, the audio and subtitle packets of the segment copied as they are (from the
+    first one at or after the segment's first frame to the last one starting before its end).
+
+    Decoding starts at the keyframe before the segment (:class:`VideoSource` seeks), not at the
+    start of the file.
+    """
+    out = Path(out)
+    notes: list[str] = []
+    src = VideoSource(path, start=segment.start, duration=segment.duration, max_frames=segment.max_frames)
+    try:
+        ffv1 = av.codec.Codec("ffv1", "w")
+        ok = {f.name for f in ffv1.video_formats}
+        with av.open(str(out), "w", format="matroska") as dst:
+            others: dict[int, av.stream.Stream] = {}
+            carried = [s for s in src.container.streams if audio and s.index != src.stream.index
+                       and s.type in ("audio", "subtitle")]
+            held: list[av.Packet] = []
+            ostream = None
+            fmt_note = None
+            last_end: Fraction | None = None
+            n = 0
+
+            def put(pkt: av.Packet) -> None:
+                if pkt.stream.index in others or ostream is None:
+                    held.append(pkt)
+
+            def flush(upto: Fraction | None) -> None:
+                """Write the held packets that start in [0, upto) of the segment (all when None)."""
+                nonlocal held
+                keep = []
+                off = src.segment_offset
+                if off is None:
+                    return
+                cst = Fraction(src.container.start_time or 0, av.time_base)
+                for pkt in held:
+                    ts = pkt.pts if pkt.pts is not None else pkt.dts
+                    if ts is None or not pkt.time_base:
+                        continue
+                    t = ts * Fraction(pkt.time_base) - cst - off
+                    if upto is not None and t >= upto:
+                        keep.append(pkt)
+                        continue
+                    if t < 0:
+                        continue
+                    shift = int(round(off / Fraction(pkt.time_base)))  # back to the packet's time base
+                    shift += int(round(cst / Fraction(pkt.time_base)))
+                    if pkt.pts is not None:
+                        pkt.pts -= shift
+                    if pkt.dts is not None:
+                        pkt.dts -= shift
+                    pkt.stream = others[pkt.stream.index]
+                    dst.mux(pkt)
+                held = keep
+
+            for frame in src.frames(on_packet=put if carried else None):
+                if ostream is None:
+                    fmt = frame.format.name
+                    target = fmt if fmt in ok else _FFV1_AS.get(fmt, "yuv444p")
+                    if target != fmt:
+                        fmt_note = (f"{src.path.name}: the segment's frames are stored as {target} "
+                                    f"(FFV1 does not take {fmt})")
+                    ostream = dst.add_stream("ffv1", rate=src.rate or Fraction(25))
+                    ostream.width, ostream.height, ostream.pix_fmt = frame.width, frame.height, target
+                    ostream.time_base = Fraction(1, 1000)
+                    ostream.codec_context.time_base = frame.time_base
+                    ostream.options = {"level": "3", "slices": "4", "threads": "auto"}
+                    if frame.color_range:
+                        ostream.codec_context.color_range = frame.color_range
+                    full = fmt.startswith("yuvj")
+                    for st in carried:  # after the video, so that it is the first stream
+                        try:
+                            others[st.index] = dst.add_stream_from_template(st)
+                        except (av.error.FFmpegError, ValueError) as exc:
+                            notes.append(f"{src.path.name}: {st.type} stream {st.index} ({st.codec_context.name}) "
+                                         f"not carried into the segment ({exc})")
+                    held = [pk for pk in held if pk.stream.index in others]
+                if frame.format.name != ostream.pix_fmt:
+                    pts, tb = frame.pts, frame.time_base
+                    rng = "JPEG" if full else None
+                    frame = frame.reformat(format=ostream.pix_fmt, src_color_range=rng, dst_color_range=rng)
+                    frame.pts, frame.time_base = pts, tb
+                for pkt in ostream.encode(frame):
+                    dst.mux(pkt)
+                n += 1
+                tb = Fraction(frame.time_base)
+                t = frame.pts * tb
+                last_end = t + (frame.duration * tb if frame.duration else 1 / (src.rate or Fraction(25)))
+                if held:
+                    flush(t)  # packets up to this frame's time
+            if ostream is None:
+                raise InputError(f"{src.path}: no frame in the segment {segment.describe()} (the video "
+                                 f"ends before it?)")
+            for pkt in ostream.encode(None):
+                dst.mux(pkt)
+            flush(last_end)  # the rest that starts before the video's end
+            held = []
+        if fmt_note:
+            notes.append(fmt_note)
+        if src.seek_failed:
+            notes.append(f"{src.path.name}: could not seek ({src.seek_failed}); decoded from the start instead")
+        notes.extend(src.notes())
+        return CutResult(out, n, float(src.segment_offset or 0), src.decoded, src.seeked_to, len(others), notes)
+    finally:
+        src.close()
