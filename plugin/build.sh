@@ -126,6 +126,31 @@ lock() {
 }
 lock 9 fetch
 
+# progress WHAT DIR CMD...: run CMD (its output goes to a log file), and every
+# ${VMAF_ROI_PROGRESS_EVERY:-20} s say on stderr how long it has run and, with a DIR, how many
+# object files (*.o) under DIR it has written since it began: the compile steps are minutes long.
+progress() {
+    local what=$1 dir=$2 t0 stamp ticker rc=0
+    shift 2
+    t0=$(date +%s)
+    stamp=$(mktemp "$CACHE/.progress.XXXXXX")
+    ( trap - EXIT
+      while sleep "${VMAF_ROI_PROGRESS_EVERY:-20}"; do
+          if [ "$dir" = - ]; then
+              log "$what: $(( $(date +%s) - t0 )) s"
+          else
+              log "$what: $(find "$dir" -name '*.o' -newer "$stamp" 2>/dev/null | wc -l) objects compiled," \
+                  "$(( $(date +%s) - t0 )) s"
+          fi
+      done ) >/dev/null &
+    ticker=$!
+    "$@" || rc=$?
+    kill "$ticker" 2>/dev/null || true
+    wait "$ticker" 2>/dev/null || true
+    rm -f "$stamp"
+    return "$rc"
+}
+
 # --- the private APT configuration: FFmpeg source and ONNX Runtime headers ------------------
 apt_setup() {
     [ -n "${APT_CONFIG:-}" ] && [ "${APT_CONFIG}" = "$CACHE/apt/apt.conf" ] && return 0
@@ -296,10 +321,13 @@ build_svt() {
         mkdir -p "$SVT_TMP/src"
         tar -xf "$SVT_ORIG" -C "$SVT_TMP/src" --strip-components=1 || die "cannot unpack $SVT_ORIG"
         log "building SVT-AV1 $SVT_VERSION (log: $CACHE/svt-av1-build.log)"
-        { cmake -S "$SVT_TMP/src" -B "$SVT_TMP/build" "${gen[@]}" "${SVT_CMAKE_FLAGS[@]}" \
-                -DCMAKE_INSTALL_PREFIX="$SVT_PREFIX" \
-          && cmake --build "$SVT_TMP/build" -j "$JOBS" \
-          && DESTDIR="$SVT_TMP/inst" cmake --install "$SVT_TMP/build"; } >"$CACHE/svt-av1-build.log" 2>&1 \
+        svt_build() {
+            { cmake -S "$SVT_TMP/src" -B "$SVT_TMP/build" "${gen[@]}" "${SVT_CMAKE_FLAGS[@]}" \
+                    -DCMAKE_INSTALL_PREFIX="$SVT_PREFIX" \
+              && cmake --build "$SVT_TMP/build" -j "$JOBS" \
+              && DESTDIR="$SVT_TMP/inst" cmake --install "$SVT_TMP/build"; } >"$CACHE/svt-av1-build.log" 2>&1
+        }
+        progress "SVT-AV1" "$SVT_TMP/build" svt_build \
             || { tail -n 20 "$CACHE/svt-av1-build.log" >&2; die "SVT-AV1 build failed (see $CACHE/svt-av1-build.log)"; }
         [ -f "$SVT_TMP/inst$SVT_PREFIX/lib/pkgconfig/SvtAv1Enc.pc" ] || die "SVT-AV1 installed no SvtAv1Enc.pc"
         # a static library: its own dependencies (Libs.private: -lpthread -lm) go on the link
@@ -425,8 +453,9 @@ CONF_STAMP=$( { printf '%s\n' "${CONFIGURE_FLAGS[@]}" "$ORT_INC" "$SVT_PREFIX" "
                sha256sum "$WORK/configure" "$WORK/libavfilter/allfilters.c" | cut -c1-64; } | sha256sum | cut -c1-64)
 if [ "$(cat "$WORK/.configured" 2>/dev/null)" != "$CONF_STAMP" ]; then
     log "configuring ($PROFILE profile; log: $WORK/configure.log)"
-    (cd "$WORK" && ./configure "${CONFIGURE_FLAGS[@]}" --extra-cflags="-I$ORT_INC") \
-        >"$WORK/configure.log" 2>&1 \
+    ff_configure() { (cd "$WORK" && ./configure "${CONFIGURE_FLAGS[@]}" --extra-cflags="-I$ORT_INC") \
+                         >"$WORK/configure.log" 2>&1; }
+    progress "configure" - ff_configure \
         || { tail -n 20 "$WORK/configure.log" >&2; die "configure failed (see $WORK/configure.log)"; }
     echo "$CONF_STAMP" > "$WORK/.configured"
 fi
@@ -441,10 +470,12 @@ done
 TARGETS=(ffmpeg)
 [ "$PROFILE" = full ] && TARGETS+=(ffprobe)
 log "building ${TARGETS[*]} with make -j$JOBS (log: $WORK/make.log)"
-(cd "$WORK" && make -j"$JOBS" "${TARGETS[@]}") >"$WORK/make.log" 2>&1 \
+ff_make() { (cd "$WORK" && make -j"$JOBS" "$@") >>"$WORK/make.log" 2>&1; }
+: >"$WORK/make.log"
+progress "make ${TARGETS[*]}" "$WORK" ff_make "${TARGETS[@]}" \
     || { grep -E 'error|Error' "$WORK/make.log" | head -n 20 >&2; die "make failed (see $WORK/make.log)"; }
 # The unit test of the ROI block maps (libsvtav1, nvenc): FATE's fate-roi-map, run directly.
-(cd "$WORK" && make -j"$JOBS" libavcodec/tests/roi_map) >>"$WORK/make.log" 2>&1 \
+progress "make roi_map" "$WORK" ff_make libavcodec/tests/roi_map \
     || { grep -E 'error|Error' "$WORK/make.log" | head -n 20 >&2; die "make libavcodec/tests/roi_map failed (see $WORK/make.log)"; }
 "$WORK/libavcodec/tests/roi_map" >&2 || die "libavcodec/tests/roi_map failed: the ROI block maps are wrong"
 
