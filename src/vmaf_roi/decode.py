@@ -816,8 +816,14 @@ def cut_segment(path: str | Path, out: str | Path, segment: Segment, *, audio: b
                     ostream.time_base = Fraction(1, 1000)
                     ostream.codec_context.time_base = frame.time_base
                     ostream.options = {"level": "3", "slices": "4", "threads": "auto"}
+                    occ, icc = ostream.codec_context, src.stream.codec_context
+                    for attr in ("colorspace", "color_primaries", "color_trc"):  # the tags, as they were
+                        try:
+                            setattr(occ, attr, getattr(icc, attr))
+                        except (AttributeError, TypeError, ValueError):
+                            pass
                     if frame.color_range:
-                        ostream.codec_context.color_range = frame.color_range
+                        occ.color_range = frame.color_range
                     full = fmt.startswith("yuvj")
                     for st in carried:  # after the video, so that it is the first stream
                         try:
