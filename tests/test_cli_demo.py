@@ -35,7 +35,7 @@ def test_demo_names_one_model(tmp_path, capsys):
     assert "u2netp" not in cap.out + cap.err.replace(PH, "")
     assert max(len(line) for line in cap.out.splitlines()) <= 100
     assert "video kb/s" in cap.out
-    for f in ("sample.overlay.mp4", "sample.sal.mkv", "compare/rd.png", "compare/report.json"):
+    for f in ("sample.overlay.mp4", "sample.sal.mkv", "sample.attention.png", "compare/rd.png", "compare/report.json"):
         assert (tmp_path / "d" / f).is_file(), f
 
 

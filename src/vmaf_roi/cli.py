@@ -297,7 +297,7 @@ DEMO_CRFS = [23, 28, 33]
 def cmd_demo(args) -> int:
     from . import config
     from .compare import compare, encode_paths
-    from .maps import run_saliency
+    from .maps import overlay_still, run_saliency
     from .output import AtomicOutputs, check_outputs
     from .registry import fetch, get_spec, status
     from .saliency import SaliencyModel
@@ -317,11 +317,11 @@ def cmd_demo(args) -> int:
     if out.exists() and not out.is_dir():
         raise OutputError(f"demo: {out} exists and is not a directory; give a directory (new or existing)")
     clip, mask = out / "sample.mp4", out / "sample.mask.mkv"
-    sal, overlay = out / "sample.sal.mkv", out / "sample.overlay.mp4"
+    sal, overlay, still = out / "sample.sal.mkv", out / "sample.overlay.mp4", out / "sample.attention.png"
     report_path, plot_path = out / "compare" / "report.json", out / "compare" / "rd.png"
     created = _make_dirs(out / "compare")
     try:
-        check_outputs([clip, mask, sal, overlay, report_path, plot_path,
+        check_outputs([clip, mask, sal, overlay, still, report_path, plot_path,
                        *encode_paths(clip, out / "compare", "crf", DEMO_CRFS)], overwrite=args.overwrite)
         _info(f"demo: writing a synthetic 640x360 clip with a known moving object to {clip}")
         with AtomicOutputs(overwrite=args.overwrite) as outs:
@@ -335,8 +335,10 @@ def cmd_demo(args) -> int:
     model = SaliencyModel(spec, device=args.device, cache_dir=_model_dir(args))
     _warn_placeholder(spec)
     res = run_saliency(clip, output=sal, overlay=overlay, model=model, progress=bars, overwrite=args.overwrite)
+    with AtomicOutputs(overwrite=args.overwrite) as outs:
+        shown = overlay_still(clip, sal, outs.add(still), label=f"where viewers look: {res.model}")
     _info(f"demo: saliency {res.frames} frames through {res.model} on {res.provider} at {res.fps:.1f} fps "
-          f"-> sample.sal.mkv, sample.overlay.mp4")
+          f"-> sample.sal.mkv, sample.overlay.mp4, sample.attention.png (frame {shown} and its map)")
     # 2. ROI against plain with the default encode config, at three CRFs, scored and BD-rated
     cmp = compare(clip, cfg, crfs=DEMO_CRFS, out_dir=out / "compare", mask=mask, model_dir=_model_dir(args),
                   keep=True, progress=bars, overwrite=args.overwrite, outputs=[report_path, plot_path])

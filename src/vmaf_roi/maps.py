@@ -105,6 +105,36 @@ def legend_strip(width: int, height: int, label: str = "") -> tuple[np.ndarray, 
     return rgb, alpha, margin, height - h - margin
 
 
+def overlay_still(video: str | Path, maps: str | Path, out_png: str | Path, *, frame_index: int | None = None,
+                  label: str = "") -> int:
+    """One frame of ``video`` beside the same frame with its map from ``maps`` (a map video as
+    ``saliency -o`` writes it) as a heat overlay with the colour-scale legend, as a PNG: the
+    picture of where the model expects viewers to look. ``frame_index``: the middle frame by
+    default. Returns the frame index drawn."""
+    from PIL import Image
+
+    with av.open(str(video)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    with av.open(str(maps)) as c:
+        ms = [f.to_ndarray(format="gray") for f in c.decode(video=0)]
+    if not frames or not ms:
+        raise InputError(f"{video if not frames else maps}: no video frames")
+    i = min(len(frames), len(ms)) // 2 if frame_index is None else frame_index
+    if not 0 <= i < min(len(frames), len(ms)):
+        raise InputError(f"frame {i} is not in {video} and its maps ({min(len(frames), len(ms))} frames)")
+    rgb, m = frames[i], ms[i]
+    h, w = rgb.shape[:2]
+    if m.shape != (h, w):
+        m = np.asarray(Image.fromarray(m).resize((w, h), Image.BILINEAR))
+    heat = overlay_rgb(rgb, m)
+    lg, a, x, y = legend_strip(w, h, label)
+    lh, lw = lg.shape[:2]
+    heat[y: y + lh, x: x + lw] = (heat[y: y + lh, x: x + lw] * (1 - a) + lg * a).astype(np.uint8)
+    gap = np.full((h, max(2, w // 80), 3), 255, np.uint8)
+    Image.fromarray(np.concatenate([rgb, gap, heat], axis=1)).save(str(out_png), format="PNG")
+    return i
+
+
 class MapVideoWriter:
     def __init__(self, path: Path, width: int, height: int, rate: Fraction | None, metadata: dict[str, str]):
         self.c = av.open(str(path), "w", format="matroska")
