@@ -169,7 +169,7 @@ def test_registry_entries_verify_and_the_component_is_refused_as_saliency():
         for lf in spec.license_files:
             assert (registry._package_model_dir() / lf).is_file(), lf
     assert face.component and not a.component and not a.placeholder
-    assert registry.DEFAULT_MODEL == "salstudent_v1"
+    assert registry.DEFAULT_MODEL == "attention_v1"
     with pytest.raises(ModelError, match="not a saliency model"):
         SaliencyModel("blazeface_short", device="cpu")
     from vmaf_roi.ffmpeg_filter import salroi_options

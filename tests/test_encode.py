@@ -60,10 +60,11 @@ def test_x264_u2netp_roi_lowers_qp_on_object_by_strength(clip, model_dir, tmp_pa
     assert r_out - p_out == pytest.approx(5, abs=1.5), (r_out, p_out)
 
 
-def test_default_config_boosts_the_object(clip, tmp_path):
-    """The shipped defaults (the student model, stride 2, interpolated maps, strength 4, mode balanced)."""
+def test_balanced_planner_boosts_the_object(clip, tmp_path):
+    """The object model (the student, stride 2, interpolated maps) with mode balanced at strength 4."""
     masks = read_masks(clip.mask_path)
-    roi = encode(clip.path, tmp_path / "roi.mp4", cfg())
+    obj = ("saliency.model=salstudent_v1", "saliency.stride=2", "roi.strength=4")
+    roi = encode(clip.path, tmp_path / "roi.mp4", cfg(*obj, "roi.mode=balanced"))
     encode(clip.path, tmp_path / "plain.mp4", cfg(), plain=True)
     assert roi.model == "salstudent_v1" and roi.inferences == 6  # frames 0, 2, ..., 10 of 12
     r_in, r_out = key_qp(tmp_path / "roi.mp4", masks)
@@ -72,16 +73,40 @@ def test_default_config_boosts_the_object(clip, tmp_path):
     # the object is lowered (its summed raise is bounded by the object's summed drop)
     assert r_in < p_in - 2, (r_in, p_in)
     assert p_out - 0.5 <= r_out < p_out + 2 and (r_out - p_out) < (p_in - r_in), (r_out, p_out)
-    encode(clip.path, tmp_path / "both.mp4", cfg("roi.mode=both"))
+    encode(clip.path, tmp_path / "both.mp4", cfg(*obj, "roi.mode=both"))
     b_in, b_out = key_qp(tmp_path / "both.mp4", masks)
     assert b_in < p_in - 2 and b_out > p_out + 2, (b_in, p_in, b_out, p_out)  # mode both raises it fully
+
+
+def test_default_config_spends_where_the_attention_map_points(clip, tmp_path):
+    """The shipped defaults (the attention model every 4th frame, mode both at strength 2): on
+    keyframes, the blocks where the applied map is high get a lower QP than plain, relative to
+    where it is low, which get a higher one."""
+    roi = encode(clip.path, tmp_path / "roi.mp4", cfg())
+    encode(clip.path, tmp_path / "plain.mp4", cfg(), plain=True)
+    assert roi.model == "attention_v1" and roi.inferences > 0 and roi.mean_regions > 0
+    from vmaf_roi.saliency import SaliencyModel, resize_map
+
+    model = SaliencyModel("attention_v1", device="cpu")
+    with av.open(str(clip.path)) as c:
+        frames = [f for f in c.decode(video=0)]
+    hi_d, lo_d = [], []
+    for i, ((key, r), (_, p)) in enumerate(zip(qp_maps(tmp_path / "roi.mp4"), qp_maps(tmp_path / "plain.mp4"))):
+        if not key:
+            continue
+        m = resize_map(model.predict(model.model_input(frames[i])[None])[0], r.shape[1], r.shape[0])
+        d = r.astype(float) - p.astype(float)
+        hi_d.append(d[m >= np.quantile(m, 0.8)].mean())
+        lo_d.append(d[m <= np.quantile(m, 0.2)].mean())
+    # mode both at strength 2: lowered (or left) where the map is high, raised where it is low
+    assert hi_d and np.mean(hi_d) < np.mean(lo_d) - 1 and np.mean(lo_d) > 0.5, (hi_d, lo_d)
 
 
 def test_roi_survives_the_encoders_pixel_format_conversion(clip, tmp_path):
     """yuv420p frames into a yuv444p libx264: PyAV converts each frame at encode; the ROI side
     data written into the decoded frame (directly or through the filter graph) must reach x264."""
     masks = read_masks(clip.mask_path)
-    c = cfg("roi.mode=both", "pix_fmt=yuv444p")
+    c = cfg("saliency.model=salstudent_v1", "saliency.stride=2", "roi.strength=4", "roi.mode=both", "pix_fmt=yuv444p")
     roi = encode(clip.path, tmp_path / "roi.mkv", c)
     encode(clip.path, tmp_path / "plain.mkv", c, plain=True)
     with av.open(str(tmp_path / "roi.mkv")) as f:

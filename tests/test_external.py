@@ -41,7 +41,7 @@ def run_external(src: Path, out: Path, c: dict, *, plain: bool = False):
 @needs_ffmpeg
 def test_external_roi_matches_the_in_process_encode(clip, tmp_path):
     masks = read_masks(clip.mask_path)
-    c = cfg("roi.mode=both", "roi.strength=5")
+    c = cfg("saliency.model=salstudent_v1", "saliency.stride=2", "roi.mode=both", "roi.strength=5")
     ext = run_external(clip.path, tmp_path / "ext.mp4", c)
     track = SaliencyTrack()
     inproc = encode(clip.path, tmp_path / "in.mp4", c, track=track)

@@ -55,7 +55,7 @@ def block_offsets(m, width, height, c):
 def test_map_video_of_the_models_maps_plans_exactly_as_the_model(square, tmp_path):
     """The model's maps, written as a map video at their own size with the frames' timestamps,
     give the same ROI lists as the model path (held maps: no blends, which a file stores rounded)."""
-    c = ph_cfg("saliency.interpolate=false", "roi.mode=both")
+    c = ph_cfg("saliency.interpolate=false", "saliency.stride=2", "roi.mode=both")
     track = SaliencyTrack()
     model = encode(square.path, tmp_path / "model.mp4", c, track=track)
     assert model.inferences >= 6 and model.maps == ""

@@ -25,8 +25,9 @@ from .errors import ModelError
 
 ENV_MODEL_DIR = "VMAF_ROI_MODEL_DIR"
 # The default saliency model of every command (encode, saliency, score --model, the filter's
-# docs): the student distilled from u2netp on real content (scripts/train_student.py).
-DEFAULT_MODEL = "salstudent_v1"
+# docs): the attention model, fitted to human gaze (scripts/fit_attention.py): the student's
+# object map gated by a centre prior, and a face cue.
+DEFAULT_MODEL = "attention_v1"
 REFERENCE_MODEL = "u2netp"  # the teacher, and the reference every agreement figure is measured against
 
 
