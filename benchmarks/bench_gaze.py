@@ -103,9 +103,9 @@ def load_items(root: Path, side: int) -> list[Item]:
 
 
 def centre_prior(w: int, h: int, sigma: float = CENTRE_SIGMA) -> np.ndarray:
-    xs = ((np.arange(w) + 0.5) / w - 0.5) / sigma
-    ys = ((np.arange(h) + 0.5) / h - 0.5) / sigma
-    return np.exp(-0.5 * (ys[:, None] ** 2 + xs[None, :] ** 2))
+    from vmaf_roi.attention import centre_prior as gaussian
+
+    return gaussian(h, w, sigma, sigma)
 
 
 class ModelMaps:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from vmaf_roi import gaze
+from vmaf_roi.attention import centre_prior
 from vmaf_roi.registry import DEFAULT_MODEL
 from vmaf_roi.saliency import SaliencyModel, resize_map
 
@@ -35,9 +36,7 @@ def _need(sub: str) -> Path:
 
 
 def centre(w: int, h: int) -> np.ndarray:
-    xs = ((np.arange(w) + 0.5) / w - 0.5) / CENTRE_SIGMA
-    ys = ((np.arange(h) + 0.5) / h - 0.5) / CENTRE_SIGMA
-    return np.exp(-0.5 * (ys[:, None] ** 2 + xs[None, :] ** 2))
+    return centre_prior(h, w, CENTRE_SIGMA, CENTRE_SIGMA)
 
 
 def _scores(model: SaliencyModel, pictures) -> tuple[float, float]:
