@@ -409,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("input")
     s.add_argument("-o", "--output", help="gray FFV1/Matroska map video (one map per frame, same timestamps)")
     s.add_argument("--npz", help="also write maps (float16), pts and metadata to this .npz")
-    s.add_argument("--overlay", help="also write a heat-map overlay video to look at")
+    s.add_argument("--overlay", help="also write a heat-map overlay video to look at (an x264 encode of every frame: "
+                   "about 2-3x the time of the maps alone, e.g. 4.6 s against 2.0 s for 120 frames at 640x480)")
     s.add_argument("--stride", type=int, default=1, help="run the model every Nth frame, reuse the map between (default: 1)")
     s.add_argument("--vf", default=None, help="FFmpeg filter chain applied before saliency, e.g. 'scale=1280:720,fps=30'")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
