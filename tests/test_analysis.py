@@ -64,3 +64,18 @@ def test_cli_qpmap_planned(encodes, tmp_path, capsys):
     assert Image.open(png).size[0] > 0
     assert main(["qpmap", str(roi), "-o", str(png), "-y", "--frame", "99"]) == 3
     assert "has no frame 99" in capsys.readouterr().err
+
+
+def test_cli_qpmap_shows_the_plan_by_default_in_one_row(encodes, tmp_path, capsys):
+    """Without --compare or --planned: the frame, the QP and where ROI asked for more or fewer bits,
+    in one row (no empty panel); --no-planned leaves the plan out."""
+    roi, _, _ = encodes
+    png = tmp_path / "d.png"
+    assert main(["qpmap", str(roi), "-o", str(png), "--set", f"saliency.model={PH}"]) == 0
+    assert f"planned offsets from {PH}" in capsys.readouterr().err
+    w, h = Image.open(png).size
+    assert w > 2.2 * h  # three panels side by side
+    assert main(["qpmap", str(roi), "-o", str(png), "-y", "--no-planned"]) == 0
+    assert "planned offsets" not in capsys.readouterr().err
+    w2, h2 = Image.open(png).size
+    assert w2 < w

@@ -161,7 +161,7 @@ def qp_picture(path: str | Path, out_png: str | Path, *, frame_index: int = 0,
         panels.append(("planned", planned[: qp.shape[0], : qp.shape[1]]))
 
     n = len(panels)
-    cols = 2 if n > 2 else n
+    cols = 2 if n == 4 else n  # 2x2 with four panels, else one row: no empty panel
     rows = -(-n // cols)
     height = 3.4 * rows + 0.8
     fig, axes = plt.subplots(rows, cols, figsize=(5.0 * cols, height), squeeze=False, layout="constrained")

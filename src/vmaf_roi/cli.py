@@ -446,9 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-o", "--output", required=True, help="PNG to write")
     q.add_argument("--frame", type=int, default=0, help="frame index (default 0, a keyframe)")
     q.add_argument("--compare", help="another encode of the same source (e.g. --plain): adds a QP difference panel")
-    q.add_argument("--planned", action="store_true",
-                   help="add the planner's per-block offsets for this frame (saliency recomputed on it with the "
-                        "config's model and ROI settings; give the encode's -c/--set)")
+    q.add_argument("--planned", action=argparse.BooleanOptionalAction, default=True,
+                   help="the planner's per-block offsets for this frame: where ROI asked for more bits and where "
+                        "for fewer (saliency recomputed on it with the config's model and ROI settings; give the "
+                        "encode's -c/--set); on by default, --no-planned leaves the panel out")
     q.add_argument("-c", "--config", help="with --planned: the encode's YAML config (default: the defaults)")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="with --planned: the encode's config overrides (repeatable)")
