@@ -92,7 +92,7 @@ configure_flags() {
             --enable-protocol=file,pipe \
             --enable-indev=lavfi \
             --enable-bsf=h264_mp4toannexb,hevc_mp4toannexb,extract_extradata,aac_adtstoasc \
-            --enable-filter=salroi,addroi,showinfo,format,scale,null,nullsink,testsrc,testsrc2,color,setpts,settb,trim,fps,split,overlay,drawbox,aresample,anull,aformat,sine,anullsrc,sendcmd,concat,hstack \
+            --enable-filter=salroi,addroi,showinfo,format,scale,null,nullsink,testsrc,testsrc2,color,setpts,settb,trim,fps,split,overlay,drawbox,aresample,anull,aformat,sine,anullsrc,sendcmd,concat,hstack,setsar \
             --enable-swscale --enable-swresample
         # AV1 decoding for the libsvtav1 tests (FFmpeg's native av1 decoder needs a hwaccel)
         have_pc dav1d && printf '%s\n' --enable-libdav1d --enable-decoder=libdav1d

@@ -133,6 +133,7 @@ typedef struct SalROIContext {
     int clamp;
     int qp_scale;
     int strict;
+    int check_aspect;
 
     /* model mode options */
     char *model;
@@ -202,6 +203,8 @@ typedef struct SalROIContext {
     int stop;
 } SalROIContext;
 
+#define ASPECT_TOLERANCE 0.02 /* as ASPECT_TOLERANCE in vmaf_roi/mapsource.py */
+
 #define THUMB_W VMAF_ROI_THUMB_W /* 64x36: salroi_plan.c */
 #define THUMB_H VMAF_ROI_THUMB_H
 
@@ -210,7 +213,7 @@ typedef struct SalROIContext {
 #define TFLAGS AV_OPT_FLAG_VIDEO_PARAM | AV_OPT_FLAG_FILTERING_PARAM | AV_OPT_FLAG_RUNTIME_PARAM
 static const AVOption salroi_options[] = {
     { "strength", "QP steps between a fully salient block and neutral saliency",
-      OFFSET(strength), AV_OPT_TYPE_DOUBLE, { .dbl = 4.0 }, 0, DBL_MAX, TFLAGS },
+      OFFSET(strength), AV_OPT_TYPE_DOUBLE, { .dbl = 2.0 }, 0, DBL_MAX, TFLAGS },
     { "block", "block size in pixels (doubled until the regions fit max_regions)",
       OFFSET(block), AV_OPT_TYPE_INT, { .i64 = 16 }, 1, INT_MAX / 4, FLAGS },
     { "max_regions", "maximum number of regions per frame",
@@ -226,6 +229,8 @@ static const AVOption salroi_options[] = {
       OFFSET(qp_scale), AV_OPT_TYPE_INT, { .i64 = 51 }, 1, INT_MAX, FLAGS },
     { "strict", "fail when a frame has no saliency map with a matching timestamp",
       OFFSET(strict), AV_OPT_TYPE_BOOL, { .i64 = 0 }, 0, 1, FLAGS },
+    { "check_aspect", "refuse a saliency map whose display aspect ratio differs from the video's by more than 2%",
+      OFFSET(check_aspect), AV_OPT_TYPE_BOOL, { .i64 = 1 }, 0, 1, FLAGS },
 
     /* model mode */
     { "model", "ONNX saliency model: run it in the filter (one input) instead of reading maps from a second input",
@@ -258,7 +263,7 @@ static const AVOption salroi_options[] = {
     { "threads", "ONNX Runtime intra-op threads (0: its default)",
       OFFSET(threads), AV_OPT_TYPE_INT, { .i64 = 0 }, 0, 1024, FLAGS },
     { "stride", "run the model every stride frames (and on scene cuts)",
-      OFFSET(stride), AV_OPT_TYPE_INT, { .i64 = 8 }, 1, 10000, FLAGS },
+      OFFSET(stride), AV_OPT_TYPE_INT, { .i64 = 4 }, 1, 10000, FLAGS },
     { "scene_cut", "also run the model on a scene cut",
       OFFSET(scene_cut), AV_OPT_TYPE_BOOL, { .i64 = 1 }, 0, 1, FLAGS },
     { "scene_threshold", "scene cut: mean absolute luma difference (0-255) of 64x36 thumbnails",
@@ -467,14 +472,42 @@ fail:
     return ret;
 }
 
+/**
+ * Display aspect ratio of a link; a link without a sample aspect ratio
+ * has the pixel shape of def.
+ */
+static double display_aspect(const AVFilterLink *link, AVRational def)
+{
+    AVRational sar = link->sample_aspect_ratio.num > 0 && link->sample_aspect_ratio.den > 0 ?
+                     link->sample_aspect_ratio : def;
+    return link->w * av_q2d(sar) / link->h;
+}
+
 static int config_output(AVFilterLink *outlink)
 {
     AVFilterContext *avctx = outlink->src;
     SalROIContext     *ctx = avctx->priv;
     AVFilterLink   *inlink = avctx->inputs[0];
+    AVFilterLink  *maplink = avctx->inputs[1];
     FilterLink         *il = ff_filter_link(inlink);
     FilterLink         *ol = ff_filter_link(outlink);
+    AVRational    main_sar = inlink->sample_aspect_ratio.num > 0 && inlink->sample_aspect_ratio.den > 0 ?
+                             inlink->sample_aspect_ratio : (AVRational){ 1, 1 };
+    double        main_dar = display_aspect(inlink, (AVRational){ 1, 1 });
+    /* maps without a sample aspect ratio (as vmaf-roi writes them) cover
+     * the frame in its own pixel shape */
+    double         map_dar = display_aspect(maplink, main_sar);
     int ret;
+
+    if (ctx->check_aspect && fabs(map_dar / main_dar - 1) > ASPECT_TOLERANCE) {
+        av_log(avctx, AV_LOG_ERROR, "The saliency map is %dx%d (display aspect "
+               "ratio %.3f) and the video %dx%d (%.3f): they differ by more "
+               "than 2%%, so the map is not of this video. Make a matching map "
+               "with 'vmaf-roi saliency IN -o maps.mkv' (check_aspect=0 takes "
+               "it anyway).\n",
+               maplink->w, maplink->h, map_dar, inlink->w, inlink->h, main_dar);
+        return AVERROR(EINVAL);
+    }
 
     if (ctx->clamp > ctx->qp_scale)
         av_log(avctx, AV_LOG_WARNING, "clamp=%d is beyond qp_scale=%d: "
@@ -1636,6 +1669,13 @@ static av_cold void uninit(AVFilterContext *avctx)
         av_log(avctx, AV_LOG_WARNING, "%"PRId64" of %"PRId64" frames had no saliency "
                "map and %"PRId64" used a map with another timestamp.\n",
                ctx->nb_no_map, ctx->nb_frames, ctx->nb_unmatched);
+    if (ctx->nb_no_map + ctx->nb_unmatched > ctx->nb_frames / 2.0)
+        av_log(avctx, AV_LOG_WARNING, "Most frames (%"PRId64" of %"PRId64") had "
+               "no saliency map at their timestamp: the map stream is not of "
+               "this video or not at its frame rate, and the regions do not "
+               "follow the picture. Make a matching map with "
+               "'vmaf-roi saliency IN -o maps.mkv'.\n",
+               ctx->nb_no_map + ctx->nb_unmatched, ctx->nb_frames);
 
     model_uninit(avctx);
     ff_framesync_uninit(&ctx->fs);

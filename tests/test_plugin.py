@@ -110,8 +110,11 @@ def plan_with_filter(ffmpeg: Path, tmp: Path, case: dict, main_filter: str = "",
                      frames: int = 1, extra: str = "") -> list[list[list[int]]]:
     m = read_pgm(VECTORS / case["map"])
     src = f"color=c=gray:size={case['width']}x{case['height']}:rate=25"
-    graph = (f"[0:v]{main_filter or 'null'}[m];"
-             f"[m][1:v]{salroi_args(case['params'])}{extra},showinfo")
+    # the vectors' maps come in any shape: a sample aspect ratio gives each the frame's display
+    # aspect ratio (salroi refuses a map of another one)
+    sar = f"{case['width'] * m.shape[0]}/{case['height'] * m.shape[1]}"
+    graph = (f"[0:v]{main_filter or 'null'}[m];[1:v]setsar=r={sar}:max=1000000[s];"
+             f"[m][s]{salroi_args(case['params'])}{extra},showinfo")
     r = run_ff(ffmpeg, "-f", "lavfi", "-i", src, *map_inputs(tmp, m, frames),
                "-filter_complex", graph, "-frames:v", str(frames), "-f", "null", "-")
     out = showinfo_rois(r.stderr)
@@ -212,7 +215,7 @@ def test_non_gray_saliency_is_an_error(ffmpeg):
 ])
 def test_impossible_options_are_errors(ffmpeg, tmp_path, opts, name):
     r = run_ff(ffmpeg, "-f", "lavfi", "-i", "color=size=64x48:rate=25",
-               *map_inputs(tmp_path, np.zeros((8, 8), np.uint8)),
+               *map_inputs(tmp_path, np.zeros((6, 8), np.uint8)),
                "-filter_complex", f"[0:v][1:v]salroi={opts}", "-frames:v", "1",
                "-f", "null", "-", check=False)
     assert r.returncode != 0
@@ -222,10 +225,106 @@ def test_impossible_options_are_errors(ffmpeg, tmp_path, opts, name):
 
 def test_clamp_beyond_qp_scale_warns(ffmpeg, tmp_path):
     r = run_ff(ffmpeg, "-f", "lavfi", "-i", "color=size=64x48:rate=25",
-               *map_inputs(tmp_path, np.zeros((8, 8), np.uint8)),
+               *map_inputs(tmp_path, np.zeros((6, 8), np.uint8)),
                "-filter_complex", "[0:v][1:v]salroi=clamp=60", "-frames:v", "1",
                "-f", "null", "-")
     assert "beyond qp_scale" in r.stderr
+
+
+def aspect_run(ffmpeg: Path, tmp: Path, map_size: tuple[int, int], map_filter: str = "null",
+               main: str = "color=size=64x48:rate=25") -> subprocess.CompletedProcess:
+    w, h = map_size
+    return run_ff(ffmpeg, "-f", "lavfi", "-i", main, *map_inputs(tmp, np.zeros((h, w), np.uint8)),
+                  "-filter_complex", f"[1:v]{map_filter}[s];[0:v][s]salroi", "-frames:v", "1",
+                  "-f", "null", "-", check=False)
+
+
+def test_map_of_another_aspect_ratio_is_refused(ffmpeg, tmp_path):
+    """A map whose display aspect ratio differs from the video's by more than 2% (the rule of
+    mapsource._aspect_check) is of another video: refused when the graph is configured."""
+    r = aspect_run(ffmpeg, tmp_path, (64, 36))  # 16:9 map, 4:3 video
+    assert r.returncode != 0
+    line = next(x for x in r.stderr.splitlines() if "saliency map is 64x36" in x)
+    assert "ratio 1.778)" in line and "64x48 (1.333)" in line and "more than 2%" in line
+    assert "vmaf-roi saliency IN -o maps.mkv" in line
+    r = aspect_run(ffmpeg, tmp_path, (66, 48))  # 3.1% wider
+    assert r.returncode != 0 and "more than 2%" in r.stderr
+    # vmaf-roi's own maps of this video at a model's output size: check_aspect=0
+    r = run_ff(ffmpeg, "-f", "lavfi", "-i", "color=size=64x48:rate=25",
+               *map_inputs(tmp_path, np.zeros((36, 64), np.uint8)),
+               "-filter_complex", "[0:v][1:v]salroi=check_aspect=0", "-frames:v", "1", "-f", "null", "-")
+    assert "more than 2%" not in r.stderr
+    # within 2%, at another size, or another shape whose sample aspect ratio makes it 4:3
+    for size, filt in [((65, 48), "null"), ((32, 24), "null"), ((48, 48), "setsar=4/3")]:
+        r = aspect_run(ffmpeg, tmp_path, size, filt)
+        assert r.returncode == 0, (size, filt, r.stderr[-2000:])
+    # anamorphic video (16:9 display on 4:3 pixels): a map without a sample aspect ratio has the
+    # video's pixel shape (as vmaf-roi writes it); a square-pixel map must be 16:9
+    ana = "color=size=64x48:rate=25,setsar=4/3"
+    assert aspect_run(ffmpeg, tmp_path, (32, 24), main=ana).returncode == 0
+    assert aspect_run(ffmpeg, tmp_path, (32, 24), "setsar=1", main=ana).returncode != 0
+    assert aspect_run(ffmpeg, tmp_path, (64, 36), "setsar=1", main=ana).returncode == 0
+
+
+def test_map_of_another_frame_rate_warns_at_the_end(ffmpeg, tmp_path):
+    """A map stream of another clip (same aspect ratio, 10 fps against a 30 fps video): most
+    frames have no map at their timestamp, said once at the end with how to make a match."""
+    def run(map_rate: int, maps: int) -> subprocess.CompletedProcess:
+        return run_ff(ffmpeg, "-f", "lavfi", "-i", "color=size=64x48:rate=30",
+                      *map_inputs(tmp_path, np.full((36, 48), 200, np.uint8), maps, map_rate),
+                      "-filter_complex", "[0:v][1:v]salroi", "-frames:v", "30", "-f", "null", "-")
+
+    r = run(10, 10)
+    assert "20 used a map with another timestamp" in r.stderr
+    warn = [x for x in r.stderr.splitlines() if "Most frames" in x]
+    assert len(warn) == 1 and "20 of 30" in warn[0]
+    assert "vmaf-roi saliency IN -o maps.mkv" in warn[0]
+    r = run(30, 30)  # a map for every frame: quiet
+    assert "Most frames" not in r.stderr and "another timestamp" not in r.stderr
+
+
+def filter_defaults(ffmpeg: Path) -> dict[str, str]:
+    """The default of each salroi option, as ``ffmpeg -h filter=salroi`` prints it."""
+    r = run_ff(ffmpeg, "-h", "filter=salroi")
+    out = {}
+    for line in r.stdout.splitlines():
+        m = re.match(r"\s+(\w+)\s+<\w+>.*\(default (.*)\)\s*$", line)
+        if m:
+            out.setdefault(m.group(1), m.group(2).strip('"'))
+    return out
+
+
+def test_filter_defaults_are_encode_defaults(ffmpeg):
+    """A hand-written salroi=model=... plans and schedules as ``vmaf-roi encode`` does by
+    default (config.DEFAULTS); post, which the filter cannot look up in the registry, is the
+    default model's. Not compared: lookahead and async (the filter's own buffering and
+    threading, not encode's decode-ahead queue) and saliency.carry (not in the filter)."""
+    from vmaf_roi.config import DEFAULTS
+    from vmaf_roi.encoders import block_size
+    from vmaf_roi.registry import DEFAULT_MODEL
+
+    got = filter_defaults(ffmpeg)
+    sal, roi_cfg, enc = DEFAULTS["saliency"], DEFAULTS["roi"], DEFAULTS["encoder"]
+    num = float
+    want = {
+        "strength": (num, roi_cfg["strength"]),
+        "clamp": (int, roi_cfg["max_offset"]),
+        "mode": (str, roi_cfg["mode"]),
+        "max_regions": (int, roi_cfg["max_regions"]),
+        "block": (int, roi_cfg["block"] or block_size(enc)),
+        "qp_scale": (int, roi_mod.encoder_qp_scale(enc)),
+        "device": (str, sal["device"]),
+        "stride": (int, sal["stride"]),
+        "scene_cut": (lambda v: v == "true", sal["scene_cut"]),
+        "scene_threshold": (num, sal["scene_threshold"]),
+        "change_threshold": (num, -1.0 if sal["change_threshold"] is None else sal["change_threshold"]),
+        "smoothing": (num, sal["smoothing"]),
+        "interpolate": (lambda v: v == "true", sal["interpolate"]),
+        "post": (str, get_spec(DEFAULT_MODEL).postprocess),
+    }
+    assert set(want) <= set(got), sorted(set(want) - set(got))
+    diff = {k: (got[k], v) for k, (conv, v) in want.items() if conv(got[k]) != v}
+    assert not diff, f"salroi default -> encode default: {diff}"
 
 
 # --------------------------------------------------------------------------------------
