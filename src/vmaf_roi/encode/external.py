@@ -174,7 +174,8 @@ def _salroi(cfg: EncodeConfig) -> str:
     r = cfg.roi
     enc = cfg.encoder.name
     return (f"salroi=strength={r.strength:g}:block={int(r.block or block_size(enc))}:max_regions={r.max_regions}"
-            f":mode={r.mode}:clamp={r.max_offset}:qp_scale={roi.encoder_qp_scale(enc)}")
+            f":mode={r.mode}:clamp={r.max_offset}:qp_scale={roi.encoder_qp_scale(enc)}"
+            ":check_aspect=0")  # the maps are this video's, at the model's output size
 
 
 def _command(ffmpeg: str, input_path: Path, maps: Path | None, tmp_out: Path, output: Path, cfg: EncodeConfig,
