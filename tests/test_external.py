@@ -157,3 +157,27 @@ def test_a_batch_with_libsvtav1_roi_and_no_patched_ffmpeg_fails_before_any_job(c
                       "config": {"encoder": "libsvtav1"}}]}
     with pytest.raises(ConfigError, match=r"jobs\[0\] \(av1\)\.config: encoder: ROI with libsvtav1 needs vmaf-roi's patched"):
         load_batch(data=data, base_dir=tmp_path)
+
+
+@needs_ffmpeg
+def test_external_encode_keeps_the_inputs_stream_order(tmp_path):
+    """Audio first in the input (as phones write it): the patched-ffmpeg path maps the streams in the
+    input's order, as the in-process muxer and ``ffmpeg -map 0`` do, not video first."""
+    import subprocess
+
+    import av
+    import imageio_ffmpeg
+
+    from conftest import PH
+    from vmaf_roi.synth import make_clip
+
+    clip = make_clip(tmp_path / "in.mp4", width=160, height=96, frames=6, audio=True)
+    src = tmp_path / "audio-first.mkv"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(clip.path), "-map", "0:a", "-map", "0:v",
+                    "-c", "copy", "-metadata:s:a:0", "language=zho", str(src)], check=True)
+    for plain in (False, True):
+        out = tmp_path / f"out-{plain}.mkv"
+        run_external(src, out, cfg(f"saliency.model={PH}"), plain=plain)
+        with av.open(str(out)) as c:
+            assert [s.type for s in c.streams] == ["audio", "video"], plain
+            assert c.streams[0].metadata.get("language") == "zho"

@@ -178,6 +178,21 @@ def _salroi(cfg: EncodeConfig) -> str:
             ":check_aspect=0")  # the maps are this video's, at the model's output size
 
 
+def _stream_maps(input_path: Path, copy: bool) -> list[str]:
+    """-map options in the input's stream order, as the in-process muxer orders them (and
+    ``ffmpeg -map 0`` does): the encoded video where the first video stream was, the audio and
+    subtitle streams (``copy``) where they were."""
+    with av.open(str(input_path)) as c:
+        first_video = next((s.index for s in c.streams if s.type == "video"), None)
+        maps: list[str] = []
+        for s in c.streams:
+            if s.index == first_video:
+                maps += ["-map", "[v]"]
+            elif copy and s.type in ("audio", "subtitle"):
+                maps += ["-map", f"0:{s.index}"]
+    return maps
+
+
 def _command(ffmpeg: str, input_path: Path, maps: Path | None, tmp_out: Path, output: Path, cfg: EncodeConfig,
              options: dict[str, str], bit_rate: int) -> list[str]:
     cmd = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-progress", "pipe:1",
@@ -188,9 +203,9 @@ def _command(ffmpeg: str, input_path: Path, maps: Path | None, tmp_out: Path, ou
         graph = f"{chain}[1:v]{_salroi(cfg)}[v]"
     else:
         graph = f"{chain}null[v]"
-    cmd += ["-filter_complex", graph, "-map", "[v]"]
+    cmd += ["-filter_complex", graph, *_stream_maps(input_path, cfg.audio == "copy")]
     if cfg.audio == "copy":
-        cmd += ["-map", "0:a?", "-map", "0:s?", "-c:a", "copy", "-c:s", "copy"]
+        cmd += ["-c:a", "copy", "-c:s", "copy"]
     cmd += ["-map_metadata", "0", "-c:v", cfg.encoder.name]
     if maps is not None:
         options = {**options, **dict(ENCODERS[cfg.encoder.name].patch_options)}
