@@ -128,3 +128,20 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def interrupt_on_attach(monkeypatch, n: int = 5) -> dict:
+    """Ctrl-C in the middle of an encode: the n-th ``RoiAttacher.attach`` raises KeyboardInterrupt.
+    Returns the call counter ({"n": calls so far})."""
+    import vmaf_roi.encode as enc_mod
+
+    real, calls = enc_mod.RoiAttacher.attach, {"n": 0}
+
+    def boom(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(enc_mod.RoiAttacher, "attach", boom)
+    return calls

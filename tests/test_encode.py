@@ -15,7 +15,7 @@ from vmaf_roi.encode import SaliencyTrack, encode, roi_entries
 from vmaf_roi.roi import Region
 from vmaf_roi.errors import ConfigError, EncodeError
 from vmaf_roi.synth import SyntheticScene, read_masks
-from conftest import PH, cfg
+from conftest import PH, cfg, interrupt_on_attach
 
 
 def mask_track(masks, size=(320, 320)) -> SaliencyTrack:
@@ -332,18 +332,7 @@ def test_cli_encode_end_to_end_and_interrupt(clip, tmp_path, monkeypatch):
     assert 0 < d["video_bitrate"] < d["total_bitrate"] == d["bitrate"]  # the clip has audio
     out.unlink()
 
-    import vmaf_roi.encode as enc_mod
-
-    real = enc_mod.RoiAttacher.attach
-    calls = {"n": 0}
-
-    def boom(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real(self, *a, **k)
-
-    monkeypatch.setattr(enc_mod.RoiAttacher, "attach", boom)
+    interrupt_on_attach(monkeypatch, 5)
     assert main(["encode", str(clip.path), "-o", str(out), "--set", f"saliency.model={PH}"]) == 130
     assert list(tmp_path.iterdir()) == []
 

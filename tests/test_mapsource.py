@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from conftest import PH, built_ffmpeg, ph_cfg
+from conftest import PH, built_ffmpeg, interrupt_on_attach, ph_cfg
 from test_encode import video_pts
 from vmaf_roi import config, roi
 from vmaf_roi.analysis import qp_maps
@@ -272,17 +272,7 @@ def test_gaze_source_from_a_recording_and_hold_before_any_map(tmp_path):
 
 
 def test_interrupted_encode_from_a_map_video_leaves_nothing(clip, tmp_path, monkeypatch):
-    import vmaf_roi.encode as enc_mod
-
     write_maps(tmp_path / "m.mkv", [np.full((240, 320), 200, np.uint8)] * 12, video_pts(clip.path))
-    real, calls = enc_mod.RoiAttacher.attach, {"n": 0}
-
-    def boom(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real(self, *a, **k)
-
-    monkeypatch.setattr(enc_mod.RoiAttacher, "attach", boom)
+    calls = interrupt_on_attach(monkeypatch, 5)
     assert main(["encode", str(clip.path), "-o", str(tmp_path / "o.mp4"), "--maps", str(tmp_path / "m.mkv")]) == 130
     assert calls["n"] == 5 and [p.name for p in tmp_path.iterdir()] == ["m.mkv"]
