@@ -130,14 +130,19 @@ class TrackSource(ModelSource):
 
 
 # -- maps from files -------------------------------------------------------------------------
-def _aspect_check(what: Path, mw: int, mh: int, width: int, height: int) -> None:
+def _aspect_differs(mw: int, mh: int, width: int, height: int) -> bool:
+    """Whether a map of mw x mh and frames of width x height differ in aspect ratio by more than
+    ASPECT_TOLERANCE (the salroi filter's check_aspect uses the same rule)."""
     if not (mw > 0 and mh > 0 and width > 0 and height > 0):
-        return
-    ar_map, ar_in = mw / mh, width / height
-    if abs(ar_map / ar_in - 1) > ASPECT_TOLERANCE:
-        raise InputError(f"{what}: the map video is {mw}x{mh} (aspect ratio {ar_map:.3f}) and the input "
-                         f"{width}x{height} ({ar_in:.3f}): they differ by more than 2%; make maps that match "
-                         f"with `vmaf-roi saliency IN -o maps.mkv`")
+        return False
+    return abs((mw / mh) / (width / height) - 1) > ASPECT_TOLERANCE
+
+
+def _aspect_check(what: Path, mw: int, mh: int, width: int, height: int) -> None:
+    if _aspect_differs(mw, mh, width, height):
+        raise InputError(f"{what}: the map video is {mw}x{mh} (aspect ratio {mw / mh:.3f}) and the input "
+                         f"{width}x{height} ({width / height:.3f}): they differ by more than 2%; make maps that "
+                         f"match with `vmaf-roi saliency IN -o maps.mkv`")
 
 
 class _FileStage:
@@ -406,7 +411,7 @@ class GazeSource(MapSource):
 
     def check_frame_size(self, width: int, height: int) -> None:
         rec = self.recording
-        if abs((rec.width / rec.height) / (width / height) - 1) > ASPECT_TOLERANCE:
+        if _aspect_differs(rec.width, rec.height, width, height):
             raise InputError(f"{self.path or 'gaze'}: the gaze points are for a {rec.width}x{rec.height} picture, the "
                              f"frames are {width}x{height}: their aspect ratios differ by more than 2%")
 
