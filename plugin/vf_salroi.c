@@ -1599,8 +1599,8 @@ static av_cold void model_uninit(AVFilterContext *avctx)
     }
     if (s->nb_inferences)
         av_log(avctx, AV_LOG_VERBOSE, "%"PRId64" frames, %"PRId64" inferences (%"PRId64" on scene "
-               "cuts), %.1f ms per inference.\n", s->nb_out, s->nb_inferences, s->nb_cuts,
-               s->infer_us / 1000.0 / FFMAX(s->nb_inferences, 1));
+               "cuts), %.1f ms per inference, maps %dx%d.\n", s->nb_out, s->nb_inferences, s->nb_cuts,
+               s->infer_us / 1000.0 / FFMAX(s->nb_inferences, 1), s->out_w, s->out_h);
     for (int i = 0; s->queue && i < s->nb_queued; i++) {
         SalROIEntry *e = entry(s, i);
         av_frame_free(&e->frame);

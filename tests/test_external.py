@@ -181,3 +181,72 @@ def test_external_encode_keeps_the_inputs_stream_order(tmp_path):
         with av.open(str(out)) as c:
             assert [s.type for s in c.streams] == ["audio", "video"], plain
             assert c.streams[0].metadata.get("language") == "zho"
+
+
+# -- one decode: the patched ffmpeg's salroi runs the model (model mode) ----------------------
+def _no_python_decode(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("the one-pass path decoded the input in Python")
+
+    monkeypatch.setattr(external, "VideoSource", refuse)
+
+
+@needs_svt
+def test_libsvtav1_roi_decodes_once_with_the_packages_maps(clip, tmp_path, monkeypatch):
+    """The default ROI encode with libsvtav1 runs the model in ffmpeg's salroi (no decode here),
+    and applies the regions the two-pass path plans from the package's own maps."""
+    c = cfg("encoder=libsvtav1", "preset=12", "rate_control.value=40")
+    two = encode(clip.path, tmp_path / "two.mkv", c, external_maps="package")
+    with monkeypatch.context() as m:
+        _no_python_decode(m)
+        events: list[str] = []
+        track = SaliencyTrack()
+        one = encode(clip.path, tmp_path / "one.mkv", c, track=track, on_event=events.append)
+    assert one.frames == two.frames == clip.frames and one.inferences == two.inferences > 0
+    assert one.model == two.model == "attention_v1" and one.provider == two.provider == "CPUExecutionProvider"
+    assert one.mean_regions == pytest.approx(two.mean_regions) and one.mean_regions > 0
+    assert one.roi_digest == two.roi_digest  # the same region lists on every frame
+    assert len(packets(tmp_path / "one.mkv", "audio")) == len(packets(clip.path, "audio")) > 0
+    # the maps it applied are kept for later encodes of the same input, which replay them
+    assert sorted(track.maps) == list(range(clip.frames)) and track.inferences == one.inferences
+    again = encode(clip.path, tmp_path / "again.mkv", c, track=track)
+    assert again.inferences == 0 and again.roi_digest == one.roi_digest
+
+
+@needs_svt
+def test_libsvtav1_one_pass_falls_back_where_the_filter_cannot_make_the_maps(clip, tmp_path, monkeypatch):
+    """carry: motion needs the decoder's motion vectors, which only the package reads: two passes."""
+    calls = []
+    real = external.VideoSource
+
+    def counting(*a, **k):
+        calls.append(a)
+        return real(*a, **k)
+
+    monkeypatch.setattr(external, "VideoSource", counting)
+    c = cfg("encoder=libsvtav1", "preset=12", "rate_control.value=40", "saliency.carry=motion")
+    r = encode(clip.path, tmp_path / "o.mkv", c)
+    assert calls and r.frames == clip.frames and r.inferences > 0
+
+
+@needs_svt
+def test_libsvtav1_one_pass_failure_says_why_and_leaves_nothing(clip, tmp_path, monkeypatch):
+    from vmaf_roi.errors import EncodeError
+
+    _no_python_decode(monkeypatch)
+    out = tmp_path / "out"
+    out.mkdir()
+    c = cfg("encoder=libsvtav1", "preset=12", "encoder_options.nosuchoption=1")
+    with pytest.raises(EncodeError, match="nosuchoption") as e:
+        encode(clip.path, out / "o.mkv", c)
+    assert "[verbose]" not in str(e.value) and "[info]" not in str(e.value)
+    assert list(out.iterdir()) == []
+
+
+def test_model_stats_are_read_from_the_filters_log():
+    log = ("[Parsed_salroi_0 @ 0x1] [info] Model /m/attention_v1.onnx: input 'input' 224x224, output "
+           "'saliency', CPU execution provider, ONNX Runtime 1.23.2 (C API 21).\n"
+           "[Parsed_salroi_0 @ 0x1] [verbose] 120 frames, 30 inferences (1 on scene cuts), 3.1 ms per "
+           "inference, maps 112x96.\n")
+    assert external._model_stats(log) == (30, "CPU", (112, 96))
+    assert external._model_stats("[info] nothing here\n") is None

@@ -137,6 +137,7 @@ def encode(
     model_dir: Path | None = None,
     overwrite: bool = True,
     backend: str = "auto",
+    external_maps: str = "filter",
     _pass: int = 0,
     _stats: str | None = None,
 ) -> EncodeResult:
@@ -147,6 +148,9 @@ def encode(
     with an encoder only vmaf-roi's patched ffmpeg honours it with (libsvtav1, NVENC: see
     ``encoders.py``), which runs there (:mod:`.external`); ``ffmpeg``: the patched ffmpeg also for
     a plain encode (``compare`` does this, so that plain and ROI use the same encoder build).
+    ``external_maps``: in the patched ffmpeg, who makes a registry model's maps. ``filter``: its
+    salroi filter, in the one decode (unless a track holds maps or ``carry: motion``);
+    ``package``: this process, in a decode of its own before ffmpeg's (the two-pass path).
     ``overwrite=False`` refuses an existing output (OutputError) before any work; an output that
     is the input is always refused.
     ``maps``: where the maps come from instead of the model: a :class:`~vmaf_roi.mapsource.MapSource`
@@ -170,7 +174,8 @@ def encode(
         maps = open_map_source(map_path, **probe_input(input_path))
     if cfg.encoder.rate_control.two_pass and not _pass:
         return _two_pass(input_path, output_path, cfg, plain=plain, model=model, track=track, maps=maps,
-                         progress=progress, on_event=on_event, model_dir=model_dir, overwrite=overwrite)
+                         progress=progress, on_event=on_event, model_dir=model_dir, overwrite=overwrite,
+                         backend=backend, external_maps=external_maps)
     for n in notes:
         on_event(n)
     if enc == "libsvtav1":
@@ -178,12 +183,17 @@ def encode(
     ffmpeg = None
     if backend not in ("auto", "ffmpeg"):
         raise ValueError(f"backend must be auto or ffmpeg, got {backend!r}")
+    if external_maps not in ("filter", "package"):
+        raise ValueError(f"external_maps must be filter or package, got {external_maps!r}")
     if needs_patch(enc) and (not plain or backend == "ffmpeg"):
         ffmpeg = external.find_patched_ffmpeg(enc)
         if not ENCODERS[enc].tested:
             on_event(f"ROI with {enc} through the patched ffmpeg has never been run on a GPU here: untested")
+    one_pass = None
+    if ffmpeg is not None and not plain and maps is None and model is None and external_maps == "filter":
+        one_pass = external.filter_model(cfg, track, model_dir)  # None: the maps are made here first
     source: MapSource | None = None
-    if not plain:
+    if not plain and one_pass is None:
         if maps is not None:
             source = maps
         else:  # the model (with the maps a track already holds: none, when it holds them all)
@@ -193,7 +203,8 @@ def encode(
     if ffmpeg is not None:
         return external.encode_external(
             input_path, output_path, cfg, ffmpeg=ffmpeg, plain=plain, options=opts, bit_rate=bit_rate, notes=notes,
-            source=source, track=track, progress=progress, on_event=on_event, overwrite=overwrite, t0=t0)
+            source=source, track=track, progress=progress, on_event=on_event, overwrite=overwrite, t0=t0,
+            one_pass=one_pass)
 
     carry_motion = source is not None and source.wants_motion(cfg.saliency)
     with VideoSource(input_path, cfg.filters, motion=carry_motion) as src, AtomicOutputs() as outs:

@@ -1,5 +1,14 @@
 """Encoders whose FFmpeg wrapper only honours ROI with vmaf-roi's patches: the encode runs in
-the patched ffmpeg (``plugin/build.sh``), with the maps computed here.
+the patched ffmpeg (``plugin/build.sh``).
+
+One pass (the default for a registry model): the patched ffmpeg decodes the input once and its
+``salroi`` filter runs the model itself (model mode: the same ONNX graph, preprocessing, map
+schedule and planner as the package; ``tests/test_plugin.py`` checks the maps agree). The maps
+it applied come back in a raw file, from which the ROI digest, the region count and a shared
+track's maps are taken.
+
+Two passes (maps from a file, carried maps, maps a track already holds, ``carry: motion``, or a
+model the filter cannot run): the maps are computed here first.
 
 The same chain as the in-process encode up to the maps (source -> the map source's stage: the
 model's map schedule, or maps read from a map video or gaze file and paired with the frames as
@@ -14,10 +23,12 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -88,14 +99,47 @@ def find_patched_ffmpeg(encoder: str) -> str:
                       f"{BUILD_HINT}, or run with --plain")
 
 
+@dataclass(frozen=True)
+class FilterModel:
+    """A registry model the ``salroi`` filter runs itself: its verified file and options."""
+
+    id: str
+    placeholder: bool
+    options: str  # salroi=model=...:sha256=...:... (the model's own keys)
+
+
+def filter_model(cfg: EncodeConfig, track, model_dir: Path | None) -> FilterModel | None:
+    """The model of a one-pass encode, or None when the maps must be computed here: a track
+    that already holds maps (they are replayed), ``carry: motion`` (the filter does not carry
+    maps along motion vectors), or a model whose pre/postprocessing the filter does not have.
+    A missing or altered model file is an error, as it is for the package."""
+    from ..ffmpeg_filter import model_file, ort_library, salroi_options
+    from ..registry import get_spec
+
+    if cfg.saliency.carry != "none" or (track is not None and track.maps):
+        return None
+    spec = get_spec(cfg.saliency.model)
+    path, digest = model_file(spec, model_dir)
+    try:
+        options = salroi_options(spec, path, ort_lib=ort_library(), digest=digest)
+    except errors.ModelError:
+        return None
+    return FilterModel(spec.id, bool(spec.placeholder), options)
+
+
 def encode_external(input_path: Path, output_path: Path, cfg: EncodeConfig, *, ffmpeg: str, plain: bool,
                     options: dict[str, str], bit_rate: int, notes: list[str], track, progress: ProgressFactory,
                     on_event: EventSink, overwrite: bool, t0: float, source: MapSource | None = None,
-                    model=None):
+                    model=None, one_pass: FilterModel | None = None):
     """``source``: where the maps come from (ROI); ``model``: instead of a source, a
-    SaliencyModel run on the map schedule (with ``track``'s maps where it has them)."""
+    SaliencyModel run on the map schedule (with ``track``'s maps where it has them);
+    ``one_pass``: instead of both, the model the salroi filter runs in the one decode."""
     from . import EncodeResult  # the package's result type
 
+    if one_pass is not None and not plain:
+        return _encode_one_pass(input_path, output_path, cfg, ffmpeg=ffmpeg, fm=one_pass, options=options,
+                                bit_rate=bit_rate, notes=notes, track=track, progress=progress,
+                                on_event=on_event, overwrite=overwrite, t0=t0)
     if source is None and not plain:
         source = ModelSource(model, track)
 
@@ -129,6 +173,122 @@ def encode_external(input_path: Path, output_path: Path, cfg: EncodeConfig, *, f
     if source is not None:
         res.add_saliency(inferences, plan, source, track)
     return res
+
+
+PROVIDERS = {"CPU": "CPUExecutionProvider", "CUDA": "CUDAExecutionProvider"}  # the package's names
+
+
+def _encode_one_pass(input_path: Path, output_path: Path, cfg: EncodeConfig, *, ffmpeg: str, fm: FilterModel,
+                     options: dict[str, str], bit_rate: int, notes: list[str], track, progress: ProgressFactory,
+                     on_event: EventSink, overwrite: bool, t0: float):
+    """One decode: ffmpeg's salroi runs the model (model mode) and writes the maps it applied,
+    which are read back afterwards for the ROI digest, the region count and ``track``."""
+    from . import EncodeResult
+
+    if fm.placeholder:
+        on_event(f"model {fm.id!r} is a PLACEHOLDER: its output is not real saliency")
+    enc = cfg.encoder.name
+    with tempfile.TemporaryDirectory(prefix="vmaf-roi-maps-") as tmpdir, AtomicOutputs() as outs:
+        tmp_out = outs.add(output_path, inputs=(input_path,), overwrite=overwrite)
+        raw = Path(tmpdir) / "maps.gray"
+        cmd = _command(ffmpeg, input_path, None, tmp_out, output_path, cfg, options, bit_rate,
+                       model_filter=salroi_model_filter(cfg, fm, raw))
+        log = _run(cmd, progress(_estimated_frames(input_path), f"encode (roi, one pass) [{Path(ffmpeg).name}]"),
+                   Path(tmpdir) / "stderr.log")
+        frames, video_bytes, duration = _measure(tmp_out)
+        if frames == 0:
+            raise InputError(f"{input_path}: no video frames could be decoded")
+        stats = _model_stats(log)
+        if stats is None:
+            raise EncodeError(f"{Path(ffmpeg).name}: the salroi filter reported no model run (its log: "
+                              f"{Path(tmpdir) / 'stderr.log'} was {len(log)} bytes)")
+        inferences, provider, (mw, mh) = stats
+        width, height = _frame_size(tmp_out)
+        plan = RoiPlan(cfg.roi, enc)
+        maps = np.fromfile(raw, dtype=np.uint8)
+        if mw * mh == 0 or maps.size % (mw * mh):
+            raise EncodeError(f"salroi wrote {maps.size} bytes of {mw}x{mh} maps")
+        maps = maps.reshape(-1, mh, mw)
+        for i, m in enumerate(maps):
+            plan.entries(width, height, m)
+            if track is not None:
+                track.maps[i] = m
+        if len(maps) != frames:
+            notes.append(f"ffmpeg encoded {frames} frames, salroi planned {len(maps)}")
+            on_event(notes[-1])
+    res = EncodeResult(output=output_path, encoder=enc, roi=True, frames=frames, seconds=time.perf_counter() - t0,
+                       bytes=output_path.stat().st_size, video_bytes=video_bytes, duration=duration, notes=notes,
+                       mean_regions=plan.mean_regions)
+    res.inferences, res.roi_digest = inferences, plan.digest.hexdigest()
+    res.provider, res.model = PROVIDERS.get(provider, provider), fm.id
+    if track is not None:
+        track.inferences += inferences
+        track.provider, track.model = res.provider, res.model
+    return res
+
+
+_STATS = re.compile(r"(\d+) inferences \(\d+ on scene cuts\).*maps (\d+)x(\d+)")
+_PROVIDER = re.compile(r"(\w+) execution provider")
+
+
+def _model_stats(log: str) -> tuple[int, str, tuple[int, int]] | None:
+    """(inferences, execution provider, (map width, map height)) from the salroi filter's log."""
+    m = _STATS.search(log)
+    if m is None:
+        return None
+    p = _PROVIDER.search(log)
+    return int(m.group(1)), p.group(1) if p else "", (int(m.group(2)), int(m.group(3)))
+
+
+def _estimated_frames(path: Path) -> int | None:
+    from ..decode import open_input
+
+    try:
+        c = open_input(path)
+    except Exception:  # the encode itself reports an unreadable input
+        return None
+    try:
+        s = c.streams.video[0] if c.streams.video else None
+        if s is None:
+            return None
+        if s.frames:
+            return int(s.frames)
+        rate = s.average_rate or s.guessed_rate
+        dur = float(s.duration * s.time_base) if s.duration and s.time_base else (
+            c.duration / av.time_base if c.duration else None)
+        return max(1, round(dur * float(rate))) if dur and rate else None
+    finally:
+        c.close()
+
+
+def _frame_size(path: Path) -> tuple[int, int]:
+    with av.open(str(path)) as c:
+        cc = c.streams.video[0].codec_context
+        return cc.width, cc.height
+
+
+def salroi_model_filter(cfg: EncodeConfig, fm: FilterModel, maps: Path | None = None) -> str:
+    """salroi in model mode with the encode's map schedule and planner (one input)."""
+    from ..ffmpeg_filter import _escape
+
+    sal = cfg.saliency
+    opts = [fm.options, f"stride={sal.stride}", f"scene_cut={int(sal.scene_cut)}",
+            f"scene_threshold={sal.scene_threshold:g}", f"smoothing={sal.smoothing:g}",
+            f"interpolate={int(sal.interpolate)}",
+            f"change_threshold={-1 if sal.change_threshold is None else sal.change_threshold:g}",
+            f"device={sal.device}", _planner_options(cfg)]
+    if maps is not None:
+        opts.append(f"maps={_escape(str(maps))}")
+    return ":".join(opts)
+
+
+def _planner_options(cfg: EncodeConfig) -> str:
+    from .. import roi
+
+    r = cfg.roi
+    enc = cfg.encoder.name
+    return (f"strength={r.strength:g}:block={int(r.block or block_size(enc))}:max_regions={r.max_regions}"
+            f":mode={r.mode}:clamp={r.max_offset}:qp_scale={roi.encoder_qp_scale(enc)}")
 
 
 def _write_maps(input_path: Path, path: Path, cfg: EncodeConfig, source: MapSource, track, progress):
@@ -169,13 +329,7 @@ def _write_maps(input_path: Path, path: Path, cfg: EncodeConfig, source: MapSour
 
 
 def _salroi(cfg: EncodeConfig) -> str:
-    from .. import roi
-
-    r = cfg.roi
-    enc = cfg.encoder.name
-    return (f"salroi=strength={r.strength:g}:block={int(r.block or block_size(enc))}:max_regions={r.max_regions}"
-            f":mode={r.mode}:clamp={r.max_offset}:qp_scale={roi.encoder_qp_scale(enc)}"
-            ":check_aspect=0")  # the maps are this video's, at the model's output size
+    return f"salroi={_planner_options(cfg)}:check_aspect=0"  # the maps are this video's, at the model's size
 
 
 def _stream_maps(input_path: Path, copy: bool) -> list[str]:
@@ -194,20 +348,25 @@ def _stream_maps(input_path: Path, copy: bool) -> list[str]:
 
 
 def _command(ffmpeg: str, input_path: Path, maps: Path | None, tmp_out: Path, output: Path, cfg: EncodeConfig,
-             options: dict[str, str], bit_rate: int) -> list[str]:
-    cmd = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-progress", "pipe:1",
+             options: dict[str, str], bit_rate: int, model_filter: str | None = None) -> list[str]:
+    """``maps``: the map stream of a two-pass ROI encode; ``model_filter``: salroi in model mode
+    (one pass; the log then has the filter's verbose summary, each line tagged with its level)."""
+    level = "level+verbose" if model_filter else "error"
+    cmd = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", level, "-progress", "pipe:1",
            "-i", str(input_path)]
     chain = f"[0:v:0]{cfg.filters}[src];[src]" if cfg.filters else "[0:v:0]"
     if maps is not None:
         cmd += ["-i", str(maps)]
         graph = f"{chain}[1:v]{_salroi(cfg)}[v]"
+    elif model_filter is not None:
+        graph = f"{chain}{model_filter}[v]"
     else:
         graph = f"{chain}null[v]"
     cmd += ["-filter_complex", graph, *_stream_maps(input_path, cfg.audio == "copy")]
     if cfg.audio == "copy":
         cmd += ["-c:a", "copy", "-c:s", "copy"]
     cmd += ["-map_metadata", "0", "-c:v", cfg.encoder.name]
-    if maps is not None:
+    if maps is not None or model_filter is not None:
         options = {**options, **dict(ENCODERS[cfg.encoder.name].patch_options)}
     for k, v in options.items():
         cmd += [f"-{k}:v", v]
@@ -221,7 +380,9 @@ def _command(ffmpeg: str, input_path: Path, maps: Path | None, tmp_out: Path, ou
     return cmd + ["-y", str(tmp_out)]
 
 
-def _run(cmd: list[str], bar, err_path: Path) -> None:
+def _run(cmd: list[str], bar, err_path: Path) -> str:
+    """Run ffmpeg with a progress bar; its log (stderr) is returned. On failure, an EncodeError
+    with its last error lines (the lines tagged [error]/[fatal] where the log has levels)."""
     from ..vmaf import _die_with_parent, _last_lines
 
     env = dict(os.environ)
@@ -259,10 +420,13 @@ def _run(cmd: list[str], bar, err_path: Path) -> None:
             bar.close()
             if kill in errors._on_interrupt:
                 errors._on_interrupt.remove(kill)
+        err.seek(0)
+        log = err.read().decode("utf-8", "replace")
         if rc != 0:
-            err.seek(0)
-            msg = _last_lines(err.read().decode("utf-8", "replace"))
+            tagged = [ln for ln in log.splitlines() if "[error]" in ln or "[fatal]" in ln]
+            msg = _last_lines("\n".join(tagged).replace("[error] ", "").replace("[fatal] ", "") if tagged else log)
             raise EncodeError(f"{Path(cmd[0]).name} failed (exit {rc}): {msg}")
+        return log
 
 
 def _measure(path: Path) -> tuple[int, int, float]:
