@@ -180,6 +180,7 @@ def cmd_encode(args) -> int:
         return 0
     if not args.output:
         raise ConfigError("-o/--output is required")
+    searching = _check_search_args(args)
     if segment:
         if args.maps:
             raise ConfigError("--maps with -ss/-t/-to/-frames:v: the maps would have to be cut the same way; "
@@ -192,8 +193,142 @@ def cmd_encode(args) -> int:
         check_outputs([args.output], [args.input], overwrite=args.overwrite)
         with tempfile.TemporaryDirectory(prefix="vmaf-roi-cut-") as d:
             cut = cut_input(args, segment, d, audio=cfg["audio"] == "copy")
-            return _encode(args, cfg, cut)
-    return _encode(args, cfg, args.input)
+            return _search_encode(args, cfg, cut) if searching else _encode(args, cfg, cut)
+    return _search_encode(args, cfg, args.input) if searching else _encode(args, cfg, args.input)
+
+
+def _check_search_args(args) -> bool:
+    """--target-vmaf / --save-against and their companions, checked before any work; True when
+    the encode's CRF is to be searched."""
+    target, against = args.target_vmaf, args.save_against
+    if target is not None and against is not None:
+        raise ConfigError("--target-vmaf and --save-against: choose one (a VMAF target, or the bits an ROI encode "
+                          "saves against a plain one)")
+    if target is None and against is None:
+        for opt, v in (("--pool", args.pool), ("--gaze", args.gaze), ("--vmaf-guard", args.vmaf_guard),
+                       ("--samples", args.samples), ("--sample-duration", args.sample_duration)):
+            if v is not None:
+                raise ConfigError(f"{opt} goes with --target-vmaf or --save-against")
+        return False
+    opt = "--target-vmaf" if target is not None else "--save-against"
+    if args.ff_crf is not None or args.ff_bitrate is not None:
+        raise ConfigError(f"{opt} chooses the CRF itself: drop {'-crf' if args.ff_crf is not None else '-b:v'}")
+    if any(x.split("=", 1)[0].strip().startswith("rate_control") for x in args.set):
+        raise ConfigError(f"{opt} chooses the CRF itself: drop --set rate_control...")
+    if against is not None:
+        if args.plain:
+            raise ConfigError("--save-against with --plain: the saving is an ROI encode's against a plain encode at "
+                              "that CRF; drop --plain")
+        if args.pool is not None:
+            raise ConfigError("--pool goes with --target-vmaf (--save-against compares mean scores)")
+        guard = 1.0 if args.vmaf_guard is None else args.vmaf_guard
+        if not (guard == guard and 0 <= guard <= 100):
+            raise ConfigError(f"--vmaf-guard {guard:g}: the full-frame VMAF points the ROI encode may lose against "
+                              f"the plain one must be 0 to 100 (default 1.0)")
+    else:
+        for o, v in (("--gaze", args.gaze), ("--vmaf-guard", args.vmaf_guard)):
+            if v is not None:
+                raise ConfigError(f"{o} goes with --save-against")
+        if not (target == target and 0 < target <= 100):
+            raise ConfigError(f"--target-vmaf {target:g}: expected a VMAF score above 0 and at most 100")
+        from .search import check_pool
+
+        check_pool(args.pool or "mean")
+    if args.samples is not None and args.samples < 1:
+        raise ConfigError(f"--samples {args.samples}: expected a number of samples >= 1")
+    if args.sample_duration is not None and not 0 < args.sample_duration <= 600:
+        raise ConfigError(f"--sample-duration {args.sample_duration:g}: expected seconds above 0 (at most 600)")
+    return True
+
+
+def _search_encode(args, cfg, input_path) -> int:
+    """encode --target-vmaf / --save-against: search on samples, encode once, report."""
+    import json
+
+    from . import search
+    from .events import Result, Status
+
+    if args.json and args.ndjson:
+        raise ConfigError("--json and --ndjson: choose one")
+    view, progress = event_views(args.ndjson, args.quiet)
+    kw = dict(model_dir=_model_dir(args), overwrite=args.overwrite, progress=progress, on_event=view,
+              samples=args.samples, sample_seconds=args.sample_duration or 2.0)
+    if args.target_vmaf is not None:
+        pool = search.check_pool(args.pool or "mean")
+        view(Status(f"{'plain' if args.plain else 'ROI'} {cfg['encoder']} encode of {args.input} at {pool} VMAF "
+                    f"{args.target_vmaf:g} -> {args.output}", stage="search"))
+        res = search.target_vmaf(input_path, args.output, cfg, target=args.target_vmaf, pool=pool, plain=args.plain,
+                                 maps=args.maps, **kw)
+        lines = _target_lines(res)
+    else:
+        view(Status(f"ROI {cfg['encoder']} encode of {args.input} saving against plain CRF {args.save_against:g} "
+                    f"-> {args.output}", stage="search"))
+        res = search.save_against(input_path, args.output, cfg, crf=args.save_against,
+                                  guard=1.0 if args.vmaf_guard is None else args.vmaf_guard, gaze=args.gaze,
+                                  maps=args.maps, **kw)
+        lines = _save_lines(res)
+    d = res.to_dict()
+    d["input"] = str(args.input)  # the user's input, not a temporary cut of it
+    if args.ndjson:
+        view(Result("encode", d))
+    elif args.json:
+        print(json.dumps(search_json(d)))
+    for line in lines:
+        _info(line)
+    return 0
+
+
+def search_json(d: dict) -> dict:
+    """NaN/inf as null (strict JSON)."""
+    import math
+
+    if isinstance(d, dict):
+        return {k: search_json(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [search_json(v) for v in d]
+    return None if isinstance(d, float) and not math.isfinite(d) else d
+
+
+def _target_lines(res) -> list[str]:
+    e = res.encode
+    n = len(res.probes)
+    how = "cached search" if res.cached else f"{n} probe{'' if n == 1 else 's'} on {_samples_words(res.samples)}"
+    meas = f"measured {res.measured:.2f} on the whole encode" if res.measured is not None else "not measured"
+    return [f"target-vmaf: {res.pool} VMAF {res.target:g}: CRF {res.crf:g} ({how}); predicted {res.predicted:.2f}, "
+            f"{meas}",
+            f"encode: {e['frames']} frames {res.encoder} {'ROI' if res.roi else 'plain'}, video "
+            f"{_kbps(e['video_bitrate'])} (total {_kbps(e['total_bitrate'])}) -> {res.output}"]
+
+
+def _samples_words(s: dict) -> str:
+    if not s:
+        return "samples"
+    if s.get("whole"):
+        return f"the whole input ({s['total_frames']} frames)"
+    return f"{len(s['ranges'])} samples ({s['frames']} of {s['total_frames']} frames)"
+
+
+def _save_lines(res) -> list[str]:
+    out = []
+    if res.measured:
+        out.append(res.summary())
+    else:
+        p = res.predicted
+        out.append(f"ROI (predicted on the samples): {p['roi_bitrate'] / 1000:.0f} kb/s vs plain "
+                   f"{p['plain_bitrate'] / 1000:.0f} kb/s")
+    key = "ewpsnr" if res.independent else "attention"
+    m = res.measured or res.predicted
+    what = "EWPSNR" if res.independent else "attention-weighted PSNR"
+    out.append(f"save-against: ROI CRF {res.crf:g} vs plain CRF {res.against_crf:g} (set by the "
+               f"{'VMAF guard' if res.bound_by == 'vmaf guard' else 'attention match'}; guard {res.guard:g}); "
+               f"{what} {m[f'roi_{key}']:.2f} vs {m[f'plain_{key}']:.2f} dB")
+    if res.independent:
+        out.append(f"weights: viewers' gaze ({res.weights})")
+    else:
+        out.append(f"weights: the encoder's own attention maps ({res.weights}): this is the model judging its own "
+                   f"encode; --gaze with real eye-tracking recordings of this video is the independent check")
+    out.append(f"encode: {res.encode['frames']} frames {res.encoder} ROI -> {res.output}")
+    return out
 
 
 def _encode(args, cfg, input_path) -> int:
@@ -431,6 +566,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="take the maps from FILE instead of the model: a map video (e.g. from `vmaf-roi saliency "
                         "IN -o maps.mkv`; any video, read as gray, paired with the frames by timestamp) or a gaze "
                         "file (.csv: viewers' fixations, by frame index)")
+    t = e.add_argument_group(
+        "quality target", "Search the CRF on a few short samples of the input (spread over its scenes, cut "
+        "losslessly), then encode once; the samples' predicted score and the final encode's measured one are "
+        "reported. See docs/target.md.")
+    t.add_argument("--target-vmaf", type=float, metavar="X",
+                   help="encode at the CRF whose VMAF (pooled by --pool) is X, plain or ROI, any encoder with a CRF")
+    t.add_argument("--pool", metavar="mean|pN", help="with --target-vmaf: the per-frame VMAF pooled as the mean "
+                   "(default) or the Nth percentile, e.g. p5 (the worst 5%% of frames)")
+    t.add_argument("--save-against", type=float, metavar="CRF",
+                   help="the ROI encode with the fewest bits whose quality where viewers look (attention-weighted "
+                        "PSNR) matches a plain encode at CRF; prints the saving, measured on the whole input")
+    t.add_argument("--vmaf-guard", type=float, metavar="POINTS",
+                   help="with --save-against: how far the full-frame VMAF may fall below the plain encode's "
+                        "(default 1.0)")
+    t.add_argument("--gaze", metavar="FILE", help="with --save-against: weight by this eye-tracking file of the input "
+                   "(EWPSNR, the independent check) instead of the model's own maps")
+    t.add_argument("--samples", type=int, metavar="N",
+                   help="number of samples (default: about 10%% of the input in 2-second samples, at least 3; an "
+                        "input shorter than twice that is used whole)")
+    t.add_argument("--sample-duration", type=float, metavar="SECONDS", help="length of each sample (default 2)")
     e.add_argument("--print-config", action="store_true", help="print the effective config and exit")
     e.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts)")
     e.add_argument("--ndjson", action="store_true",

@@ -167,11 +167,14 @@ class Defaults:
     presets: tuple[str, ...] = ()
     preset_range: tuple[int, int] | None = None
     quality_source: str = ""
+    fractional_crf: bool = False
 
 
 DEFAULTS: dict[str, Defaults] = {
-    "libx264": Defaults("medium", 23, (0, 51), X26X_PRESETS, quality_source="x264's default crf"),
-    "libx265": Defaults("medium", 28, (0, 51), X26X_PRESETS, quality_source="x265's default crf"),
+    "libx264": Defaults("medium", 23, (0, 51), X26X_PRESETS, quality_source="x264's default crf",
+                        fractional_crf=True),
+    "libx265": Defaults("medium", 28, (0, 51), X26X_PRESETS, quality_source="x265's default crf",
+                        fractional_crf=True),
     # SVT-AV1: numeric presets (0 slowest .. 13 fastest; 8 is what ab-av1 and Av1an start from),
     # crf on the AV1 scale 1..63 (35: SVT-AV1's own default); FFmpeg's crf 0 means "unset"
     "libsvtav1": Defaults(8, 35, (1, 63), preset_range=(0, 13), quality_source="SVT-AV1's default crf"),

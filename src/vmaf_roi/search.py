@@ -1,0 +1,875 @@
+"""Quality-targeted encodes: the CRF that reaches a VMAF target, and the ROI encode that saves bits.
+
+Two modes, both as ab-av1's ``crf-search``: a few short samples of the input are encoded at a
+few CRFs, the CRF is interpolated from their scores, and the input is encoded once.
+
+* :func:`target_vmaf` — the CRF whose encode scores ``target`` VMAF (pooled ``mean`` or a low
+  percentile ``pN`` of the per-frame scores), for a plain or an ROI encode.
+* :func:`save_against` — the ROI encode with the fewest bits whose quality where people look
+  (attention-weighted PSNR: EWPSNR with the model's attention maps as the weights, or the
+  viewers' gaze with ``gaze=``) matches a plain encode at ``crf``, while its full-frame VMAF stays
+  at most ``guard`` below that plain encode's.
+
+The pieces:
+
+* :func:`search_crf` — the search itself, pure: a ``crf -> score`` callable (score falling as the
+  CRF rises), a target and the encoder's CRF range (:func:`crf_range`); unit-tested on synthetic
+  curves. :class:`TargetUnreachable` when the range cannot reach the target.
+* :func:`make_samples` — one decode of the input for its scene cuts (the thumbnail statistic the
+  map schedule uses), then a few short windows spread over the file (snapped to scene cuts, so
+  a sample does not straddle one) cut losslessly (FFV1) into one file, each window decoded from
+  the keyframe before it. A short input is its own sample.
+* probes are scored with :func:`vmaf_roi.score.score_many`, the same libvmaf and frame pairing
+  as ``vmaf-roi score``.
+* :class:`SearchCache` — search results by input content, config and target (the batch's cache).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, InputError
+from .events import EventSink, Status, discard
+from .maps import ProgressFactory, no_progress
+
+# -- pooling ------------------------------------------------------------------------------------
+POOLS = "mean, or pN for the Nth percentile of the per-frame scores (p1..p50, e.g. p5)"
+
+
+def check_pool(pool: str) -> str:
+    """``mean`` or ``pN`` (0 < N <= 50), normalised; ConfigError otherwise."""
+    p = str(pool).strip().lower()
+    if p == "mean":
+        return p
+    if p.startswith("p"):
+        try:
+            n = float(p[1:])
+        except ValueError:
+            n = -1.0
+        if 0 < n <= 50:
+            return f"p{n:g}"
+    raise ConfigError(f"--pool {pool!r}: expected {POOLS}")
+
+
+def pooled(values: Sequence[float], pool: str) -> float:
+    """The per-frame scores pooled: their mean, or their Nth percentile (``pN``); non-finite
+    values (frames without a score) are left out."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return float("nan")
+    p = check_pool(pool)
+    return float(v.mean()) if p == "mean" else float(np.percentile(v, float(p[1:])))
+
+
+# -- the search ---------------------------------------------------------------------------------
+class TargetUnreachable(ConfigError):
+    """The target cannot be reached inside the encoder's CRF range."""
+
+
+@dataclass(frozen=True)
+class CrfRange:
+    lo: float
+    hi: float
+    fractional: bool  # the encoder takes a fractional CRF (libx264, libx265)
+    slope: float  # prior: VMAF points per CRF step near VMAF 90-95 (negative), for the first step
+
+    def clamp(self, crf: float) -> float:
+        c = min(self.hi, max(self.lo, crf))
+        return round(c, 2) if self.fractional else float(round(c))
+
+
+def crf_range(encoder: str) -> CrfRange:
+    """The CRF range and step of ``encoder`` (:mod:`vmaf_roi.encoders`)."""
+    from .encoders import defaults
+
+    d = defaults(encoder)
+    lo, hi = d.quality_range
+    # a VMAF point per CRF step on the 0-51 scales; proportionally less on the 0-63 AV1/VP9 scales
+    return CrfRange(float(lo), float(hi), d.fractional_crf, -51.0 / max(1.0, hi - lo + 1) * 1.0)
+
+
+@dataclass(frozen=True)
+class ProbeScore:
+    crf: float
+    score: float
+
+
+@dataclass
+class SearchResult:
+    crf: float
+    predicted: float  # the score the samples predict at ``crf`` (interpolated between probes)
+    probes: list[ProbeScore]
+    note: str = ""  # e.g. the target was below what the highest CRF gives
+
+    @property
+    def probe_count(self) -> int:
+        return len(self.probes)
+
+
+def search_crf(measure: Callable[[float], float], target: float, rng: CrfRange, *, start: float | None = None,
+               tolerance: float = 0.25, max_probes: int = 6, slope: float | None = None,
+               what: str = "VMAF") -> SearchResult:
+    """The CRF at which ``measure`` (falling as the CRF rises) gives ``target``.
+
+    Probes ``start`` (the middle of the range by default), steps by the ``slope`` prior (score per
+    CRF step; ``rng.slope`` by default) until the target is bracketed, then interpolates linearly
+    between the two bracketing probes; stops when a probe lands within ``tolerance`` of the target
+    or after ``max_probes``. The result's CRF is that interpolation (rounded to 0.01 for an encoder
+    that takes a fractional CRF; for one that does not, the whole CRF whose interpolated score is
+    nearest the target), ``predicted`` its interpolated score.
+
+    :class:`TargetUnreachable` when even the lowest CRF of the range scores below the target.
+    When even the highest scores above it, that CRF is the result (the fewest bits the encoder
+    gives), with a note.
+    """
+    if not math.isfinite(target):
+        raise ConfigError(f"target {what} must be a number, got {target}")
+    slope = rng.slope if slope is None else slope
+    if not slope < 0:
+        raise ValueError("slope must be negative (the score falls as the CRF rises)")
+    seen: dict[float, float] = {}
+    order: list[ProbeScore] = []
+
+    def probe(c: float) -> float:
+        c = rng.clamp(c)
+        if c not in seen:
+            s = float(measure(c))
+            if not math.isfinite(s):
+                raise InputError(f"{what} of the samples at CRF {c:g} is not a number (no frame scored?)")
+            seen[c] = s
+            order.append(ProbeScore(c, s))
+        return seen[c]
+
+    step = 0.01 if rng.fractional else 1.0
+    c = rng.clamp(start if start is not None else (rng.lo + rng.hi) / 2)
+    for _ in range(max_probes):
+        s = probe(c)
+        if abs(s - target) <= tolerance:
+            if any(v >= target for v in seen.values()) and any(v < target for v in seen.values()):
+                break  # bracketed: interpolate the rest of the way
+            return _result(c, seen, target, rng, order, what)
+        above = sorted((k, v) for k, v in seen.items() if v >= target)  # low CRFs: better than the target
+        below = sorted((k, v) for k, v in seen.items() if v < target)
+        if above and below:
+            ca, sa = max(above)
+            cb, sb = min(below)
+            if cb <= ca or cb - ca <= step * 1.5:
+                break
+            nxt = ca + (sa - target) * (cb - ca) / (sa - sb) if sa != sb else (ca + cb) / 2
+            nxt = min(max(nxt, ca + step), cb - step)
+        elif above:  # every probe above the target: a higher CRF
+            ca, sa = max(above)
+            if ca >= rng.hi:
+                return SearchResult(rng.hi, sa, order, note=f"even the highest CRF ({rng.hi:g}) gives {what} "
+                                    f"{sa:.2f}, above the target {target:g}: encoding at CRF {rng.hi:g}")
+            nxt = ca + 1.15 * (sa - target) / -_slope(above[-2:], slope)
+        else:  # every probe below the target: a lower CRF
+            cb, sb = min(below)
+            if cb <= rng.lo:
+                raise TargetUnreachable(
+                    f"{what} {target:g} cannot be reached: even the lowest CRF of the range ({rng.lo:g}) gives "
+                    f"{sb:.2f} on the samples; lower the target")
+            nxt = cb - 1.15 * (target - sb) / -_slope(below[:2], slope)
+        c = rng.clamp(nxt)
+        if c in seen:  # rounding landed on a probed CRF: one step further the way the search goes
+            if above and below:
+                break
+            c = rng.clamp(c + (step if above else -step))
+            if c in seen:
+                break
+    return _result(None, seen, target, rng, order, what)
+
+
+def _slope(points: list[tuple[float, float]], prior: float) -> float:
+    """Secant slope of the two probes nearest the target (the prior where it is not negative)."""
+    if len(points) == 2:
+        (c1, s1), (c2, s2) = points
+        if c2 != c1:
+            m = (s2 - s1) / (c2 - c1)
+            if m < 0:
+                return max(m, prior * 4)  # never a step far beyond what the prior would take
+    return prior
+
+
+def _result(hit: float | None, seen: dict[float, float], target: float, rng: CrfRange,
+            order: list[ProbeScore], what: str) -> SearchResult:
+    if hit is not None:
+        return SearchResult(hit, seen[hit], order)
+    pts = sorted(seen.items())
+    above = [(k, v) for k, v in pts if v >= target]
+    below = [(k, v) for k, v in pts if v < target]
+    if not above:  # max_probes ran out below the target
+        c, s = pts[0]
+        if c <= rng.lo:
+            raise TargetUnreachable(f"{what} {target:g} cannot be reached: even the lowest CRF of the range "
+                                    f"({rng.lo:g}) gives {s:.2f} on the samples; lower the target")
+        return SearchResult(c, s, order, note=f"search stopped below the target (CRF {c:g} gives {s:.2f})")
+    if not below:
+        c, s = pts[-1]
+        return SearchResult(c, s, order, note=f"search stopped above the target (CRF {c:g} gives {s:.2f})")
+    ca, sa = max(above)
+    cb, sb = min(below)
+
+    def interp(c: float) -> float:
+        return sa + (sb - sa) * (c - ca) / (cb - ca) if cb != ca else sa
+
+    x = ca + (sa - target) * (cb - ca) / (sa - sb) if sa != sb else ca
+    if rng.fractional:
+        c = rng.clamp(x)
+        return SearchResult(c, seen.get(c, interp(c)), order)
+    cands = {rng.clamp(math.floor(x)), rng.clamp(math.ceil(x))}
+    best = min(cands, key=lambda c: (abs(seen.get(c, interp(c)) - target), c))
+    return SearchResult(best, seen.get(best, interp(best)), order)
+
+
+# -- samples --------------------------------------------------------------------------------------
+@dataclass
+class SampleSet:
+    """The probes' input: ``path`` holds the frames ``ranges`` (start, count) of the input in order
+    (``whole``: the input itself)."""
+
+    path: Path
+    frames: int  # frames in the samples
+    total_frames: int  # frames in the input
+    ranges: list[tuple[int, int]]
+    scenes: int  # scenes the scan found (scene cuts + 1)
+    whole: bool
+    seconds: float  # time to scan and cut
+    rate: float = 0.0
+
+    def describe(self) -> str:
+        if self.whole:
+            return f"the whole input ({self.total_frames} frames; a short input is its own sample)"
+        pct = 100.0 * self.frames / max(1, self.total_frames)
+        return (f"{len(self.ranges)} samples of {self.ranges[0][1]} frames ({self.frames} of {self.total_frames} "
+                f"frames, {pct:.0f}%) spread over {self.scenes} scene(s)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"frames": self.frames, "total_frames": self.total_frames, "ranges": [list(r) for r in self.ranges],
+                "scenes": self.scenes, "whole": self.whole, "seconds": round(self.seconds, 3)}
+
+
+@dataclass(frozen=True)
+class Scan:
+    frames: int
+    times: list[float]  # each frame's time in the input (s)
+    cuts: list[int]  # frame indices that start a scene (0 excluded)
+    rate: float
+
+
+def scan(path: str | Path, *, scene_threshold: float = 12.0, progress: ProgressFactory = no_progress) -> Scan:
+    """One decode of ``path``: frame count, frame times and scene cuts (the map schedule's
+    statistic: mean absolute difference of 64x36 luma thumbnails above ``scene_threshold``)."""
+    from .decode import VideoSource
+    from .pipeline import thumbnail, thumb_diff
+
+    times: list[float] = []
+    cuts: list[int] = []
+    prev = None
+    with VideoSource(path) as src:
+        bar = progress(src.estimated_frames(), "scan")
+        try:
+            for i, frame in enumerate(src.frames()):
+                times.append(float(frame.pts * Fraction(frame.time_base or src.time_base)))
+                th = thumbnail(frame)
+                if prev is not None and thumb_diff(th, prev) > scene_threshold:
+                    cuts.append(i)
+                prev = th
+                bar.update(1)
+        finally:
+            bar.close()
+        rate = float(src.rate) if src.rate else 25.0
+    if not times:
+        raise InputError(f"{path}: no video frames could be decoded")
+    return Scan(len(times), times, cuts, rate)
+
+
+def plan_samples(frames: int, cuts: Sequence[int], length: int, count: int) -> list[tuple[int, int]]:
+    """``count`` windows of ``length`` frames spread evenly over ``frames`` (one in each of
+    ``count`` equal parts, at its middle), each moved to start or end at a scene cut that falls
+    inside it, so that the samples' scene changes are the input's own; never overlapping."""
+    out: list[tuple[int, int]] = []
+    prev_end = 0
+    for k in range(count):
+        s = int(round((k + 0.5) * frames / count - length / 2))
+        inside = [c for c in cuts if s < c < s + length]
+        if inside:
+            c = inside[0]
+            s = c if c - s < length / 2 else c - length
+        s = min(max(s, prev_end, 0), frames - length)
+        if s < prev_end:
+            break
+        out.append((s, length))
+        prev_end = s + length
+    return out
+
+
+def make_samples(input_path: str | Path, workdir: str | Path, *, sample_seconds: float = 2.0,
+                 fraction: float = 0.1, count: int | None = None, scene_threshold: float = 12.0,
+                 progress: ProgressFactory = no_progress, on_event: EventSink = discard) -> SampleSet:
+    """The probes' input: scene cuts found in one decode, then about ``fraction`` of the frames
+    in windows of ``sample_seconds`` (at least 3 of them, or ``count``) cut losslessly into one
+    FFV1 file in ``workdir``. An input whose samples would be half of it or more is used whole."""
+    t0 = time.perf_counter()
+    input_path = Path(input_path)
+    sc = scan(input_path, scene_threshold=scene_threshold, progress=progress)
+    length = max(8, int(round(sample_seconds * sc.rate)))
+    n = count if count is not None else min(20, max(3, int(round(fraction * sc.frames / length))))
+    ranges = plan_samples(sc.frames, sc.cuts, length, n) if n * length * 2 <= sc.frames else []
+    if not ranges:
+        return SampleSet(input_path, sc.frames, sc.frames, [(0, sc.frames)], len(sc.cuts) + 1, True,
+                         time.perf_counter() - t0, sc.rate)
+    out = Path(workdir) / (input_path.stem + ".samples.mkv")
+    frames = _cut_ranges(input_path, out, [(sc.times[s], c) for s, c in ranges], sc.rate, progress)
+    if frames != sum(c for _, c in ranges):
+        on_event(Status(f"samples: {frames} frames cut where {sum(c for _, c in ranges)} were planned",
+                        stage="search", level="note"))
+    return SampleSet(out, frames, sc.frames, ranges, len(sc.cuts) + 1, False, time.perf_counter() - t0, sc.rate)
+
+
+def _cut_ranges(path: Path, out: Path, windows: list[tuple[float, int]], rate: float,
+                progress: ProgressFactory) -> int:
+    """The frames of each window (start time, frame count) of ``path``, decoded from the keyframe
+    before it (a seek), written one after the other as lossless FFV1 at ``rate``."""
+    import av
+
+    from .decode import _FFV1_AS, VideoSource
+
+    ok = {f.name for f in av.codec.Codec("ffv1", "w").video_formats}
+    tb = Fraction(1, 1000)
+    step = 1 / Fraction(rate).limit_denominator(100000)
+    n = 0
+    bar = progress(sum(c for _, c in windows), "cut samples")
+    try:
+        with av.open(str(out), "w", format="matroska") as dst:
+            ostream = None
+            for t, count in windows:
+                half = 0.5 / rate
+                with VideoSource(path, start=max(0.0, t - half) or None, max_frames=count) as src:
+                    for frame in src.frames():
+                        if ostream is None:
+                            fmt = frame.format.name
+                            target = fmt if fmt in ok else _FFV1_AS.get(fmt, "yuv444p")
+                            ostream = dst.add_stream("ffv1", rate=Fraction(rate).limit_denominator(100000))
+                            ostream.width, ostream.height, ostream.pix_fmt = frame.width, frame.height, target
+                            ostream.time_base = tb
+                            ostream.codec_context.time_base = tb
+                            ostream.options = {"level": "3", "slices": "4", "threads": "auto"}
+                            if frame.color_range:
+                                ostream.codec_context.color_range = frame.color_range
+                        if frame.format.name != ostream.pix_fmt:
+                            full = frame.format.name.startswith("yuvj")
+                            rng = "JPEG" if full else None
+                            frame = frame.reformat(format=ostream.pix_fmt, src_color_range=rng, dst_color_range=rng)
+                        frame.pts = int(round(n * step / tb))
+                        frame.time_base = tb
+                        for pkt in ostream.encode(frame):
+                            dst.mux(pkt)
+                        n += 1
+                        bar.update(1)
+            if ostream is not None:
+                for pkt in ostream.encode(None):
+                    dst.mux(pkt)
+    finally:
+        bar.close()
+    return n
+
+
+def sub_gaze(rec, ranges: Sequence[tuple[int, int]]):
+    """The gaze recording of the samples: fixations of the frames in ``ranges``, renumbered as
+    the sample file's frames."""
+    from .gaze import GazeRecording
+
+    f = np.asarray(rec.frame)
+    new = np.full(f.shape, -1, dtype=np.int64)
+    base = 0
+    for s, c in ranges:
+        sel = (f >= s) & (f < s + c)
+        new[sel] = f[sel] - s + base
+        base += c
+    keep = new >= 0
+    return GazeRecording(rec.width, rec.height, new[keep], np.asarray(rec.x)[keep], np.asarray(rec.y)[keep],
+                         np.asarray(rec.viewer)[keep], tuple(rec.viewer_names), source=rec.source)
+
+
+# -- results ------------------------------------------------------------------------------------
+@dataclass
+class Probe:
+    """One probe: the samples encoded at ``crf`` and scored."""
+
+    crf: float
+    mode: str  # plain | roi
+    bitrate: float  # bit/s of the samples' video
+    scores: dict[str, float]  # pooled scores of the samples (vmaf, and attention/ewpsnr for save-against)
+    seconds: float
+
+
+@dataclass
+class TargetResult:
+    input: str
+    output: str
+    encoder: str
+    roi: bool
+    target: float
+    pool: str
+    crf: float
+    predicted: float
+    measured: float | None  # the final encode's VMAF, pooled the same way (None: not measured)
+    probes: list[Probe]
+    samples: dict[str, Any]
+    encode: dict[str, Any]
+    search_seconds: float
+    encode_seconds: float
+    measure_seconds: float
+    cached: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mode"] = "target-vmaf"
+        return d
+
+
+@dataclass
+class SaveResult:
+    input: str
+    output: str
+    encoder: str
+    against_crf: float
+    guard: float
+    weights: str  # "gaze FILE" | "model MODEL"
+    independent: bool  # the weights are not the encoder's own maps
+    crf: float  # the ROI encode's CRF
+    bound_by: str  # "attention" | "vmaf guard": which condition set the CRF
+    predicted: dict[str, float]  # on the samples: plain and roi attention PSNR, VMAF, bitrates
+    measured: dict[str, float]  # on the whole input: the same for the final ROI encode and a plain encode
+    probes: list[Probe]
+    samples: dict[str, Any]
+    encode: dict[str, Any]
+    search_seconds: float
+    encode_seconds: float
+    measure_seconds: float
+    cached: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def saving(self) -> float:
+        """Bitrate change of the ROI encode against the plain one (%; negative = fewer bits)."""
+        p, r = self.measured.get("plain_bitrate"), self.measured.get("roi_bitrate")
+        return 100.0 * (r / p - 1) if p and r else float("nan")
+
+    def summary(self) -> str:
+        m = self.measured
+        return (f"ROI: {m['roi_bitrate'] / 1000:.0f} kb/s vs plain {m['plain_bitrate'] / 1000:.0f} kb/s "
+                f"({self.saving:+.1f}%) at equal quality where viewers look; full-frame VMAF "
+                f"{m['roi_vmaf']:.1f} vs {m['plain_vmaf']:.1f}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(mode="save-against", saving=self.saving, summary=self.summary())
+        return d
+
+
+# -- the cache ------------------------------------------------------------------------------------
+class SearchCache:
+    """Search results (the chosen CRF and what the samples predicted) as small JSON files in
+    ``directory``, one per input content + config + target (:func:`search_key`)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.dir = Path(directory)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        p = self.dir / f"{key}.json"
+        try:
+            d = json.loads(p.read_text())
+        except (OSError, ValueError):
+            return None
+        return d if isinstance(d, dict) and d.get("key") == key and "crf" in d else None
+
+    def put(self, key: str, record: Mapping[str, Any]) -> None:
+        from .output import write_text
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_text(self.dir / f"{key}.json", json.dumps({**record, "key": key}, indent=1, default=str) + "\n")
+
+
+def search_key(input_path: str | Path, cfg: Mapping[str, Any], plain: bool, spec: Mapping[str, Any]) -> str:
+    """Cache key: the input's sha256, the encode config (its rate control left out: the search
+    sets it), plain or ROI, and the search spec (mode, target, pool, guard, gaze file's sha256)."""
+    from .registry import sha256_file
+
+    c = copy.deepcopy(dict(cfg))
+    c.pop("rate_control", None)
+    s = dict(spec)
+    if s.get("gaze"):
+        s["gaze"] = sha256_file(Path(s["gaze"]))
+    blob = json.dumps({"input": sha256_file(Path(input_path)), "cfg": c, "plain": plain, "spec": s},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+# -- probes --------------------------------------------------------------------------------------
+def _crf_cfg(cfg: Mapping[str, Any], crf: float, *, drop_audio: bool = False) -> dict[str, Any]:
+    c = copy.deepcopy(dict(cfg))
+    c["rate_control"] = {"mode": "crf", "value": int(crf) if float(crf).is_integer() else float(crf),
+                         "two_pass": False}
+    if drop_audio:
+        c["audio"] = "drop"
+    return c
+
+
+def _check_cfg(cfg: Mapping[str, Any]) -> Any:
+    from . import config as config_mod
+
+    if cfg.get("filters"):
+        raise ConfigError("the search scores encodes against the input, so a filters chain (which changes the "
+                          "frames) cannot be used; apply it first (ffmpeg, or vmaf-roi encode --plain losslessly)")
+    enc = cfg["encoder"]
+    if enc.endswith("_nvenc"):
+        raise ConfigError(f"{enc}: the search needs a CRF-like scale (libx264, libx265, libsvtav1, libvpx-vp9)")
+    return config_mod.typed(_crf_cfg(cfg, crf_range(enc).clamp(config_mod.encoder_defaults(enc).quality)))
+
+
+class _Prober:
+    """Encodes the samples at a CRF (plain or ROI) and scores them with ``score_many``."""
+
+    def __init__(self, samples: SampleSet, cfg: Mapping[str, Any], workdir: Path, *, model_dir, maps, progress,
+                 on_event: EventSink, vmaf_model: str, ffmpeg: str | None) -> None:
+        from .encode import SaliencyTrack
+
+        self.samples, self.cfg, self.workdir = samples, cfg, workdir
+        self.model_dir, self.maps, self.progress, self.on_event = model_dir, maps, progress, on_event
+        self.vmaf_model, self.ffmpeg = vmaf_model, ffmpeg
+        self.track = SaliencyTrack()
+        self.probes: list[Probe] = []
+        self.n = 0
+
+    def encode(self, crf: float, mode: str):
+        from .encode import encode
+
+        self.n += 1
+        out = self.workdir / f"probe{self.n}.{mode}.mkv"
+        label = f"probe {self.n}: crf {crf:g} {mode}"
+        self.on_event(Status(f"{label}: encoding {self.samples.frames} sample frames", stage="search"))
+        res = encode(self.samples.path, out, _crf_cfg(self.cfg, crf, drop_audio=True), plain=mode == "plain",
+                     track=None if mode == "plain" else self.track, maps=None if mode == "plain" else self.maps,
+                     model_dir=self.model_dir, progress=lambda total, _d: self.progress(total, f"{label} encode"),
+                     on_event=lambda m: self.on_event(Status(m, stage="search", level="note")))
+        return res
+
+    def score(self, encodes: list[Any], label: str, *, weights: bool = False, gaze=None) -> list[Any]:
+        from .score import score_many
+
+        return score_many(self.samples.path, [r.output for r in encodes], vmaf_model=self.vmaf_model,
+                          ffmpeg=self.ffmpeg, saliency=self.track.maps if weights else None,
+                          saliency_label=f"encoder's maps ({self.track.model})" if weights else None,
+                          gaze=gaze, progress=lambda total, _d: self.progress(total, f"{label} score"))
+
+    def record(self, crf: float, mode: str, res: Any, scores: dict[str, float], t0: float) -> Probe:
+        p = Probe(crf, mode, res.video_bitrate, scores, time.perf_counter() - t0)
+        self.probes.append(p)
+        return p
+
+
+def _score_text(scores: Mapping[str, float]) -> str:
+    names = {"vmaf": "VMAF", "attention": "attention PSNR", "ewpsnr": "EWPSNR"}
+    return ", ".join(f"{names.get(k, k)} {v:.2f}" for k, v in scores.items())
+
+
+# -- target VMAF -----------------------------------------------------------------------------------
+def target_vmaf(input_path: str | Path, output_path: str | Path, cfg: Mapping[str, Any], *, target: float,
+                pool: str = "mean", plain: bool = False, maps: str | Path | None = None,
+                model_dir: Path | None = None, overwrite: bool = True, progress: ProgressFactory = no_progress,
+                on_event: EventSink = discard, vmaf_model: str | None = None, ffmpeg: str | None = None,
+                sample_seconds: float = 2.0, sample_fraction: float = 0.1, samples: int | None = None,
+                tolerance: float = 0.25, max_probes: int = 6, measure: bool = True,
+                cached: Mapping[str, Any] | None = None) -> TargetResult:
+    """Search the CRF whose encode of ``input_path`` scores ``target`` VMAF (pooled by ``pool``)
+    on samples of it, encode the whole input once at that CRF to ``output_path``, and (``measure``)
+    score the result. ``cached``: an earlier search's record (``crf``, ``predicted``): no search."""
+    from .encode import encode
+    from .output import check_outputs
+    from .vmaf import DEFAULT_MODEL, find_ffmpeg
+
+    vmaf_model = vmaf_model or DEFAULT_MODEL
+    pool = check_pool(pool)
+    if not (math.isfinite(target) and 0 < target <= 100):
+        raise ConfigError(f"--target-vmaf {target:g}: expected a VMAF score above 0 and at most 100")
+    input_path, output_path = Path(input_path), Path(output_path)
+    if not input_path.is_file():
+        raise InputError(f"{input_path}: no such file" if not input_path.exists() else f"{input_path}: not a file")
+    check_outputs([output_path], [input_path, maps], overwrite=overwrite)
+    typed = _check_cfg(cfg)
+    from .encode import check_encoder
+
+    check_encoder(typed.encoder.name, plain)
+    find_ffmpeg(ffmpeg)
+    rng = crf_range(typed.encoder.name)
+    notes: list[str] = []
+    t0 = time.perf_counter()
+    probes: list[Probe] = []
+    sample_info: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="vmaf-roi-search-") as d:
+        if cached is not None:
+            crf, predicted = float(cached["crf"]), float(cached["predicted"])
+            on_event(Status(f"search cached: CRF {crf:g} (samples predicted {pool} VMAF {predicted:.2f})",
+                            stage="search"))
+            sample_info = dict(cached.get("samples") or {})
+        else:
+            ss = make_samples(input_path, d, sample_seconds=sample_seconds, fraction=sample_fraction, count=samples,
+                              scene_threshold=typed.saliency.scene_threshold, progress=progress, on_event=on_event)
+            sample_info = ss.to_dict()
+            on_event(Status(f"samples: {ss.describe()}", stage="search"))
+            pr = _Prober(ss, cfg, Path(d), model_dir=model_dir, maps=maps, progress=progress, on_event=on_event,
+                         vmaf_model=vmaf_model, ffmpeg=ffmpeg)
+            mode = "plain" if plain else "roi"
+
+            def measure_at(crf: float) -> float:
+                t1 = time.perf_counter()
+                res = pr.encode(crf, mode)
+                sc = pr.score([res], f"probe {pr.n}: crf {crf:g}")[0]
+                v = pooled(sc.per_frame["vmaf"], pool)
+                p = pr.record(crf, mode, res, {"vmaf": v}, t1)
+                res.output.unlink(missing_ok=True)
+                on_event(Status(f"probe {pr.n}: crf {crf:g} -> {pool} VMAF {v:.2f}, "
+                                f"{p.bitrate / 1000:.0f} kb/s on the samples", stage="search"))
+                return v
+
+            start = rng.clamp(config_default(typed.encoder.name))
+            sr = search_crf(measure_at, target, rng, start=start, tolerance=tolerance, max_probes=max_probes)
+            crf, predicted = sr.crf, sr.predicted
+            probes = pr.probes
+            if sr.note:
+                notes.append(sr.note)
+                on_event(Status(sr.note, stage="search", level="note"))
+        search_s = time.perf_counter() - t0
+        on_event(Status(f"encode: CRF {crf:g} (predicted {pool} VMAF {predicted:.2f}) -> {output_path}",
+                        stage="encode"))
+        t1 = time.perf_counter()
+        track = None
+        if not plain:
+            from .encode import SaliencyTrack
+
+            track = SaliencyTrack()
+        res = encode(input_path, output_path, _crf_cfg(cfg, crf), plain=plain, maps=maps, track=track,
+                     model_dir=model_dir, overwrite=overwrite, progress=lambda total, _d: progress(total, "encode"),
+                     on_event=lambda m: on_event(Status(m, stage="encode", level="note")))
+        enc_s = time.perf_counter() - t1
+        measured = None
+        t2 = time.perf_counter()
+        if measure:
+            from .score import score_many
+
+            on_event(Status(f"measure: VMAF of {output_path} against {input_path}", stage="measure"))
+            sc = score_many(input_path, [output_path], vmaf_model=vmaf_model, ffmpeg=ffmpeg,
+                            progress=lambda total, _d: progress(total, "measure"))[0]
+            measured = pooled(sc.per_frame["vmaf"], pool)
+        meas_s = time.perf_counter() - t2
+    return TargetResult(str(input_path), str(output_path), typed.encoder.name, not plain, float(target), pool,
+                        crf, predicted, measured, probes, sample_info, encode_result_dict(res), search_s, enc_s,
+                        meas_s, cached=cached is not None, notes=notes + list(res.notes))
+
+
+def config_default(encoder: str) -> float:
+    """The encoder's default CRF: where the search starts."""
+    from .encoders import defaults
+
+    return float(defaults(encoder).quality)
+
+
+# -- save against a plain encode -----------------------------------------------------------------------
+def save_against(input_path: str | Path, output_path: str | Path, cfg: Mapping[str, Any], *, crf: float,
+                 guard: float = 1.0, gaze: str | Path | None = None, maps: str | Path | None = None,
+                 model_dir: Path | None = None, overwrite: bool = True, progress: ProgressFactory = no_progress,
+                 on_event: EventSink = discard, vmaf_model: str | None = None, ffmpeg: str | None = None,
+                 sample_seconds: float = 2.0, sample_fraction: float = 0.1, samples: int | None = None,
+                 tolerance: float = 0.05, max_probes: int = 6, measure: bool = True,
+                 cached: Mapping[str, Any] | None = None) -> SaveResult:
+    """The ROI encode of ``input_path`` with the fewest bits whose attention-weighted PSNR (the
+    model's maps as weights, or EWPSNR with ``gaze``) is at least that of a plain encode at ``crf``,
+    and whose full-frame VMAF is at most ``guard`` below it: searched on samples, then encoded once
+    to ``output_path``. With ``measure``, the plain encode at ``crf`` is made too (a temporary file)
+    and both are scored on the whole input: the saving reported is measured, not predicted."""
+    from .encode import SaliencyTrack, check_encoder, encode
+    from .output import check_outputs
+    from .score import load_gaze_for, score_many
+    from .vmaf import DEFAULT_MODEL, find_ffmpeg
+
+    vmaf_model = vmaf_model or DEFAULT_MODEL
+    if not (math.isfinite(guard) and 0 <= guard <= 100):
+        raise ConfigError(f"--vmaf-guard {guard:g}: expected the VMAF points the ROI encode may lose against the "
+                          f"plain one, 0 to 100 (default 1.0)")
+    input_path, output_path = Path(input_path), Path(output_path)
+    if not input_path.is_file():
+        raise InputError(f"{input_path}: no such file" if not input_path.exists() else f"{input_path}: not a file")
+    check_outputs([output_path], [input_path, gaze, maps], overwrite=overwrite)
+    typed = _check_cfg(cfg)
+    enc = typed.encoder.name
+    check_encoder(enc, False)
+    rng = crf_range(enc)
+    if not rng.lo <= crf <= rng.hi or (not rng.fractional and not float(crf).is_integer()):
+        raise ConfigError(f"--save-against {crf:g}: expected a CRF of {enc}, "
+                          f"{'a number' if rng.fractional else 'a whole number'} {rng.lo:g}-{rng.hi:g}")
+    find_ffmpeg(ffmpeg)
+    recording = load_gaze_for(gaze, input_path, "input", count=True) if gaze is not None else None
+    key = "ewpsnr" if recording is not None else "attention"
+    weights = f"gaze {gaze}" if recording is not None else f"model {typed.saliency.model}"
+    if maps is not None and recording is None:
+        weights = f"maps {maps}"
+    notes: list[str] = []
+    if recording is None:
+        notes.append(f"quality where viewers look is weighted by the encoder's own attention maps ({weights}): this "
+                     f"is the model judging its own encode; --gaze with real eye-tracking recordings of this video is "
+                     f"the independent check")
+    elif maps is not None and Path(maps).resolve() == Path(gaze).resolve():
+        notes.append("the ROI encode's maps come from the gaze file its EWPSNR is weighted by: not an independent check")
+    t0 = time.perf_counter()
+    probes: list[Probe] = []
+    sample_info: dict[str, Any] = {}
+    predicted: dict[str, float] = {}
+    bound_by = "attention"
+    with tempfile.TemporaryDirectory(prefix="vmaf-roi-save-") as d:
+        if cached is not None:
+            roi_crf = float(cached["crf"])
+            predicted = dict(cached.get("predicted") or {})
+            bound_by = str(cached.get("bound_by", bound_by))
+            sample_info = dict(cached.get("samples") or {})
+            on_event(Status(f"search cached: ROI CRF {roi_crf:g}", stage="search"))
+        else:
+            ss = make_samples(input_path, d, sample_seconds=sample_seconds, fraction=sample_fraction, count=samples,
+                              scene_threshold=typed.saliency.scene_threshold, progress=progress, on_event=on_event)
+            sample_info = ss.to_dict()
+            on_event(Status(f"samples: {ss.describe()}", stage="search"))
+            sample_gaze = None
+            if recording is not None:
+                sample_gaze = recording if ss.whole else sub_gaze(recording, ss.ranges)
+            pr = _Prober(ss, cfg, Path(d), model_dir=model_dir, maps=maps, progress=progress, on_event=on_event,
+                         vmaf_model=vmaf_model, ffmpeg=ffmpeg)
+            use_maps = recording is None
+
+            def metrics(sc) -> dict[str, float]:
+                q = sc.per_frame["ewpsnr"] if recording is not None else sc.per_frame["psnr_y_weighted"]
+                return {"vmaf": pooled(sc.per_frame["vmaf"], "mean"), key: pooled(q, "mean")}
+
+            # the plain reference and the ROI encode at the same CRF, scored in one pass (the ROI
+            # encode's maps, from the model, weight both)
+            t1 = time.perf_counter()
+            plain_res = pr.encode(crf, "plain")
+            roi_res = pr.encode(crf, "roi")
+            sc_plain, sc_roi = pr.score([plain_res, roi_res], f"probe crf {crf:g}", weights=use_maps, gaze=sample_gaze)
+            ref = metrics(sc_plain)
+            pr.record(crf, "plain", plain_res, ref, t1)
+            first = metrics(sc_roi)
+            pr.record(crf, "roi", roi_res, first, t1)
+            for r in (plain_res, roi_res):
+                r.output.unlink(missing_ok=True)
+            on_event(Status(f"plain crf {crf:g}: {_score_text(ref)}, {plain_res.video_bitrate / 1000:.0f} kb/s; "
+                            f"ROI crf {crf:g}: {_score_text(first)}, {roi_res.video_bitrate / 1000:.0f} kb/s "
+                            f"(samples)", stage="search"))
+            seen: dict[float, tuple[dict[str, float], float]] = {float(crf): (first, roi_res.video_bitrate)}
+
+            def roi_at(c: float) -> dict[str, float]:
+                if c not in seen:
+                    t2 = time.perf_counter()
+                    res = pr.encode(c, "roi")
+                    sc = pr.score([res], f"probe {pr.n}: crf {c:g}", weights=use_maps, gaze=sample_gaze)[0]
+                    m = metrics(sc)
+                    pr.record(c, "roi", res, m, t2)
+                    res.output.unlink(missing_ok=True)
+                    seen[c] = (m, res.video_bitrate)
+                    on_event(Status(f"probe {pr.n}: ROI crf {c:g} -> {_score_text(m)}, "
+                                    f"{res.video_bitrate / 1000:.0f} kb/s (samples)", stage="search"))
+                return seen[c][0]
+
+            what = "EWPSNR" if recording is not None else "attention PSNR"
+            # PSNR falls about 0.5 dB a CRF step on the 0-51 scales
+            try:
+                sq = search_crf(lambda c: roi_at(c)[key], ref[key], rng, start=float(crf), tolerance=tolerance,
+                                max_probes=max_probes, slope=rng.slope * 0.5, what=what)
+            except TargetUnreachable:
+                raise TargetUnreachable(f"no ROI encode of this input reaches the plain encode's {what} "
+                                        f"({ref[key]:.2f} dB at CRF {crf:g}) inside {enc}'s CRF range") from None
+            floor = ref["vmaf"] - guard
+            roi_crf = sq.crf
+            if _interp(seen, roi_crf, "vmaf") < floor:  # the guard binds: the CRF where VMAF meets it
+                bound_by = "vmaf guard"
+                sv = search_crf(lambda c: roi_at(c)["vmaf"], floor, rng, start=min(roi_crf, float(crf)),
+                                tolerance=0.1, max_probes=max_probes)
+                roi_crf = min(roi_crf, sv.crf)
+                # the guard's CRF, rounded, must not land below the floor
+                if roi_crf in seen and seen[roi_crf][0]["vmaf"] < floor:
+                    roi_crf = rng.clamp(roi_crf - (0.1 if rng.fractional else 1))
+            probes = pr.probes
+            predicted = {f"plain_{key}": ref[key], "plain_vmaf": ref["vmaf"],
+                         "plain_bitrate": plain_res.video_bitrate,
+                         f"roi_{key}": _interp(seen, roi_crf, key), "roi_vmaf": _interp(seen, roi_crf, "vmaf"),
+                         "roi_bitrate": _interp_rate(seen, roi_crf)}
+        search_s = time.perf_counter() - t0
+        on_event(Status(f"encode: ROI at CRF {roi_crf:g} (plain reference CRF {crf:g}; set by "
+                        f"{bound_by}) -> {output_path}", stage="encode"))
+        t1 = time.perf_counter()
+        track = SaliencyTrack()
+        res = encode(input_path, output_path, _crf_cfg(cfg, roi_crf), maps=maps, track=track, model_dir=model_dir,
+                     overwrite=overwrite, progress=lambda total, _d: progress(total, "encode"),
+                     on_event=lambda m: on_event(Status(m, stage="encode", level="note")))
+        enc_s = time.perf_counter() - t1
+        measured: dict[str, float] = {}
+        t2 = time.perf_counter()
+        if measure:
+            plain_out = Path(d) / ("plain" + output_path.suffix)
+            on_event(Status(f"measure: plain encode at CRF {crf:g} for the comparison", stage="measure"))
+            pres = encode(input_path, plain_out, _crf_cfg(cfg, crf), plain=True, model_dir=model_dir,
+                          progress=lambda total, _d: progress(total, "measure: plain encode"),
+                          on_event=lambda m: on_event(Status(m, stage="measure", level="note")))
+            on_event(Status("measure: both encodes scored against the input", stage="measure"))
+            sc_roi, sc_plain = score_many(
+                input_path, [output_path, plain_out], vmaf_model=vmaf_model, ffmpeg=ffmpeg,
+                saliency=None if recording is not None else track.maps,
+                saliency_label=None if recording is not None else f"encoder's maps ({track.model})",
+                gaze=recording, progress=lambda total, _d: progress(total, "measure: score"))
+            q = "ewpsnr" if recording is not None else "psnr_y_weighted"
+            measured = {"roi_bitrate": res.video_bitrate, "plain_bitrate": pres.video_bitrate,
+                        "roi_vmaf": pooled(sc_roi.per_frame["vmaf"], "mean"),
+                        "plain_vmaf": pooled(sc_plain.per_frame["vmaf"], "mean"),
+                        f"roi_{key}": pooled(sc_roi.per_frame[q], "mean"),
+                        f"plain_{key}": pooled(sc_plain.per_frame[q], "mean")}
+            for n in sc_roi.notes:
+                if n.startswith("gaze "):
+                    notes.append(n)
+        meas_s = time.perf_counter() - t2
+    return SaveResult(str(input_path), str(output_path), enc, float(crf), float(guard), weights,
+                      recording is not None, roi_crf, bound_by, predicted, measured, probes, sample_info,
+                      encode_result_dict(res), search_s, enc_s, meas_s, cached=cached is not None,
+                      notes=notes + list(res.notes))
+
+
+def encode_result_dict(res: Any) -> dict[str, Any]:
+    """An EncodeResult as ``encode --json`` prints it."""
+    d = asdict(res)
+    d.update(output=str(res.output), fps=res.fps, video_bitrate=res.video_bitrate, total_bitrate=res.total_bitrate,
+             bitrate=res.total_bitrate)
+    return d
+
+
+def _interp(seen: Mapping[float, tuple[dict[str, float], float]], c: float, key: str) -> float:
+    pts = sorted((k, v[0][key]) for k, v in seen.items())
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    return float(np.interp(c, xs, ys))
+
+
+def _interp_rate(seen: Mapping[float, tuple[dict[str, float], float]], c: float) -> float:
+    pts = sorted((k, v[1]) for k, v in seen.items())
+    # bitrate is about exponential in the CRF: interpolate its logarithm
+    return float(np.exp(np.interp(c, [p[0] for p in pts], [math.log(max(p[1], 1.0)) for p in pts])))
