@@ -114,3 +114,146 @@ def test_sub_gaze_renumbers_the_sampled_frames():
     sub = sub_gaze(rec, [(4, 3), (20, 2)])  # frames 4,5,6 -> 0,1,2; 20,21 -> 3,4
     assert list(sub.frame) == [1, 3, 4]
     assert list(sub.x) == [5.0, 20.0, 21.0]
+
+
+# -- end to end on a real clip ----------------------------------------------------------------------
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import yaml  # noqa: E402
+
+from vmaf_roi.cli import main  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CARPHONE = ROOT / "build" / "eval-roi" / "clips" / "carphone.f120.mkv"  # 176x144, 120 frames: a real clip
+needs_clip = pytest.mark.skipif(not CARPHONE.is_file(), reason="build/eval-roi/clips/carphone.f120.mkv not built")
+# 2 samples of 15 frames (a quarter of the clip), cut from it: the sampled path, not the whole-input one
+SAMPLED = ["--samples", "2", "--sample-duration", "0.5"]
+
+
+@needs_clip
+def test_target_vmaf_end_to_end_on_a_real_clip(tmp_path, capsys):
+    out = tmp_path / "t.mp4"
+    rc = main(["encode", str(CARPHONE), "-o", str(out), "--plain", "--target-vmaf", "90", *SAMPLED, "--json", "-q"])
+    assert rc == 0 and out.is_file()
+    cap = capsys.readouterr()
+    d = json.loads(cap.out)
+    assert d["mode"] == "target-vmaf" and d["pool"] == "mean" and d["target"] == 90
+    assert d["samples"]["whole"] is False and len(d["samples"]["ranges"]) == 2 and d["samples"]["frames"] == 30
+    assert 1 <= len(d["probes"]) <= 6
+    assert abs(d["predicted"] - 90) <= 0.5  # the search's tolerance on the samples, plus interpolation
+    # the whole encode, measured with libvmaf: within 1.5 VMAF of the target (two samples of a quarter of
+    # a 4-second clip predict it; the benchmark measures the default sampling on longer clips)
+    assert abs(d["measured"] - 90) <= 1.5
+    assert d["encode"]["frames"] == 120
+    # the CRF is fractional (libx264 takes a float crf) and inside its range
+    assert 0 <= d["crf"] <= 51
+    err = cap.err
+    assert "predicted" in err and "measured" in err and "CRF" in err
+
+
+@needs_clip
+def test_target_vmaf_roi_ndjson_events_and_percentile_pool(tmp_path, capsys):
+    out = tmp_path / "t.mkv"
+    rc = main(["encode", str(CARPHONE), "-o", str(out), "--target-vmaf", "85", "--pool", "p5", "-frames:v", "60",
+               "--ndjson"])
+    assert rc == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    kinds = {e["type"] for e in events}
+    assert kinds == {"status", "progress", "result"}
+    stages = {e["stage"] for e in events if e["type"] == "progress"}
+    assert any(s.startswith("probe 1: crf") and s.endswith("encode") for s in stages)  # progress per sample encode
+    res = events[-1]["result"]
+    assert res["pool"] == "p5" and res["roi"] is True and res["samples"]["whole"] is True
+    assert abs(res["measured"] - 85) <= 1.5
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--save-against", "23", "--plain"], "--save-against with --plain"),
+    (["--save-against", "23", "--vmaf-guard", "-1"], "--vmaf-guard -1"),
+    (["--save-against", "23", "--vmaf-guard", "nan"], "--vmaf-guard nan"),
+    (["--save-against", "60"], "--save-against 60: expected a CRF of libx264"),
+    (["--save-against", "23", "--pool", "p5"], "--pool goes with --target-vmaf"),
+    (["--target-vmaf", "93", "--save-against", "23"], "choose one"),
+    (["--target-vmaf", "120"], "--target-vmaf 120"),
+    (["--target-vmaf", "93", "-crf", "20"], "drop -crf"),
+    (["--target-vmaf", "93", "--pool", "median"], "--pool 'median'"),
+    (["--target-vmaf", "93", "--gaze", "g.csv"], "--gaze goes with --save-against"),
+    (["--vmaf-guard", "2"], "--vmaf-guard goes with"),
+])
+def test_search_refusals_are_one_line(tmp_path, capsys, argv, message):
+    clip = CARPHONE if CARPHONE.is_file() else tmp_path / "missing.mkv"
+    out = tmp_path / "o.mp4"
+    rc = main(["encode", str(clip), "-o", str(out), *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+@needs_clip
+def test_save_against_reports_weights_and_saving(tmp_path, capsys):
+    out = tmp_path / "s.mp4"
+    rc = main(["encode", str(CARPHONE), "-o", str(out), "--save-against", "30", "-frames:v", "48", "--json", "-q"])
+    assert rc == 0
+    cap = capsys.readouterr()
+    d = json.loads(cap.out)
+    assert d["mode"] == "save-against" and d["independent"] is False and d["weights"].startswith("model ")
+    m = d["measured"]
+    assert m["plain_vmaf"] - m["roi_vmaf"] <= 1.0 + 0.5  # the guard (1.0), measured on the whole clip
+    assert d["saving"] == pytest.approx(100 * (m["roi_bitrate"] / m["plain_bitrate"] - 1))
+    assert "model judging its own encode" in cap.err and "--gaze" in cap.err
+    assert "ROI: " in cap.err and "vs plain" in cap.err and "full-frame VMAF" in cap.err
+
+
+@needs_clip
+def test_batch_search_is_cached_on_a_rerun(tmp_path):
+    from vmaf_roi.batch import read_manifest
+    from vmaf_roi.cli_batch import main as batch_main
+
+    (tmp_path / "jobs.yaml").write_text(yaml.safe_dump({
+        "output_dir": "out",
+        "jobs": [{"name": "t", "inputs": [str(CARPHONE)], "output": "{stem}.mp4", "plain": True,
+                  "target_vmaf": {"vmaf": 90, "samples": 2, "sample_duration": 0.5, "measure": False}}],
+    }))
+    assert batch_main([str(tmp_path / "jobs.yaml"), "-q"]) == 0
+    man = tmp_path / "out" / ".vmaf-roi-batch.jsonl"
+    first = read_manifest(man)["carphone.f120.mp4"]
+    assert first["status"] == "done" and first["search"]["cached"] is False and first["search"]["probes"] >= 1
+    assert first["crf"] == first["search"]["crf"]
+    cached = list((tmp_path / "out" / ".vmaf-roi-search").glob("*.json"))
+    assert len(cached) == 1
+    # a forced re-run encodes again, with the CRF from the cache: no probe
+    assert batch_main([str(tmp_path / "jobs.yaml"), "-q", "--force"]) == 0
+    again = read_manifest(man)["carphone.f120.mp4"]
+    assert again["search"]["cached"] is True and again["search"]["probes"] == 0
+    assert again["crf"] == first["crf"]
+    # another target is another search
+    data = yaml.safe_load((tmp_path / "jobs.yaml").read_text())
+    data["jobs"][0]["target_vmaf"]["vmaf"] = 80
+    (tmp_path / "jobs.yaml").write_text(yaml.safe_dump(data))
+    assert batch_main([str(tmp_path / "jobs.yaml"), "-q"]) == 0
+    other = read_manifest(man)["carphone.f120.mp4"]
+    assert other["search"]["cached"] is False and other["crf"] > first["crf"]
+
+
+def test_batch_refuses_bad_search_keys(tmp_path):
+    from vmaf_roi.batch import load_batch
+
+    base = {"output_dir": "out", "jobs": [{"name": "a", "inputs": ["x.mp4"], "output": "{stem}.mp4"}]}
+    for job, message in (({"save_against": 23, "plain": True}, "drop plain"),
+                         ({"target_vmaf": 93, "save_against": 23}, "choose one"),
+                         ({"target_vmaf": {"vmaf": 93, "pol": "p5"}}, "did you mean pool"),
+                         ({"save_against": {"crf": 23, "guard": -1}}, "guard"),
+                         ({"target_vmaf": "high"}, "expected a number")):
+        data = copy_job(base, job)
+        with pytest.raises(ConfigError, match=message):
+            load_batch(data=data, base_dir=tmp_path)
+
+
+def copy_job(base: dict, extra: dict) -> dict:
+    import copy
+
+    d = copy.deepcopy(base)
+    d["jobs"][0].update(extra)
+    return d

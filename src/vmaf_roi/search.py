@@ -690,6 +690,8 @@ def config_default(encoder: str) -> float:
 
 
 # -- save against a plain encode -----------------------------------------------------------------------
+GUARD_MARGIN = 0.1  # VMAF points the search keeps inside the guard (the samples' and the curve's noise)
+
 def save_against(input_path: str | Path, output_path: str | Path, cfg: Mapping[str, Any], *, crf: float,
                  guard: float = 1.0, gaze: str | Path | None = None, maps: str | Path | None = None,
                  model_dir: Path | None = None, overwrite: bool = True, progress: ProgressFactory = no_progress,
@@ -801,7 +803,7 @@ def save_against(input_path: str | Path, output_path: str | Path, cfg: Mapping[s
             except TargetUnreachable:
                 raise TargetUnreachable(f"no ROI encode of this input reaches the plain encode's {what} "
                                         f"({ref[key]:.2f} dB at CRF {crf:g}) inside {enc}'s CRF range") from None
-            floor = ref["vmaf"] - guard
+            floor = ref["vmaf"] - guard + GUARD_MARGIN  # aimed a little inside the guard: the samples' noise
             roi_crf = sq.crf
             if _interp(seen, roi_crf, "vmaf") < floor:  # the guard binds: the CRF where VMAF meets it
                 bound_by = "vmaf guard"
@@ -848,6 +850,13 @@ def save_against(input_path: str | Path, output_path: str | Path, cfg: Mapping[s
             for n in sc_roi.notes:
                 if n.startswith("gaze "):
                     notes.append(n)
+            drop = measured["plain_vmaf"] - measured["roi_vmaf"]
+            if drop > guard:
+                msg = (f"the VMAF guard was missed on the whole input: the ROI encode's VMAF is {drop:.2f} below the "
+                       f"plain one's (guard {guard:g}); the samples predicted "
+                       f"{predicted.get('plain_vmaf', float('nan')) - predicted.get('roi_vmaf', float('nan')):.2f}")
+                notes.append(msg)
+                on_event(Status(msg, stage="measure", level="warning"))
         meas_s = time.perf_counter() - t2
     return SaveResult(str(input_path), str(output_path), enc, float(crf), float(guard), weights,
                       recording is not None, roi_crf, bound_by, predicted, measured, probes, sample_info,

@@ -6,6 +6,7 @@ See :mod:`vmaf_roi.batch` for the whole picture.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import math
@@ -111,13 +112,17 @@ def run_unit(unit: Unit, report: EventSink = _noop) -> dict[str, Any]:
 def _run_unit(unit: Unit, report: EventSink, out: Path, wrote: list[Path], t0: float, encode) -> dict[str, Any]:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        res = encode(
-            unit.input, out, unit.cfg, plain=unit.plain,
-            progress=lambda total, desc: _ReportingProgress(report, total),
-            on_event=lambda m: report({"type": "note", "message": m}),
-            model_dir=Path(unit.model_dir) if unit.model_dir else None,
-            overwrite=True,  # the planner decided: the output is ours, or --overwrite
-        )
+        searched: dict[str, Any] | None = None
+        if unit.search:
+            res, searched = _search_encode(unit, out, report)
+        else:
+            res = encode(
+                unit.input, out, unit.cfg, plain=unit.plain,
+                progress=lambda total, desc: _ReportingProgress(report, total),
+                on_event=lambda m: report({"type": "note", "message": m}),
+                model_dir=Path(unit.model_dir) if unit.model_dir else None,
+                overwrite=True,  # the planner decided: the output is ours, or --overwrite
+            )
         wrote.append(out)
         done: dict[str, Any] = {
             "status": "done", "output_sha256": sha256_file(out), "output_size": out.stat().st_size,
@@ -125,6 +130,9 @@ def _run_unit(unit: Unit, report: EventSink, out: Path, wrote: list[Path], t0: f
             "total_bitrate": round(res.total_bitrate), "fps": round(res.fps, 2),
             "encoder": res.encoder, "roi": res.roi, "model": res.model, "provider": res.provider,
         }
+        if searched is not None:
+            done["crf"] = searched["crf"]
+            done["search"] = searched
         for kind in STEP_KINDS:
             if kind in unit.steps:
                 report({"type": "note", "message": f"running {kind} step"})
@@ -142,6 +150,59 @@ def _run_unit(unit: Unit, report: EventSink, out: Path, wrote: list[Path], t0: f
     except Exception as exc:  # a bug: fail this job only, keep the traceback in the manifest
         return {"status": "failed", "reason": f"internal error: {type(exc).__name__}: {exc}", "error": "internal",
                 "traceback": traceback.format_exc(), "seconds": round(time.perf_counter() - t0, 3)}
+
+
+class _Encoded:
+    """What the manifest takes from an encode, for a search's final encode (its ``encode`` dict)."""
+
+    def __init__(self, d: dict[str, Any]) -> None:
+        self.frames, self.encoder, self.roi = d["frames"], d["encoder"], d["roi"]
+        self.model, self.provider, self.fps = d.get("model", ""), d.get("provider", ""), d.get("fps", 0.0)
+        self.video_bitrate, self.total_bitrate = d["video_bitrate"], d["total_bitrate"]
+
+
+def _search_encode(unit: Unit, out: Path, report: EventSink) -> tuple[Any, dict[str, Any]]:
+    """A target_vmaf / save_against unit: the CRF from the search cache (same input content,
+    config and target) or searched and cached, then the encode; the manifest's summary of it."""
+    from .. import search as search_mod
+
+    spec = dict(unit.search)
+    mode = spec.pop("mode")
+    cache = search_mod.SearchCache(unit.search_cache) if unit.search_cache else None
+    key = search_mod.search_key(unit.input, unit.cfg, unit.plain, unit.search)
+    hit = cache.get(key) if cache is not None else None
+    if hit is not None:
+        report({"type": "note", "message": f"search cache hit: CRF {hit['crf']:g} ({Path(unit.search_cache) / key}.json)"})
+
+    def on_event(e: Any) -> None:
+        level = getattr(e, "level", "info")
+        msg = getattr(e, "message", None)
+        if msg and (level != "info" or getattr(e, "stage", "") == "search"):
+            report({"type": "note", "message": msg})
+
+    kw: dict[str, Any] = dict(
+        model_dir=Path(unit.model_dir) if unit.model_dir else None, overwrite=True, on_event=on_event,
+        progress=lambda total, desc: _ReportingProgress(report, total, stage=desc),
+        samples=spec.pop("samples", None), sample_seconds=float(spec.pop("sample_duration", 2.0)),
+        measure=bool(spec.pop("measure", True)), cached=hit)
+    if mode == "target-vmaf":
+        res = search_mod.target_vmaf(unit.input, out, unit.cfg, target=spec["vmaf"], pool=spec["pool"],
+                                     plain=unit.plain, **kw)
+        summary = {"mode": mode, "target": res.target, "pool": res.pool, "crf": res.crf, "predicted": res.predicted,
+                   "measured": res.measured}
+        record = {"crf": res.crf, "predicted": res.predicted, "samples": res.samples}
+    else:
+        res = search_mod.save_against(unit.input, out, unit.cfg, crf=spec["crf"], guard=spec["guard"],
+                                      gaze=spec.get("gaze"), **kw)
+        summary = {"mode": mode, "against_crf": res.against_crf, "guard": res.guard, "crf": res.crf,
+                   "weights": res.weights, "bound_by": res.bound_by, "predicted": res.predicted,
+                   "measured": res.measured, "saving": res.saving if res.measured else None}
+        record = {"crf": res.crf, "predicted": res.predicted, "bound_by": res.bound_by, "samples": res.samples}
+    summary.update(probes=len(res.probes), cached=hit is not None, search_seconds=round(res.search_seconds, 3))
+    if cache is not None and hit is None:
+        cache.put(key, {**record, "input": unit.input, "mode": mode, "spec": unit.search,
+                        "probes": [dataclasses.asdict(p) for p in res.probes]})
+    return _Encoded(res.encode), _jsonable(summary)
 
 
 def temp_files(output: str | Path, *, only_dead: bool = False) -> list[Path]:
@@ -370,6 +431,17 @@ def _detail(res: dict[str, Any]) -> str:
     if "video_bitrate" in res:
         rate = f"video {res['video_bitrate'] / 1000:.0f} kb/s (total {res.get('total_bitrate', 0) / 1000:.0f})"
     parts = [f"{res.get('frames', 0)} frames", rate, f"{res.get('seconds', 0):.1f} s"]
+    sr = res.get("search")
+    if isinstance(sr, dict) and isinstance(sr.get("crf"), (int, float)):
+        how = "cached" if sr.get("cached") else f"{sr.get('probes', 0)} probes"
+        if sr.get("mode") == "target-vmaf":
+            meas = sr.get("measured")
+            parts.append(f"CRF {sr['crf']:g} for {sr.get('pool')} VMAF {sr.get('target'):g} ({how}"
+                         + (f", measured {meas:.2f})" if isinstance(meas, (int, float)) else ")"))
+        else:
+            sav = sr.get("saving")
+            parts.append(f"ROI CRF {sr['crf']:g} vs plain {sr.get('against_crf'):g} ({how}"
+                         + (f", {sav:+.1f}% bits)" if isinstance(sav, (int, float)) else ")"))
     for kind in STEP_KINDS:
         if kind in res:
             parts.append(f"{kind} {_short(res[kind])}")

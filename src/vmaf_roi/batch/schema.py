@@ -30,7 +30,9 @@ LOCK_NAME = ".vmaf-roi-batch.lock"  # one lock per output directory
 MANIFEST_VERSION = 1
 
 TOP_KEYS = ("version", "output_dir", "manifest", "base_config", "defaults", "jobs")
-JOB_KEYS = ("name", "inputs", "output", "config", "plain", "score", "compare", "gpu")
+JOB_KEYS = ("name", "inputs", "output", "config", "plain", "score", "compare", "gpu", "target_vmaf", "save_against")
+SEARCH_KEYS = ("target_vmaf", "save_against")  # the CRF searched (vmaf_roi.search), cached per input+config+target
+SEARCH_DIR = ".vmaf-roi-search"  # the search cache, in output_dir
 DEFAULT_KEYS = tuple(k for k in JOB_KEYS if k not in ("name", "inputs"))
 TEMPLATE_FIELDS = ("stem", "name", "ext", "parent", "job", "index")
 STEP_KINDS = ("score", "compare")
@@ -62,10 +64,16 @@ class Unit:
     gpu: bool = False
     model_dir: str | None = None
     config_hash: str = ""
+    search: dict[str, Any] = field(default_factory=dict)  # target_vmaf / save_against (mode + its options)
+    search_cache: str | None = None  # directory of the search cache
 
 
-def config_hash(cfg: dict[str, Any], plain: bool, steps: dict[str, dict[str, Any]]) -> str:
-    blob = json.dumps({"cfg": cfg, "plain": plain, "steps": steps}, sort_keys=True, default=str)
+def config_hash(cfg: dict[str, Any], plain: bool, steps: dict[str, dict[str, Any]],
+                search: dict[str, Any] | None = None) -> str:
+    d: dict[str, Any] = {"cfg": cfg, "plain": plain, "steps": steps}
+    if search:  # only then: the hashes of jobs without a search stay as they were
+        d["search"] = search
+    blob = json.dumps(d, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -345,9 +353,12 @@ def load_batch(path: str | Path | None = None, *, data: dict | None = None, base
                 cfg_ok = False
         if not (cfg_ok and tpl_ok):
             continue
+        search = _search_spec(merged, plain, base_dir, f"{where}", errs)
+        if search is None:
+            continue
         gpu = (cfg["encoder"].endswith("_nvenc") or (not plain and cfg["saliency"]["device"] == "cuda")) \
             if gpu_opt == "auto" else bool(gpu_opt)
-        chash = config_hash(cfg, plain, steps)
+        chash = config_hash(cfg, plain, steps, search)
 
         index = 0
         for pattern in inputs:
@@ -388,10 +399,78 @@ def load_batch(path: str | Path | None = None, *, data: dict | None = None, base
                     continue
                 owner[key] = who
                 units.append(Unit(key=key, job=name, input=str(inp), output=str(final), cfg=cfg, plain=plain,
-                                  steps=steps, gpu=gpu, model_dir=md, config_hash=chash))
+                                  steps=steps, gpu=gpu, model_dir=md, config_hash=chash, search=search,
+                                  search_cache=str(out_dir / SEARCH_DIR) if search else None))
     errs.raise_if_any(source)
     return Batch(path=Path(path) if path is not None else None, output_dir=out_dir,
                  manifest_path=out_dir / man_name, units=units, unmatched=unmatched)
+
+
+def _search_spec(job: dict[str, Any], plain: bool, base_dir: Path, where: str, errs: _Errors) -> dict[str, Any] | None:
+    """``target_vmaf: 93`` (or ``{vmaf: 93, pool: p5, samples: 4, sample_duration: 2, measure: true}``),
+    ``save_against: 23`` (or ``{crf: 23, guard: 1.0, gaze: file.csv, ...}``) as the runner's spec:
+    ``{}`` for neither, None (with the error added) for a bad one."""
+    from ..search import check_pool
+
+    given = [k for k in SEARCH_KEYS if job.get(k) is not None]
+    if not given:
+        return {}
+    if len(given) > 1:
+        errs.add(where, "target_vmaf and save_against: choose one")
+        return None
+    key = given[0]
+    v = job[key]
+    main = "vmaf" if key == "target_vmaf" else "crf"
+    allowed = (main, "samples", "sample_duration", "measure") + (("pool",) if key == "target_vmaf" else ("guard", "gaze"))
+    if isinstance(v, dict):
+        opts = dict(v)
+    elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        opts = {main: v}
+    else:
+        errs.add(f"{where}.{key}", f"expected a number or a mapping with {main}, got {short(v)}")
+        return None
+    bad = [k for k in opts if k not in allowed]
+    if bad:
+        errs.add(f"{where}.{key}.{bad[0]}", f"unknown key{_near(str(bad[0]), allowed)}; keys are {', '.join(allowed)}")
+        return None
+    num = opts.get(main)
+    if not isinstance(num, (int, float)) or isinstance(num, bool):
+        errs.add(f"{where}.{key}.{main}", f"expected a number, got {short(num)}")
+        return None
+    spec: dict[str, Any] = {"mode": key.replace("_", "-"), main: float(num)}
+    try:
+        if key == "target_vmaf":
+            if not 0 < num <= 100:
+                raise ConfigError(f"expected a VMAF score above 0 and at most 100, got {num}")
+            spec["pool"] = check_pool(opts.get("pool", "mean"))
+        else:
+            if plain:
+                raise ConfigError("a save_against job is an ROI encode measured against a plain one: drop plain: true")
+            guard = opts.get("guard", 1.0)
+            if not isinstance(guard, (int, float)) or isinstance(guard, bool) or not 0 <= guard <= 100:
+                raise ConfigError(f"guard: expected the VMAF points the ROI encode may lose, 0 to 100, got {short(guard)}")
+            spec["guard"] = float(guard)
+            if opts.get("gaze") is not None:
+                g = Path(os.path.expanduser(str(opts["gaze"])))
+                g = g if g.is_absolute() else base_dir / g
+                if not g.is_file():
+                    raise ConfigError(f"gaze: {g}: no such file")
+                spec["gaze"] = str(g)
+        n = opts.get("samples")
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise ConfigError(f"samples: expected a number >= 1, got {short(n)}")
+        d = opts.get("sample_duration")
+        if d is not None and (not isinstance(d, (int, float)) or isinstance(d, bool) or not 0 < d <= 600):
+            raise ConfigError(f"sample_duration: expected seconds above 0, got {short(d)}")
+        m = opts.get("measure", True)
+        if not isinstance(m, bool):
+            raise ConfigError(f"measure: expected true or false, got {short(m)}")
+    except ConfigError as exc:
+        errs.add(f"{where}.{key}", str(exc))
+        return None
+    spec.update({k: opts[k] for k in ("samples", "sample_duration") if opts.get(k) is not None})
+    spec["measure"] = bool(opts.get("measure", True))
+    return spec
 
 
 def _strip_config(msg: str) -> str:
