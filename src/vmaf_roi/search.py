@@ -126,9 +126,11 @@ def search_crf(measure: Callable[[float], float], target: float, rng: CrfRange, 
     Probes ``start`` (the middle of the range by default), steps by the ``slope`` prior (score per
     CRF step; ``rng.slope`` by default) until the target is bracketed, then interpolates linearly
     between the two bracketing probes; stops when a probe lands within ``tolerance`` of the target
-    or after ``max_probes``. The result's CRF is that interpolation (rounded to 0.01 for an encoder
-    that takes a fractional CRF; for one that does not, the whole CRF whose interpolated score is
-    nearest the target), ``predicted`` its interpolated score.
+    (that probe's CRF is the result: its score is measured on the samples, not interpolated) or
+    after ``max_probes``, or when the bracket is one CRF step wide. Then the result's CRF is the
+    interpolation (rounded to 0.01 for an encoder that takes a fractional CRF; for one that does
+    not, the whole CRF whose interpolated score is nearest the target), ``predicted`` its
+    interpolated score.
 
     :class:`TargetUnreachable` when even the lowest CRF of the range scores below the target.
     When even the highest scores above it, that CRF is the result (the fewest bits the encoder
@@ -156,10 +158,8 @@ def search_crf(measure: Callable[[float], float], target: float, rng: CrfRange, 
     c = rng.clamp(start if start is not None else (rng.lo + rng.hi) / 2)
     for _ in range(max_probes):
         s = probe(c)
-        if abs(s - target) <= tolerance:
-            if any(v >= target for v in seen.values()) and any(v < target for v in seen.values()):
-                break  # bracketed: interpolate the rest of the way
-            return _result(c, seen, target, rng, order, what)
+        if abs(s - target) <= tolerance:  # a probe's own score: exact on the samples, unlike an interpolation
+            return _result(c, seen, target, rng, order, what, tolerance)
         above = sorted((k, v) for k, v in seen.items() if v >= target)  # low CRFs: better than the target
         below = sorted((k, v) for k, v in seen.items() if v < target)
         if above and below:
@@ -189,7 +189,7 @@ def search_crf(measure: Callable[[float], float], target: float, rng: CrfRange, 
             c = rng.clamp(c + (step if above else -step))
             if c in seen:
                 break
-    return _result(None, seen, target, rng, order, what)
+    return _result(None, seen, target, rng, order, what, tolerance)
 
 
 def _slope(points: list[tuple[float, float]], prior: float) -> float:
@@ -204,9 +204,14 @@ def _slope(points: list[tuple[float, float]], prior: float) -> float:
 
 
 def _result(hit: float | None, seen: dict[float, float], target: float, rng: CrfRange,
-            order: list[ProbeScore], what: str) -> SearchResult:
+            order: list[ProbeScore], what: str, tolerance: float) -> SearchResult:
     if hit is not None:
         return SearchResult(hit, seen[hit], order)
+    # a probe within twice the tolerance: its score is measured, where an interpolation between
+    # probes of a curve that is not smooth (a percentile of few frames) can be far off
+    best = min(seen, key=lambda c: abs(seen[c] - target))
+    if abs(seen[best] - target) <= 2 * tolerance:
+        return SearchResult(best, seen[best], order)
     pts = sorted(seen.items())
     above = [(k, v) for k, v in pts if v >= target]
     below = [(k, v) for k, v in pts if v < target]
@@ -221,6 +226,8 @@ def _result(hit: float | None, seen: dict[float, float], target: float, rng: Crf
         return SearchResult(c, s, order, note=f"search stopped above the target (CRF {c:g} gives {s:.2f})")
     ca, sa = max(above)
     cb, sb = min(below)
+    if cb - ca <= 0.5:  # probes this close: the nearer one's measured score beats a line between them
+        return SearchResult(*(min(((ca, sa), (cb, sb)), key=lambda p: (abs(p[1] - target), -p[1]))), order)
 
     def interp(c: float) -> float:
         return sa + (sb - sa) * (c - ca) / (cb - ca) if cb != ca else sa
@@ -237,8 +244,8 @@ def _result(hit: float | None, seen: dict[float, float], target: float, rng: Crf
 # -- samples --------------------------------------------------------------------------------------
 @dataclass
 class SampleSet:
-    """The probes' input: ``path`` holds the frames ``ranges`` (start, count) of the input in order
-    (``whole``: the input itself)."""
+    """The probes' input: ``path`` (lossless FFV1) holds the frames ``ranges`` (start, count) of the
+    input in order (``whole``: all of them)."""
 
     path: Path
     frames: int  # frames in the samples
@@ -248,6 +255,7 @@ class SampleSet:
     whole: bool
     seconds: float  # time to scan and cut
     rate: float = 0.0
+    cut: bool = True  # ``path`` is the FFV1 cut (False: the input itself, for --maps)
 
     def describe(self) -> str:
         if self.whole:
@@ -318,20 +326,26 @@ def plan_samples(frames: int, cuts: Sequence[int], length: int, count: int) -> l
 
 def make_samples(input_path: str | Path, workdir: str | Path, *, sample_seconds: float = 2.0,
                  fraction: float = 0.1, count: int | None = None, scene_threshold: float = 12.0,
-                 progress: ProgressFactory = no_progress, on_event: EventSink = discard) -> SampleSet:
+                 progress: ProgressFactory = no_progress, on_event: EventSink = discard,
+                 whole: bool = False) -> SampleSet:
     """The probes' input: scene cuts found in one decode, then about ``fraction`` of the frames
     in windows of ``sample_seconds`` (at least 3 of them, or ``count``) cut losslessly into one
-    FFV1 file in ``workdir``. An input whose samples would be half of it or more is used whole."""
+    FFV1 file in ``workdir``. An input whose samples would be half of it or more is used whole,
+    and so is any input with ``whole`` (a map file of the input's frames: ``--maps``)."""
     t0 = time.perf_counter()
     input_path = Path(input_path)
     sc = scan(input_path, scene_threshold=scene_threshold, progress=progress)
     length = max(8, int(round(sample_seconds * sc.rate)))
     n = count if count is not None else min(20, max(3, int(round(fraction * sc.frames / length))))
-    ranges = plan_samples(sc.frames, sc.cuts, length, n) if n * length * 2 <= sc.frames else []
-    if not ranges:
-        return SampleSet(input_path, sc.frames, sc.frames, [(0, sc.frames)], len(sc.cuts) + 1, True,
-                         time.perf_counter() - t0, sc.rate)
+    ranges = plan_samples(sc.frames, sc.cuts, length, n) if n * length * 2 <= sc.frames and not whole else []
     out = Path(workdir) / (input_path.stem + ".samples.mkv")
+    if whole:  # the input as it is: a map file pairs with its frames and timestamps
+        return SampleSet(input_path, sc.frames, sc.frames, [(0, sc.frames)], len(sc.cuts) + 1, True,
+                         time.perf_counter() - t0, sc.rate, cut=False)
+    if not ranges:  # the whole input, still cut to FFV1: the frames the decode stage gives, clean timestamps
+        frames = _cut_ranges(input_path, out, [(0.0, sc.frames)], sc.rate, progress)
+        return SampleSet(out, frames, sc.frames, [(0, sc.frames)], len(sc.cuts) + 1, True,
+                         time.perf_counter() - t0, sc.rate)
     frames = _cut_ranges(input_path, out, [(sc.times[s], c) for s, c in ranges], sc.rate, progress)
     if frames != sum(c for _, c in ranges):
         on_event(Status(f"samples: {frames} frames cut where {sum(c for _, c in ranges)} were planned",
@@ -342,7 +356,8 @@ def make_samples(input_path: str | Path, workdir: str | Path, *, sample_seconds:
 def _cut_ranges(path: Path, out: Path, windows: list[tuple[float, int]], rate: float,
                 progress: ProgressFactory) -> int:
     """The frames of each window (start time, frame count) of ``path``, decoded from the keyframe
-    before it (a seek), written one after the other as lossless FFV1 at ``rate``."""
+    before it (a seek; none for a window at 0), written one after the other as lossless FFV1 at
+    ``rate`` with evenly spaced timestamps."""
     import av
 
     from .decode import _FFV1_AS, VideoSource
@@ -577,6 +592,24 @@ class _Prober:
                           saliency_label=f"encoder's maps ({self.track.model})" if weights else None,
                           gaze=gaze, progress=lambda total, _d: self.progress(total, f"{label} score"))
 
+    def vmaf(self, encoded: Any) -> list[float]:
+        """Per-frame VMAF of a probe: libvmaf alone, ffmpeg decoding both files (the FFV1 samples
+        and their encode have clean timestamps); the same ffmpeg, libvmaf and model as ``score``."""
+        from .vmaf import find_ffmpeg, vmaf_only
+
+        self.on_event(Status(f"probe {self.n}: VMAF of {self.samples.frames} sample frames", stage="search"))
+        if not self.samples.cut:  # the input itself: score's own decode and frame pairing
+            return self.score([encoded], f"probe {self.n}")[0].per_frame["vmaf"]
+        bar = self.progress(1, f"probe {self.n}: vmaf")
+        try:
+            v = vmaf_only(find_ffmpeg(self.ffmpeg), self.samples.path, encoded.output, model=self.vmaf_model)
+            bar.update(1)
+        finally:
+            bar.close()
+        if len(v) != self.samples.frames:
+            raise InputError(f"libvmaf scored {len(v)} frames of a probe, the samples have {self.samples.frames}")
+        return v
+
     def record(self, crf: float, mode: str, res: Any, scores: dict[str, float], t0: float) -> Probe:
         p = Probe(crf, mode, res.video_bitrate, scores, time.perf_counter() - t0)
         self.probes.append(p)
@@ -629,7 +662,11 @@ def target_vmaf(input_path: str | Path, output_path: str | Path, cfg: Mapping[st
             sample_info = dict(cached.get("samples") or {})
         else:
             ss = make_samples(input_path, d, sample_seconds=sample_seconds, fraction=sample_fraction, count=samples,
-                              scene_threshold=typed.saliency.scene_threshold, progress=progress, on_event=on_event)
+                              scene_threshold=typed.saliency.scene_threshold, progress=progress, on_event=on_event,
+                              whole=maps is not None)
+            if maps is not None:
+                on_event(Status(f"--maps {maps}: the probes encode the whole input (the maps are its frames')",
+                                stage="search", level="note"))
             sample_info = ss.to_dict()
             on_event(Status(f"samples: {ss.describe()}", stage="search"))
             pr = _Prober(ss, cfg, Path(d), model_dir=model_dir, maps=maps, progress=progress, on_event=on_event,
@@ -639,8 +676,7 @@ def target_vmaf(input_path: str | Path, output_path: str | Path, cfg: Mapping[st
             def measure_at(crf: float) -> float:
                 t1 = time.perf_counter()
                 res = pr.encode(crf, mode)
-                sc = pr.score([res], f"probe {pr.n}: crf {crf:g}")[0]
-                v = pooled(sc.per_frame["vmaf"], pool)
+                v = pooled(pr.vmaf(res), pool)
                 p = pr.record(crf, mode, res, {"vmaf": v}, t1)
                 res.output.unlink(missing_ok=True)
                 on_event(Status(f"probe {pr.n}: crf {crf:g} -> {pool} VMAF {v:.2f}, "
@@ -751,7 +787,11 @@ def save_against(input_path: str | Path, output_path: str | Path, cfg: Mapping[s
             on_event(Status(f"search cached: ROI CRF {roi_crf:g}", stage="search"))
         else:
             ss = make_samples(input_path, d, sample_seconds=sample_seconds, fraction=sample_fraction, count=samples,
-                              scene_threshold=typed.saliency.scene_threshold, progress=progress, on_event=on_event)
+                              scene_threshold=typed.saliency.scene_threshold, progress=progress, on_event=on_event,
+                              whole=maps is not None)
+            if maps is not None:
+                on_event(Status(f"--maps {maps}: the probes encode the whole input (the maps are its frames')",
+                                stage="search", level="note"))
             sample_info = ss.to_dict()
             on_event(Status(f"samples: {ss.describe()}", stage="search"))
             sample_gaze = None

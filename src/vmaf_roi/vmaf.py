@@ -326,3 +326,43 @@ class VmafPipe:
         if not self._err.closed:
             self._err.close()
         self._tmp.cleanup()
+
+
+def vmaf_only(ffmpeg: str, reference: str | Path, distorted: str | Path, *, model: str = DEFAULT_MODEL,
+              threads: int | None = None) -> list[float]:
+    """Per-frame VMAF of ``distorted`` against ``reference`` (same size), nothing else: one ffmpeg
+    pass that decodes both files itself, frames paired by index, libvmaf with ``model`` and no
+    extra features (SSIM, PSNR), about 3-4x faster than :func:`run_vmaf` or ``score``'s pass
+    (measured: 1.7 s against 5.8 s and 6.9 s for 250 frames at 640x272, the same mean VMAF to
+    the last digit of libvmaf's log). For inputs with clean timestamps, such as the search's
+    FFV1 samples and their encodes (:mod:`vmaf_roi.search`); ``score`` handles the rest.
+    """
+    threads = threads or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    with tempfile.TemporaryDirectory(prefix="vmaf-roi-") as tmp:
+        model_value, model_file = model_option(model)
+        if model_file is not None:
+            shutil.copyfile(model_file, Path(tmp) / "model.json")
+            model_value = f"path={Path(tmp) / 'model.json'}"
+        log = Path(tmp) / "log.json"
+        graph = (f"[0:v]settb={_TB},setpts=N[r];[1:v]settb={_TB},setpts=N[d];"
+                 f"[d][r]libvmaf=model={model_value}:log_fmt=json:log_path={log}:n_threads={threads}[o]")
+        cmd = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-i", str(reference),
+               "-i", str(distorted), "-filter_complex", graph, "-map", "[o]", "-fps_mode", "passthrough",
+               "-f", "null", "-"]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, check=False, preexec_fn=_die_with_parent)
+        except OSError as exc:
+            raise VmafError(f"cannot run ffmpeg {ffmpeg}: {exc}") from None
+        if r.returncode != 0:
+            err = r.stderr.strip()
+            if "libvmaf model" in err or "built-in model" in err:
+                raise ConfigError(f"--vmaf-model {model}: libvmaf cannot load it ({_last_lines(err)})")
+            raise VmafError(f"ffmpeg/libvmaf failed (exit {r.returncode}): {_last_lines(err)}")
+        frames = parse_log(log)
+    out = []
+    for f in frames:
+        v = f.get("vmaf")
+        if v is None:
+            v = next((x for k, x in f.items() if k.startswith("vmaf")), float("nan"))
+        out.append(float(v))
+    return out
