@@ -183,6 +183,11 @@ def test_target_vmaf_roi_ndjson_events_and_percentile_pool(tmp_path, capsys):
     (["--target-vmaf", "93", "--pool", "median"], "--pool 'median'"),
     (["--target-vmaf", "93", "--gaze", "g.csv"], "--gaze goes with --save-against"),
     (["--vmaf-guard", "2"], "--vmaf-guard goes with"),
+    (["--save-against", "23", "--gaze", "g.csv", "-ss", "1"], "--gaze with -ss"),
+    (["--target-vmaf", "93", "--samples", "0"], "--samples 0"),
+    (["--target-vmaf", "93", "--set", "rate_control.value=30"], "drop --set rate_control"),
+    (["--target-vmaf", "93", "--set", "filters=scale=88:72"], "filters chain"),
+    (["--target-vmaf", "93", "-c:v", "h264_nvenc", "--plain"], "h264_nvenc"),
 ])
 def test_search_refusals_are_one_line(tmp_path, capsys, argv, message):
     clip = CARPHONE if CARPHONE.is_file() else tmp_path / "missing.mkv"
@@ -278,3 +283,15 @@ def test_probe_vmaf_is_scores_vmaf(tmp_path):
     full = score(ss.path, res.output).per_frame["vmaf"]
     assert len(lean) == len(full) == 30
     assert max(abs(a - b) for a, b in zip(lean, full)) < 1e-3
+
+
+@needs_clip
+def test_existing_output_is_kept_without_y(tmp_path, capsys):
+    out = tmp_path / "o.mp4"
+    out.write_bytes(b"keep me")
+    rc = main(["encode", str(CARPHONE), "-o", str(out), "--target-vmaf", "90", "--plain"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "exists" in err and "-y" in err and err.count("\n") == 1
+    assert out.read_bytes() == b"keep me"
+    rc = main(["encode", str(CARPHONE), "-o", str(CARPHONE), "--target-vmaf", "90", "--plain", "-y"])
+    assert rc != 0 and CARPHONE.stat().st_size > 1000  # never over the input

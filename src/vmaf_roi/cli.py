@@ -221,6 +221,9 @@ def _check_search_args(args) -> bool:
                               "that CRF; drop --plain")
         if args.pool is not None:
             raise ConfigError("--pool goes with --target-vmaf (--save-against compares mean scores)")
+        if args.gaze is not None and segment_of(args):
+            raise ConfigError("--gaze with -ss/-t/-to/-frames:v: the gaze file's frame numbers are the whole input's; "
+                              "encode the whole input, or cut the gaze file the same way")
         guard = 1.0 if args.vmaf_guard is None else args.vmaf_guard
         if not (guard == guard and 0 <= guard <= 100):
             raise ConfigError(f"--vmaf-guard {guard:g}: the full-frame VMAF points the ROI encode may lose against "
