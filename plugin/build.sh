@@ -24,7 +24,12 @@
 # - ONNX Runtime C API headers: Debian trixie's libonnxruntime-dev (headers only; nothing is
 #   linked: the filter loads the onnxruntime wheel's library with dlopen at run time);
 # - SVT-AV1 2.x (its ROI map API; bookworm's 1.4.1 predates it): the orig tarball of trixie's
-#   svt-av1 source package, built once with cmake into $CACHE/svt-av1-<version>-<key>/;
+#   svt-av1 source package with our patches (plugin/svt-av1/series: the per-superblock delta-q
+#   ROI mode), built once with cmake into $CACHE/svt-av1-<version>-<key>/;
+# - libaom's decoder with CONFIG_INSPECTION, for its `inspect` example only (the tests read the
+#   per-superblock qindex of AV1 streams back with it): the orig tarball of trixie's aom source
+#   package, built once into $CACHE/aom-inspect-<version>-<key>/ and linked as
+#   build/bin/aom-inspect;
 # - NVENC headers: trixie's libffmpeg-nvenc-dev (nv-codec-headers; headers only).
 # The build also runs libavcodec/tests/roi_map (FATE's fate-roi-map, the ROI block maps of the
 # libsvtav1 and nvenc patches) and installs it beside ffmpeg as roi_map-test.
@@ -46,6 +51,8 @@ MIRROR=${VMAF_ROI_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 ORT_DEV=libonnxruntime-dev
 SVT_PKG=svt-av1
+SVT_PATCH_DIR=$REPO/plugin/svt-av1
+AOM_PKG=aom
 NV_PKG=libffmpeg-nvenc-dev
 
 die() { echo "build.sh: error: $*" >&2; exit 1; }
@@ -239,27 +246,39 @@ fetch_headers() {
     ORT_API=$(sed -nE 's/^#define ORT_API_VERSION ([0-9]+).*/\1/p' "$ORT_INC/onnxruntime_c_api.h")
 }
 
-# SVT-AV1 (libsvtav1, with the ROI map API of 2.x): the orig tarball of Debian's source
-# package, fetched alone with apt's downloader and checked against the sha256 of the signed
-# Sources index (Debian's packaging is not needed).
-fetch_svt() {
-    local line name sha
-    SVT_ORIG=$(ls "$CACHE"/dl/${SVT_PKG}_*.orig.tar.* 2>/dev/null | head -n1 || true)
-    [ -n "$SVT_ORIG" ] && return 0
+# fetch_orig PKG LOG: the upstream (orig) tarball of Debian's source package PKG, fetched alone
+# with apt's downloader and checked against the sha256 of the signed Sources index (Debian's
+# packaging is not needed), once, into $CACHE/dl; its path in $ORIG
+fetch_orig() {
+    local pkg=$1 log=$CACHE/$2 line name sha
+    ORIG=$(ls "$CACHE"/dl/"${pkg}"_*.orig.tar.* 2>/dev/null | grep -v '\.asc$' | head -n1 || true)
+    [ -n "$ORIG" ] && return 0
     apt_setup
-    line=$(apt-get -q source --print-uris "$SVT_PKG/$SUITE" 2>"$CACHE/apt-svt.log" \
+    line=$(apt-get -q source --print-uris "$pkg/$SUITE" 2>"$log" \
            | grep -E "^'[^']+\.orig\.tar\.[a-z0-9]+' " | head -n1 || true)
-    [ -n "$line" ] || die "no $SVT_PKG source package in Debian $SUITE (see $CACHE/apt-svt.log)"
+    [ -n "$line" ] || die "no $pkg source package in Debian $SUITE (see $log)"
     # 'URL' NAME SIZE SHA256:HEX
     read -r _ name _ sha <<<"$line"
     case "$sha" in SHA256:*) sha=${sha#SHA256:} ;; *) die "no sha256 for $name in the Sources index" ;; esac
     /usr/lib/apt/apt-helper download-file "$(echo "$line" | cut -d"'" -f2)" \
-        "$CACHE/dl/partial-$name" "SHA256:$sha" >>"$CACHE/apt-svt.log" 2>&1 \
-        || die "cannot download $name from Debian $SUITE (see $CACHE/apt-svt.log)"
+        "$CACHE/dl/partial-$name" "SHA256:$sha" >>"$log" 2>&1 \
+        || die "cannot download $name from Debian $SUITE (see $log)"
     echo "$sha  $CACHE/dl/partial-$name" | sha256sum -c --quiet - >/dev/null 2>&1 \
         || die "$name does not match the sha256 of the Debian $SUITE index"
     mv "$CACHE/dl/partial-$name" "$CACHE/dl/$name"
-    SVT_ORIG=$CACHE/dl/$name
+    ORIG=$CACHE/dl/$name
+}
+
+# SVT-AV1 (libsvtav1, with the ROI map API of 2.x)
+fetch_svt() {
+    fetch_orig "$SVT_PKG" apt-svt.log
+    SVT_ORIG=$ORIG
+}
+
+# libaom, for the inspect example (tests only)
+fetch_aom() {
+    fetch_orig "$AOM_PKG" apt-aom.log
+    AOM_ORIG=$ORIG
 }
 
 # NVENC: nv-codec-headers (Debian's libffmpeg-nvenc-dev, headers + ffnvcodec.pc only; the
@@ -293,10 +312,23 @@ fetch_nvenc_headers() {
 SVT_CMAKE_FLAGS=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DBUILD_APPS=OFF
                  -DBUILD_TESTING=OFF -DSVT_AV1_LTO=OFF -DREPRODUCIBLE_BUILDS=ON
                  -DCMAKE_INSTALL_LIBDIR=lib)
+# The SVT-AV1 patches: plugin/svt-av1/series, applied in order with patch -p1.
+SVT_PATCHES=()
+svt_patches() {
+    local p
+    [ -f "$SVT_PATCH_DIR/series" ] || die "no SVT-AV1 patch series at $SVT_PATCH_DIR/series"
+    while read -r p; do
+        case "$p" in ""|\#*) continue ;; esac
+        [ -f "$SVT_PATCH_DIR/$p" ] || die "patch '$p' listed in $SVT_PATCH_DIR/series does not exist"
+        SVT_PATCHES+=("$SVT_PATCH_DIR/$p")
+    done < "$SVT_PATCH_DIR/series"
+}
 svt_prefix() {
     local ver key
+    svt_patches
     ver=$(basename "$SVT_ORIG" | sed -E "s/^${SVT_PKG}_([^-]+)\.orig\.tar\..*$/\1/")
-    key=$( { basename "$SVT_ORIG"; printf '%s\n' "${SVT_CMAKE_FLAGS[@]}"; gcc -dumpfullversion 2>/dev/null; } \
+    key=$( { basename "$SVT_ORIG"; printf '%s\n' "${SVT_CMAKE_FLAGS[@]}"; gcc -dumpfullversion 2>/dev/null
+             for p in "${SVT_PATCHES[@]}"; do echo "patch: $(sha256sum < "$p" | cut -c1-64)"; done; } \
            | sha256sum | cut -c1-12)
     SVT_VERSION=$ver
     SVT_PREFIX=$CACHE/svt-av1-$ver-$key
@@ -320,6 +352,10 @@ build_svt() {
         trap 'rm -rf "$SVT_TMP"' EXIT
         mkdir -p "$SVT_TMP/src"
         tar -xf "$SVT_ORIG" -C "$SVT_TMP/src" --strip-components=1 || die "cannot unpack $SVT_ORIG"
+        for p in "${SVT_PATCHES[@]}"; do
+            patch -d "$SVT_TMP/src" -p1 -s --forward --no-backup-if-mismatch < "$p" \
+                || die "patch $(basename "$p") does not apply to SVT-AV1 $SVT_VERSION"
+        done
         log "building SVT-AV1 $SVT_VERSION (log: $CACHE/svt-av1-build.log)"
         svt_build() {
             { cmake -S "$SVT_TMP/src" -B "$SVT_TMP/build" "${gen[@]}" "${SVT_CMAKE_FLAGS[@]}" \
@@ -333,8 +369,9 @@ build_svt() {
         # a static library: its own dependencies (Libs.private: -lpthread -lm) go on the link
         # line of everything that uses it, FFmpeg's configure test included
         sed -i -E 's/^(Libs:.*)$/\1 -lpthread -lm/' "$SVT_TMP/inst$SVT_PREFIX/lib/pkgconfig/SvtAv1Enc.pc"
-        echo "SVT-AV1 $SVT_VERSION built in $(( $(date +%s) - t0 )) s with -j$JOBS: ${SVT_CMAKE_FLAGS[*]}" \
-            > "$SVT_TMP/inst$SVT_PREFIX/BUILDINFO"
+        { echo "SVT-AV1 $SVT_VERSION built in $(( $(date +%s) - t0 )) s with -j$JOBS: ${SVT_CMAKE_FLAGS[*]}"
+          for p in "${SVT_PATCHES[@]}"; do echo "patch: $(basename "$p") $(sha256sum < "$p" | cut -c1-64)"; done
+        } > "$SVT_TMP/inst$SVT_PREFIX/BUILDINFO"
         rm -rf "$SVT_PREFIX"
         mv -T "$SVT_TMP/inst$SVT_PREFIX" "$SVT_PREFIX"
         rm -rf "$SVT_TMP"
@@ -348,6 +385,54 @@ build_svt() {
     flock -u 7
 }
 
+# libaom's inspect example (decoder only, CONFIG_INSPECTION, generic C; -j2 on the 2-core
+# machine: 23 s idle, 66 s under load from other jobs) into
+# $CACHE/aom-inspect-<version>-<key>/bin/inspect, installed by one rename
+AOM_CMAKE_FLAGS=(-DCMAKE_BUILD_TYPE=Release -DCONFIG_AV1_ENCODER=0 -DCONFIG_INSPECTION=1
+                 -DAOM_TARGET_CPU=generic -DCONFIG_AV1_HIGHBITDEPTH=0 -DENABLE_TESTS=0
+                 -DENABLE_DOCS=0 -DENABLE_TOOLS=0 -DENABLE_EXAMPLES=1 -DENABLE_TESTDATA=0)
+build_aom_inspect() {
+    local ver key t0 gen=()
+    ver=$(basename "$AOM_ORIG" | sed -E "s/^${AOM_PKG}_([^-]+)\.orig\.tar\..*$/\1/")
+    key=$( { basename "$AOM_ORIG"; printf '%s\n' "${AOM_CMAKE_FLAGS[@]}"; gcc -dumpfullversion 2>/dev/null; } \
+           | sha256sum | cut -c1-12)
+    AOM_PREFIX=$CACHE/aom-inspect-$ver-$key
+    if [ ! -x "$AOM_PREFIX/bin/inspect" ]; then
+        lock 6 aom
+        if [ ! -x "$AOM_PREFIX/bin/inspect" ]; then
+            need_tool cmake cmake
+            t0=$(date +%s)
+            command -v ninja >/dev/null 2>&1 && gen=(-G Ninja)
+            AOM_TMP=$(mktemp -d "$CACHE/aom-build.XXXXXX")
+            trap 'rm -rf "$AOM_TMP"' EXIT
+            mkdir -p "$AOM_TMP/src" "$AOM_TMP/out/bin"
+            tar -xf "$AOM_ORIG" -C "$AOM_TMP/src" --strip-components=1 || die "cannot unpack $AOM_ORIG"
+            log "building libaom $ver's inspect (log: $CACHE/aom-build.log)"
+            aom_build() {
+                { cmake -S "$AOM_TMP/src" -B "$AOM_TMP/build" "${gen[@]}" "${AOM_CMAKE_FLAGS[@]}" \
+                  && cmake --build "$AOM_TMP/build" -j "$JOBS" --target inspect; } >"$CACHE/aom-build.log" 2>&1
+            }
+            progress "libaom inspect" "$AOM_TMP/build" aom_build \
+                || { tail -n 20 "$CACHE/aom-build.log" >&2; die "libaom inspect build failed (see $CACHE/aom-build.log)"; }
+            cp "$AOM_TMP/build/inspect" "$AOM_TMP/out/bin/inspect"
+            echo "libaom $ver inspect built in $(( $(date +%s) - t0 )) s with -j$JOBS: ${AOM_CMAKE_FLAGS[*]}" \
+                > "$AOM_TMP/out/BUILDINFO"
+            rm -rf "$AOM_PREFIX"
+            mv -T "$AOM_TMP/out" "$AOM_PREFIX"
+            rm -rf "$AOM_TMP"
+            trap - EXIT
+            log "$(cat "$AOM_PREFIX/BUILDINFO")"
+            for d in "$CACHE"/aom-inspect-[0-9]*/; do
+                [ "${d%/}" = "$AOM_PREFIX" ] || rm -rf "$d"
+            done
+        fi
+        flock -u 6
+    fi
+    mkdir -p "$REPO/build/bin"
+    ln -sfn "$AOM_PREFIX/bin/inspect" "$REPO/build/bin/aom-inspect.tmp.$$" \
+        && mv -T "$REPO/build/bin/aom-inspect.tmp.$$" "$REPO/build/bin/aom-inspect"
+}
+
 fetch_ffmpeg
 unpack_ffmpeg
 if [ "$ACTION" = source ]; then echo "$SRC"; exit 0; fi
@@ -355,9 +440,11 @@ fetch_headers
 if [ "$ACTION" = headers ]; then echo "$ORT_INC"; exit 0; fi
 fetch_svt
 fetch_nvenc_headers
+[ "$ACTION" = build ] && fetch_aom
 flock -u 9
 svt_prefix
 [ "$ACTION" = build ] && build_svt
+[ "$ACTION" = build ] && build_aom_inspect
 export PKG_CONFIG_PATH="$SVT_PREFIX/lib/pkgconfig:$NV_DIR/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 
 # --- cache key --------------------------------------------------------------------------------
@@ -488,6 +575,7 @@ cp "$WORK/libavcodec/tests/roi_map" "$TMP_ENTRY/bin/roi_map-test"
     echo "FFmpeg $FFMPEG_VERSION, $PROFILE profile, key $KEY, built in $(( $(date +%s) - T0 )) s with make -j$JOBS ($changed files changed)"
     echo "ONNX Runtime C API headers: $(basename "$ORT_INC") (ORT_API_VERSION $ORT_API)"
     echo "SVT-AV1: $(head -n1 "$SVT_PREFIX/BUILDINFO")"
+    sed -n 's/^patch: /SVT-AV1 patch: /p' "$SVT_PREFIX/BUILDINFO"
     echo "NVENC headers: $(basename "$NV_DIR")"
     printf 'configure: %s\n' "${CONFIGURE_FLAGS[*]}"
     for p in "${PATCHES[@]}"; do echo "patch: $(basename "$p") $(sha256sum < "$p" | cut -c1-64)"; done

@@ -147,6 +147,12 @@ pictures that used it are out, and a frame without ROI after one with
 ROI gets an all-zero map.  A map is only sent when it changes: a stream
 without ROI side data is coded as before.  The new roi option (default
 on) turns it off.
+
+The new roi_mode option chooses how the library codes the map: deltaq
+(the default where SVT-AV1 defines SVT_AV1_ROI_MAP_DELTA_Q) adds the
+offsets to the superblock qindex as per-superblock delta-q, segment uses
+AV1 segmentation (SVT-AV1's own ROI map).  roi_zero_maps sends a map
+also for regions whose offsets are all 0, to measure its fixed cost.
 EOF
 
 # 5: ROI in nvenc

@@ -9,6 +9,7 @@ here: a textured object on a moving textured background, 256x192 (a 4x3 grid of 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -148,7 +149,8 @@ def test_svtav1_roi_raises_quality_inside_and_lowers_it_outside(ffmpeg, av1_deco
     r_in, r_out = inside_outside(ref, luma(ffmpeg, av1_decoder, roi))
     print(f"PSNR-Y inside/outside: plain {p_in:.2f}/{p_out:.2f} dB, ROI {r_in:.2f}/{r_out:.2f} dB,"
           f" {plain.stat().st_size} vs {roi.stat().st_size} bytes")
-    # measured: plain 30.27/32.86 dB, ROI 30.99/29.89 dB, 5566 -> 3653 bytes
+    # measured (-roi_mode deltaq, the default): plain 30.27/32.86 dB, ROI 31.18/29.24 dB,
+    # 5566 -> 2784 bytes (segment: 30.99/29.89 dB, 3653 bytes)
     assert r_in > p_in + 0.4
     assert r_out < p_out - 1.5
 
@@ -240,6 +242,68 @@ def test_svtav1_roi_valgrind_clean(ffmpeg, clip, tmp_path):
     assert "frame=   24" in r.stderr
 
 
+# --- the per-superblock delta-q ROI mode (plugin/svt-av1/: -roi_mode deltaq) ---------------------
+
+@pytest.fixture(scope="session")
+def deltaq(ffmpeg) -> None:
+    r = subprocess.run([str(ffmpeg), "-hide_banner", "-h", "encoder=libsvtav1"],
+                       check=False, capture_output=True, text=True)
+    if "deltaq" not in r.stdout:
+        msg = f"{ffmpeg}: libsvtav1 has no -roi_mode deltaq (SVT-AV1 built without plugin/svt-av1/)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def inspect_tool() -> Path:
+    """libaom's inspect (CONFIG_INSPECTION), built by plugin/build.sh as build/bin/aom-inspect."""
+    p = Path(os.environ.get("VMAF_ROI_AOM_INSPECT", REPO / "build/bin/aom-inspect"))
+    if not os.access(p, os.X_OK):
+        msg = f"{p} is missing: plugin/build.sh builds libaom's inspect as build/bin/aom-inspect"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    return p
+
+
+def sb_qindex(inspect: Path, video: Path, sb: int = 64) -> list[dict]:
+    """Per decoded frame, from libaom's inspect: the qindex of every ``sb``-pixel superblock as
+    the decoder reads it (``q``), whether the stream codes it there (``coded``: a superblock
+    that is one skipped block carries no delta-q, the decoder keeps the previous qindex), the
+    frame's base qindex and delta_q_present, and whether any block has a segment id."""
+    r = subprocess.run([str(inspect), str(video), "-dq", "-s", "-bs", "-si"], check=False,
+                       capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")[-2000:]
+    out = []
+    for f in json.loads(r.stdout):
+        if f is None:
+            continue
+        whole = f["blockSizeMap"][f"BLOCK_{sb}X{sb}"]
+        step = sb // 4  # the layers are per 4x4 mode-info unit
+        q, skip, bs = (np.array(f[k])[::step, ::step] for k in ("delta_q", "skip", "blockSize"))
+        coded = ~((bs == whole) & (skip == f["skipMap"]["SKIP"]))
+        if not f["deltaQPresentFlag"]:
+            coded[:] = True  # every superblock has the frame's qindex
+        out.append({"base": f["baseQIndex"], "present": f["deltaQPresentFlag"],
+                    "segments": bool(np.any(np.array(f["seg_id"]))), "q": q, "coded": coded})
+    return out
+
+
+@pytest.mark.parametrize("mode", ["deltaq", "segment"])
+def test_svtav1_zero_map_bitstream(ffmpeg, deltaq, clip, tmp_path, mode):
+    """An all-zero map (sent with -roi_zero_maps 1) leaves the stream byte-identical to plain in
+    delta-q mode; in segment mode the same map changes it (segmentation is set up anyway)."""
+    plain, zero = tmp_path / "plain.ivf", tmp_path / "zero.ivf"
+    run_ff(ffmpeg, *raw_input(clip), *svt(preset=8, crf=35), str(plain))
+    run_ff(ffmpeg, *raw_input(clip), "-vf", roi_filter("0", "0"),
+           *svt("-roi_mode", mode, "-roi_zero_maps", "1", preset=8, crf=35), str(zero))
+    if mode == "deltaq":
+        assert zero.read_bytes() == plain.read_bytes()
+    else:
+        assert zero.read_bytes() != plain.read_bytes()
+
+
 @pytest.mark.parametrize("encoder", ["h264_nvenc", "hevc_nvenc", "av1_nvenc"])
 def test_nvenc_encoders_have_the_roi_option(ffmpeg, encoder):
     """The NVENC patch is built in (it is not run: no GPU in CI)."""
@@ -265,3 +329,33 @@ def test_one_step_libsvtav1_with_the_filter_options_encode_prints(ffmpeg, av1_de
     bad = subprocess.run([sys.executable, "-m", "vmaf_roi", "models", "path", "salstudent_v1", "--filter",
                           "--encoder", "mpeg4"], check=False, capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "not an encoder that takes ROI" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("sb", [64, 128])
+def test_svtav1_deltaq_map_sets_the_qindex_of_its_superblocks(ffmpeg, deltaq, inspect_tool, clip,
+                                                              tmp_path, sb):
+    """Read back from the stream with libaom's inspect: a map of -26 qindex on the 64x64 block
+    (1, 1) and +10 elsewhere puts the superblock holding that block 26 below plain's qindex and
+    every other superblock 10 above, in every frame where both streams code it; no segment ids.
+    SVT-AV1 picks 128x128 superblocks above 240p at preset <= 6 and crf > 56: the superblock
+    with the block takes the lowest offset of its four 64x64 blocks (-26, not their mean)."""
+    if sb == 64:
+        src, preset, crf = raw_input(clip), 8, 40
+    else:
+        src, preset, crf = ["-f", "lavfi", "-i", "testsrc2=s=640x384:r=25", "-frames:v", str(N)], 6, 60
+    plain, roi = tmp_path / "plain.ivf", tmp_path / "roi.ivf"
+    run_ff(ffmpeg, *src, *svt(preset=preset, crf=crf), str(plain))
+    run_ff(ffmpeg, *src, "-vf", roi_filter("-26/255", "10/255"),
+           *svt("-roi_mode", "deltaq", preset=preset, crf=crf), str(roi))
+    p_frames, r_frames = sb_qindex(inspect_tool, plain, sb), sb_qindex(inspect_tool, roi, sb)
+    assert len(p_frames) == len(r_frames) >= N
+    obj = (OBJ[1] // sb, OBJ[0] // sb)  # the superblock (row, column) with block (1, 1)
+    checked = 0
+    for i, (p, r) in enumerate(zip(p_frames, r_frames)):
+        assert r["base"] == p["base"] and r["present"] == 1 and not r["segments"], i
+        expect = np.clip(p["q"] + 10, 1, 255)
+        expect[obj] = max(1, p["q"][obj] - 26)
+        both = p["coded"] & r["coded"]
+        assert np.array_equal(r["q"][both], expect[both]), (i, p["q"], r["q"], both)
+        checked += int(both[obj])
+    assert checked >= 1  # the key frame codes every superblock
