@@ -127,6 +127,7 @@ typedef struct SalROIContext {
     FFFrameSync fs;
 
     double strength;
+    int strength_width;
     int block;
     int max_regions;
     int mode;
@@ -213,7 +214,9 @@ typedef struct SalROIContext {
 #define TFLAGS AV_OPT_FLAG_VIDEO_PARAM | AV_OPT_FLAG_FILTERING_PARAM | AV_OPT_FLAG_RUNTIME_PARAM
 static const AVOption salroi_options[] = {
     { "strength", "QP steps between a fully salient block and neutral saliency",
-      OFFSET(strength), AV_OPT_TYPE_DOUBLE, { .dbl = 2.0 }, 0, DBL_MAX, TFLAGS },
+      OFFSET(strength), AV_OPT_TYPE_DOUBLE, { .dbl = 3.0 }, 0, DBL_MAX, TFLAGS },
+    { "strength_width", "frames narrower than this get strength * width / strength_width (0: off)",
+      OFFSET(strength_width), AV_OPT_TYPE_INT, { .i64 = 640 }, 0, INT_MAX, TFLAGS },
     { "block", "block size in pixels (doubled until the regions fit max_regions)",
       OFFSET(block), AV_OPT_TYPE_INT, { .i64 = 16 }, 1, INT_MAX / 4, FLAGS },
     { "max_regions", "maximum number of regions per frame",
@@ -368,6 +371,10 @@ static int set_regions(AVFilterContext *avctx, AVFrame *frame, const SalROIMap *
     const int64_t blocks = (int64_t)((width  + ctx->block - 1) / ctx->block) *
                                     ((height + ctx->block - 1) / ctx->block);
     const int cap = FFMAX(1, FFMIN(ctx->max_regions, blocks));   /* never more rectangles */
+    /* on narrow frames each block is a larger share of the picture: a weaker strength
+     * (the package's PlannerParams.at_width computes the same double) */
+    const double strength = ctx->strength_width > 0 && width < ctx->strength_width ?
+                            ctx->strength * width / ctx->strength_width : ctx->strength;
     AVRegionOfInterest *roi;
     AVFrameSideData *sd;
     int b = ctx->block, nb_rects, ret;
@@ -377,7 +384,7 @@ static int set_regions(AVFilterContext *avctx, AVFrame *frame, const SalROIMap *
         return ret;
     nb_rects = vmaf_roi_plan_u8_blend(map->data, map->data2, map->weight2, map->w, map->h,
                                       map->linesize, map->linesize, width, height,
-                                      ctx->block, ctx->strength, ctx->clamp, ctx->mode,
+                                      ctx->block, strength, ctx->clamp, ctx->mode,
                                       ctx->max_regions, ctx->rows, cap, &b);
     if (nb_rects < 0)
         return nb_rects == -1 ? AVERROR(ENOMEM) : AVERROR_BUG;

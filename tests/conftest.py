@@ -43,8 +43,11 @@ def built_ffmpeg_or_skip(what: str = "the patched ffmpeg") -> Path:
 
 
 def cfg(*sets: str) -> dict:
-    """The default encode config with ``--set`` style overrides."""
-    return config.load(None, list(sets))
+    """The default encode config with ``--set`` style overrides, and the strength applied as
+    given at every frame width (``roi.strength_width: 0``): the test clips are 320 pixels wide or
+    less, and the tests pin QP moves to the strength they set. The default's width scaling has
+    tests of its own (test_roi, test_plugin, test_encode)."""
+    return config.load(None, ["roi.strength_width=0", *sets])
 
 
 def ph_cfg(*sets: str) -> dict:

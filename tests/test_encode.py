@@ -60,6 +60,21 @@ def test_x264_u2netp_roi_lowers_qp_on_object_by_strength(clip, model_dir, tmp_pa
     assert r_out - p_out == pytest.approx(5, abs=1.5), (r_out, p_out)
 
 
+def test_default_strength_is_scaled_on_narrow_frames(clip, tmp_path):
+    """The default config (strength 3, strength_width 640) on the 320-wide clip plans exactly
+    what strength 1.5 at every width plans; at strength_width 320 it applies the full 3."""
+    from vmaf_roi import config
+
+    ph = f"saliency.model={PH}"
+    dflt = config.load(None, [ph])
+    assert dflt["roi"]["strength"] == 3.0 and dflt["roi"]["strength_width"] == 640 and clip.width == 320
+    scaled = encode(clip.path, tmp_path / "a.mp4", dflt)
+    half = encode(clip.path, tmp_path / "b.mp4", config.load(None, [ph, "roi.strength=1.5", "roi.strength_width=0"]))
+    full = encode(clip.path, tmp_path / "c.mp4", config.load(None, [ph, "roi.strength_width=320"]))
+    assert scaled.roi_digest == half.roi_digest != full.roi_digest
+    assert full.roi_digest == encode(clip.path, tmp_path / "d.mp4", cfg(ph, "roi.strength=3")).roi_digest
+
+
 def test_balanced_planner_boosts_the_object(clip, tmp_path):
     """The object model (the student, stride 2, interpolated maps) with mode balanced at strength 4."""
     masks = read_masks(clip.mask_path)

@@ -41,7 +41,8 @@ def run_external(src: Path, out: Path, c: dict, *, plain: bool = False):
 @needs_ffmpeg
 def test_external_roi_matches_the_in_process_encode(clip, tmp_path):
     masks = read_masks(clip.mask_path)
-    c = cfg("saliency.model=salstudent_v1", "saliency.stride=2", "roi.mode=both", "roi.strength=5")
+    c = cfg("saliency.model=salstudent_v1", "saliency.stride=2", "roi.mode=both", "roi.strength=5",
+            "roi.strength_width=0")
     ext = run_external(clip.path, tmp_path / "ext.mp4", c)
     track = SaliencyTrack()
     inproc = encode(clip.path, tmp_path / "in.mp4", c, track=track)
@@ -55,7 +56,7 @@ def test_external_roi_matches_the_in_process_encode(clip, tmp_path):
     for i in sorted(track.maps):
         made.entries(clip.width, clip.height, track.maps[i])
     assert ext.inferences == inproc.inferences and ext.roi_digest == made.digest.hexdigest()
-    held = cfg("roi.mode=both", "roi.strength=5", "saliency.interpolate=false")  # no blends: the same lists
+    held = cfg("roi.mode=both", "roi.strength=5", "roi.strength_width=0", "saliency.interpolate=false")  # no blends: the same lists
     assert run_external(clip.path, tmp_path / "ext-held.mp4", held).roi_digest == \
         encode(clip.path, tmp_path / "in-held.mp4", held).roi_digest
     e_in, e_out = key_qp(tmp_path / "ext.mp4", masks)

@@ -94,8 +94,11 @@ def showinfo_rois(stderr: str) -> list[list[list[int]]]:
 
 
 def salroi_args(params: dict) -> str:
-    return ("salroi=strength={strength!r}:block={block}:max_regions={max_regions}:mode={mode}"
-            ":clamp={max_offset}:qp_scale={qp_scale}".format(**params))
+    """The filter's options for planner parameters (strength_width 0 where they have none: the
+    shared vectors plan every frame size with the strength they give)."""
+    return ("salroi=strength={strength!r}:strength_width={strength_width}:block={block}"
+            ":max_regions={max_regions}:mode={mode}:clamp={max_offset}:qp_scale={qp_scale}"
+            .format(**{"strength_width": 0, **params}))
 
 
 def map_inputs(tmp: Path, m: np.ndarray, frames: int = 1, rate: int = 25) -> list[str]:
@@ -130,6 +133,26 @@ def plan_with_filter(ffmpeg: Path, tmp: Path, case: dict, main_filter: str = "",
 def test_filter_matches_vector(ffmpeg, tmp_path, case):
     (got,) = plan_with_filter(ffmpeg, tmp_path, case)
     assert got == case["regions"]
+
+
+@pytest.mark.parametrize("width, strength_width", [(176, 640), (320, 640), (640, 640), (800, 640), (320, 0)])
+def test_filter_scales_strength_on_narrow_frames_as_the_package_does(ffmpeg, tmp_path, width, strength_width):
+    """strength_width: frames narrower than it get strength * width / strength_width, in the
+    filter and in roi.Planner alike (the same regions); wider frames the strength as given."""
+    case = next(c for c in CASES if c["params"]["mode"] == "both" and c["params"]["strength"] >= 4)
+    height = width * 3 // 4
+    params = {**case["params"], "strength_width": strength_width}
+    (got,) = plan_with_filter(ffmpeg, tmp_path, {**case, "width": width, "height": height, "params": params})
+    m = read_pgm(VECTORS / case["map"])
+    p = roi_mod.PlannerParams(**params)
+    want = [[r.top, r.bottom, r.left, r.right, r.qp, p.qp_scale] for r in roi_mod.plan(m, width, height, p)]
+    assert got == want
+    full = roi_mod.PlannerParams(**{**params, "strength_width": 0})
+    full_plan = roi_mod.plan(m, width, height, full)
+    if strength_width and width < strength_width:
+        assert max(abs(r.qp) for r in roi_mod.plan(m, width, height, p)) < max(abs(r.qp) for r in full_plan)
+    else:
+        assert roi_mod.plan(m, width, height, p) == full_plan
 
 
 @pytest.mark.parametrize("seq", SEQUENCES, ids=[s["name"] for s in SEQUENCES])
@@ -176,7 +199,7 @@ def test_process_command_strength(ffmpeg, tmp_path):
     """strength is a runtime command (sendcmd after salroi: it fires once salroi has run)."""
     case = next(c for c in CASES if c["name"] == "blob_same_size")
     m = read_pgm(VECTORS / case["map"])
-    graph = ("[0:v][1:v]salroi@s=strength=6,sendcmd=c='0.1 salroi@s strength 0',showinfo")
+    graph = ("[0:v][1:v]salroi@s=strength=6:strength_width=0,sendcmd=c='0.1 salroi@s strength 0',showinfo")
     r = run_ff(ffmpeg, "-f", "lavfi", "-i", "color=c=gray:size=64x48:rate=25",
                *map_inputs(tmp_path, m, 10), "-filter_complex", graph,
                "-frames:v", "10", "-f", "null", "-")
@@ -187,7 +210,7 @@ def test_process_command_strength(ffmpeg, tmp_path):
     switch = [bool(f) for f in got].index(False)
     assert not any(got[switch:]) and switch >= 3  # the command is sent at t = 0.12
     # an out-of-range value is refused and the filter carries on
-    graph = "[0:v][1:v]salroi@s=strength=6,sendcmd=c='0.1 salroi@s strength -3',showinfo"
+    graph = "[0:v][1:v]salroi@s=strength=6:strength_width=0,sendcmd=c='0.1 salroi@s strength -3',showinfo"
     r = run_ff(ffmpeg, "-f", "lavfi", "-i", "color=c=gray:size=64x48:rate=25",
                *map_inputs(tmp_path, m, 10), "-filter_complex", graph,
                "-frames:v", "10", "-f", "null", "-")
@@ -308,6 +331,7 @@ def test_filter_defaults_are_encode_defaults(ffmpeg):
     num = float
     want = {
         "strength": (num, roi_cfg["strength"]),
+        "strength_width": (int, roi_cfg["strength_width"]),
         "clamp": (int, roi_cfg["max_offset"]),
         "mode": (str, roi_cfg["mode"]),
         "max_regions": (int, roi_cfg["max_regions"]),
@@ -430,7 +454,7 @@ def baseline_qp(ffmpeg, sal_clip, tmp_path_factory):
 def test_salient_blocks_get_lower_qp(ffmpeg, sal_clip, tmp_path, baseline_qp, strength):
     base_in, base_out, nkey = baseline_qp
     assert nkey >= 5
-    out = encode(ffmpeg, sal_clip, tmp_path / "roi.mp4", f"salroi=strength={strength}:clamp=10")
+    out = encode(ffmpeg, sal_clip, tmp_path / "roi.mp4", f"salroi=strength={strength}:strength_width=0:clamp=10")
     roi_in, roi_out, _ = keyframe_qp(out)
     print(f"strength {strength}: object QP {base_in:.2f} -> {roi_in:.2f}, "
           f"background QP {base_out:.2f} -> {roi_out:.2f}")
@@ -444,7 +468,7 @@ def test_salient_blocks_get_lower_qp(ffmpeg, sal_clip, tmp_path, baseline_qp, st
 
 def test_mode_lower_keeps_background_qp(ffmpeg, sal_clip, tmp_path, baseline_qp):
     base_in, base_out, _ = baseline_qp
-    out = encode(ffmpeg, sal_clip, tmp_path / "lower.mp4", "salroi=strength=8:mode=lower")
+    out = encode(ffmpeg, sal_clip, tmp_path / "lower.mp4", "salroi=strength=8:strength_width=0:mode=lower")
     roi_in, roi_out, _ = keyframe_qp(out)
     assert roi_in - base_in == pytest.approx(-8, abs=2.5)
     assert roi_out - base_out == pytest.approx(0, abs=1.0)
@@ -453,7 +477,7 @@ def test_mode_lower_keeps_background_qp(ffmpeg, sal_clip, tmp_path, baseline_qp)
 def test_zero_strength_matches_plain_encode(ffmpeg, sal_clip, tmp_path):
     plain = encode(ffmpeg, sal_clip, tmp_path / "plain.mp4", None)
     zero = encode(ffmpeg, sal_clip, tmp_path / "zero.mp4", "salroi=strength=0")
-    roi = encode(ffmpeg, sal_clip, tmp_path / "roi.mp4", "salroi=strength=6")
+    roi = encode(ffmpeg, sal_clip, tmp_path / "roi.mp4", "salroi=strength=6:strength_width=0")
     assert zero.read_bytes() == plain.read_bytes()
     assert roi.read_bytes() != plain.read_bytes()
 
@@ -525,7 +549,7 @@ def test_valgrind_clean(ffmpeg, tmp_path):
         pytest.skip("valgrind is not installed (plugin/ci.sh installs it)")
     m = read_pgm(VECTORS / "noise_budget.pgm")
     graph = ("[0:v]addroi=0:0:16:16:-1/5,sendcmd=c='0.1 salroi@s strength 3'[m];"
-             "[m][1:v]salroi@s=block=4:max_regions=6:enable='gte(t,0.04)',showinfo")
+             "[m][1:v]salroi@s=block=4:max_regions=6:strength_width=0:enable='gte(t,0.04)',showinfo")
     cmd = [valgrind, "--error-exitcode=99", "--leak-check=full",
            "--show-leak-kinds=definite,indirect", "--errors-for-leak-kinds=definite,indirect",
            str(ffmpeg), "-hide_banner", "-nostdin", "-nostats", "-threads", "1",
@@ -549,7 +573,7 @@ def test_libx265_honours_regions_with_aq(ffmpeg, sal_clip, tmp_path):
         out = tmp_path / f"x265_{strength}_{preset}.mp4"
         r = run_ff(ffmpeg, "-i", str(sal_clip["video"]), "-i", str(sal_clip["sal"]),
                    "-filter_complex",
-                   f"[0:v][1:v]salroi=strength={strength}", "-c:v", "libx265", "-preset", preset,
+                   f"[0:v][1:v]salroi=strength={strength}:strength_width=0", "-c:v", "libx265", "-preset", preset,
                    "-crf", "28", "-x265-params", "log-level=error:pools=1:frame-threads=1",
                    str(out))
         return out.read_bytes(), r.stderr
@@ -767,7 +791,8 @@ def test_model_mode_plans_blended_frames_as_python_plans_a_blend(model_ffmpeg, o
     src = tmp_path / "cut.mp4"
     write_cut_clip(src)
     maps_path = tmp_path / "maps.gray"
-    opts = dict(stride=4, maps=maps_path, block=4, mode="both", clamp=10, max_regions=4000, qp_scale=51)
+    opts = dict(stride=4, maps=maps_path, block=4, mode="both", clamp=10, max_regions=4000, qp_scale=51,
+                strength_width=0)
     run_model_mode(model_ffmpeg, src, model_opts(PLACEHOLDER, ort_lib, **opts))
     maps = read_maps(maps_path, 320, 320)
     keys = [0, 4, 8, 9, 13]  # stride 4, and the cut at frame 9 (the test above): no blend 8 -> 9
@@ -901,7 +926,7 @@ def test_model_mode_keyframe_qp_follows_the_plan(model_ffmpeg, ort_lib, tmp_path
     run_model_mode(model_ffmpeg, src, red_opts(model, ort_lib, strength=0), *X264, str(base))
     maps_path = tmp_path / "maps.gray"
     roi = tmp_path / "roi.mp4"
-    run_model_mode(model_ffmpeg, src, red_opts(model, ort_lib, strength=8, maps=maps_path),
+    run_model_mode(model_ffmpeg, src, red_opts(model, ort_lib, strength=8, strength_width=0, maps=maps_path),
                    *X264, str(roi))
     maps = read_maps(maps_path, 80, 60)
     assert len(maps) == N

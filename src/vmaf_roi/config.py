@@ -50,7 +50,8 @@ DEFAULTS: dict[str, Any] = {
     },
     "roi": {
         "block": None,  # null: the encoder's block size (16 x264/x265, 8 vp9)
-        "strength": 2.0,  # QP steps at saliency 1 (negative offset) and 0 (positive, mode both)
+        "strength": 3.0,  # QP steps at saliency 1 (negative offset) and 0 (positive, mode both)
+        "strength_width": 640,  # narrower frames get strength x width / strength_width; 0: off
         "max_offset": 10,  # clamp, QP steps
         "mode": "both",  # both: lower where people look, raise where they do not; balanced; lower
         "max_regions": 128,  # rectangles per frame (also the number of side-data slots)
@@ -107,6 +108,7 @@ SCHEMA: dict[str, Check] = {
     "saliency.carry": _choice("none", "motion"),
     "roi.block": Check(int, lambda v: v in (8, 16, 32, 64), "8, 16, 32 or 64", nullable=True),
     "roi.strength": _num(0, 51),
+    "roi.strength_width": _num(0, 65536, integer=True),
     "roi.max_offset": _num(0, 51, integer=True),
     "roi.mode": _choice("both", "lower", "balanced"),
     "roi.max_regions": _num(1, 1024, integer=True),
@@ -310,6 +312,7 @@ class RoiConfig:
 
     block: int | None = None  # None: the encoder's block size
     strength: float = 4.0
+    strength_width: int = 0  # 0: the same strength at every frame width
     max_offset: int = 10
     mode: str = "balanced"
     max_regions: int = 128
@@ -345,7 +348,8 @@ class EncodeConfig:
                 change_threshold=None if ct is None else float(ct), lookahead=int(sal["lookahead"]),
                 carry=sal["carry"]),
             roi=RoiConfig(block=r["block"], strength=float(r["strength"]), max_offset=int(r["max_offset"]),
-                          mode=r["mode"], max_regions=int(r["max_regions"])),
+                          mode=r["mode"], max_regions=int(r["max_regions"]),
+                          strength_width=int(r["strength_width"])),
             filters=d["filters"], audio=d["audio"],
         )
 
@@ -362,8 +366,8 @@ class EncodeConfig:
                          "scene_threshold": s.scene_threshold, "smoothing": s.smoothing,
                          "interpolate": s.interpolate, "change_threshold": s.change_threshold,
                          "lookahead": s.lookahead, "carry": s.carry},
-            "roi": {"block": r.block, "strength": r.strength, "max_offset": r.max_offset, "mode": r.mode,
-                    "max_regions": r.max_regions},
+            "roi": {"block": r.block, "strength": r.strength, "strength_width": r.strength_width,
+                    "max_offset": r.max_offset, "mode": r.mode, "max_regions": r.max_regions},
         }
 
 

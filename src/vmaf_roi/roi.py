@@ -16,7 +16,9 @@ Everything below is the specification all of them follow.
    A blend of two uint8 maps A and B of the same size with weight w (:class:`Blend`, the map
    of a frame between two model maps) is not made: ``s = (1.0 - w) * sA + w * sB``, with sA
    and sB the uint8 means of A and B over the same area (the mean of the unrounded blend).
-3. **Offsets.** ``d = -strength * (2*s - 1)``; ``q = round(d)`` rounding halves away from
+3. **Offsets.** ``d = -strength * (2*s - 1)``, where on frames narrower than
+   ``strength_width`` (when it is > 0) ``strength`` is first scaled to
+   ``strength * W / strength_width``; ``q = round(d)`` rounding halves away from
    zero (C ``round()``); ``q = clamp(q, -max_offset, +max_offset)``; in mode ``lower``
    ``q = min(q, 0)`` (only salient areas change, the background keeps the encoder's QP).
    In mode ``balanced`` the background's raise follows the salient area: with
@@ -46,7 +48,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Literal
 
@@ -139,6 +141,15 @@ class PlannerParams:
     mode: Mode = "both"
     max_regions: int = 128
     qp_scale: int = 51
+    strength_width: int = 0  # frames narrower than this get strength x width / strength_width; 0: off
+
+    def at_width(self, width: int) -> "PlannerParams":
+        """The parameters for frames ``width`` pixels wide: ``strength`` in full from
+        ``strength_width`` up, scaled by ``width / strength_width`` below it (the C filter
+        computes the same double: ``strength * width / strength_width``)."""
+        if self.strength_width <= 0 or width >= self.strength_width:
+            return self
+        return replace(self, strength=self.strength * width / self.strength_width, strength_width=0)
 
     def __post_init__(self) -> None:
         if self.block < 1:
@@ -153,6 +164,8 @@ class PlannerParams:
             raise ValueError(f"max_regions must be >= 1, got {self.max_regions}")
         if self.qp_scale < 1:
             raise ValueError(f"qp_scale must be >= 1, got {self.qp_scale}")
+        if self.strength_width < 0:
+            raise ValueError(f"strength_width must be >= 0, got {self.strength_width}")
 
 
 def encoder_qp_scale(codec: str, bit_depth: int = 8) -> int:
@@ -359,7 +372,7 @@ class Planner:
     def __init__(self, width: int, height: int, params: PlannerParams) -> None:
         if width < 1 or height < 1:
             raise ValueError(f"frame size must be positive, got {width}x{height}")
-        self.width, self.height, self.params = width, height, params
+        self.width, self.height, self.params = width, height, params.at_width(width)
         # block size -> (q, rectangle count, rectangles once made)
         self._levels: dict[int, tuple[np.ndarray, int, np.ndarray | None]] = {}
         self._last: tuple[int, np.ndarray, np.ndarray] | None = None  # block, rectangles, result

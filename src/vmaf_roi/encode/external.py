@@ -287,7 +287,8 @@ def _planner_options(cfg: EncodeConfig) -> str:
 
     r = cfg.roi
     enc = cfg.encoder.name
-    return (f"strength={r.strength:g}:block={int(r.block or block_size(enc))}:max_regions={r.max_regions}"
+    return (f"strength={r.strength!r}:strength_width={r.strength_width}"
+            f":block={int(r.block or block_size(enc))}:max_regions={r.max_regions}"
             f":mode={r.mode}:clamp={r.max_offset}:qp_scale={roi.encoder_qp_scale(enc)}")
 
 
