@@ -127,8 +127,8 @@ from vmaf_roi.cli import main  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CARPHONE = ROOT / "build" / "eval-roi" / "clips" / "carphone.f120.mkv"  # 176x144, 120 frames: a real clip
 needs_clip = pytest.mark.skipif(not CARPHONE.is_file(), reason="build/eval-roi/clips/carphone.f120.mkv not built")
-# 2 samples of 15 frames (a quarter of the clip), cut from it: the sampled path, not the whole-input one
-SAMPLED = ["--samples", "2", "--sample-duration", "0.5"]
+# 1 sample of 15 frames + its 30-frame pad, cut from the clip: the sampled path, not the whole-input one
+SAMPLED = ["--samples", "1", "--sample-duration", "0.5"]
 
 
 @needs_clip
@@ -139,11 +139,13 @@ def test_target_vmaf_end_to_end_on_a_real_clip(tmp_path, capsys):
     cap = capsys.readouterr()
     d = json.loads(cap.out)
     assert d["mode"] == "target-vmaf" and d["pool"] == "mean" and d["target"] == 90
-    assert d["samples"]["whole"] is False and len(d["samples"]["ranges"]) == 2 and d["samples"]["frames"] == 30
+    s = d["samples"]
+    # 15 frames scored, then a pad of 1 s (30 frames at 29.97 fps; at least 20) encoded and not scored
+    assert s["whole"] is False and len(s["ranges"]) == 1 and s["pad"] == 30 and s["frames"] == s["ranges"][0][1] == 45
     assert 1 <= len(d["probes"]) <= 6
     assert abs(d["predicted"] - 90) <= 0.5  # the search's tolerance on the samples, plus interpolation
-    # the whole encode, measured with libvmaf: within 1.5 VMAF of the target (two samples of a quarter of
-    # a 4-second clip predict it; the benchmark measures the default sampling on longer clips)
+    # the whole encode, measured with libvmaf: within 1.5 VMAF of the target (half a second in the middle
+    # of a 4-second clip predicts it; the benchmark measures the default sampling on longer clips)
     assert abs(d["measured"] - 90) <= 1.5
     assert d["encode"]["frames"] == 120
     # the CRF is fractional (libx264 takes a float crf) and inside its range
@@ -222,7 +224,7 @@ def test_batch_search_is_cached_on_a_rerun(tmp_path):
     (tmp_path / "jobs.yaml").write_text(yaml.safe_dump({
         "output_dir": "out",
         "jobs": [{"name": "t", "inputs": [str(CARPHONE)], "output": "{stem}.mp4", "plain": True,
-                  "target_vmaf": {"vmaf": 90, "samples": 2, "sample_duration": 0.5, "measure": False}}],
+                  "target_vmaf": {"vmaf": 90, "samples": 1, "sample_duration": 0.5, "measure": False}}],
     }))
     assert batch_main([str(tmp_path / "jobs.yaml"), "-q"]) == 0
     man = tmp_path / "out" / ".vmaf-roi-batch.jsonl"
@@ -276,8 +278,8 @@ def test_probe_vmaf_is_scores_vmaf(tmp_path):
     from vmaf_roi.search import make_samples
     from vmaf_roi.vmaf import find_ffmpeg, vmaf_only
 
-    ss = make_samples(CARPHONE, tmp_path, sample_seconds=0.5, count=2)
-    assert ss.cut and not ss.whole and ss.frames == 30 and ss.path.suffix == ".mkv"
+    ss = make_samples(CARPHONE, tmp_path, sample_seconds=0.5, count=2, pad_seconds=0)
+    assert ss.cut and not ss.whole and ss.frames == 30 and ss.pad == 0 and ss.path.suffix == ".mkv"
     res = encode(ss.path, tmp_path / "p.mkv", config.load(None, ["rate_control.value=30"]), plain=True)
     lean = vmaf_only(find_ffmpeg(), ss.path, res.output)
     full = score(ss.path, res.output).per_frame["vmaf"]

@@ -308,7 +308,8 @@ def _samples_words(s: dict) -> str:
         return "samples"
     if s.get("whole"):
         return f"the whole input ({s['total_frames']} frames)"
-    return f"{len(s['ranges'])} samples ({s['frames']} of {s['total_frames']} frames)"
+    n = len(s["ranges"])
+    return f"{n} sample{'' if n == 1 else 's'} ({s['frames']} of {s['total_frames']} frames)"
 
 
 def _save_lines(res) -> list[str]:
