@@ -14,7 +14,10 @@ With ``--input``, real clips instead: for each input, plain and ROI encodes run 
   the maps the real model gave in an earlier recording run (same frames, same schedule), so
   everything but the model's preprocess/inference/postprocess runs: thumbnails, model-input
   resize, map blending, planning, side data. This is the "overhead without inference".
-- ``roi default``: the default config with the real model.
+- ``roi default``: the default config with the real model. With an encoder only the patched
+  ffmpeg does ROI with (libsvtav1), as ``vmaf-roi encode`` runs it: one decode, the model run by
+  ffmpeg's salroi filter; then also ``roi two passes``: the maps made in this process first, then
+  ffmpeg (the path before; ``roi replay`` takes it too, its maps being held already).
 
 ``--profile`` adds one instrumented run of each ROI row and prints CPU per stage: decode (CPU of a
 decode-only pass of the same input: FFmpeg decodes in its own threads), scene-cut thumbnails,
@@ -314,7 +317,10 @@ def real_clips(a) -> int:
             real = SaliencyModel(sc["model"], device=sc["device"], spin=False)  # as encode() makes it
             rec = Recorder(real)
             encode(path, tmp / "rec.mp4", cfg, model=rec)  # records the maps; also warms caches
+            patch = needs_patch(a.encoder)
             rows = {"plain": [], "roi replay": []} | ({} if a.no_default else {"roi default": []})
+            if patch and not a.no_default:  # the default runs the model in ffmpeg's salroi: one decode
+                rows["roi two passes"] = []  # the maps made here first, then ffmpeg (the path before)
             frames = 0
             for _ in range(a.rounds):
                 for name in rows:
@@ -322,6 +328,8 @@ def real_clips(a) -> int:
                         res = run(path, tmp / "o.mp4", cfg, plain=True)
                     elif name == "roi replay":
                         res = run(path, tmp / "o.mp4", cfg, model=ReplaySource(real, rec.maps))
+                    elif name == "roi default" and patch:
+                        res = run(path, tmp / "o.mp4", cfg)  # as `vmaf-roi encode` runs it: one pass
                     else:
                         res = run(path, tmp / "o.mp4", cfg, model=real)
                     rows[name].append(res)
