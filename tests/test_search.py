@@ -77,7 +77,7 @@ def test_target_below_the_range_encodes_at_the_highest_crf_with_a_note():
 
 def test_crf_ranges_from_the_encoder_table():
     x264, svt, vp9 = crf_range("libx264"), crf_range("libsvtav1"), crf_range("libvpx-vp9")
-    assert (x264.lo, x264.hi, x264.fractional) == (0, 51, True)
+    assert (x264.lo, x264.hi, x264.fractional, x264.slope) == (0, 51, True, -0.7)
     assert crf_range("libx265").fractional
     assert (svt.lo, svt.hi, svt.fractional) == (1, 63, False)
     assert (vp9.hi, vp9.fractional) == (63, False)
