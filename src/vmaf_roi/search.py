@@ -267,6 +267,16 @@ class SampleSet:
         """Frames scored: the samples without their pads."""
         return sum(c - self.pad for _, c in self.ranges)
 
+    def scored_ranges(self) -> list[tuple[int, int]] | None:
+        """(first, count) of each sample's scored frames in ``path`` (None: all of them)."""
+        if not self.pad:
+            return None
+        out, i = [], 0
+        for _, c in self.ranges:
+            out.append((i, c - self.pad))
+            i += c
+        return out
+
     def select(self, values: Sequence[float]) -> list[float]:
         """The per-frame values of the scored frames (each sample's pad left out)."""
         if not self.pad:
@@ -651,17 +661,18 @@ class _Prober:
         and their encode have clean timestamps); the same ffmpeg, libvmaf and model as ``score``."""
         from .vmaf import find_ffmpeg, vmaf_only
 
-        self.on_event(Status(f"probe {self.n}: VMAF of {self.samples.frames} sample frames", stage="search"))
+        self.on_event(Status(f"probe {self.n}: VMAF of {self.samples.scored} sample frames", stage="search"))
         if not self.samples.cut:  # the input itself: score's own decode and frame pairing
             return self.score([encoded], f"probe {self.n}")[0].per_frame["vmaf"]
         bar = self.progress(1, f"probe {self.n}: vmaf")
         try:
-            v = vmaf_only(find_ffmpeg(self.ffmpeg), self.samples.path, encoded.output, model=self.vmaf_model)
+            v = vmaf_only(find_ffmpeg(self.ffmpeg), self.samples.path, encoded.output, model=self.vmaf_model,
+                          ranges=self.samples.scored_ranges())
             bar.update(1)
         finally:
             bar.close()
-        if len(v) != self.samples.frames:
-            raise InputError(f"libvmaf scored {len(v)} frames of a probe, the samples have {self.samples.frames}")
+        if len(v) != self.samples.scored:
+            raise InputError(f"libvmaf scored {len(v)} frames of a probe, the samples have {self.samples.scored}")
         return v
 
     def record(self, crf: float, mode: str, res: Any, scores: dict[str, float], t0: float) -> Probe:
@@ -730,7 +741,7 @@ def target_vmaf(input_path: str | Path, output_path: str | Path, cfg: Mapping[st
             def measure_at(crf: float) -> float:
                 t1 = time.perf_counter()
                 res = pr.encode(crf, mode)
-                v = pooled(ss.select(pr.vmaf(res)), pool)
+                v = pooled(pr.vmaf(res), pool)  # the scored frames only
                 p = pr.record(crf, mode, res, {"vmaf": v}, t1)
                 res.output.unlink(missing_ok=True)
                 on_event(Status(f"probe {pr.n}: crf {crf:g} -> {pool} VMAF {v:.2f}, "
