@@ -6,9 +6,11 @@ prediction lands, and what the search costs against one full encode.
     python benchmarks/bench_target.py --save-only           # only --save-against 23 --gaze on diving
 
 Clips: the corpus's videos (build/corpus: bikes, box, cup, Megamind, tree, vtest, bigbuckbunny),
-and a joined one (--long): build/bench-target/joined.mkv, made once from corpus clips scaled to
+and a joined one: build/bench-target/joined.mkv, made once from corpus clips scaled to
 640x360 at 25 fps and concatenated (box, cup, bikes, Megamind, Megamind_bugy, bigbuckbunny,
-tree: about 88 s) with imageio-ffmpeg's ffmpeg, x264 CRF 12 veryfast (a mezzanine source). vtest
+tree: about 88 s) with imageio-ffmpeg's ffmpeg, x264 CRF 12 veryfast (a mezzanine source);
+with --long2 also joined2.mkv, the same clips in reverse order at 854x480 and 30 fps (other
+sample positions). ``--clips`` with no names runs only the joined clips. vtest
 (79.5 s at 10 fps) is the corpus's only clip of 60 s or more as it is.
 
 Per clip: the library's target_vmaf (the same code as the command) with the default sampling;
@@ -58,19 +60,22 @@ def duration(path: Path) -> float:
         return float(c.duration or 0) / 1e6
 
 
-def joined() -> Path:
-    out = WORK / "joined.mkv"
+def joined(second: bool = False) -> Path:
+    """The joined clip; ``second``: another one, the same clips in reverse order at 854x480 and 30 fps."""
+    out = WORK / ("joined2.mkv" if second else "joined.mkv")
     if out.is_file():
         return out
+    names = JOIN[::-1] if second else JOIN
+    size, fps = ("854:480", 30) if second else ("640:360", 25)
     import imageio_ffmpeg
 
     ff = imageio_ffmpeg.get_ffmpeg_exe()
     WORK.mkdir(parents=True, exist_ok=True)
     args = [ff, "-v", "error", "-y"]
-    for name in JOIN:
+    for name in names:
         args += ["-i", str(ROOT / "build" / "corpus" / name)]
-    parts = "".join(f"[{i}:v]scale=640:360,setsar=1,fps=25,format=yuv420p[v{i}];" for i in range(len(JOIN)))
-    parts += "".join(f"[v{i}]" for i in range(len(JOIN))) + f"concat=n={len(JOIN)}:v=1:a=0[v]"
+    parts = "".join(f"[{i}:v]scale={size},setsar=1,fps={fps},format=yuv420p[v{i}];" for i in range(len(names)))
+    parts += "".join(f"[v{i}]" for i in range(len(names))) + f"concat=n={len(names)}:v=1:a=0[v]"
     tmp = out.with_suffix(".part.mkv")
     subprocess.run(args + ["-filter_complex", parts, "-map", "[v]", "-c:v", "libx264", "-preset", "veryfast",
                            "-crf", "12", str(tmp)], check=True)
@@ -136,6 +141,8 @@ def main() -> None:
     ap.add_argument("--pool", default="mean")
     ap.add_argument("--clips", nargs="*", default=None, help="corpus clip names (default: all of CORPUS)")
     ap.add_argument("--no-long", action="store_true", help="leave out the joined 88 s clip")
+    ap.add_argument("--long2", action="store_true",
+                    help="also the second joined clip (the same clips reversed, 854x480 at 30 fps: other sample positions)")
     ap.add_argument("--save-only", action="store_true")
     ap.add_argument("--no-save", action="store_true")
     ap.add_argument("--save-crf", type=float, default=23)
@@ -146,9 +153,11 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores (shared with other jobs), Python "
           f"{platform.python_version()}; command: {' '.join(['python', *sys.argv])}")
     if not a.save_only:
-        clips = [ROOT / "build" / "corpus" / n for n in (a.clips or CORPUS)]
+        clips = [ROOT / "build" / "corpus" / n for n in (CORPUS if a.clips is None else a.clips)]
         if not a.no_long:
             clips.append(joined())
+        if a.long2:
+            clips.append(joined(second=True))
         rows = []
         print(f"\n### --target-vmaf {a.target:g} ({a.pool}), {a.encoder} preset {cfg['preset']}, "
               f"{'plain' if a.plain else 'ROI'}\n")
