@@ -6,9 +6,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from conftest import built_ffmpeg, cfg
+from conftest import built_ffmpeg, cfg, corr
 from test_encode import key_qp, packets
 from vmaf_roi import config
 from vmaf_roi.encode import SaliencyTrack, encode, encoder_options, external
@@ -197,7 +198,8 @@ def test_libsvtav1_roi_decodes_once_with_the_packages_maps(clip, tmp_path, monke
     """The default ROI encode with libsvtav1 runs the model in ffmpeg's salroi (no decode here),
     and applies the regions the two-pass path plans from the package's own maps."""
     c = cfg("encoder=libsvtav1", "preset=12", "rate_control.value=40")
-    two = encode(clip.path, tmp_path / "two.mkv", c, external_maps="package")
+    two_track = SaliencyTrack()
+    two = encode(clip.path, tmp_path / "two.mkv", c, external_maps="package", track=two_track)
     with monkeypatch.context() as m:
         _no_python_decode(m)
         events: list[str] = []
@@ -205,8 +207,13 @@ def test_libsvtav1_roi_decodes_once_with_the_packages_maps(clip, tmp_path, monke
         one = encode(clip.path, tmp_path / "one.mkv", c, track=track, on_event=events.append)
     assert one.frames == two.frames == clip.frames and one.inferences == two.inferences > 0
     assert one.model == two.model == "attention_v1" and one.provider == two.provider == "CPUExecutionProvider"
-    assert one.mean_regions == pytest.approx(two.mean_regions) and one.mean_regions > 0
-    assert one.roi_digest == two.roi_digest  # the same region lists on every frame
+    # the same maps up to the YUV->RGB conversion (FFmpeg 7.1's swscale in the filter, PyAV's
+    # FFmpeg here: docs/ffmpeg-filter.md), so about the same regions; a block on a rounding edge
+    # may plan one step the other way
+    for i in range(clip.frames):
+        a, b = track.maps[i].astype(float), two_track.maps[i].astype(float)
+        assert np.abs(a - b).mean() < 1.5 and corr(a, b) > 0.99, i
+    assert one.mean_regions == pytest.approx(two.mean_regions, rel=0.15) and one.mean_regions > 0
     assert len(packets(tmp_path / "one.mkv", "audio")) == len(packets(clip.path, "audio")) > 0
     # the maps it applied are kept for later encodes of the same input, which replay them
     assert sorted(track.maps) == list(range(clip.frames)) and track.inferences == one.inferences
