@@ -300,3 +300,15 @@ def test_existing_output_is_kept_without_y(tmp_path, capsys):
     assert out.read_bytes() == b"keep me"
     rc = main(["encode", str(CARPHONE), "-o", str(CARPHONE), "--target-vmaf", "90", "--plain", "-y"])
     assert rc != 0 and CARPHONE.stat().st_size > 1000  # never over the input
+
+
+@needs_clip
+def test_unreachable_target_stops_before_the_final_encode(tmp_path, capsys):
+    out = tmp_path / "o.mp4"
+    rc = main(["encode", str(CARPHONE), "-o", str(out), "--plain", "--target-vmaf", "100", "-frames:v", "30", "-q"])
+    err = capsys.readouterr().err.splitlines()
+    assert rc == 2, err
+    last = err[-1]
+    assert last.startswith("vmaf-roi: error: VMAF 100 cannot be reached: even the lowest CRF of the range (0)")
+    assert "lower the target" in last
+    assert not out.exists()
