@@ -719,6 +719,7 @@ def target_vmaf(input_path: str | Path, output_path: str | Path, cfg: Mapping[st
     t0 = time.perf_counter()
     probes: list[Probe] = []
     sample_info: dict[str, Any] = {}
+    reuse = None  # the probes' maps, when the samples are the whole input (same frames, same maps)
     with tempfile.TemporaryDirectory(prefix="vmaf-roi-search-") as d:
         if cached is not None:
             crf, predicted = float(cached["crf"]), float(cached["predicted"])
@@ -752,6 +753,8 @@ def target_vmaf(input_path: str | Path, output_path: str | Path, cfg: Mapping[st
             sr = search_crf(measure_at, target, rng, start=start, tolerance=tolerance, max_probes=max_probes)
             crf, predicted = sr.crf, sr.predicted
             probes = pr.probes
+            if ss.whole and ss.cut and pr.track.maps:
+                reuse = pr.track
             if sr.note:
                 notes.append(sr.note)
                 on_event(Status(sr.note, stage="search", level="note"))
@@ -763,7 +766,10 @@ def target_vmaf(input_path: str | Path, output_path: str | Path, cfg: Mapping[st
         if not plain:
             from .encode import SaliencyTrack
 
-            track = SaliencyTrack()
+            # the whole input's own maps from the probes: the model is not run again, and the final
+            # encode is the probes' encode (the model's maps can differ by a rounding step between
+            # runs, so a second run could plan a block the other way)
+            track = reuse if reuse is not None else SaliencyTrack()
         res = encode(input_path, output_path, _crf_cfg(cfg, crf), plain=plain, maps=maps, track=track,
                      model_dir=model_dir, overwrite=overwrite, progress=lambda total, _d: progress(total, "encode"),
                      on_event=lambda m: on_event(Status(m, stage="encode", level="note")))
@@ -843,6 +849,7 @@ def save_against(input_path: str | Path, output_path: str | Path, cfg: Mapping[s
     sample_info: dict[str, Any] = {}
     predicted: dict[str, float] = {}
     bound_by = "attention"
+    reuse = None  # the probes' maps, when the samples are the whole input
     with tempfile.TemporaryDirectory(prefix="vmaf-roi-save-") as d:
         if cached is not None:
             roi_crf = float(cached["crf"])
@@ -923,11 +930,13 @@ def save_against(input_path: str | Path, output_path: str | Path, cfg: Mapping[s
                          "plain_bitrate": plain_res.video_bitrate,
                          f"roi_{key}": _interp(seen, roi_crf, key), "roi_vmaf": _interp(seen, roi_crf, "vmaf"),
                          "roi_bitrate": _interp_rate(seen, roi_crf)}
+            if ss.whole and ss.cut and pr.track.maps:
+                reuse = pr.track
         search_s = time.perf_counter() - t0
         on_event(Status(f"encode: ROI at CRF {roi_crf:g} (plain reference CRF {crf:g}; set by "
                         f"{bound_by}) -> {output_path}", stage="encode"))
         t1 = time.perf_counter()
-        track = SaliencyTrack()
+        track = reuse if reuse is not None else SaliencyTrack()
         res = encode(input_path, output_path, _crf_cfg(cfg, roi_crf), maps=maps, track=track, model_dir=model_dir,
                      overwrite=overwrite, progress=lambda total, _d: progress(total, "encode"),
                      on_event=lambda m: on_event(Status(m, stage="encode", level="note")))
