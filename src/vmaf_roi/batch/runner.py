@@ -195,7 +195,8 @@ def _search_encode(unit: Unit, out: Path, report: EventSink) -> tuple[Any, dict[
         res = search_mod.save_against(unit.input, out, unit.cfg, crf=spec["crf"], guard=spec["guard"],
                                       gaze=spec.get("gaze"), **kw)
         summary = {"mode": mode, "against_crf": res.against_crf, "guard": res.guard, "crf": res.crf,
-                   "weights": res.weights, "bound_by": res.bound_by, "predicted": res.predicted,
+                   "weights": res.weights, "independent": res.independent,  # False: the model judged its own encode
+                   "bound_by": res.bound_by, "predicted": res.predicted,
                    "measured": res.measured, "saving": res.saving if res.measured else None}
         record = {"crf": res.crf, "predicted": res.predicted, "bound_by": res.bound_by, "samples": res.samples}
     summary.update(probes=len(res.probes), cached=hit is not None, search_seconds=round(res.search_seconds, 3))
