@@ -407,8 +407,11 @@ def test_gpu_job_without_gpu_worker_fails_clearly(tmp_path, clips):
 
 def test_example_batch_file_validates():
     b = load_batch(Path(__file__).parent.parent / "configs" / "batch-example.yaml")
-    assert [u.job for u in b.units] == ["rd-check"] and {u.job for u in b.unmatched} == {"trailers"}
+    assert [u.job for u in b.units] == ["rd-check", "at-vmaf-93", "savings"]
+    assert {u.job for u in b.unmatched} == {"trailers"}
     assert "compare" in b.units[0].steps
+    assert b.units[1].search["mode"] == "target-vmaf" and b.units[1].search["vmaf"] == 93.0
+    assert b.units[2].search["mode"] == "save-against" and b.units[2].search["crf"] == 23.0
 
 
 def test_add_parsers_registers_batch():
