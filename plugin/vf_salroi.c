@@ -263,7 +263,7 @@ static const AVOption salroi_options[] = {
         { "auto", "CUDA when it initialises, else CPU", 0, AV_OPT_TYPE_CONST, { .i64 = DEVICE_AUTO }, 0, 0, FLAGS, .unit = "device" },
         { "cpu",  "CPU",                                0, AV_OPT_TYPE_CONST, { .i64 = DEVICE_CPU  }, 0, 0, FLAGS, .unit = "device" },
         { "cuda", "CUDA, or fail",                      0, AV_OPT_TYPE_CONST, { .i64 = DEVICE_CUDA }, 0, 0, FLAGS, .unit = "device" },
-    { "threads", "ONNX Runtime intra-op threads (0: its default)",
+    { "threads", "ONNX Runtime intra-op threads (0: its default; 1 with async=1)",
       OFFSET(threads), AV_OPT_TYPE_INT, { .i64 = 0 }, 0, 1024, FLAGS },
     { "stride", "run the model every stride frames (and on scene cuts)",
       OFFSET(stride), AV_OPT_TYPE_INT, { .i64 = 4 }, 1, 10000, FLAGS },
@@ -802,8 +802,12 @@ static int make_session(AVFilterContext *avctx, const uint8_t *data, size_t size
 
     if ((ret = ort_check(avctx, ort_api->CreateSessionOptions(&so), "CreateSessionOptions")) < 0)
         return ret;
-    if (s->threads &&
-        (ret = ort_check(avctx, ort_api->SetIntraOpNumThreads(so, s->threads), "threads")) < 0)
+    /* With async=1 the model already runs beside the filter, in the worker: by default
+     * ONNX Runtime gets no thread pool of its own there (its pool thread was seen spinning
+     * for minutes with the caller in another thread, on a loaded 2-core machine). */
+    if ((s->threads || s->async) &&
+        (ret = ort_check(avctx, ort_api->SetIntraOpNumThreads(so, s->threads ? s->threads : 1),
+                         "threads")) < 0)
         goto end;
     /* workers that busy-wait between operators take CPU from the encoder */
     if ((ret = ort_check(avctx, ort_api->AddSessionConfigEntry(so, "session.intra_op.allow_spinning", "0"),
