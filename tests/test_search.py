@@ -118,6 +118,7 @@ def test_sub_gaze_renumbers_the_sampled_frames():
 
 # -- end to end on a real clip ----------------------------------------------------------------------
 import json  # noqa: E402
+import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import yaml  # noqa: E402
@@ -125,8 +126,43 @@ import yaml  # noqa: E402
 from vmaf_roi.cli import main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-CARPHONE = ROOT / "build" / "eval-roi" / "clips" / "carphone.f120.mkv"  # 176x144, 120 frames: a real clip
-needs_clip = pytest.mark.skipif(not CARPHONE.is_file(), reason="build/eval-roi/clips/carphone.f120.mkv not built")
+CORPUS = Path(os.environ.get("VMAF_ROI_CORPUS_DIR", ROOT / "build" / "corpus"))
+
+
+def _carphone() -> Path:
+    """carphone_pristine (176x144, 120 frames: a real clip) as lossless FFV1 in Matroska, as the
+    benchmarks cut it (build/eval-roi/clips/carphone.f120.mkv), made from the test corpus when
+    the benchmarks have not run (a fresh clone: scripts/test.sh fetches the corpus)."""
+    made = ROOT / "build" / "eval-roi" / "clips" / "carphone.f120.mkv"
+    if made.is_file():
+        return made
+    src, out = CORPUS / "carphone.mp4", ROOT / "build" / "test-clips" / "carphone.f120.mkv"
+    if out.is_file() or not src.is_file():
+        return out
+    import av
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out.with_name(out.name + ".part.mkv")
+    with av.open(str(src)) as c, av.open(str(part), "w") as o:
+        s = c.streams.video[0]
+        rate = s.average_rate or s.guessed_rate
+        st = o.add_stream("ffv1", rate=rate)
+        st.width, st.height, st.pix_fmt = s.codec_context.width, s.codec_context.height, "yuv420p"
+        st.time_base = 1 / rate
+        for n, f in enumerate(c.decode(s)):
+            if n >= 120:
+                break
+            g = f.reformat(format="yuv420p")
+            g.pts, g.time_base = n, 1 / rate
+            o.mux(st.encode(g))
+        o.mux(st.encode(None))
+    part.replace(out)
+    return out
+
+
+CARPHONE = _carphone()
+needs_clip = pytest.mark.skipif(not CARPHONE.is_file(), reason=f"no real clip: {CORPUS / 'carphone.mp4'} is missing "
+                                "(python scripts/fetch_corpus.py)")
 # 1 sample of 15 frames + its 30-frame pad, cut from the clip: the sampled path, not the whole-input one
 SAMPLED = ["--samples", "1", "--sample-duration", "0.5"]
 
