@@ -687,6 +687,19 @@ def _score_text(scores: Mapping[str, float]) -> str:
 
 
 # -- target VMAF -----------------------------------------------------------------------------------
+
+def _samples(input_path: Path, d: str, typed, maps, *, sample_seconds, sample_fraction, samples, progress,
+             on_event):
+    """The probes' samples (the whole input with --maps: the maps are its frames'), announced."""
+    ss = make_samples(input_path, d, sample_seconds=sample_seconds, fraction=sample_fraction, count=samples,
+                      scene_threshold=typed.saliency.scene_threshold, progress=progress, on_event=on_event,
+                      whole=maps is not None)
+    if maps is not None:
+        on_event(Status(f"--maps {maps}: the probes encode the whole input (the maps are its frames')",
+                        stage="search", level="note"))
+    on_event(Status(f"samples: {ss.describe()}", stage="search"))
+    return ss
+
 def target_vmaf(input_path: str | Path, output_path: str | Path, cfg: Mapping[str, Any], *, target: float,
                 pool: str = "mean", plain: bool = False, maps: str | Path | None = None,
                 model_dir: Path | None = None, overwrite: bool = True, progress: ProgressFactory = no_progress,
@@ -727,14 +740,9 @@ def target_vmaf(input_path: str | Path, output_path: str | Path, cfg: Mapping[st
                             stage="search"))
             sample_info = dict(cached.get("samples") or {})
         else:
-            ss = make_samples(input_path, d, sample_seconds=sample_seconds, fraction=sample_fraction, count=samples,
-                              scene_threshold=typed.saliency.scene_threshold, progress=progress, on_event=on_event,
-                              whole=maps is not None)
-            if maps is not None:
-                on_event(Status(f"--maps {maps}: the probes encode the whole input (the maps are its frames')",
-                                stage="search", level="note"))
+            ss = _samples(input_path, d, typed, maps, sample_seconds=sample_seconds, sample_fraction=sample_fraction,
+                          samples=samples, progress=progress, on_event=on_event)
             sample_info = ss.to_dict()
-            on_event(Status(f"samples: {ss.describe()}", stage="search"))
             pr = _Prober(ss, cfg, Path(d), model_dir=model_dir, maps=maps, progress=progress, on_event=on_event,
                          vmaf_model=vmaf_model, ffmpeg=ffmpeg)
             mode = "plain" if plain else "roi"
@@ -858,14 +866,9 @@ def save_against(input_path: str | Path, output_path: str | Path, cfg: Mapping[s
             sample_info = dict(cached.get("samples") or {})
             on_event(Status(f"search cached: ROI CRF {roi_crf:g}", stage="search"))
         else:
-            ss = make_samples(input_path, d, sample_seconds=sample_seconds, fraction=sample_fraction, count=samples,
-                              scene_threshold=typed.saliency.scene_threshold, progress=progress, on_event=on_event,
-                              whole=maps is not None)
-            if maps is not None:
-                on_event(Status(f"--maps {maps}: the probes encode the whole input (the maps are its frames')",
-                                stage="search", level="note"))
+            ss = _samples(input_path, d, typed, maps, sample_seconds=sample_seconds, sample_fraction=sample_fraction,
+                          samples=samples, progress=progress, on_event=on_event)
             sample_info = ss.to_dict()
-            on_event(Status(f"samples: {ss.describe()}", stage="search"))
             sample_gaze = None
             if recording is not None:
                 sample_gaze = recording if ss.whole else sub_gaze(recording, ss.ranges)
