@@ -154,17 +154,7 @@ def run_vmaf(
         cmd += ["-filter_complex", ";".join(parts)]
         for i in range(k):
             cmd += ["-map", f"[o{i}]", "-fps_mode", "passthrough", "-f", "null", "-"]
-        try:
-            # on an exception (Ctrl-C, SIGTERM, SIGHUP: see cli) subprocess.run kills ffmpeg; if
-            # this process is killed outright, the kernel ends ffmpeg too (PDEATHSIG)
-            r = subprocess.run(cmd, capture_output=True, text=True, check=False, preexec_fn=_die_with_parent)
-        except OSError as exc:
-            raise VmafError(f"cannot run ffmpeg {ffmpeg}: {exc}") from None
-        if r.returncode != 0:
-            err = r.stderr.strip()
-            if "libvmaf model" in err or "built-in model" in err:
-                raise ConfigError(f"--vmaf-model {model}: libvmaf cannot load it ({_last_lines(err)})")
-            raise VmafError(f"ffmpeg/libvmaf failed (exit {r.returncode}): {_last_lines(err)}")
+        _run_libvmaf(cmd, ffmpeg, model)
         out: dict[str, list[dict[str, float]]] = {}
         for (_, key), log in zip(distorted, logs):
             out[key] = parse_log(log)
@@ -181,6 +171,22 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         except (OSError, AttributeError):
             pass
 
+
+
+def _run_libvmaf(cmd: list[str], ffmpeg: str, model: str) -> None:
+    """Run an ffmpeg libvmaf command; its failure as one error (a model libvmaf cannot load: a
+    ConfigError naming --vmaf-model). On an exception (Ctrl-C, SIGTERM, SIGHUP: see cli)
+    subprocess.run kills ffmpeg; if this process is killed outright, the kernel ends ffmpeg too
+    (PDEATHSIG)."""
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, check=False, preexec_fn=_die_with_parent)
+    except OSError as exc:
+        raise VmafError(f"cannot run ffmpeg {ffmpeg}: {exc}") from None
+    if r.returncode != 0:
+        err = r.stderr.strip()
+        if "libvmaf model" in err or "built-in model" in err:
+            raise ConfigError(f"--vmaf-model {model}: libvmaf cannot load it ({_last_lines(err)})")
+        raise VmafError(f"ffmpeg/libvmaf failed (exit {r.returncode}): {_last_lines(err)}")
 
 def _last_lines(text: str, n: int = 3) -> str:
     lines = [ln for ln in text.splitlines() if ln.strip()]
@@ -357,15 +363,7 @@ def vmaf_only(ffmpeg: str, reference: str | Path, distorted: str | Path, *, mode
         cmd = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-i", str(reference),
                "-i", str(distorted), "-filter_complex", graph, "-map", "[o]", "-fps_mode", "passthrough",
                "-f", "null", "-"]
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, check=False, preexec_fn=_die_with_parent)
-        except OSError as exc:
-            raise VmafError(f"cannot run ffmpeg {ffmpeg}: {exc}") from None
-        if r.returncode != 0:
-            err = r.stderr.strip()
-            if "libvmaf model" in err or "built-in model" in err:
-                raise ConfigError(f"--vmaf-model {model}: libvmaf cannot load it ({_last_lines(err)})")
-            raise VmafError(f"ffmpeg/libvmaf failed (exit {r.returncode}): {_last_lines(err)}")
+        _run_libvmaf(cmd, ffmpeg, model)
         frames = parse_log(log)
     out = []
     for f in frames:
