@@ -167,16 +167,17 @@ def test_cpu_threads_hint_sets_onnx_runtime_threads_unless_the_caller_does():
     the same wall time, less CPU); an explicit threads= wins; models without it keep ORT's choice."""
     from vmaf_roi.ffmpeg_filter import salroi_options
 
-    stu, ph = registry.get_spec("salstudent_v1"), registry.get_spec(PH)
-    assert stu.cpu_threads == 1 and ph.cpu_threads is None
+    stu, ph, u2 = registry.get_spec("salstudent_v1"), registry.get_spec(PH), registry.get_spec("u2netp")
+    assert stu.cpu_threads == 1 and ph.cpu_threads == 1 and u2.cpu_threads is None
 
     def intra(m):
         return m.session.get_session_options().intra_op_num_threads
 
     assert intra(SaliencyModel(stu, device="cpu")) == 1
     assert intra(SaliencyModel(stu, device="cpu", threads=2)) == 2
-    assert intra(SaliencyModel(ph, device="cpu")) == 0  # 0: ORT's own default
-    assert ":threads=1" in salroi_options(stu, stu.location()) and ":threads=" not in salroi_options(ph, ph.location())
+    assert intra(SaliencyModel(ph, device="cpu")) == 1
+    assert ":threads=1" in salroi_options(stu, stu.location()) and ":threads=1" in salroi_options(ph, ph.location())
+    assert ":threads=" not in salroi_options(u2, u2.location())  # u2netp: ORT's own default
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ModelError, match="cpu_threads"):
             registry._parse("x", {"kind": "onnx", "file": "x.onnx", "sha256": "0" * 64, "license": "MIT",
