@@ -249,6 +249,22 @@ class _HeldPackets:
             self.out(q.popleft()[1])
 
 
+def estimated_frames(container, stream) -> int | None:
+    """A video stream's frame count from the header, or from its (else the container's)
+    duration x frame rate; None if unknown (progress totals only: the decode counts)."""
+    if stream.frames:
+        return int(stream.frames)
+    dur = None
+    if stream.duration is not None and stream.time_base:
+        dur = float(stream.duration * stream.time_base)
+    elif container.duration:
+        dur = container.duration / av.time_base
+    rate = stream.average_rate or stream.guessed_rate
+    if dur and rate:
+        return max(1, math.ceil(dur * float(rate) - 1e-6))
+    return None
+
+
 class VideoSource:
     """The first video stream of a file, decoded and passed through a filter chain."""
 
@@ -390,16 +406,7 @@ class VideoSource:
 
     def estimated_frames(self) -> int | None:
         """Frame count from the header or from duration x rate; None if unknown."""
-        if self.stream.frames:
-            return int(self.stream.frames)
-        dur = None
-        if self.stream.duration is not None and self.stream.time_base:
-            dur = float(self.stream.duration * self.stream.time_base)
-        elif self.container.duration:
-            dur = self.container.duration / av.time_base
-        if dur and self.rate:
-            return max(1, math.ceil(dur * float(self.rate) - 1e-6))
-        return None
+        return estimated_frames(self.container, self.stream)
 
     # -- frames ---------------------------------------------------------------------------
     def _build_graph(self, first: av.VideoFrame) -> av.filter.Graph:

@@ -241,22 +241,15 @@ def _model_stats(log: str) -> tuple[int, str, tuple[int, int]] | None:
 
 
 def _estimated_frames(path: Path) -> int | None:
-    from ..decode import open_input
+    """The progress bar's total, read from the header (no decode here: ffmpeg decodes)."""
+    from ..decode import estimated_frames, open_input
 
     try:
         c = open_input(path)
     except Exception:  # the encode itself reports an unreadable input
         return None
     try:
-        s = c.streams.video[0] if c.streams.video else None
-        if s is None:
-            return None
-        if s.frames:
-            return int(s.frames)
-        rate = s.average_rate or s.guessed_rate
-        dur = float(s.duration * s.time_base) if s.duration and s.time_base else (
-            c.duration / av.time_base if c.duration else None)
-        return max(1, round(dur * float(rate))) if dur and rate else None
+        return estimated_frames(c, c.streams.video[0]) if c.streams.video else None
     finally:
         c.close()
 
