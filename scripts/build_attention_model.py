@@ -97,7 +97,10 @@ def _dynamic_batch_reshapes(nodes: list, inits: list) -> None:
     inits[:] = [t for t in inits if t.name in used]
 
 
-def build(p: att.Params, components: bool = False) -> onnx.ModelProto:
+def build(p: att.Params | att.Readout, components: bool = False) -> onnx.ModelProto:
+    """attention_v1's graph for :class:`Params`, attention_v2's for :class:`Readout`."""
+    if components and isinstance(p, att.Readout):
+        raise SystemExit("--components: only for the attention_v1 fusion")
     h = w = p.size
     if att.SIZE % p.size:
         raise SystemExit(f"working size {p.size} does not divide {att.SIZE}")
@@ -172,43 +175,10 @@ def build(p: att.Params, components: bool = False) -> onnx.ModelProto:
         N("Mul", ["fm/g", "fm/wt"], ["fm/gw"], name="fm/gw"),
         N("ReduceMax", ["fm/gw"], ["face_map"], axes=[1], keepdims=1, name="fm/max"),
     ]
-    # -- student: pooled to the working size, min-max per sample, blur -----------------------
-    raw = "student/raw"
-    if p.size != att.SIZE:
-        f = att.SIZE // p.size
-        nodes.append(N("AveragePool", [raw], ["st/pooled"], kernel_shape=[f, f], strides=[f, f], name="st/pool"))
-        raw = "st/pooled"
-    nodes += [
-        N("ReduceMin", [raw], ["st/lo"], axes=[1, 2, 3], keepdims=1, name="st/min"),
-        N("ReduceMax", [raw], ["st/hi"], axes=[1, 2, 3], keepdims=1, name="st/max"),
-        N("Sub", ["st/hi", "st/lo"], ["st/rng0"], name="st/rng0"),
-        N("Max", ["st/rng0", c("st/eps", 1e-8)], ["st/rng"], name="st/rng"),
-        N("Sub", [raw, "st/lo"], ["st/num"], name="st/num"),
-        N("Div", ["st/num", "st/rng"], ["student_map"], name="st/norm"),
-    ]
-    blurred = "student_map"
-    if p.blur > 0:
-        kx, ky = att.gaussian_kernel(p.blur * w), att.gaussian_kernel(p.blur * h)
-        rx, ry = len(kx) // 2, len(ky) // 2
-        nodes += [
-            N("Pad", ["student_map", c("st/pads", [0, 0, ry, rx, 0, 0, ry, rx], np.int64)], ["st/padded"],
-              mode="reflect", name="st/pad"),
-            N("Conv", ["st/padded", c("st/kx", kx.reshape(1, 1, 1, -1))], ["st/bx"], name="st/blur_x"),
-            N("Conv", ["st/bx", c("st/ky", ky.reshape(1, 1, -1, 1))], ["st/blurred"], name="st/blur_y"),
-        ]
-        blurred = "st/blurred"
-    # -- fusion -------------------------------------------------------------------------
-    nodes += [
-        N("Mul", [blurred, c("fu/ws", p.w_s)], ["fu/s"], name="fu/ws"),
-        N("Add", ["fu/s", c("fu/wc", p.w_c)], ["fu/floor"], name="fu/wc"),
-        N("Mul", ["fu/floor", c("fu/centre", att.centre_prior(h, w, p.centre_sx, p.centre_sy).reshape(1, 1, h, w))],
-          ["fu/gated"], name="fu/gate"),
-        N("Mul", ["face_map", c("fu/wf", p.w_f)], ["fu/f"], name="fu/wf"),
-        N("Add", ["fu/gated", "fu/f"], ["fu/a"], name="fu/add_f"),
-        N("ReduceMax", ["fu/a"], ["fu/amax0"], axes=[1, 2, 3], keepdims=1, name="fu/max"),
-        N("Max", ["fu/amax0", c("fu/eps", 1e-8)], ["fu/amax"], name="fu/guard"),
-        N("Div", ["fu/a", "fu/amax"], ["saliency_map"], name="fu/norm"),
-    ]
+    if isinstance(p, att.Readout):
+        nodes += _readout_nodes(p, c, h, w)
+    else:
+        nodes += _fusion_nodes(p, c, h, w)
 
     outputs = [helper.make_tensor_value_info("saliency_map", TensorProto.FLOAT, ["N", 1, h, w])]
     if components:
@@ -231,9 +201,99 @@ def build(p: att.Params, components: bool = False) -> onnx.ModelProto:
                               s_inits + f_inits + consts)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
                               producer_name="vmaf-roi scripts/build_attention_model.py")
-    model.doc_string = f"attention: salstudent_v1 + blazeface_short + centre prior; {p}"
+    model.doc_string = (f"attention: salstudent_v1 + blazeface_short + centre prior; {p}" if isinstance(p, att.Params)
+                        else "attention_v2: a fixation readout of salstudent_v1's features + log centre prior + "
+                             "blazeface_short faces (scripts/attention_v2_readout.json)")
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def _fusion_nodes(p: att.Params, c, h: int, w: int) -> list:
+    """attention_v1: the student's output pooled, min-max normalised, blurred, gated by the
+    centre prior on a floor, plus the weighted face map, divided by its maximum."""
+    N = helper.make_node
+    nodes: list[onnx.NodeProto] = []
+    # -- student: pooled to the working size, min-max per sample, blur -----------------------
+    raw = "student/raw"
+    if p.size != att.SIZE:
+        f = att.SIZE // p.size
+        nodes.append(N("AveragePool", [raw], ["st/pooled"], kernel_shape=[f, f], strides=[f, f], name="st/pool"))
+        raw = "st/pooled"
+    nodes += [
+        N("ReduceMin", [raw], ["st/lo"], axes=[1, 2, 3], keepdims=1, name="st/min"),
+        N("ReduceMax", [raw], ["st/hi"], axes=[1, 2, 3], keepdims=1, name="st/max"),
+        N("Sub", ["st/hi", "st/lo"], ["st/rng0"], name="st/rng0"),
+        N("Max", ["st/rng0", c("st/eps", 1e-8)], ["st/rng"], name="st/rng"),
+        N("Sub", [raw, "st/lo"], ["st/num"], name="st/num"),
+        N("Div", ["st/num", "st/rng"], ["student_map"], name="st/norm"),
+    ]
+    blurred = "student_map"
+    if p.blur > 0:
+        nodes += _blur_nodes("student_map", "st/blurred", p.blur, h, w, c, "st")
+        blurred = "st/blurred"
+    # -- fusion -------------------------------------------------------------------------
+    nodes += [
+        N("Mul", [blurred, c("fu/ws", p.w_s)], ["fu/s"], name="fu/ws"),
+        N("Add", ["fu/s", c("fu/wc", p.w_c)], ["fu/floor"], name="fu/wc"),
+        N("Mul", ["fu/floor", c("fu/centre", att.centre_prior(h, w, p.centre_sx, p.centre_sy).reshape(1, 1, h, w))],
+          ["fu/gated"], name="fu/gate"),
+        N("Mul", ["face_map", c("fu/wf", p.w_f)], ["fu/f"], name="fu/wf"),
+        N("Add", ["fu/gated", "fu/f"], ["fu/a"], name="fu/add_f"),
+        N("ReduceMax", ["fu/a"], ["fu/amax0"], axes=[1, 2, 3], keepdims=1, name="fu/max"),
+        N("Max", ["fu/amax0", c("fu/eps", 1e-8)], ["fu/amax"], name="fu/guard"),
+        N("Div", ["fu/a", "fu/amax"], ["saliency_map"], name="fu/norm"),
+    ]
+    return nodes
+
+
+def _blur_nodes(src: str, dst: str, sigma: float, h: int, w: int, c, prefix: str) -> list:
+    """Separable Gaussian blur (sigma a fraction of each side), reflected edges."""
+    N = helper.make_node
+    kx, ky = att.gaussian_kernel(sigma * w), att.gaussian_kernel(sigma * h)
+    rx, ry = len(kx) // 2, len(ky) // 2
+    return [
+        N("Pad", [src, c(f"{prefix}/pads", [0, 0, ry, rx, 0, 0, ry, rx], np.int64)], [f"{prefix}/padded"],
+          mode="reflect", name=f"{prefix}/pad"),
+        N("Conv", [f"{prefix}/padded", c(f"{prefix}/kx", kx.reshape(1, 1, 1, -1))], [f"{prefix}/bx"],
+          name=f"{prefix}/blur_x"),
+        N("Conv", [f"{prefix}/bx", c(f"{prefix}/ky", ky.reshape(1, 1, -1, 1))], [dst], name=f"{prefix}/blur_y"),
+    ]
+
+
+def _readout_nodes(r: att.Readout, c, h: int, w: int) -> list:
+    """attention_v2: a 1x1 projection of each of the student's READOUT_TENSORS, resized to the
+    working size and summed, plus the bias, blurred, plus the log centre prior and the weighted
+    face map: L; then exp(L - max L)."""
+    N = helper.make_node
+    nodes: list[onnx.NodeProto] = []
+    terms = []
+    for k, name in att.READOUT_TENSORS.items():
+        wk = np.asarray(r.weights[k], dtype=np.float32).reshape(1, -1, 1, 1)
+        nodes += [
+            N("Conv", ["student/" + name, c(f"rd/{k}/w", wk)], [f"rd/{k}/z"], name=f"rd/{k}/proj"),
+            N("Shape", [f"rd/{k}/z"], [f"rd/{k}/shape"], end=2, name=f"rd/{k}/shape"),
+            N("Concat", [f"rd/{k}/shape", c(f"rd/{k}/hw", [h, w], np.int64)], [f"rd/{k}/sizes"], axis=0,
+              name=f"rd/{k}/sizes"),
+            N("Resize", [f"rd/{k}/z", "", "", f"rd/{k}/sizes"], [f"rd/{k}/up"], mode="linear",
+              coordinate_transformation_mode="half_pixel", name=f"rd/{k}/resize"),
+        ]
+        terms.append(f"rd/{k}/up")
+    nodes.append(N("Sum", terms, ["rd/sum"], name="rd/sum"))
+    nodes.append(N("Add", ["rd/sum", c("rd/bias", r.bias)], ["rd/biased"], name="rd/bias"))
+    src = "rd/biased"
+    if r.blur > 0:
+        nodes += _blur_nodes(src, "rd/blurred", r.blur, h, w, c, "rd")
+        src = "rd/blurred"
+    nodes += [
+        N("Add", [src, c("rd/logc", att.log_centre(h, w, r.centre_sx, r.centre_sy).reshape(1, 1, h, w))],
+          ["rd/centred"], name="rd/centre"),
+        N("Mul", ["face_map", c("rd/wf", r.w_f)], ["rd/f"], name="rd/wf"),
+        N("Add", ["rd/centred", "rd/f"], ["rd/logits"], name="rd/add_f"),
+        N("ReduceMax", ["rd/logits"], ["rd/max"], axes=[1, 2, 3], keepdims=1, name="rd/max"),
+        N("Sub", ["rd/logits", "rd/max"], ["rd/shifted"], name="rd/shift"),
+        N("Exp", ["rd/shifted"], ["saliency_map"], name="rd/exp"),
+    ]
+    return nodes
 
 
 def params_from_args(args) -> att.Params:
@@ -246,7 +306,11 @@ def main() -> int:
     d = att.Params()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("-o", "--out", type=Path, default=ROOT / "model" / "attention_v1.onnx")
+    ap.add_argument("-o", "--out", type=Path,
+                    help="output (default model/attention_v1.onnx, or model/attention_v2.onnx with --readout)")
+    ap.add_argument("--readout", type=Path, metavar="JSON",
+                    help="build attention_v2 from this fitted readout (scripts/fit_readout.py writes it; "
+                         "scripts/attention_v2_readout.json) instead of the v1 fusion; the v1 options are ignored")
     ap.add_argument("--w-s", type=float, default=d.w_s, help="weight of the (blurred) student map")
     ap.add_argument("--w-f", type=float, default=d.w_f, help="weight of the face map")
     ap.add_argument("--w-c", type=float, default=d.w_c, help="the floor under the object cue, before the centre prior gates it")
@@ -264,7 +328,15 @@ def main() -> int:
         ap.error("weights must be >= 0, sigmas and --face-k > 0")
     if not 1 <= args.top_k <= 896:
         ap.error("--top-k must be in 1..896")
-    model = build(params_from_args(args), args.components)
+    if args.readout:
+        import json
+
+        p = att.Readout.from_json(json.loads(args.readout.read_text())["readout"])
+        args.out = args.out or ROOT / "model" / "attention_v2.onnx"
+    else:
+        p = params_from_args(args)
+        args.out = args.out or ROOT / "model" / "attention_v1.onnx"
+    model = build(p, args.components)
     data = model.SerializeToString()
     args.out.write_bytes(data)
     from vmaf_roi.registry import sha256_bytes

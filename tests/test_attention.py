@@ -1,9 +1,10 @@
-"""attention_v1: the face cue (blazeface_short), the numpy reference and the ONNX graph."""
+"""attention_v1 and attention_v2: the face cue (blazeface_short), the numpy references and the ONNX graphs."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,97 @@ def test_builder_reproduces_the_bundled_file():
     assert registry.sha256_bytes(data_) == registry.get_spec("attention_v1").sha256
 
 
+def _readout() -> att.Readout:
+    return att.Readout.from_json(json.loads((ROOT / "scripts" / "attention_v2_readout.json").read_text())["readout"])
+
+
+@pytest.fixture(scope="module")
+def feature_comps():
+    return att.Components(features=True)
+
+
+def test_attention_v2_graph_equals_the_numpy_reference(feature_comps, photos):
+    """The bundled attention_v2, one batch of four real photos, against attention.readout_map()
+    with the fitted readout (scripts/attention_v2_readout.json)."""
+    sess = _session(registry.load_verified(registry.get_spec("attention_v2")))
+    x = feature_comps.input(list(photos.values()))
+    y = sess.run(["saliency_map"], {"input": x})[0]
+    assert y.shape == (4, 1, att.WORK, att.WORK)
+    c = feature_comps.run(x)
+    assert {k: v.shape[1] for k, v in c["features"].items()} == {
+        "e1": 32, "e2": 48, "e3": 64, "d3": 48, "d2": 32, "d1": 16, "head": 1}
+    ref = att.readout_map(c["features"], c["boxes"], c["scores"], _readout())
+    assert np.abs(y[:, 0] - ref).max() < 1e-4
+    assert np.allclose(y.max(axis=(1, 2, 3)), 1.0) and y.min() > 0
+    # the features' student is the student: its first output is salstudent_v1's own map
+    assert np.abs(c["student_raw"] - att.Components().run(x)["student_raw"]).max() < 1e-6
+    for i in range(len(x)):  # dynamic batch
+        assert np.abs(sess.run(["saliency_map"], {"input": x[i:i + 1]})[0] - y[i:i + 1]).max() < 1e-5
+
+
+def test_attention_v2_built_with_other_readouts(feature_comps, photos):
+    """Random weights, no blur, other sigmas and a strong face weight: graph == reference, and
+    the face weight lifts the astronaut's face."""
+    rng = np.random.default_rng(5)
+    base = _readout()
+    w = {k: tuple(rng.normal(0, 0.05, len(v)).tolist()) for k, v in base.weights.items()}
+    r = dataclasses.replace(base, weights=w, blur=0.0, centre_sx=0.4, centre_sy=0.1, w_f=3.0, size=56)
+    sess = _session(_builder().build(r).SerializeToString())
+    x = feature_comps.input([photos["astronaut"], photos["coffee"]])
+    y = sess.run(["saliency_map"], {"input": x})[0][:, 0]
+    c = feature_comps.run(x)
+    ref = att.readout_map(c["features"], c["boxes"], c["scores"], r)
+    assert y.shape == (2, 56, 56) and np.abs(y - ref).max() < 1e-4
+    no_face = att.readout_map(c["features"], c["boxes"], np.zeros_like(c["scores"]), r)
+    f = att.face_map(c["boxes"], c["scores"], 56, 56, r.face_k, r.face_threshold)
+    i, j = np.unravel_index(int(f[0].argmax()), f.shape[1:])
+    assert _inside((j + 0.5) / 56, (i + 0.5) / 56, ASTRONAUT_FACE)
+    assert ref[0, i, j] > 5 * no_face[0, i, j]
+    assert np.abs(ref[1] - no_face[1]).max() == 0  # no face in the coffee: the face term adds nothing
+
+
+def test_attention_v2_builder_reproduces_the_bundled_file_and_the_readout_round_trips():
+    r = _readout()
+    assert registry.sha256_bytes(_builder().build(r).SerializeToString()) == registry.get_spec("attention_v2").sha256
+    assert att.Readout.from_json(json.loads(json.dumps(r.to_json()))) == r
+    assert sum(len(v) for v in r.weights.values()) == 241
+    bad = r.to_json()
+    del bad["weights"]["head"]
+    with pytest.raises(ValueError, match="readout weights must name exactly"):
+        att.Readout.from_json(bad)
+    with pytest.raises(SystemExit, match="only for the attention_v1 fusion"):
+        _builder().build(r, components=True)
+
+
+def test_log_centre_is_the_log_of_the_centre_prior():
+    assert np.allclose(att.log_centre(9, 15, 0.2, 0.3), np.log(att.centre_prior(9, 15, 0.2, 0.3)), atol=1e-5)
+
+
+def test_the_fits_torch_model_computes_the_reference(feature_comps, photos):
+    """scripts/fit_readout.py fits a torch model; the graph is built from the numpy reference:
+    the two compute the same log-density (up to the constant the exponent's shift removes)."""
+    torch = pytest.importorskip("torch", reason="torch (the train extra) is not installed")
+    spec = importlib.util.spec_from_file_location("fit_readout", ROOT / "scripts" / "fit_readout.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    r = _readout()
+    x = feature_comps.input([photos["astronaut"], photos["chelsea"]])
+    c = feature_comps.run(x)
+    tf = {k: torch.from_numpy(v.astype(np.float32)) for k, v in c["features"].items()}
+    model = mod.make_model(tf, r.face_k, r.face_threshold, r.blur)
+    with torch.no_grad():
+        for k in att.READOUT_TENSORS:
+            model.w[k].copy_(torch.tensor(r.weights[k]))
+        model.bias.fill_(r.bias)
+        model.lsx.fill_(float(np.log(r.centre_sx)))
+        model.lsy.fill_(float(np.log(r.centre_sy)))
+        model.w_f.fill_(r.w_f)
+        face = torch.from_numpy(att.face_map(c["boxes"], c["scores"], att.WORK, att.WORK, r.face_k, r.face_threshold))
+        lg = model(tf, face).numpy()
+    got = np.exp(lg - lg.max(axis=(1, 2), keepdims=True))
+    assert np.abs(got - att.readout_map(c["features"], c["boxes"], c["scores"], r)).max() < 1e-4
+
+
 def test_fuse_pieces():
     c = att.centre_prior(9, 15, 0.2, 0.3)
     assert c.shape == (9, 15) and c[4, 7] == c.max() and np.allclose(c, c[::-1, ::-1])
@@ -163,13 +255,13 @@ def test_fuse_pieces():
 def test_registry_entries_verify_and_the_component_is_refused_as_saliency():
     reg = registry.load_registry()
     face, a = reg["blazeface_short"], reg["attention_v1"]
-    for spec in (face, a):
+    for spec in (face, a, reg["attention_v2"]):
         assert registry.status(spec) == "ok" and spec.bundled and spec.license == "Apache-2.0"
         assert len(registry.load_verified(spec)) == spec.size_bytes
         for lf in spec.license_files:
             assert (registry._package_model_dir() / lf).is_file(), lf
     assert face.component and not a.component and not a.placeholder
-    assert registry.DEFAULT_MODEL == "attention_v1"
+    assert registry.DEFAULT_MODEL == "attention_v2"
     with pytest.raises(ModelError, match="not a saliency model"):
         SaliencyModel("blazeface_short", device="cpu")
     from vmaf_roi.ffmpeg_filter import salroi_options
@@ -191,9 +283,10 @@ def test_face_detector_io_contract():
     assert {o.name: o.shape for o in sess.get_outputs()} == {"regressors": [1, 896, 16], "classificators": [1, 896, 1]}
 
 
-def test_salroi_filter_gives_the_same_maps(tmp_path):
-    """The C filter (model mode) runs attention_v1 without changes: on the same RGB pixels its
-    8-bit maps (112x112, not the 224x224 input size) are the package's."""
+@pytest.mark.parametrize("model_id", ["attention_v1", "attention_v2"])
+def test_salroi_filter_gives_the_same_maps(tmp_path, model_id):
+    """The C filter (model mode) runs the attention graphs without changes: on the same RGB
+    pixels its 8-bit maps (112x112, not the 224x224 input size) are the package's."""
     import os
     import subprocess
 
@@ -204,7 +297,7 @@ def test_salroi_filter_gives_the_same_maps(tmp_path):
     ff = os.environ.get("VMAF_ROI_SALROI_FFMPEG")
     if not ff:
         pytest.skip("no salroi FFmpeg ($VMAF_ROI_SALROI_FFMPEG unset; scripts/test.sh sets it)")
-    spec = registry.get_spec("attention_v1")
+    spec = registry.get_spec(model_id)
     frames = [np.asarray(Image.fromarray(im).resize((224, 224), Image.BILINEAR))
               for im in (data.astronaut(), data.coffee(), data.chelsea(), data.rocket())]
     raw, maps = tmp_path / "in.rgb", tmp_path / "maps.gray"

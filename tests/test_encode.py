@@ -11,6 +11,7 @@ import pytest
 
 from vmaf_roi.analysis import block_mask, masked_psnr, qp_maps
 from vmaf_roi.cli import main
+from vmaf_roi.registry import DEFAULT_MODEL
 from vmaf_roi.encode import SaliencyTrack, encode, roi_entries
 from vmaf_roi.roi import Region
 from vmaf_roi.errors import ConfigError, EncodeError
@@ -99,10 +100,10 @@ def test_default_config_spends_where_the_attention_map_points(clip, tmp_path):
     where it is low, which get a higher one."""
     roi = encode(clip.path, tmp_path / "roi.mp4", cfg())
     encode(clip.path, tmp_path / "plain.mp4", cfg(), plain=True)
-    assert roi.model == "attention_v1" and roi.inferences > 0 and roi.mean_regions > 0
+    assert roi.model == DEFAULT_MODEL == "attention_v2" and roi.inferences > 0 and roi.mean_regions > 0
     from vmaf_roi.saliency import SaliencyModel, resize_map
 
-    model = SaliencyModel("attention_v1", device="cpu")
+    model = SaliencyModel(DEFAULT_MODEL, device="cpu")
     with av.open(str(clip.path)) as c:
         frames = [f for f in c.decode(video=0)]
     hi_d, lo_d = [], []

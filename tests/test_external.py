@@ -206,7 +206,7 @@ def test_libsvtav1_roi_decodes_once_with_the_packages_maps(clip, tmp_path, monke
         track = SaliencyTrack()
         one = encode(clip.path, tmp_path / "one.mkv", c, track=track, on_event=events.append)
     assert one.frames == two.frames == clip.frames and one.inferences == two.inferences > 0
-    assert one.model == two.model == "attention_v1" and one.provider == two.provider == "CPUExecutionProvider"
+    assert one.model == two.model == "attention_v2" and one.provider == two.provider == "CPUExecutionProvider"
     # the same maps up to the YUV->RGB conversion (FFmpeg 7.1's swscale in the filter, PyAV's
     # FFmpeg here: docs/ffmpeg-filter.md), so about the same regions; a block on a rounding edge
     # may plan one step the other way

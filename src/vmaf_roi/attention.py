@@ -1,9 +1,14 @@
 """Attention maps: the student's object saliency, a face cue and a centre prior, fused.
 
-The pure-numpy reference of the ``attention_v1`` graph (scripts/build_attention_model.py builds
-the ONNX graph from these same definitions; tests/test_attention.py holds the two together),
-and :class:`Components`, which runs the two registry models separately so that the fusion's
-parameters can be fitted without rebuilding a graph.
+The pure-numpy reference of the ``attention_v1`` and ``attention_v2`` graphs
+(scripts/build_attention_model.py builds the ONNX graphs from these same definitions;
+tests/test_attention.py holds them together), and :class:`Components`, which runs the two
+registry models separately so that the parameters can be fitted without rebuilding a graph.
+
+``attention_v1`` fuses the student's *output* (an object map) with the face and centre cues by
+hand-fitted weights. ``attention_v2`` reads the student's *features* instead: a linear readout of
+seven of its tensors (:data:`READOUT_TENSORS`), fitted to human fixations as a log-density, plus
+a log centre prior and the face map (:class:`Readout`, :func:`readout_map`).
 
 Maps are [N,H,W] float32 at the working size (default 112x112: the student's 224x224 map
 average-pooled 2x2; the pipeline resizes maps to the frame); coordinates are normalised to [0,1]
@@ -204,6 +209,100 @@ def attention(student_raw: np.ndarray, boxes: np.ndarray, scores: np.ndarray, p:
     return fuse(s, f, centre_prior(p.size, p.size, p.centre_sx, p.centre_sy), p.w_s, p.w_f, p.w_c, p.blur)
 
 
+# -- attention_v2: a fixation readout on the student's features ----------------------------
+#: The student's tensors the readout reads (ONNX names in salstudent_v1): encoder stages at
+#: 1/4, 1/8 and 1/16 of the input, decoder stages at 1/16, 1/8 and 1/4 (all after their ReLU),
+#: and the head's logit at 1/4, before the student's own upsampling and sigmoid.
+READOUT_TENSORS = {
+    "e1": "/e1/e1.1/e1.1.1/e1.1.1.2/Relu_output_0",  # [N,32,56,56]
+    "e2": "/e2/e2.2/e2.2.1/e2.2.1.2/Relu_output_0",  # [N,48,28,28]
+    "e3": "/e3/e3.3/e3.3.1/e3.3.1.2/Relu_output_0",  # [N,64,14,14]
+    "d3": "/d3/d3.2/Relu_output_0",  # [N,48,14,14]
+    "d2": "/d2/d2.1/d2.1.2/Relu_output_0",  # [N,32,28,28]
+    "d1": "/d1/d1.1/d1.1.2/Relu_output_0",  # [N,16,56,56]
+    "head": "/head/Conv_output_0",  # [N,1,56,56]
+}
+
+
+@dataclass(frozen=True)
+class Readout:
+    """attention_v2's parameters. With f_k the student's tensors and F the face map:
+
+        L = blur(sum_k up(w_k . f_k) + bias) + log C + w_f * F
+        map = exp(L - max(L))
+
+    ``w_k . f_k`` a 1x1 projection to one channel, ``up`` a bilinear (half-pixel) resize to the
+    working size, ``blur`` a Gaussian of sigma ``blur`` times the side with reflected edges,
+    ``log C = -((x-0.5)/sx)^2/2 - ((y-0.5)/sy)^2/2`` a Gaussian centre prior's logarithm. L is a
+    log-density of fixations up to a constant (fitted by maximum likelihood on the NUS Scene
+    train split, scripts/fit_readout.py); the map is that density scaled to a peak of 1."""
+
+    weights: dict  # name -> tuple of floats, one per channel of READOUT_TENSORS[name]
+    bias: float = 0.0
+    blur: float = 0.04
+    centre_sx: float = 0.25
+    centre_sy: float = 0.2
+    w_f: float = 0.0
+    face_k: float = 0.5
+    face_threshold: float = 0.5
+    top_k: int = TOP_K
+    size: int = WORK
+
+    def to_json(self) -> dict:
+        d = {k: getattr(self, k) for k in ("bias", "blur", "centre_sx", "centre_sy", "w_f", "face_k",
+                                            "face_threshold", "top_k", "size")}
+        d["weights"] = {k: [float(v) for v in self.weights[k]] for k in READOUT_TENSORS}
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Readout":
+        if set(d.get("weights", {})) != set(READOUT_TENSORS):
+            raise ValueError(f"readout weights must name exactly {sorted(READOUT_TENSORS)}")
+        kw = {k: d[k] for k in ("bias", "blur", "centre_sx", "centre_sy", "w_f", "face_k", "face_threshold",
+                                "top_k", "size") if k in d}
+        return cls(weights={k: tuple(float(x) for x in d["weights"][k]) for k in READOUT_TENSORS}, **kw)
+
+
+def log_centre(h: int, w: int, sx: float, sy: float) -> np.ndarray:
+    """[h,w] the logarithm of :func:`centre_prior` (0 at the centre)."""
+    dx = (_grid(w) - np.float32(0.5)) / np.float32(sx)
+    dy = (_grid(h) - np.float32(0.5)) / np.float32(sy)
+    return ((dy * dy)[:, None] * np.float32(-0.5) + (dx * dx)[None, :] * np.float32(-0.5)).astype(np.float32)
+
+
+def readout_logits(features: dict[str, np.ndarray], r: Readout) -> np.ndarray:
+    """The student's tensors (READOUT_TENSORS names -> [N,C,h,w]) -> [N,S,S]: the blurred sum of
+    the upsampled projections plus the bias (L before the centre and face terms)."""
+    n, size = next(iter(features.values())).shape[0], r.size
+    y = np.zeros((n, size, size), dtype=np.float32)
+    for name in READOUT_TENSORS:
+        f = features[name].astype(np.float32)
+        z = np.einsum("nchw,c->nhw", f, np.asarray(r.weights[name], dtype=np.float32)).astype(np.float32)
+        ry, rx = resize_matrix(size, z.shape[1]), resize_matrix(size, z.shape[2])
+        y += np.matmul(np.matmul(ry, z), rx.T)
+    return blur(y + np.float32(r.bias), r.blur)
+
+
+def readout_map(features: dict[str, np.ndarray], boxes: np.ndarray, scores: np.ndarray, r: Readout) -> np.ndarray:
+    """What the attention_v2 graph computes: [N,S,S] in (0,1], peak 1."""
+    size = r.size
+    y = readout_logits(features, r) + log_centre(size, size, r.centre_sx, r.centre_sy)[None]
+    y = y + np.float32(r.w_f) * face_map(boxes, scores, size, size, r.face_k, r.face_threshold, r.top_k)
+    return np.exp(y - y.max(axis=(1, 2), keepdims=True)).astype(np.float32)
+
+
+def with_outputs(model_bytes: bytes, names) -> bytes:
+    """An ONNX model (bytes) with these inner tensors added as float outputs."""
+    import onnx
+
+    m = onnx.load_from_string(model_bytes)
+    have = {o.name for o in m.graph.output}
+    for name in names:
+        if name not in have:
+            m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return m.SerializeToString()
+
+
 # -- the components, for fitting ----------------------------------------------------------
 class Components:
     """Runs ``salstudent_v1`` and ``blazeface_short`` (both verified through the registry) on
@@ -221,7 +320,8 @@ class Components:
     Frames are resized to 224x224 as the pipeline does (SaliencyModel.model_input, swscale).
     """
 
-    def __init__(self, cache_dir: Path | None = None, threads: int | None = 1, size: int = WORK) -> None:
+    def __init__(self, cache_dir: Path | None = None, threads: int | None = 1, size: int = WORK,
+                 features: bool = False) -> None:
         self.size = size
         from .registry import get_spec, load_verified
         from .saliency import SaliencyModel, _import_ort
@@ -233,16 +333,26 @@ class Components:
             so.intra_op_num_threads = threads
         self.face = ort.InferenceSession(load_verified(get_spec("blazeface_short"), cache_dir), so,
                                          providers=["CPUExecutionProvider"])
+        self.features = None
+        if features:  # the student again, with its inner tensors as outputs (for attention_v2)
+            data = with_outputs(load_verified(get_spec("salstudent_v1"), cache_dir), READOUT_TENSORS.values())
+            self.features = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Normalised input [N,3,224,224] (as the student gets it) -> the components."""
-        s = np.concatenate([self.student.session.run(["saliency_map"], {"input": x[i:i + 1]})[0]
-                            for i in range(len(x))])
+        """Normalised input [N,3,224,224] (as the student gets it) -> the components (and, with
+        ``features=True``, ``out["features"]``: READOUT_TENSORS name -> [N,C,h,w])."""
+        names = ["saliency_map"] + (list(READOUT_TENSORS.values()) if self.features is not None else [])
+        sess = self.features if self.features is not None else self.student.session
+        runs = [sess.run(names, {"input": x[i:i + 1]}) for i in range(len(x))]
+        s = np.concatenate([r[0] for r in runs])
         fi = face_input(x)
         reg, cls = zip(*(self.face.run(["regressors", "classificators"], {"input": fi[i:i + 1]})
                          for i in range(len(x))))
         boxes, scores = decode(np.concatenate(reg), np.concatenate(cls))
-        return {"student_raw": s[:, 0], "student": student_map(s, self.size), "boxes": boxes, "scores": scores}
+        out = {"student_raw": s[:, 0], "student": student_map(s, self.size), "boxes": boxes, "scores": scores}
+        if self.features is not None:
+            out["features"] = {k: np.concatenate([r[1 + j] for r in runs]) for j, k in enumerate(READOUT_TENSORS)}
+        return out
 
     def input(self, frames) -> np.ndarray:
         return self.student.preprocess(np.stack([self.student.model_input(f) for f in frames]))

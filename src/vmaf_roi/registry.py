@@ -25,9 +25,9 @@ from .errors import ModelError
 
 ENV_MODEL_DIR = "VMAF_ROI_MODEL_DIR"
 # The default saliency model of every command (encode, saliency, score --model, the filter's
-# docs): the attention model, fitted to human gaze (scripts/fit_attention.py): the student's
-# object map gated by a centre prior, and a face cue.
-DEFAULT_MODEL = "attention_v1"
+# docs): the attention model, fitted to human gaze: a fixation readout of the student's features,
+# a centre prior and a face cue (scripts/fit_readout.py; attention_v1 is the earlier hand-fused one).
+DEFAULT_MODEL = "attention_v2"
 REFERENCE_MODEL = "u2netp"  # the teacher, and the reference every agreement figure is measured against
 
 
