@@ -77,6 +77,17 @@ def _prefixed(model: onnx.ModelProto, prefix: str, keep: dict[str, str]) -> tupl
     return nodes, inits
 
 
+def _live(nodes: list, outputs: list[str]) -> list:
+    """The nodes the outputs depend on, in their order (attention_v2 reads the student's inner
+    tensors, not its upsampled, sigmoid output: those nodes are dropped)."""
+    need, keep = set(outputs), []
+    for n in reversed(nodes):
+        if any(o in need for o in n.output):
+            keep.append(n)
+            need.update(i for i in n.input if i)
+    return keep[::-1]
+
+
 def _dynamic_batch_reshapes(nodes: list, inits: list) -> None:
     """Reshape targets with a literal batch of 1 -> 0 (copy the input's batch dimension)."""
     by_name = {t.name: t for t in inits}
@@ -107,6 +118,17 @@ def build(p: att.Params | att.Readout, components: bool = False) -> onnx.ModelPr
     student = onnx.load_from_string(load_verified(get_spec("salstudent_v1")))
     face = onnx.load_from_string(load_verified(get_spec("blazeface_short")))
     s_nodes, s_inits = _prefixed(student, "student/", {"input": "input", "saliency_map": "student/raw"})
+    m_nodes: list[onnx.NodeProto] = []
+    if isinstance(p, att.Readout) and p.mirror:
+        # the student again on the input flipped left to right, sharing the first copy's weights
+        keep = {t.name: "student/" + t.name for t in student.graph.initializer}
+        keep.update({"input": "student_m/input", "saliency_map": "student_m/raw"})
+        m_nodes, _ = _prefixed(student, "student_m/", keep)
+        m_nodes.insert(0, helper.make_node(
+            "Slice", ["input", "mirror/start", "mirror/end", "mirror/axis", "mirror/step"], ["student_m/input"],
+            name="mirror/flip"))
+        s_inits += [numpy_helper.from_array(np.asarray(v, dtype=np.int64), n) for n, v in (
+            ("mirror/start", [-1]), ("mirror/end", [-(2 ** 63)]), ("mirror/axis", [3]), ("mirror/step", [-1]))]
     f_nodes, f_inits = _prefixed(face, "face/", {"input": "face/input", "regressors": "face/regressors",
                                                  "classificators": "face/classificators"})
     _dynamic_batch_reshapes(f_nodes, f_inits)
@@ -197,8 +219,10 @@ def build(p: att.Params | att.Readout, components: bool = False) -> onnx.ModelPr
             helper.make_tensor_value_info("face_scores", TensorProto.FLOAT, ["N", 896]),
         ]
     inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, att.SIZE, att.SIZE])
-    graph = helper.make_graph(s_nodes + nodes[:5] + f_nodes + nodes[5:], "attention", [inp], outputs,
-                              s_inits + f_inits + consts)
+    all_nodes = _live(s_nodes + m_nodes + nodes[:5] + f_nodes + nodes[5:], [o.name for o in outputs])
+    used = {i for n in all_nodes for i in n.input}
+    graph = helper.make_graph(all_nodes, "attention", [inp], outputs,
+                              [t for t in s_inits + f_inits + consts if t.name in used])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
                               producer_name="vmaf-roi scripts/build_attention_model.py")
     model.doc_string = (f"attention: salstudent_v1 + blazeface_short + centre prior; {p}" if isinstance(p, att.Params)
@@ -268,17 +292,31 @@ def _readout_nodes(r: att.Readout, c, h: int, w: int) -> list:
     nodes: list[onnx.NodeProto] = []
     terms = []
     for k, name in att.READOUT_TENSORS.items():
-        wk = np.asarray(r.weights[k], dtype=np.float32).reshape(1, -1, 1, 1)
+        wk = c(f"rd/{k}/w", np.asarray(r.weights[k], dtype=np.float32).reshape(1, -1, 1, 1))
+        hw = c(f"rd/{k}/hw", [h, w], np.int64)
+        for src, t in (("student/", "rd"), ("student_m/", "rdm")) if r.mirror else (("student/", "rd"),):
+            nodes += [
+                N("Conv", [src + name, wk], [f"{t}/{k}/z"], name=f"{t}/{k}/proj"),
+                N("Shape", [f"{t}/{k}/z"], [f"{t}/{k}/shape"], end=2, name=f"{t}/{k}/shape"),
+                N("Concat", [f"{t}/{k}/shape", hw], [f"{t}/{k}/sizes"], axis=0, name=f"{t}/{k}/sizes"),
+                N("Resize", [f"{t}/{k}/z", "", "", f"{t}/{k}/sizes"], [f"{t}/{k}/up"], mode="linear",
+                  coordinate_transformation_mode="half_pixel", name=f"{t}/{k}/resize"),
+            ]
+            terms.append(f"{t}/{k}/up")
+    if r.mirror:  # the mirror image's sum, flipped back, averaged with the picture's
+        half = len(terms) // 2
         nodes += [
-            N("Conv", ["student/" + name, c(f"rd/{k}/w", wk)], [f"rd/{k}/z"], name=f"rd/{k}/proj"),
-            N("Shape", [f"rd/{k}/z"], [f"rd/{k}/shape"], end=2, name=f"rd/{k}/shape"),
-            N("Concat", [f"rd/{k}/shape", c(f"rd/{k}/hw", [h, w], np.int64)], [f"rd/{k}/sizes"], axis=0,
-              name=f"rd/{k}/sizes"),
-            N("Resize", [f"rd/{k}/z", "", "", f"rd/{k}/sizes"], [f"rd/{k}/up"], mode="linear",
-              coordinate_transformation_mode="half_pixel", name=f"rd/{k}/resize"),
+            N("Sum", terms[::2], ["rd/sum0"], name="rd/sum0"),
+            N("Sum", terms[1::2], ["rdm/sum"], name="rdm/sum"),
+            N("Slice", ["rdm/sum", c("rdm/start", [-1], np.int64), c("rdm/end", [-(2 ** 63)], np.int64),
+                        c("rdm/axis", [3], np.int64), c("rdm/step", [-1], np.int64)], ["rdm/flipped"],
+              name="rdm/flip"),
+            N("Add", ["rd/sum0", "rdm/flipped"], ["rd/sum2"], name="rd/add_mirror"),
+            N("Mul", ["rd/sum2", c("rd/half", 0.5)], ["rd/sum"], name="rd/mean_mirror"),
         ]
-        terms.append(f"rd/{k}/up")
-    nodes.append(N("Sum", terms, ["rd/sum"], name="rd/sum"))
+        assert half == len(att.READOUT_TENSORS)
+    else:
+        nodes.append(N("Sum", terms, ["rd/sum"], name="rd/sum"))
     nodes.append(N("Add", ["rd/sum", c("rd/bias", r.bias)], ["rd/biased"], name="rd/bias"))
     src = "rd/biased"
     if r.blur > 0:

@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--face-k", type=float, default=0.5)
     ap.add_argument("--face-threshold", type=float, default=0.5)
+    ap.add_argument("--no-mirror", dest="mirror", action="store_false",
+                    help="the map of the picture alone (default: averaged with its mirror image's, flipped back)")
     a = ap.parse_args(argv)
 
     import torch
@@ -183,13 +186,19 @@ def main(argv=None) -> int:
     r = Readout(weights={k: tuple(float(x) for x in model.w[k].detach().numpy()) for k in READOUT_TENSORS},
                 bias=float(model.bias.item()), blur=a.blur, centre_sx=float(math.exp(model.lsx.item())),
                 centre_sy=float(math.exp(model.lsy.item())), w_f=float(model.w_f.item()), face_k=a.face_k,
-                face_threshold=a.face_threshold)
-    # report with the numpy reference (what the graph computes), unmirrored rows only
+                face_threshold=a.face_threshold, mirror=a.mirror)
+    # report with the numpy reference (what the graph computes), on the pictures (not their
+    # mirrors), the map alone and averaged with the mirror image's
     for g in ("fit", "val", "heldout", "video"):
         rows = np.where((grp == g) & (mirror == 0))[0]
         if rows.size:
-            m = readout_map({k: v[rows] for k, v in feats.items()}, boxes[rows], scores[rows], r)
-            print(f"{g}: {rows.size} items, NSS at 112x112 {nss(m, [idx[i] for i in rows]).mean():.3f}")
+            f0 = {k: v[rows] for k, v in feats.items()}
+            f1 = {k: v[rows + 1] for k, v in feats.items()}
+            ix = [idx[i] for i in rows]
+            one = readout_map(f0, boxes[rows], scores[rows], replace(r, mirror=False))
+            both = readout_map(f0, boxes[rows], scores[rows], replace(r, mirror=True), f1)
+            print(f"{g}: {rows.size} items, NSS at 112x112 {nss(one, ix).mean():.3f} alone, "
+                  f"{nss(both, ix).mean():.3f} averaged with the mirror image")
     print(f"centre sigmas {r.centre_sx:.3f} x {r.centre_sy:.3f}, face weight {r.w_f:.3f}")
     if not a.val:
         Path(a.out).write_text(json.dumps({"fitted_by": "scripts/fit_readout.py", "settings": {

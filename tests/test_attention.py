@@ -166,9 +166,20 @@ def test_attention_v2_graph_equals_the_numpy_reference(feature_comps, photos):
     c = feature_comps.run(x)
     assert {k: v.shape[1] for k, v in c["features"].items()} == {
         "e1": 32, "e2": 48, "e3": 64, "d3": 48, "d2": 32, "d1": 16, "head": 1}
-    ref = att.readout_map(c["features"], c["boxes"], c["scores"], _readout())
+    r = _readout()
+    assert r.mirror
+    ref = att.readout_map(c["features"], c["boxes"], c["scores"], r, c["features_mirrored"])
     assert np.abs(y[:, 0] - ref).max() < 1e-4
     assert np.allclose(y.max(axis=(1, 2, 3)), 1.0) and y.min() > 0
+    # the mirror average: a mirrored picture gives the mirrored readout (the face term aside,
+    # which is detected on each picture as it is)
+    xm = np.ascontiguousarray(x[..., ::-1])
+    cm = feature_comps.run(xm)
+    a = att.readout_logits(c["features"], r, c["features_mirrored"])
+    b = att.readout_logits(cm["features"], r, cm["features_mirrored"])
+    assert np.abs(a - b[:, :, ::-1]).max() < 1e-4
+    with pytest.raises(ValueError, match="mirror image"):
+        att.readout_map(c["features"], c["boxes"], c["scores"], r)
     # the features' student is the student: its first output is salstudent_v1's own map
     assert np.abs(c["student_raw"] - att.Components().run(x)["student_raw"]).max() < 1e-6
     for i in range(len(x)):  # dynamic batch
@@ -181,7 +192,7 @@ def test_attention_v2_built_with_other_readouts(feature_comps, photos):
     rng = np.random.default_rng(5)
     base = _readout()
     w = {k: tuple(rng.normal(0, 0.05, len(v)).tolist()) for k, v in base.weights.items()}
-    r = dataclasses.replace(base, weights=w, blur=0.0, centre_sx=0.4, centre_sy=0.1, w_f=3.0, size=56)
+    r = dataclasses.replace(base, weights=w, blur=0.0, centre_sx=0.4, centre_sy=0.1, w_f=3.0, size=56, mirror=False)
     sess = _session(_builder().build(r).SerializeToString())
     x = feature_comps.input([photos["astronaut"], photos["coffee"]])
     y = sess.run(["saliency_map"], {"input": x})[0][:, 0]
@@ -220,7 +231,7 @@ def test_the_fits_torch_model_computes_the_reference(feature_comps, photos):
     spec = importlib.util.spec_from_file_location("fit_readout", ROOT / "scripts" / "fit_readout.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    r = _readout()
+    r = dataclasses.replace(_readout(), mirror=False)  # the fit sees pictures and mirrors as separate rows
     x = feature_comps.input([photos["astronaut"], photos["chelsea"]])
     c = feature_comps.run(x)
     tf = {k: torch.from_numpy(v.astype(np.float32)) for k, v in c["features"].items()}

@@ -228,14 +228,19 @@ READOUT_TENSORS = {
 class Readout:
     """attention_v2's parameters. With f_k the student's tensors and F the face map:
 
-        L = blur(sum_k up(w_k . f_k) + bias) + log C + w_f * F
+        R(x) = sum_k up(w_k . f_k(x))
+        L = blur(R(x) + bias) + log C + w_f * F                      (mirror False)
+        L = blur((R(x) + flip(R(flip(x)))) / 2 + bias) + log C + w_f * F   (mirror True)
         map = exp(L - max(L))
 
     ``w_k . f_k`` a 1x1 projection to one channel, ``up`` a bilinear (half-pixel) resize to the
     working size, ``blur`` a Gaussian of sigma ``blur`` times the side with reflected edges,
     ``log C = -((x-0.5)/sx)^2/2 - ((y-0.5)/sy)^2/2`` a Gaussian centre prior's logarithm. L is a
     log-density of fixations up to a constant (fitted by maximum likelihood on the NUS Scene
-    train split, scripts/fit_readout.py); the map is that density scaled to a peak of 1."""
+    train split, scripts/fit_readout.py); the map is that density scaled to a peak of 1.
+    ``mirror`` averages the readout of the picture and of its mirror image (flipped back): a
+    second student pass that makes the map symmetric under mirroring, as the fit's data was;
+    chosen on the train split's held-back photos (scripts/fit_readout.py reports both)."""
 
     weights: dict  # name -> tuple of floats, one per channel of READOUT_TENSORS[name]
     bias: float = 0.0
@@ -247,10 +252,11 @@ class Readout:
     face_threshold: float = 0.5
     top_k: int = TOP_K
     size: int = WORK
+    mirror: bool = False
 
     def to_json(self) -> dict:
         d = {k: getattr(self, k) for k in ("bias", "blur", "centre_sx", "centre_sy", "w_f", "face_k",
-                                            "face_threshold", "top_k", "size")}
+                                            "face_threshold", "top_k", "size", "mirror")}
         d["weights"] = {k: [float(v) for v in self.weights[k]] for k in READOUT_TENSORS}
         return d
 
@@ -259,7 +265,7 @@ class Readout:
         if set(d.get("weights", {})) != set(READOUT_TENSORS):
             raise ValueError(f"readout weights must name exactly {sorted(READOUT_TENSORS)}")
         kw = {k: d[k] for k in ("bias", "blur", "centre_sx", "centre_sy", "w_f", "face_k", "face_threshold",
-                                "top_k", "size") if k in d}
+                                "top_k", "size", "mirror") if k in d}
         return cls(weights={k: tuple(float(x) for x in d["weights"][k]) for k in READOUT_TENSORS}, **kw)
 
 
@@ -270,9 +276,9 @@ def log_centre(h: int, w: int, sx: float, sy: float) -> np.ndarray:
     return ((dy * dy)[:, None] * np.float32(-0.5) + (dx * dx)[None, :] * np.float32(-0.5)).astype(np.float32)
 
 
-def readout_logits(features: dict[str, np.ndarray], r: Readout) -> np.ndarray:
-    """The student's tensors (READOUT_TENSORS names -> [N,C,h,w]) -> [N,S,S]: the blurred sum of
-    the upsampled projections plus the bias (L before the centre and face terms)."""
+def readout_sum(features: dict[str, np.ndarray], r: Readout) -> np.ndarray:
+    """R: the student's tensors (READOUT_TENSORS names -> [N,C,h,w]) -> [N,S,S], the sum of the
+    upsampled projections."""
     n, size = next(iter(features.values())).shape[0], r.size
     y = np.zeros((n, size, size), dtype=np.float32)
     for name in READOUT_TENSORS:
@@ -280,13 +286,27 @@ def readout_logits(features: dict[str, np.ndarray], r: Readout) -> np.ndarray:
         z = np.einsum("nchw,c->nhw", f, np.asarray(r.weights[name], dtype=np.float32)).astype(np.float32)
         ry, rx = resize_matrix(size, z.shape[1]), resize_matrix(size, z.shape[2])
         y += np.matmul(np.matmul(ry, z), rx.T)
+    return y
+
+
+def readout_logits(features: dict[str, np.ndarray], r: Readout,
+                   mirrored: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """L before the centre and face terms: blur(R + bias), or with ``r.mirror`` the mean of R and
+    the mirror image's R flipped back (``mirrored``: the student's tensors of the flipped input)."""
+    y = readout_sum(features, r)
+    if r.mirror:
+        if mirrored is None:
+            raise ValueError("this readout averages the mirror image: pass its features (Components(features=True))")
+        y = (y + readout_sum(mirrored, r)[:, :, ::-1]) * np.float32(0.5)
     return blur(y + np.float32(r.bias), r.blur)
 
 
-def readout_map(features: dict[str, np.ndarray], boxes: np.ndarray, scores: np.ndarray, r: Readout) -> np.ndarray:
-    """What the attention_v2 graph computes: [N,S,S] in (0,1], peak 1."""
+def readout_map(features: dict[str, np.ndarray], boxes: np.ndarray, scores: np.ndarray, r: Readout,
+                mirrored: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """What the attention_v2 graph computes: [N,S,S] in (0,1], peak 1 (``mirrored``: the
+    features of the flipped input, needed when ``r.mirror``)."""
     size = r.size
-    y = readout_logits(features, r) + log_centre(size, size, r.centre_sx, r.centre_sy)[None]
+    y = readout_logits(features, r, mirrored) + log_centre(size, size, r.centre_sx, r.centre_sy)[None]
     y = y + np.float32(r.w_f) * face_map(boxes, scores, size, size, r.face_k, r.face_threshold, r.top_k)
     return np.exp(y - y.max(axis=(1, 2), keepdims=True)).astype(np.float32)
 
@@ -340,7 +360,8 @@ class Components:
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Normalised input [N,3,224,224] (as the student gets it) -> the components (and, with
-        ``features=True``, ``out["features"]``: READOUT_TENSORS name -> [N,C,h,w])."""
+        ``features=True``, ``out["features"]``: READOUT_TENSORS name -> [N,C,h,w], and
+        ``out["features_mirrored"]``, the same of the input flipped left to right)."""
         names = ["saliency_map"] + (list(READOUT_TENSORS.values()) if self.features is not None else [])
         sess = self.features if self.features is not None else self.student.session
         runs = [sess.run(names, {"input": x[i:i + 1]}) for i in range(len(x))]
@@ -352,6 +373,9 @@ class Components:
         out = {"student_raw": s[:, 0], "student": student_map(s, self.size), "boxes": boxes, "scores": scores}
         if self.features is not None:
             out["features"] = {k: np.concatenate([r[1 + j] for r in runs]) for j, k in enumerate(READOUT_TENSORS)}
+            xm = np.ascontiguousarray(x[..., ::-1])
+            mruns = [self.features.run(names[1:], {"input": xm[i:i + 1]}) for i in range(len(x))]
+            out["features_mirrored"] = {k: np.concatenate([r[j] for r in mruns]) for j, k in enumerate(READOUT_TENSORS)}
         return out
 
     def input(self, frames) -> np.ndarray:
