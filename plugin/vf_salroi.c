@@ -82,6 +82,12 @@ enum SalROIMode {
     NB_MODES,
 };
 
+/* a block's saliency: the values of salroi_plan.c's POOL_MEAN and POOL_MAX */
+enum SalROIPool {
+    BLOCK_MEAN,
+    BLOCK_MAX,
+};
+
 enum SalROIDevice {
     DEVICE_AUTO,
     DEVICE_CPU,
@@ -131,6 +137,7 @@ typedef struct SalROIContext {
     int block;
     int max_regions;
     int mode;
+    int pool;
     int clamp;
     int qp_scale;
     int strict;
@@ -226,6 +233,10 @@ static const AVOption salroi_options[] = {
         { "both",  "lower QP where salient, raise it elsewhere", 0, AV_OPT_TYPE_CONST, { .i64 = MODE_BOTH  }, 0, 0, TFLAGS, .unit = "mode" },
         { "lower", "only lower QP where salient",                0, AV_OPT_TYPE_CONST, { .i64 = MODE_LOWER }, 0, 0, TFLAGS, .unit = "mode" },
         { "balanced", "raise QP elsewhere by no more in sum than it is lowered where salient", 0, AV_OPT_TYPE_CONST, { .i64 = MODE_BALANCED }, 0, 0, TFLAGS, .unit = "mode" },
+    { "pool", "a block's saliency",
+      OFFSET(pool), AV_OPT_TYPE_INT, { .i64 = BLOCK_MEAN }, BLOCK_MEAN, BLOCK_MAX, TFLAGS, .unit = "pool" },
+        { "mean", "the map's mean over the block",           0, AV_OPT_TYPE_CONST, { .i64 = BLOCK_MEAN }, 0, 0, TFLAGS, .unit = "pool" },
+        { "max",  "the map's maximum over the block (its most salient part)", 0, AV_OPT_TYPE_CONST, { .i64 = BLOCK_MAX }, 0, 0, TFLAGS, .unit = "pool" },
     { "clamp", "largest QP offset in either direction",
       OFFSET(clamp), AV_OPT_TYPE_INT, { .i64 = 10 }, 0, INT_MAX, TFLAGS },
     { "qp_scale", "QP range of the encoder: qoffset = offset / qp_scale",
@@ -384,7 +395,7 @@ static int set_regions(AVFilterContext *avctx, AVFrame *frame, const SalROIMap *
         return ret;
     nb_rects = vmaf_roi_plan_u8_blend(map->data, map->data2, map->weight2, map->w, map->h,
                                       map->linesize, map->linesize, width, height,
-                                      ctx->block, strength, ctx->clamp, ctx->mode,
+                                      ctx->block, strength, ctx->clamp, ctx->mode, ctx->pool,
                                       ctx->max_regions, ctx->rows, cap, &b);
     if (nb_rects < 0)
         return nb_rects == -1 ? AVERROR(ENOMEM) : AVERROR_BUG;

@@ -97,8 +97,8 @@ def salroi_args(params: dict) -> str:
     """The filter's options for planner parameters (strength_width 0 where they have none: the
     shared vectors plan every frame size with the strength they give)."""
     return ("salroi=strength={strength!r}:strength_width={strength_width}:block={block}"
-            ":max_regions={max_regions}:mode={mode}:clamp={max_offset}:qp_scale={qp_scale}"
-            .format(**{"strength_width": 0, **params}))
+            ":max_regions={max_regions}:mode={mode}:pool={pool}:clamp={max_offset}:qp_scale={qp_scale}"
+            .format(**{"strength_width": 0, "pool": "mean", **params}))
 
 
 def map_inputs(tmp: Path, m: np.ndarray, frames: int = 1, rate: int = 25) -> list[str]:
@@ -153,6 +153,19 @@ def test_filter_scales_strength_on_narrow_frames_as_the_package_does(ffmpeg, tmp
         assert max(abs(r.qp) for r in roi_mod.plan(m, width, height, p)) < max(abs(r.qp) for r in full_plan)
     else:
         assert roi_mod.plan(m, width, height, p) == full_plan
+
+
+@pytest.mark.parametrize("case", CASES[:6], ids=[c["name"] for c in CASES[:6]])
+def test_filter_pools_blocks_by_their_maximum_as_the_package_does(ffmpeg, tmp_path, case):
+    """pool=max: each block's saliency is the map's maximum over it, in the filter and in
+    roi.Planner alike (the same regions)."""
+    params = {**case["params"], "pool": "max"}
+    (got,) = plan_with_filter(ffmpeg, tmp_path, {**case, "params": params})
+    m = read_pgm(VECTORS / case["map"])
+    p = roi_mod.PlannerParams(**params)
+    want = [[r.top, r.bottom, r.left, r.right, r.qp, p.qp_scale]
+            for r in roi_mod.plan(m, case["width"], case["height"], p)]
+    assert got == want
 
 
 @pytest.mark.parametrize("seq", SEQUENCES, ids=[s["name"] for s in SEQUENCES])
@@ -334,6 +347,7 @@ def test_filter_defaults_are_encode_defaults(ffmpeg):
         "strength_width": (int, roi_cfg["strength_width"]),
         "clamp": (int, roi_cfg["max_offset"]),
         "mode": (str, roi_cfg["mode"]),
+        "pool": (str, roi_cfg["pool"]),
         "max_regions": (int, roi_cfg["max_regions"]),
         "block": (int, roi_cfg["block"] or block_size(enc)),
         "qp_scale": (int, roi_mod.encoder_qp_scale(enc)),

@@ -101,7 +101,8 @@ def test_encoder_qp_scale():
 
 
 def test_params_validation():
-    for bad in (dict(block=0), dict(strength=-1), dict(mode="up"), dict(max_regions=0), dict(max_offset=-1)):
+    for bad in (dict(block=0), dict(strength=-1), dict(mode="up"), dict(max_regions=0), dict(max_offset=-1),
+                dict(pool="median")):
         with pytest.raises(ValueError):
             PlannerParams(**bad)
 
@@ -116,8 +117,16 @@ def _oracle_mean(cell: np.ndarray) -> float:
     return float(sum(float(v) for v in cell.ravel())) / cell.size
 
 
+def _oracle_max(cell: np.ndarray) -> float:
+    if cell.dtype == np.uint8:
+        return float(max(int(v) for v in cell.ravel())) / 255.0
+    return float(max(float(v) for v in cell.ravel()))
+
+
 def oracle_plan(m: np.ndarray | roi_mod.Blend, width: int, height: int, p: PlannerParams) -> list[tuple]:
-    """m: a map, or a Blend (its two maps' means blended per block, spec step 2)."""
+    """m: a map, or a Blend (its two maps' means, or maxima with pool max, blended per block,
+    spec step 2)."""
+    pool = _oracle_max if p.pool == "max" else _oracle_mean
     h, w = m.shape
     b = p.block
     while True:
@@ -134,9 +143,9 @@ def oracle_plan(m: np.ndarray | roi_mod.Blend, width: int, height: int, p: Plann
                 sx1 = max(-(-x1 * w // width), sx0 + 1)
                 if isinstance(m, roi_mod.Blend):
                     wt = m.weight
-                    s = (1.0 - wt) * _oracle_mean(m.a[sy0:sy1, sx0:sx1]) + wt * _oracle_mean(m.b[sy0:sy1, sx0:sx1])
+                    s = (1.0 - wt) * pool(m.a[sy0:sy1, sx0:sx1]) + wt * pool(m.b[sy0:sy1, sx0:sx1])
                 else:
-                    s = _oracle_mean(m[sy0:sy1, sx0:sx1])
+                    s = pool(m[sy0:sy1, sx0:sx1])
                 dv[by][bx] = -p.strength * (2 * s - 1)  # a double, as the spec computes it
         if p.mode == "balanced":  # double sums, block by block in row-major order
             pos = neg = 0.0
@@ -191,6 +200,7 @@ params = st.builds(
     mode=st.sampled_from(["both", "lower", "balanced"]),
     max_regions=st.integers(1, 40),
     qp_scale=st.sampled_from([51, 63, 57]),
+    pool=st.sampled_from(["mean", "max"]),
 )
 frame_sizes = st.tuples(st.integers(1, 80), st.integers(1, 80))
 
@@ -362,3 +372,19 @@ def test_block_means_of_a_blend_are_the_blended_means():
     assert np.asarray(m, dtype=np.float32).dtype == np.float32
     with pytest.raises(ValueError, match="copy"):
         m.__array__(np.float32, copy=False)  # uint8 made: another dtype is a copy
+
+
+def test_pool_max_gives_a_block_its_most_salient_part():
+    """A small salient spot inside one 64x64 block: mean pooling dilutes it to a raise (the
+    block is mostly background); max pooling gives the block the full drop, and only it."""
+    m = np.zeros((112, 112), np.uint8)
+    m[50:54, 50:54] = 255  # about 23x17 frame pixels of a 640x480 frame
+    mean = plan(m, 640, 480, P(block=64, strength=3, pool="mean"))
+    high = plan(m, 640, 480, P(block=64, strength=3, pool="max"))
+    assert {r.qp for r in mean} == {3}
+    drops = [r for r in high if r.qp < 0]
+    assert len(drops) == 1 and drops[0].qp == -3
+    assert (drops[0].left, drops[0].top, drops[0].right, drops[0].bottom) == (256, 192, 320, 256)
+    # the spot is at frame x 286-308, y 214-231: inside that block
+    assert roi_mod.block_means(m, 640, 480, 64, "max")[3, 4] == 1.0
+    assert roi_mod.block_means(m, 640, 480, 64)[3, 4] < 0.2

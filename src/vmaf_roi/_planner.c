@@ -28,6 +28,7 @@
 #endif
 
 enum { PLAN_BOTH = 0, PLAN_LOWER = 1, PLAN_BALANCED = 2 };
+enum { POOL_MEAN = 0, POOL_MAX = 1 };
 
 typedef struct PlanRect {
     int by0, by1, bx0, bx1, q;
@@ -103,12 +104,36 @@ static void row_prefix(uint64_t *prefix, uint32_t *col, const uint8_t *map, int 
         prefix[x + 1] = prefix[x] + col[x];
 }
 
+/* The maximum of each column of map over rows [y0, y1): out[x] for x in [0, w). */
+static void row_max(uint64_t *out, const uint8_t *map, int w, ptrdiff_t linesize, int64_t y0, int64_t y1)
+{
+    for (int x = 0; x < w; x++)
+        out[x] = 0;
+    for (int64_t y = y0; y < y1; y++) {
+        const uint8_t *row = map + y * linesize;
+
+        for (int x = 0; x < w; x++)
+            out[x] = row[x] > out[x] ? row[x] : out[x];
+    }
+}
+
+/* The maximum of cm[s0..s1), as a fraction of 255. */
+static double span_max(const uint64_t *cm, int64_t s0, int64_t s1)
+{
+    uint64_t m = 0;
+
+    for (int64_t x = s0; x < s1; x++)
+        m = cm[x] > m ? cm[x] : m;
+    return (double)m / 255.0;
+}
+
 /* Steps 1-4 for one block size; the number of rectangles, or -1 past limit (limit < 0: none).
- * map2 (or NULL): a second map of the same size; each block mean is then the blend
- * (1 - weight2) * mean(map) + weight2 * mean(map2). */
+ * map2 (or NULL): a second map of the same size; each block's value is then the blend
+ * (1 - weight2) * s(map) + weight2 * s(map2), s the block's mean (pool POOL_MEAN) or maximum
+ * (POOL_MAX). */
 static int plan_blocks(PlanWork *wk, const uint8_t *map, const uint8_t *map2, double weight2, int w, int h,
                        ptrdiff_t linesize, ptrdiff_t linesize2, int width, int height, int b, double strength,
-                       int max_offset, int mode, int limit)
+                       int max_offset, int mode, int pool, int limit)
 {
     const int bw = (width + b - 1) / b, bh = (height + b - 1) / b;
     int64_t *sx0 = wk->edges, *sx1 = sx0 + bw, *sy0 = sx1 + bw, *sy1 = sy0 + bh;
@@ -120,6 +145,19 @@ static int plan_blocks(PlanWork *wk, const uint8_t *map, const uint8_t *map2, do
     for (int by = 0; by < bh; by++) {
         uint64_t *prefix = wk->prefix, *prefix2 = wk->prefix + w + 1;
 
+        if (pool == POOL_MAX) {
+            row_max(prefix, map, w, linesize, sy0[by], sy1[by]);
+            if (map2)
+                row_max(prefix2, map2, w, linesize2, sy0[by], sy1[by]);
+            for (int bx = 0; bx < bw; bx++) {
+                double s = span_max(prefix, sx0[bx], sx1[bx]);
+
+                if (map2)
+                    s = (1.0 - weight2) * s + weight2 * span_max(prefix2, sx0[bx], sx1[bx]);
+                wk->dv[by * bw + bx] = -strength * (2.0 * s - 1.0);
+            }
+            continue;
+        }
         row_prefix(prefix, wk->col, map, w, linesize, sy0[by], sy1[by]);
         if (map2)
             row_prefix(prefix2, wk->col, map2, w, linesize2, sy0[by], sy1[by]);
@@ -212,14 +250,15 @@ static int cmp_rects(const void *a, const void *b)
  * Plan one uint8 map (w x h, rows linesize bytes apart) for a width x height frame; with map2
  * (same size, rows linesize2 apart; NULL: none) the blend (1 - weight2) * map + weight2 * map2,
  * without making it: each block mean is the blend of the two maps' block means (roi.py's spec,
- * step 2).
+ * step 2). pool: POOL_MEAN (the block's mean) or POOL_MAX (its maximum; a blend blends the
+ * two maps' block maxima).
  * out: room for cap rows of (top, bottom, left, right, q), written in the spec's order.
  * Returns the number of rows; -1: out of memory; -2: more rows than cap; -3: bad arguments.
  * *block_used: the block size the budget ended on.
  */
 VMAF_ROI_PLAN_API int vmaf_roi_plan_u8_blend(const uint8_t *map, const uint8_t *map2, double weight2, int w, int h,
                                              ptrdiff_t linesize, ptrdiff_t linesize2, int width, int height,
-                                             int block, double strength, int max_offset, int mode,
+                                             int block, double strength, int max_offset, int mode, int pool,
                                              int max_regions, int64_t *out, int cap, int *block_used)
 {
     const int bw = (width + block - 1) / block, bh = (height + block - 1) / block;
@@ -227,7 +266,8 @@ VMAF_ROI_PLAN_API int vmaf_roi_plan_u8_blend(const uint8_t *map, const uint8_t *
     int b = block, nb, ret;
 
     if (!map || w < 1 || h < 1 || h > (1 << 24) || width < 1 || height < 1 || block < 1 || max_regions < 1 ||
-        mode < PLAN_BOTH || mode > PLAN_BALANCED || max_offset < 0 || (map2 && !(weight2 >= 0.0 && weight2 <= 1.0)))
+        mode < PLAN_BOTH || mode > PLAN_BALANCED || pool < POOL_MEAN || pool > POOL_MAX || max_offset < 0 ||
+        (map2 && !(weight2 >= 0.0 && weight2 <= 1.0)))
         return -3;
     /* the first block size needs the most room; larger ones fit in it */
     wk.edges = malloc(2 * ((size_t)bw + bh) * sizeof(*wk.edges));
@@ -245,7 +285,7 @@ VMAF_ROI_PLAN_API int vmaf_roi_plan_u8_blend(const uint8_t *map, const uint8_t *
         const int last = b >= (width > height ? width : height);
 
         nb = plan_blocks(&wk, map, map2, weight2, w, h, linesize, linesize2, width, height, b, strength,
-                         max_offset, mode, last ? -1 : max_regions);
+                         max_offset, mode, pool, last ? -1 : max_regions);
         if (nb >= 0)
             break;
         b *= 2;

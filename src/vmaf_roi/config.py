@@ -54,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
         "strength_width": 640,  # narrower frames get strength x width / strength_width; 0: off
         "max_offset": 10,  # clamp, QP steps
         "mode": "both",  # both: lower where people look, raise where they do not; balanced; lower
+        "pool": "mean",  # a block's saliency: the map's mean over it, or its max (its most salient part)
         "max_regions": 128,  # rectangles per frame (also the number of side-data slots)
     },
 }
@@ -111,6 +112,7 @@ SCHEMA: dict[str, Check] = {
     "roi.strength_width": _num(0, 65536, integer=True),
     "roi.max_offset": _num(0, 51, integer=True),
     "roi.mode": _choice("both", "lower", "balanced"),
+    "roi.pool": _choice("mean", "max"),
     "roi.max_regions": _num(1, 1024, integer=True),
 }
 
@@ -316,6 +318,7 @@ class RoiConfig:
     max_offset: int = 10
     mode: str = "balanced"
     max_regions: int = 128
+    pool: str = "mean"  # mean | max: a block's saliency (roi.py, step 2)
 
 
 @dataclass(frozen=True)
@@ -349,7 +352,7 @@ class EncodeConfig:
                 carry=sal["carry"]),
             roi=RoiConfig(block=r["block"], strength=float(r["strength"]), max_offset=int(r["max_offset"]),
                           mode=r["mode"], max_regions=int(r["max_regions"]),
-                          strength_width=int(r["strength_width"])),
+                          strength_width=int(r["strength_width"]), pool=r["pool"]),
             filters=d["filters"], audio=d["audio"],
         )
 
@@ -367,7 +370,7 @@ class EncodeConfig:
                          "interpolate": s.interpolate, "change_threshold": s.change_threshold,
                          "lookahead": s.lookahead, "carry": s.carry},
             "roi": {"block": r.block, "strength": r.strength, "strength_width": r.strength_width,
-                    "max_offset": r.max_offset, "mode": r.mode, "max_regions": r.max_regions},
+                    "max_offset": r.max_offset, "mode": r.mode, "pool": r.pool, "max_regions": r.max_regions},
         }
 
 

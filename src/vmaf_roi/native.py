@@ -33,8 +33,8 @@ def _fn(lib: Any, name: str, restype: Any, argtypes: list[Any]) -> Any:
 _LIB = _load()
 plan_u8_blend = _fn(_LIB, "vmaf_roi_plan_u8_blend", _c.c_int,
                     [_c.c_void_p, _c.c_void_p, _c.c_double, _c.c_int, _c.c_int, _c.c_ssize_t, _c.c_ssize_t, _c.c_int,
-                     _c.c_int, _c.c_int, _c.c_double, _c.c_int, _c.c_int, _c.c_int, _c.c_void_p, _c.c_int,
-                     _c.POINTER(_c.c_int)])
+                     _c.c_int, _c.c_int, _c.c_double, _c.c_int, _c.c_int, _c.c_int, _c.c_int, _c.c_void_p,
+                     _c.c_int, _c.POINTER(_c.c_int)])
 quantise = _fn(_LIB, "vmaf_roi_quantise", None, [_c.c_void_p, _c.c_ssize_t, _c.c_void_p])
 thumb = _fn(_LIB, "vmaf_roi_thumb", _c.c_int,
             [_c.c_void_p, _c.c_ssize_t, _c.c_int, _c.c_int, _c.c_int, _c.c_int, _c.c_int, _c.c_void_p])

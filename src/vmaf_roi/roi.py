@@ -16,6 +16,10 @@ Everything below is the specification all of them follow.
    A blend of two uint8 maps A and B of the same size with weight w (:class:`Blend`, the map
    of a frame between two model maps) is not made: ``s = (1.0 - w) * sA + w * sB``, with sA
    and sB the uint8 means of A and B over the same area (the mean of the unrounded blend).
+   With ``pool`` ``max``, ``s`` is the map's *maximum* over the same area instead (uint8:
+   ``max / 255.0``; float maps their maximum), and a blend's ``s = (1.0 - w) * maxA + w * maxB``:
+   a block takes the treatment of its most salient part. For encoders with large blocks (AV1's
+   64x64 superblocks) next to small things people look at.
 3. **Offsets.** ``d = -strength * (2*s - 1)``, where on frames narrower than
    ``strength_width`` (when it is > 0) ``strength`` is first scaled to
    ``strength * W / strength_width``; ``q = round(d)`` rounding halves away from
@@ -58,11 +62,14 @@ from . import native
 
 Mode = Literal["both", "lower", "balanced"]
 MODES: tuple[str, ...] = ("both", "lower", "balanced")
+Pool = Literal["mean", "max"]
+POOLS: tuple[str, ...] = ("mean", "max")
 
 
 _NATIVE = native.plan_u8_blend  # the C planner (None without it, or with VMAF_ROI_NATIVE=0)
 _NATIVE_MAX_ROWS = 1 << 24  # the C planner's 32-bit column sums hold this many rows of 255
 _MODE_CODES = {"both": 0, "lower": 1, "balanced": 2}
+_POOL_CODES = {"mean": 0, "max": 1}
 
 
 def native_available() -> bool:
@@ -142,6 +149,7 @@ class PlannerParams:
     max_regions: int = 128
     qp_scale: int = 51
     strength_width: int = 0  # frames narrower than this get strength x width / strength_width; 0: off
+    pool: Pool = "mean"  # a block's value: the map's mean over it, or its maximum
 
     def at_width(self, width: int) -> "PlannerParams":
         """The parameters for frames ``width`` pixels wide: ``strength`` in full from
@@ -166,6 +174,8 @@ class PlannerParams:
             raise ValueError(f"qp_scale must be >= 1, got {self.qp_scale}")
         if self.strength_width < 0:
             raise ValueError(f"strength_width must be >= 0, got {self.strength_width}")
+        if self.pool not in POOLS:
+            raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {self.pool!r}")
 
 
 def encoder_qp_scale(codec: str, bit_depth: int = 8) -> int:
@@ -195,11 +205,35 @@ def _edges(n: int, m: int, block: int) -> tuple[np.ndarray, np.ndarray]:
     return s0, s1
 
 
-def block_means(saliency: np.ndarray | Blend, width: int, height: int, block: int) -> np.ndarray:
-    """Mean saliency per block (step 2 of the spec), shape (bh, bw), float64 in [0, 1]."""
+def block_means(saliency: np.ndarray | Blend, width: int, height: int, block: int, pool: Pool = "mean") -> np.ndarray:
+    """Mean (or, with ``pool="max"``, maximum) saliency per block (step 2 of the spec), shape
+    (bh, bw), float64 in [0, 1]."""
+    if pool == "max":
+        if isinstance(saliency, Blend):
+            w = saliency.weight
+            return ((1.0 - w) * _block_max(saliency.a, width, height, block)
+                    + w * _block_max(saliency.b, width, height, block))
+        return _block_max(saliency, width, height, block)
     if isinstance(saliency, Blend):
         return _blend_means(_column_sums(saliency.a), _column_sums(saliency.b), saliency.weight, width, height, block)
     return _block_means(_column_sums(saliency), width, height, block)
+
+
+def _block_max(saliency: np.ndarray, width: int, height: int, block: int) -> np.ndarray:
+    """Step 2 with pool max: each block's maximum of the map (uint8: / 255.0)."""
+    m = np.asarray(saliency)
+    if m.ndim != 2:
+        raise ValueError(f"saliency map must be 2-D, got shape {m.shape}")
+    h, w = m.shape
+    sy0, sy1 = _edges(height, h, block)
+    sx0, sx1 = _edges(width, w, block)
+    out = np.empty((len(sy0), len(sx0)), dtype=np.float64)
+    for by, (y0, y1) in enumerate(zip(sy0.tolist(), sy1.tolist())):
+        cm = m[y0:y1].max(axis=0)
+        out[by] = [cm[x0:x1].max() for x0, x1 in zip(sx0.tolist(), sx1.tolist())]
+    if m.dtype == np.uint8:
+        out /= 255.0
+    return out
 
 
 def _column_sums(saliency: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -392,7 +426,8 @@ class Planner:
         p, used = self.params, ctypes.c_int(0)
         n = _NATIVE(m.ctypes.data, None if m2 is None else m2.ctypes.data, weight2, m.shape[1], m.shape[0],
                     m.strides[0], 0 if m2 is None else m2.strides[0], self.width, self.height, p.block,
-                    float(p.strength), p.max_offset, _MODE_CODES[p.mode], p.max_regions, self._out.ctypes.data,
+                    float(p.strength), p.max_offset, _MODE_CODES[p.mode], _POOL_CODES[p.pool], p.max_regions,
+                    self._out.ctypes.data,
                     len(self._out), ctypes.byref(used))
         if n < 0:
             raise MemoryError("the C planner failed") if n == -1 else RuntimeError(f"the C planner failed ({n})")
@@ -418,14 +453,19 @@ class Planner:
         if isinstance(saliency, Blend):
             if self.native and saliency.shape[0] <= _NATIVE_MAX_ROWS:
                 return self._plan_native(saliency.a, saliency.b, saliency.weight)
+        elif (self.native and isinstance(saliency, np.ndarray) and saliency.dtype == np.uint8 and saliency.ndim == 2
+              and saliency.shape[0] <= _NATIVE_MAX_ROWS):
+            return self._plan_native(saliency)
+        if self.params.pool == "max":
+
+            def means(block: int) -> np.ndarray:
+                return block_means(saliency, self.width, self.height, block, "max")
+        elif isinstance(saliency, Blend):
             wb = saliency.weight
             ca, cb = _column_sums(saliency.a), _column_sums(saliency.b)  # shared by every block size tried
 
             def means(block: int) -> np.ndarray:
                 return _blend_means(ca, cb, wb, self.width, self.height, block)
-        elif (self.native and isinstance(saliency, np.ndarray) and saliency.dtype == np.uint8 and saliency.ndim == 2
-              and saliency.shape[0] <= _NATIVE_MAX_ROWS):
-            return self._plan_native(saliency)
         else:
             cols = _column_sums(saliency)  # shared by every block size tried
 

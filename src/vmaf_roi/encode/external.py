@@ -282,7 +282,7 @@ def _planner_options(cfg: EncodeConfig) -> str:
     enc = cfg.encoder.name
     return (f"strength={r.strength!r}:strength_width={r.strength_width}"
             f":block={int(r.block or block_size(enc))}:max_regions={r.max_regions}"
-            f":mode={r.mode}:clamp={r.max_offset}:qp_scale={roi.encoder_qp_scale(enc)}")
+            f":mode={r.mode}:pool={r.pool}:clamp={r.max_offset}:qp_scale={roi.encoder_qp_scale(enc)}")
 
 
 def _write_maps(input_path: Path, path: Path, cfg: EncodeConfig, source: MapSource, track, progress):

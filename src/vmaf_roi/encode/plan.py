@@ -55,7 +55,7 @@ def planner_params(cfg: RoiConfig, encoder: str, bit_depth: int = 8) -> roi_mod.
     return roi_mod.PlannerParams(
         block=int(cfg.block or block_size(encoder)), strength=cfg.strength, max_offset=cfg.max_offset,
         mode=cfg.mode, max_regions=cfg.max_regions, qp_scale=roi_mod.encoder_qp_scale(encoder, bit_depth),
-        strength_width=cfg.strength_width)
+        strength_width=cfg.strength_width, pool=cfg.pool)
 
 
 class RoiPlan:
