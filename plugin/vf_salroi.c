@@ -234,7 +234,7 @@ static const AVOption salroi_options[] = {
         { "lower", "only lower QP where salient",                0, AV_OPT_TYPE_CONST, { .i64 = MODE_LOWER }, 0, 0, TFLAGS, .unit = "mode" },
         { "balanced", "raise QP elsewhere by no more in sum than it is lowered where salient", 0, AV_OPT_TYPE_CONST, { .i64 = MODE_BALANCED }, 0, 0, TFLAGS, .unit = "mode" },
     { "pool", "a block's saliency",
-      OFFSET(pool), AV_OPT_TYPE_INT, { .i64 = BLOCK_MEAN }, BLOCK_MEAN, BLOCK_MAX, TFLAGS, .unit = "pool" },
+      OFFSET(pool), AV_OPT_TYPE_INT, { .i64 = BLOCK_MAX }, BLOCK_MEAN, BLOCK_MAX, TFLAGS, .unit = "pool" },
         { "mean", "the map's mean over the block",           0, AV_OPT_TYPE_CONST, { .i64 = BLOCK_MEAN }, 0, 0, TFLAGS, .unit = "pool" },
         { "max",  "the map's maximum over the block (its most salient part)", 0, AV_OPT_TYPE_CONST, { .i64 = BLOCK_MAX }, 0, 0, TFLAGS, .unit = "pool" },
     { "clamp", "largest QP offset in either direction",

@@ -212,7 +212,7 @@ def test_process_command_strength(ffmpeg, tmp_path):
     """strength is a runtime command (sendcmd after salroi: it fires once salroi has run)."""
     case = next(c for c in CASES if c["name"] == "blob_same_size")
     m = read_pgm(VECTORS / case["map"])
-    graph = ("[0:v][1:v]salroi@s=strength=6:strength_width=0,sendcmd=c='0.1 salroi@s strength 0',showinfo")
+    graph = ("[0:v][1:v]salroi@s=strength=6:strength_width=0:pool=mean,sendcmd=c='0.1 salroi@s strength 0',showinfo")
     r = run_ff(ffmpeg, "-f", "lavfi", "-i", "color=c=gray:size=64x48:rate=25",
                *map_inputs(tmp_path, m, 10), "-filter_complex", graph,
                "-frames:v", "10", "-f", "null", "-")
@@ -223,7 +223,7 @@ def test_process_command_strength(ffmpeg, tmp_path):
     switch = [bool(f) for f in got].index(False)
     assert not any(got[switch:]) and switch >= 3  # the command is sent at t = 0.12
     # an out-of-range value is refused and the filter carries on
-    graph = "[0:v][1:v]salroi@s=strength=6:strength_width=0,sendcmd=c='0.1 salroi@s strength -3',showinfo"
+    graph = "[0:v][1:v]salroi@s=strength=6:strength_width=0:pool=mean,sendcmd=c='0.1 salroi@s strength -3',showinfo"
     r = run_ff(ffmpeg, "-f", "lavfi", "-i", "color=c=gray:size=64x48:rate=25",
                *map_inputs(tmp_path, m, 10), "-filter_complex", graph,
                "-frames:v", "10", "-f", "null", "-")
@@ -800,13 +800,14 @@ def test_model_mode_schedule_matches_pipeline(model_ffmpeg, ort_lib, tmp_path, i
 
 
 def test_model_mode_plans_blended_frames_as_python_plans_a_blend(model_ffmpeg, ort_lib, tmp_path):
-    """Frames between two inferences: salroi plans the blend from the two key maps' block means,
-    as the encode pass plans a roi.Blend, not the made and rounded blend it writes to maps=."""
+    """Frames between two inferences: salroi plans the blend from the two key maps' block values
+    (the default pool max: their block maxima), as the encode pass plans a roi.Blend, not the made
+    and rounded blend it writes to maps=."""
     src = tmp_path / "cut.mp4"
     write_cut_clip(src)
     maps_path = tmp_path / "maps.gray"
     opts = dict(stride=4, maps=maps_path, block=4, mode="both", clamp=10, max_regions=4000, qp_scale=51,
-                strength_width=0)
+                strength_width=0)  # pool: the filter's default, max
     run_model_mode(model_ffmpeg, src, model_opts(PLACEHOLDER, ort_lib, **opts))
     maps = read_maps(maps_path, 320, 320)
     keys = [0, 4, 8, 9, 13]  # stride 4, and the cut at frame 9 (the test above): no blend 8 -> 9
@@ -821,7 +822,7 @@ def test_model_mode_plans_blended_frames_as_python_plans_a_blend(model_ffmpeg, o
 
     def params(strength):
         return roi_mod.PlannerParams(block=4, strength=strength, max_offset=10, mode="both", max_regions=4000,
-                                     qp_scale=51)
+                                     qp_scale=51, pool="max")
 
     # a strength at which some block of a blended frame sits on a rounding edge, so that
     # planning the made map would give another list

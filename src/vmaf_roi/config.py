@@ -54,7 +54,7 @@ DEFAULTS: dict[str, Any] = {
         "strength_width": 640,  # narrower frames get strength x width / strength_width; 0: off
         "max_offset": 10,  # clamp, QP steps
         "mode": "both",  # both: lower where people look, raise where they do not; balanced; lower
-        "pool": "mean",  # a block's saliency: the map's mean over it, or its max (its most salient part)
+        "pool": "max",  # a block's saliency: its most salient part (max), or the map's mean over it
         "max_regions": 128,  # rectangles per frame (also the number of side-data slots)
     },
 }
