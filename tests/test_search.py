@@ -348,3 +348,53 @@ def test_unreachable_target_stops_before_the_final_encode(tmp_path, capsys):
     assert last.startswith("vmaf-roi: error: VMAF 100 cannot be reached: even the lowest CRF of the range (0)")
     assert "lower the target" in last
     assert not out.exists()
+
+
+def test_packet_scan_matches_the_decode_scan_and_falls_back(tmp_path):
+    """The scan reads packets, not pictures: the same frame count and frame times as a decode on
+    a B-frame H.264 clip with keyframes at its two scene changes, which are its cuts; an
+    intra-only stream has no cuts; duplicate timestamps fall back to the decode scan."""
+    import av
+
+    from vmaf_roi.search import _scan_decode, scan, scan_packets
+
+    clip = tmp_path / "cuts.mp4"
+    yy, xx = np.mgrid[0:96, 0:128]
+    with av.open(str(clip), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 128, 96, "yuv420p"
+        s.options = {"bf": "2", "g": "250", "preset": "veryfast", "x264-params": "keyint-min=1"}
+        for i in range(60):  # three scenes of 20 frames: other stripes, each moving
+            fy, fx = [(0.0, 0.05), (0.12, 0.0), (0.07, 0.09)][i // 20]
+            v = 128 + 100 * np.sin(fx * (xx + 2 * i) + fy * yy)
+            img = np.clip(np.stack([v, np.roll(v, 20, 1), 255 - v], -1), 0, 255).astype(np.uint8)
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode(None):
+            c.mux(pkt)
+    fast, slow = scan_packets(clip), _scan_decode(clip)
+    assert fast is not None and fast.frames == slow.frames == 60
+    assert fast.times == pytest.approx(slow.times)
+    assert fast.cuts == slow.cuts == [20, 40]
+    assert scan(clip) == fast and scan(clip, decode=True) == slow
+    # intra-only: every packet a keyframe, so keyframes say nothing about scenes
+    intra = tmp_path / "intra.mkv"
+    with av.open(str(clip)) as src, av.open(str(intra), "w") as dst:
+        o = dst.add_stream("mjpeg", rate=25)
+        o.width, o.height, o.pix_fmt = 128, 96, "yuvj420p"
+        for f in src.decode(video=0):
+            for pkt in o.encode(f.reformat(format="yuvj420p")):
+                dst.mux(pkt)
+        for pkt in o.encode(None):
+            dst.mux(pkt)
+    sc = scan_packets(intra)
+    assert sc is not None and sc.frames == 60 and sc.cuts == []
+    # a raw H.264 stream has no timestamps on its packets: the decode scan decides
+    raw = tmp_path / "cuts.h264"
+    with av.open(str(clip)) as src, av.open(str(raw), "w", format="h264") as dst:
+        o = dst.add_stream_from_template(src.streams.video[0])
+        for pkt in src.demux(src.streams.video[0]):
+            if pkt.size:
+                pkt.stream = o
+                dst.mux(pkt)
+    assert scan_packets(raw) is None and scan(raw).frames == 60

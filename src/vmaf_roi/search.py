@@ -310,9 +310,65 @@ class Scan:
     rate: float
 
 
-def scan(path: str | Path, *, scene_threshold: float = 12.0, progress: ProgressFactory = no_progress) -> Scan:
-    """One decode of ``path``: frame count, frame times and scene cuts (the map schedule's
-    statistic: mean absolute difference of 64x36 luma thumbnails above ``scene_threshold``)."""
+def scan(path: str | Path, *, scene_threshold: float = 12.0, progress: ProgressFactory = no_progress,
+         decode: bool = False) -> Scan:
+    """Frame count, frame times and scene cuts of ``path``, for placing the samples.
+
+    By default from the packets alone (:func:`scan_packets`: no decode; the encoder's keyframes
+    stand in for the scene cuts), else, and where the packets' timestamps cannot be trusted, from
+    one decode: the scene cuts are then the map schedule's (mean absolute difference of 64x36
+    luma thumbnails above ``scene_threshold``). The samples are decoded either way, and their
+    scores are what the search measures: the scan only places them."""
+    if not decode:
+        sc = scan_packets(path, progress=progress)
+        if sc is not None:
+            return sc
+    return _scan_decode(path, scene_threshold=scene_threshold, progress=progress)
+
+
+def scan_packets(path: str | Path, *, progress: ProgressFactory = no_progress) -> Scan | None:
+    """:class:`Scan` from the video packets' timestamps and keyframe flags, without decoding
+    (about a hundredth of a decode's CPU). Keyframes after the first are the scene cuts:
+    x264, x265, SVT-AV1 and libvpx place keyframes at scene changes by default; an intra-only
+    stream (every packet a keyframe) has none. None where the timestamps cannot place frames:
+    a packet without pts, two with the same pts, or no packets (the decode scan then decides,
+    with the same timestamp repairs as the encode's decode)."""
+    import av
+
+    stamps: list[tuple[int, bool]] = []
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                return None
+            st = c.streams.video[0]
+            bar = progress(st.frames or None, "scan")
+            try:
+                for pkt in c.demux(st):
+                    if pkt.size == 0 or pkt.is_discard:
+                        continue
+                    if pkt.pts is None:
+                        return None
+                    stamps.append((int(pkt.pts), bool(pkt.is_keyframe)))
+                    bar.update(1)
+            finally:
+                bar.close()
+            tb = st.time_base
+            rate = float(st.average_rate or st.guessed_rate or 0) or 25.0
+    except (av.FFmpegError, OSError):
+        return None
+    if not stamps:
+        return None
+    stamps.sort()
+    pts = [p for p, _ in stamps]
+    if any(a == b for a, b in zip(pts, pts[1:])):
+        return None
+    keys = [i for i, (_, k) in enumerate(stamps) if k and i > 0]
+    cuts = [] if len(keys) + 1 >= len(stamps) else keys
+    return Scan(len(stamps), [float(p * tb) for p in pts], cuts, rate)
+
+
+def _scan_decode(path: str | Path, *, scene_threshold: float = 12.0, progress: ProgressFactory = no_progress) -> Scan:
+    """One decode of ``path``: frame count, frame times and scene cuts."""
     from .decode import VideoSource
     from .pipeline import thumbnail, thumb_diff
 
