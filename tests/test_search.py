@@ -97,16 +97,12 @@ def test_pools():
 def test_sample_plan_is_spread_and_snaps_to_scene_cuts():
     r = plan_samples(1000, [], 50, 4)
     assert [s for s, _ in r] == [100, 350, 600, 850]
-    # a cut in the part where a window fits after it: the window starts at the cut nearest the
-    # part's middle (with the packet scan's keyframes the cut decodes nothing before the window)
-    assert plan_samples(1000, [110], 50, 4)[0] == (110, 50)
-    assert plan_samples(1000, [145], 50, 4)[0] == (145, 50)
-    assert plan_samples(1000, [10, 240, 260, 300], 50, 4)[:2] == [(10, 50), (300, 50)]
-    assert plan_samples(1000, [30, 160], 50, 4)[0] == (160, 50)  # the nearer to the middle (100)
-    # no window fits after the part's cuts (one too near its end): the middle, moved to end at
-    # the cut that falls inside it
-    r = plan_samples(1000, [160], 100, 4)
-    assert r[0] == (60, 100)
+    # a cut just after a window's start: the window starts at the cut
+    r = plan_samples(1000, [110], 50, 4)
+    assert r[0] == (110, 50)
+    # a cut near a window's end: the window ends at the cut
+    r = plan_samples(1000, [145], 50, 4)
+    assert r[0] == (95, 50)
     assert all(b[0] >= a[0] + a[1] for a, b in zip(r, r[1:]))  # never overlapping
 
 

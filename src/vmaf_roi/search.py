@@ -402,21 +402,15 @@ PAD_MIN_FRAMES = 20
 
 
 def plan_samples(frames: int, cuts: Sequence[int], length: int, count: int) -> list[tuple[int, int]]:
-    """``count`` windows of ``length`` frames spread evenly over ``frames``, one in each of
-    ``count`` equal parts: starting at the cut in the part nearest its middle where a window
-    fits after one (the packet scan's cuts are keyframes: the cut then decodes nothing before the
-    window), else at the part's middle, moved to start or end at a cut that falls inside it. So
-    the samples' scene changes are the input's own; never overlapping."""
+    """``count`` windows of ``length`` frames spread evenly over ``frames`` (one in each of
+    ``count`` equal parts, at its middle), each moved to start or end at a scene cut that falls
+    inside it, so that the samples' scene changes are the input's own; never overlapping."""
     out: list[tuple[int, int]] = []
     prev_end = 0
     for k in range(count):
-        lo, hi = k * frames // count, (k + 1) * frames // count
         s = int(round((k + 0.5) * frames / count - length / 2))
-        starts = [c for c in cuts if max(lo, prev_end) <= c <= min(hi, frames) - length]
         inside = [c for c in cuts if s < c < s + length]
-        if starts:
-            s = min(starts, key=lambda c: (abs(c - s), c))
-        elif inside:
+        if inside:
             c = inside[0]
             s = c if c - s < length / 2 else c - length
         s = min(max(s, prev_end, 0), frames - length)
