@@ -290,7 +290,7 @@ def _readout_nodes(r: att.Readout, c, h: int, w: int) -> list:
     face map: L; then exp(L - max L)."""
     N = helper.make_node
     nodes: list[onnx.NodeProto] = []
-    terms = []
+    terms: dict[str, list[str]] = {"rd": [], "rdm": []}  # the picture's and its mirror image's
     for k, name in att.READOUT_TENSORS.items():
         wk = c(f"rd/{k}/w", np.asarray(r.weights[k], dtype=np.float32).reshape(1, -1, 1, 1))
         hw = c(f"rd/{k}/hw", [h, w], np.int64)
@@ -302,21 +302,19 @@ def _readout_nodes(r: att.Readout, c, h: int, w: int) -> list:
                 N("Resize", [f"{t}/{k}/z", "", "", f"{t}/{k}/sizes"], [f"{t}/{k}/up"], mode="linear",
                   coordinate_transformation_mode="half_pixel", name=f"{t}/{k}/resize"),
             ]
-            terms.append(f"{t}/{k}/up")
+            terms[t].append(f"{t}/{k}/up")
     if r.mirror:  # the mirror image's sum, flipped back, averaged with the picture's
-        half = len(terms) // 2
         nodes += [
-            N("Sum", terms[::2], ["rd/sum0"], name="rd/sum0"),
-            N("Sum", terms[1::2], ["rdm/sum"], name="rdm/sum"),
+            N("Sum", terms["rd"], ["rd/sum0"], name="rd/sum0"),
+            N("Sum", terms["rdm"], ["rdm/sum"], name="rdm/sum"),
             N("Slice", ["rdm/sum", c("rdm/start", [-1], np.int64), c("rdm/end", [-(2 ** 63)], np.int64),
                         c("rdm/axis", [3], np.int64), c("rdm/step", [-1], np.int64)], ["rdm/flipped"],
               name="rdm/flip"),
             N("Add", ["rd/sum0", "rdm/flipped"], ["rd/sum2"], name="rd/add_mirror"),
             N("Mul", ["rd/sum2", c("rd/half", 0.5)], ["rd/sum"], name="rd/mean_mirror"),
         ]
-        assert half == len(att.READOUT_TENSORS)
     else:
-        nodes.append(N("Sum", terms, ["rd/sum"], name="rd/sum"))
+        nodes.append(N("Sum", terms["rd"], ["rd/sum"], name="rd/sum"))
     nodes.append(N("Add", ["rd/sum", c("rd/bias", r.bias)], ["rd/biased"], name="rd/bias"))
     src = "rd/biased"
     if r.blur > 0:
