@@ -366,10 +366,7 @@ class Components:
         sess = self.features if self.features is not None else self.student.session
         runs = [sess.run(names, {"input": x[i:i + 1]}) for i in range(len(x))]
         s = np.concatenate([r[0] for r in runs])
-        fi = face_input(x)
-        reg, cls = zip(*(self.face.run(["regressors", "classificators"], {"input": fi[i:i + 1]})
-                         for i in range(len(x))))
-        boxes, scores = decode(np.concatenate(reg), np.concatenate(cls))
+        boxes, scores = self.faces(x)
         out = {"student_raw": s[:, 0], "student": student_map(s, self.size), "boxes": boxes, "scores": scores}
         if self.features is not None:
             out["features"] = {k: np.concatenate([r[1 + j] for r in runs]) for j, k in enumerate(READOUT_TENSORS)}
@@ -377,6 +374,13 @@ class Components:
             mruns = [self.features.run(names[1:], {"input": xm[i:i + 1]}) for i in range(len(x))]
             out["features_mirrored"] = {k: np.concatenate([r[j] for r in mruns]) for j, k in enumerate(READOUT_TENSORS)}
         return out
+
+    def faces(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The face detector alone on the normalised input: boxes [N,896,4] and scores [N,896]."""
+        fi = face_input(x)
+        reg, cls = zip(*(self.face.run(["regressors", "classificators"], {"input": fi[i:i + 1]})
+                         for i in range(len(x))))
+        return decode(np.concatenate(reg), np.concatenate(cls))
 
     def input(self, frames) -> np.ndarray:
         return self.student.preprocess(np.stack([self.student.model_input(f) for f in frames]))

@@ -172,7 +172,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
             pass
 
 
-
 def _run_libvmaf(cmd: list[str], ffmpeg: str, model: str) -> None:
     """Run an ffmpeg libvmaf command; its failure as one error (a model libvmaf cannot load: a
     ConfigError naming --vmaf-model). On an exception (Ctrl-C, SIGTERM, SIGHUP: see cli)
@@ -187,6 +186,7 @@ def _run_libvmaf(cmd: list[str], ffmpeg: str, model: str) -> None:
         if "libvmaf model" in err or "built-in model" in err:
             raise ConfigError(f"--vmaf-model {model}: libvmaf cannot load it ({_last_lines(err)})")
         raise VmafError(f"ffmpeg/libvmaf failed (exit {r.returncode}): {_last_lines(err)}")
+
 
 def _last_lines(text: str, n: int = 3) -> str:
     lines = [ln for ln in text.splitlines() if ln.strip()]
