@@ -58,6 +58,34 @@ def test_noisy_curve_still_lands_near_the_target():
     assert abs(res.crf - exact) < 1.5
 
 
+def test_a_narrow_bracket_ends_the_search_with_the_interpolation():
+    """With ``bracket``, two probes at most that far apart on either side of the target end the
+    search: the result is the interpolation between them, one probe fewer than without it."""
+
+    def shaped():
+        calls: list[float] = []
+
+        def f(crf: float) -> float:  # VMAF falling about 0.25 a step, a little faster at higher CRFs
+            calls.append(crf)
+            return 95.5 - 0.23 * (crf - 35) - 0.006 * (crf - 35) ** 2
+
+        f.calls = calls  # type: ignore[attr-defined]
+        return f
+
+    free, f = search_crf(shaped(), 93.0, AV1, start=35), shaped()
+    res = search_crf(f, 93.0, AV1, start=35, bracket=6.3)
+    assert res.probe_count == free.probe_count - 1
+    scores = {p.crf: p.score for p in res.probes}
+    lo = max(c for c, v in scores.items() if v >= 93.0)
+    hi = min(c for c, v in scores.items() if v < 93.0)
+    assert 0 < hi - lo <= 6.3 and lo <= res.crf <= hi and res.crf not in scores
+    line = scores[lo] + (scores[hi] - scores[lo]) * (res.crf - lo) / (hi - lo)
+    assert res.predicted == pytest.approx(line)  # the line's score, not a probe's
+    assert abs(f(res.crf) - 93.0) <= 0.25 and res.crf == free.crf  # where the extra probe would have gone
+    # a bracket wider than that: the search probes inside it as before
+    assert search_crf(shaped(), 93.0, AV1, start=35, bracket=5.0).probe_count == free.probe_count
+
+
 def test_unreachable_target_stops_with_a_clear_error():
     f = curve(a=90.0)  # even CRF 0 gives 90
     with pytest.raises(TargetUnreachable) as e:
@@ -348,6 +376,46 @@ def test_unreachable_target_stops_before_the_final_encode(tmp_path, capsys):
     assert last.startswith("vmaf-roi: error: VMAF 100 cannot be reached: even the lowest CRF of the range (0)")
     assert "lower the target" in last
     assert not out.exists()
+
+
+@pytest.mark.parametrize("fmt,codec", [("yuv420p", "h264"), ("yuvj420p", "h264"), ("yuv420p10le", "h264"),
+                                       ("yuv444p", "h264"), ("bgr0", "ffv1"), ("gray", "ffv1")])
+def test_samples_are_the_input_frames_bit_for_bit(tmp_path, fmt, codec):
+    """The samples are lossless: H.264 at QP 0 where libx264 takes the pixel format (its decode
+    about 7x cheaper than FFV1's), FFV1 otherwise; every sampled frame decodes to the input's own
+    pixels."""
+    import av
+
+    from vmaf_roi.search import make_samples
+
+    src = tmp_path / f"in-{fmt}.mkv"
+    yy, xx = np.mgrid[0:72, 0:96]
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("mjpeg" if fmt.startswith("yuvj") else "ffv1", rate=25)  # FFV1 takes no yuvj
+        s.width, s.height, s.pix_fmt = 96, 72, fmt
+        for i in range(300):
+            v = 128 + 120 * np.sin(0.07 * (xx + 3 * i) + 0.05 * yy) * np.cos(0.03 * i)
+            img = np.clip(np.stack([v, np.roll(v, 9, 1), 255 - v], -1), 0, 255).astype(np.uint8)
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=fmt)):
+                c.mux(pkt)
+        for pkt in s.encode(None):
+            c.mux(pkt)
+
+    def pictures(path):
+        with av.open(str(path)) as c:
+            st = c.streams.video[0]
+            rgb = {"bgr0", "rgb0", "bgra", "gbrp"}  # 8-bit RGB: compared as rgb24, the same values
+            return ([f.reformat(format="rgb24").to_ndarray() if f.format.name in rgb else f.to_ndarray()
+                     for f in c.decode(st)], st.codec_context.name)
+
+    ss = make_samples(src, tmp_path, sample_seconds=0.4, count=3)
+    assert not ss.whole and len(ss.ranges) == 3
+    got, name = pictures(ss.path)
+    assert name == codec
+    want, _ = pictures(src)
+    assert len(got) == ss.frames == sum(c for _, c in ss.ranges)
+    for g, w in zip(got, [want[i] for s, c in ss.ranges for i in range(s, s + c)]):
+        assert g.dtype == w.dtype and np.array_equal(g, w)
 
 
 def test_packet_scan_matches_the_decode_scan_and_falls_back(tmp_path):

@@ -341,7 +341,7 @@ def vmaf_only(ffmpeg: str, reference: str | Path, distorted: str | Path, *, mode
     extra features (SSIM, PSNR), about 3-4x faster than :func:`run_vmaf` or ``score``'s pass
     (measured: 1.7 s against 5.8 s and 6.9 s for 250 frames at 640x272, the same mean VMAF to
     the last digit of libvmaf's log). For inputs with clean timestamps, such as the search's
-    FFV1 samples and their encodes (:mod:`vmaf_roi.search`); ``score`` handles the rest.
+    lossless samples and their encodes (:mod:`vmaf_roi.search`); ``score`` handles the rest.
     ``ranges``: only these (first frame index, count) of both files are scored, in order, as they
     score in the whole files: ffmpeg's select filter drops the other frames before libvmaf but
     keeps one frame either side of each range, whose scores are dropped here (VMAF's motion
