@@ -225,3 +225,25 @@ def test_compare_a_segment_scores_against_the_same_segment(cup, tmp_path, capsys
         # this moving clip gives
         if e["point"] == 23:
             assert e["pooled"]["psnr_y"]["mean"] > 36
+
+
+def test_segment_of_an_odd_sized_input(tmp_path, capsys):
+    """The segment is cut to FFV1 in 4 slices where FFV1 can split the picture so; 4:2:0 at 95x95
+    it cannot ("Unsupported number 4 of slices"), and the cut lets FFV1 choose instead."""
+    import numpy as np
+
+    src = tmp_path / "odd.mkv"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = 95, 95, "yuv420p"
+        for i in range(20):
+            img = np.full((95, 95, 3), 10 * i, dtype=np.uint8)
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")):
+                c.mux(pkt)
+        for pkt in s.encode(None):
+            c.mux(pkt)
+    out = tmp_path / "m.mkv"
+    rc = main(["saliency", str(src), "-o", str(out), "--model", PH, "-ss", "0.2", "-frames:v", "5", "-q"])
+    assert rc == 0, capsys.readouterr().err
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 5

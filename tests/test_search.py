@@ -378,21 +378,24 @@ def test_unreachable_target_stops_before_the_final_encode(tmp_path, capsys):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("fmt,codec", [("yuv420p", "h264"), ("yuvj420p", "h264"), ("yuv420p10le", "h264"),
-                                       ("yuv444p", "h264"), ("bgr0", "ffv1"), ("gray", "ffv1")])
-def test_samples_are_the_input_frames_bit_for_bit(tmp_path, fmt, codec):
-    """The samples are lossless: H.264 at QP 0 where libx264 takes the pixel format (its decode
-    about 7x cheaper than FFV1's), FFV1 otherwise; every sampled frame decodes to the input's own
-    pixels."""
+@pytest.mark.parametrize("fmt,size,codec", [
+    ("yuv420p", (96, 72), "h264"), ("yuvj420p", (96, 72), "h264"), ("yuv420p10le", (96, 72), "h264"),
+    ("yuv444p", (97, 71), "h264"), ("yuv420p", (97, 71), "ffv1"), ("yuv422p", (97, 72), "ffv1"),
+    ("bgr0", (96, 72), "ffv1"), ("gray", (96, 72), "ffv1")])
+def test_samples_are_the_input_frames_bit_for_bit(tmp_path, fmt, size, codec):
+    """The samples are lossless: H.264 at QP 0 where libx264 takes the pixel format and the size
+    (its decode about 7x cheaper than FFV1's), FFV1 otherwise (odd sizes of subsampled chroma,
+    RGB, gray); every sampled frame decodes to the input's own pixels."""
     import av
 
     from vmaf_roi.search import make_samples
 
+    w, h = size
     src = tmp_path / f"in-{fmt}.mkv"
-    yy, xx = np.mgrid[0:72, 0:96]
+    yy, xx = np.mgrid[0:h, 0:w]
     with av.open(str(src), "w") as c:
         s = c.add_stream("mjpeg" if fmt.startswith("yuvj") else "ffv1", rate=25)  # FFV1 takes no yuvj
-        s.width, s.height, s.pix_fmt = 96, 72, fmt
+        s.width, s.height, s.pix_fmt = w, h, fmt
         for i in range(300):
             v = 128 + 120 * np.sin(0.07 * (xx + 3 * i) + 0.05 * yy) * np.cos(0.03 * i)
             img = np.clip(np.stack([v, np.roll(v, 9, 1), 255 - v], -1), 0, 255).astype(np.uint8)
@@ -401,12 +404,16 @@ def test_samples_are_the_input_frames_bit_for_bit(tmp_path, fmt, codec):
         for pkt in s.encode(None):
             c.mux(pkt)
 
+    def planes(f):  # each plane's pixels, without the rows' padding
+        if f.format.name in {"bgr0", "rgb0", "bgra", "gbrp"}:  # 8-bit RGB: compared as rgb24, the same values
+            return [f.reformat(format="rgb24").to_ndarray()]
+        bps = 2 if f.format.components[0].bits > 8 else 1
+        return [np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:p.height, :p.width * bps] for p in f.planes]
+
     def pictures(path):
         with av.open(str(path)) as c:
             st = c.streams.video[0]
-            rgb = {"bgr0", "rgb0", "bgra", "gbrp"}  # 8-bit RGB: compared as rgb24, the same values
-            return ([f.reformat(format="rgb24").to_ndarray() if f.format.name in rgb else f.to_ndarray()
-                     for f in c.decode(st)], st.codec_context.name)
+            return [planes(f) for f in c.decode(st)], st.codec_context.name
 
     ss = make_samples(src, tmp_path, sample_seconds=0.4, count=3)
     assert not ss.whole and len(ss.ranges) == 3
@@ -415,7 +422,43 @@ def test_samples_are_the_input_frames_bit_for_bit(tmp_path, fmt, codec):
     want, _ = pictures(src)
     assert len(got) == ss.frames == sum(c for _, c in ss.ranges)
     for g, w in zip(got, [want[i] for s, c in ss.ranges for i in range(s, s + c)]):
-        assert g.dtype == w.dtype and np.array_equal(g, w)
+        assert len(g) == len(w) and all(np.array_equal(a, b) for a, b in zip(g, w))
+
+
+def test_samples_count_the_frames_that_decode_not_the_packets(tmp_path):
+    """An input whose first packets do not decode (a stream cut after its keyframe, as box.mp4's
+    first picture): the samples' frame count and scored frames are the frames the cut decoded, the
+    count libvmaf will score, not the packets the scan counted."""
+    import av
+
+    from vmaf_roi.search import make_samples, scan
+
+    full, cut = tmp_path / "full.mkv", tmp_path / "cut.mkv"
+    with av.open(str(full), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 96, 72, "yuv420p"
+        s.options = {"bf": "0", "g": "20", "preset": "veryfast"}
+        for i in range(60):
+            img = np.full((72, 96, 3), (4 * i) % 256, dtype=np.uint8)
+            img[:, (i * 3) % 96:] = 200
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode(None):
+            c.mux(pkt)
+    with av.open(str(full)) as src, av.open(str(cut), "w") as dst:
+        o = dst.add_stream_from_template(src.streams.video[0])
+        for n, pkt in enumerate(src.demux(src.streams.video[0])):
+            if pkt.size and n >= 3:  # the keyframe and the next two gone: frames 3-19 cannot decode
+                pkt.stream = o
+                dst.mux(pkt)
+    assert scan(cut).frames == 57
+    with av.open(str(cut)) as c:
+        decodable = sum(1 for _ in c.decode(video=0))
+    assert decodable < 57
+    ss = make_samples(cut, tmp_path)
+    assert ss.whole
+    with av.open(str(ss.path)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == ss.frames == ss.scored == decodable
 
 
 def test_packet_scan_matches_the_decode_scan_and_falls_back(tmp_path):

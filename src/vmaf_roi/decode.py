@@ -754,6 +754,28 @@ _FFV1_AS = {"yuvj420p": "yuv420p", "yuvj422p": "yuv422p", "yuvj444p": "yuv444p",
             "0rgb": "bgr0", "0bgr": "bgr0"}
 
 
+def ffv1_options(fmt: str, width: int, height: int) -> dict[str, str]:
+    """FFV1 encoder options for lossless intermediates: level 3 in 4 slices (2x2), where FFV1 can
+    split the picture so; without ``slices`` (FFV1's own choice) where it cannot. For FFV1
+    before version 4, ``ffv1enc.c`` refuses a split whose last slice would start on an odd
+    chroma sample (``ff_need_new_slices``), e.g. 4:2:0 at 96x71: "Unsupported number 4 of slices"."""
+    import av
+
+    comps = av.video.format.VideoFormat(fmt, 64, 64).components
+    hs = vs = 0
+    if len(comps) > 1:
+        hs, vs = (64 // comps[1].width).bit_length() - 1, (64 // comps[1].height).bit_length() - 1
+
+    def need_new(n: int, shift: int) -> bool:  # ff_need_new_slices(n, 2, shift)
+        mpw = 1 << shift
+        return bool(n % mpw) and (n - n // 2) % mpw == 0
+
+    opts = {"level": "3", "threads": "auto"}
+    if not (need_new(width, hs) or need_new(height, vs)):
+        opts["slices"] = "4"
+    return opts
+
+
 def cut_segment(path: str | Path, out: str | Path, segment: Segment, *, audio: bool = True) -> CutResult:
     """Cut ``segment`` of ``path`` to ``out`` (Matroska): the video losslessly as FFV1 (its
     frames exactly as decoded, in the same pixel format where FFV1 takes it), timestamps from 0;
@@ -822,7 +844,7 @@ def cut_segment(path: str | Path, out: str | Path, segment: Segment, *, audio: b
                     ostream.width, ostream.height, ostream.pix_fmt = frame.width, frame.height, target
                     ostream.time_base = Fraction(1, 1000)
                     ostream.codec_context.time_base = frame.time_base
-                    ostream.options = {"level": "3", "slices": "4", "threads": "auto"}
+                    ostream.options = ffv1_options(target, frame.width, frame.height)
                     occ, icc = ostream.codec_context, src.stream.codec_context
                     for attr in ("colorspace", "color_primaries", "color_trc"):  # the tags, as they were
                         try:

@@ -462,15 +462,19 @@ def make_samples(input_path: str | Path, workdir: str | Path, *, sample_seconds:
         return SampleSet(input_path, sc.frames, sc.frames, [(0, sc.frames)], len(sc.cuts) + 1, True,
                          time.perf_counter() - t0, sc.rate, cut=False)
     if not ranges:  # the whole input, still cut losslessly: the frames the decode stage gives, clean timestamps
-        frames = _cut_ranges(input_path, out, [(0.0, sc.frames)], sc.rate, progress)
-        return SampleSet(out, frames, sc.frames, [(0, sc.frames)], len(sc.cuts) + 1, True,
+        # (their count, not the packets': a packet that does not decode, as box.mp4's first, is no frame)
+        frames = sum(_cut_ranges(input_path, out, [(0.0, sc.frames)], sc.rate, progress))
+        return SampleSet(out, frames, frames, [(0, frames)], len(sc.cuts) + 1, True,
                          time.perf_counter() - t0, sc.rate)
-    frames = _cut_ranges(input_path, out, [(sc.times[s], c) for s, c in ranges], sc.rate, progress)
-    if frames != sum(c for _, c in ranges):
-        on_event(Status(f"samples: {frames} frames cut where {sum(c for _, c in ranges)} were planned",
+    counts = _cut_ranges(input_path, out, [(sc.times[s], c) for s, c in ranges], sc.rate, progress)
+    if counts != [c for _, c in ranges]:
+        on_event(Status(f"samples: {sum(counts)} frames cut where {sum(c for _, c in ranges)} were planned",
                         stage="search", level="note"))
-    return SampleSet(out, frames, sc.frames, ranges, len(sc.cuts) + 1, False, time.perf_counter() - t0, sc.rate,
-                     pad=pad)
+        ranges = [(s, k) for (s, _), k in zip(ranges, counts)]
+        if min(counts) <= pad:  # a window without its scored frames: score every frame cut
+            pad = 0
+    return SampleSet(out, sum(counts), sc.frames, ranges, len(sc.cuts) + 1, False, time.perf_counter() - t0,
+                     sc.rate, pad=pad)
 
 
 # pixel formats whose samples are lossless H.264 (libx264 at QP 0: High 4:4:4 Predictive, the
@@ -480,29 +484,33 @@ def make_samples(input_path: str | Path, workdir: str | Path, *, sample_seconds:
 _H264_LOSSLESS = ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le")
 
 
-def sample_codec(fmt: str) -> tuple[str, str, dict[str, str]]:
-    """(codec, pixel format, options) of the lossless samples of frames in pixel format ``fmt``:
-    libx264 at QP 0 where it takes the format (full-range formats as their planar twin, the range
-    kept by the stream's colour range), else FFV1 (its nearest format)."""
+def sample_codec(fmt: str, width: int, height: int) -> tuple[str, str, dict[str, str]]:
+    """(codec, pixel format, options) of the lossless samples of ``width`` x ``height`` frames in
+    pixel format ``fmt``: libx264 at QP 0 where it takes the format and the size (full-range
+    formats as their planar twin, the range kept by the stream's colour range; x264 refuses 4:2:0
+    with an odd width or height, 4:2:2 with an odd width), else FFV1 (its nearest format)."""
     import av
 
-    from .decode import _FFV1_AS
+    from .decode import _FFV1_AS, ffv1_options
 
     planar = _FFV1_AS.get(fmt, fmt)
-    if planar in _H264_LOSSLESS and "libx264" in av.codecs_available and \
+    odd = width % 2 if planar.startswith("yuv422") else (width % 2 or height % 2) if planar.startswith("yuv420") else 0
+    if planar in _H264_LOSSLESS and not odd and "libx264" in av.codecs_available and \
             planar in {f.name for f in av.codec.Codec("libx264", "w").video_formats}:
         return "libx264", planar, {"qp": "0", "preset": "ultrafast", "threads": "auto"}
     ok = {f.name for f in av.codec.Codec("ffv1", "w").video_formats}
-    return "ffv1", fmt if fmt in ok else _FFV1_AS.get(fmt, "yuv444p"), {"level": "3", "slices": "4", "threads": "auto"}
+    target = fmt if fmt in ok else _FFV1_AS.get(fmt, "yuv444p")
+    return "ffv1", target, ffv1_options(target, width, height)
 
 
 def _cut_ranges(path: Path, out: Path, windows: list[tuple[float, int]], rate: float,
-                progress: ProgressFactory) -> int:
+                progress: ProgressFactory) -> list[int]:
     """The frames of each window (start time, frame count) of ``path``, decoded from the keyframe
-    before it (a seek; none for a window at 0), written one after the other losslessly (:func:`sample_codec`) with
-    their own timestamps (each window shifted to follow the one before by a frame interval): a
-    variable frame rate is kept, and encoders whose rate control weighs frame durations (x264's
-    mbtree) see the durations they will see in the whole input."""
+    before it (a seek; none for a window at 0), written one after the other losslessly
+    (:func:`sample_codec`) with their own timestamps (each window shifted to follow the one before
+    by a frame interval): a variable frame rate is kept, and encoders whose rate control weighs
+    frame durations (x264's mbtree) see the durations they will see in the whole input. Returns
+    the frames written of each window (fewer than asked where the input ends or does not decode)."""
     import av
 
     from .decode import VideoSource
@@ -510,7 +518,7 @@ def _cut_ranges(path: Path, out: Path, windows: list[tuple[float, int]], rate: f
     tb = Fraction(1, 1000)
     step = 1 / Fraction(rate).limit_denominator(100000)
     base = Fraction(0)  # where the next window starts in the output (s)
-    n = 0
+    counts: list[int] = []
     bar = progress(sum(c for _, c in windows), "cut samples")
     try:
         with av.open(str(out), "w", format="matroska") as dst:
@@ -519,6 +527,7 @@ def _cut_ranges(path: Path, out: Path, windows: list[tuple[float, int]], rate: f
                 half = 0.5 / rate
                 first: Fraction | None = None
                 rel = Fraction(0)
+                counts.append(0)
                 with VideoSource(path, start=max(0.0, t - half) or None, max_frames=count) as src:
                     for frame in src.frames():
                         ft = frame.pts * Fraction(frame.time_base or src.time_base)
@@ -526,7 +535,7 @@ def _cut_ranges(path: Path, out: Path, windows: list[tuple[float, int]], rate: f
                             first = ft
                         rel = ft - first
                         if ostream is None:
-                            codec, target, options = sample_codec(frame.format.name)
+                            codec, target, options = sample_codec(frame.format.name, frame.width, frame.height)
                             ostream = dst.add_stream(codec, rate=Fraction(rate).limit_denominator(100000))
                             ostream.width, ostream.height, ostream.pix_fmt = frame.width, frame.height, target
                             ostream.time_base = tb
@@ -542,7 +551,7 @@ def _cut_ranges(path: Path, out: Path, windows: list[tuple[float, int]], rate: f
                         frame.time_base = tb
                         for pkt in ostream.encode(frame):
                             dst.mux(pkt)
-                        n += 1
+                        counts[-1] += 1
                         bar.update(1)
                 base += rel + step
             if ostream is not None:
@@ -550,7 +559,7 @@ def _cut_ranges(path: Path, out: Path, windows: list[tuple[float, int]], rate: f
                     dst.mux(pkt)
     finally:
         bar.close()
-    return n
+    return counts
 
 
 def sub_gaze(rec, ranges: Sequence[tuple[int, int]]):
