@@ -216,6 +216,37 @@ def test_target_vmaf_end_to_end_on_a_real_clip(tmp_path, capsys):
     assert 0 <= d["crf"] <= 51
     err = cap.err
     assert "predicted" in err and "measured" in err and "CRF" in err
+    assert d["sample_error"] is None and "standard error" not in err  # one sample: no spread to measure
+
+
+def test_window_error_is_the_standard_error_of_the_sample_means():
+    from vmaf_roi.search import window_error
+
+    means, se = window_error([90.0, 92.0, 96.0, 96.0, 93.0, 95.0], [2, 2, 2])
+    assert means == [91.0, 96.0, 94.0]
+    assert se == pytest.approx(np.std([91.0, 96.0, 94.0], ddof=1) / math.sqrt(3))
+    assert window_error([90.0, 92.0], [2]) == ([91.0], None)
+
+
+def test_target_vmaf_reports_how_its_samples_disagree(tmp_path, capsys):
+    """Two samples of cup.mp4: each probe keeps each sample's mean VMAF, their mean weighted by
+    frames is the probe's score, and the result carries the standard error of that mean."""
+    cup = CORPUS / "cup.mp4"
+    if not cup.is_file():
+        pytest.skip(f"corpus clip {cup} not there; run python scripts/fetch_corpus.py")
+    out = tmp_path / "t.mkv"
+    rc = main(["encode", str(cup), "-o", str(out), "--plain", "--target-vmaf", "90", "--samples", "2",
+               "--sample-duration", "0.5", "-preset", "ultrafast", "--json", "-q"])
+    assert rc == 0
+    d = json.loads(capsys.readouterr().out)
+    s = d["samples"]
+    assert s["whole"] is False and len(s["ranges"]) == 2
+    counts = [c - s["pad"] for _, c in s["ranges"]]
+    for p in d["probes"]:
+        assert len(p["windows"]) == 2
+        assert p["scores"]["vmaf"] == pytest.approx(np.average(p["windows"], weights=counts), abs=1e-6)
+    near = min(d["probes"], key=lambda p: abs(p["crf"] - d["crf"]))
+    assert d["sample_error"] == pytest.approx(abs(near["windows"][0] - near["windows"][1]) / 2)
 
 
 @needs_clip

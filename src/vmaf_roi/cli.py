@@ -297,8 +297,9 @@ def _target_lines(res) -> list[str]:
     n = len(res.probes)
     how = "cached search" if res.cached else f"{n} probe{'' if n == 1 else 's'} on {_samples_words(res.samples)}"
     meas = f"measured {res.measured:.2f} on the whole encode" if res.measured is not None else "not measured"
-    return [f"target-vmaf: {res.pool} VMAF {res.target:g}: CRF {res.crf:g} ({how}); predicted {res.predicted:.2f}, "
-            f"{meas}",
+    err = f" ± {res.sample_error:.2f} (the samples' standard error)" if res.sample_error is not None else ""
+    return [f"target-vmaf: {res.pool} VMAF {res.target:g}: CRF {res.crf:g} ({how}); predicted {res.predicted:.2f}"
+            f"{err}, {meas}",
             f"encode: {e['frames']} frames {res.encoder} {'ROI' if res.roi else 'plain'}, video "
             f"{_kbps(e['video_bitrate'])} (total {_kbps(e['total_bitrate'])}) -> {res.output}"]
 

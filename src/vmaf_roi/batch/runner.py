@@ -189,7 +189,7 @@ def _search_encode(unit: Unit, out: Path, report: EventSink) -> tuple[Any, dict[
         res = search_mod.target_vmaf(unit.input, out, unit.cfg, target=spec["vmaf"], pool=spec["pool"],
                                      plain=unit.plain, **kw)
         summary = {"mode": mode, "target": res.target, "pool": res.pool, "crf": res.crf, "predicted": res.predicted,
-                   "measured": res.measured}
+                   "sample_error": res.sample_error, "measured": res.measured}
         record = {"crf": res.crf, "predicted": res.predicted, "samples": res.samples}
     else:
         res = search_mod.save_against(unit.input, out, unit.cfg, crf=spec["crf"], guard=spec["guard"],
