@@ -58,9 +58,10 @@ def test_noisy_curve_still_lands_near_the_target():
     assert abs(res.crf - exact) < 1.5
 
 
-def test_a_narrow_bracket_ends_the_search_with_the_interpolation():
-    """With ``bracket``, two probes at most that far apart on either side of the target end the
-    search: the result is the interpolation between them, one probe fewer than without it."""
+def test_a_narrow_bracket_ends_a_smooth_search_with_the_interpolation():
+    """With ``smooth``, two probes at most a tenth of the range and 2 VMAF apart on either side of
+    the target end the search: the result is the line between them, one probe fewer than
+    without it."""
 
     def shaped():
         calls: list[float] = []
@@ -73,17 +74,29 @@ def test_a_narrow_bracket_ends_the_search_with_the_interpolation():
         return f
 
     free, f = search_crf(shaped(), 93.0, AV1, start=35), shaped()
-    res = search_crf(f, 93.0, AV1, start=35, bracket=6.3)
+    res = search_crf(f, 93.0, AV1, start=35, smooth=True)
     assert res.probe_count == free.probe_count - 1
     scores = {p.crf: p.score for p in res.probes}
     lo = max(c for c, v in scores.items() if v >= 93.0)
     hi = min(c for c, v in scores.items() if v < 93.0)
-    assert 0 < hi - lo <= 6.3 and lo <= res.crf <= hi and res.crf not in scores
+    assert 0 < hi - lo <= 6.3 and scores[lo] - scores[hi] <= 2.0 and lo <= res.crf <= hi and res.crf not in scores
     line = scores[lo] + (scores[hi] - scores[lo]) * (res.crf - lo) / (hi - lo)
     assert res.predicted == pytest.approx(line)  # the line's score, not a probe's
     assert abs(f(res.crf) - 93.0) <= 0.25 and res.crf == free.crf  # where the extra probe would have gone
-    # a bracket wider than that: the search probes inside it as before
-    assert search_crf(shaped(), 93.0, AV1, start=35, bracket=5.0).probe_count == free.probe_count
+
+
+@pytest.mark.parametrize("target", [97.0, 93.0, 85.0, 80.0])
+def test_a_smooth_search_never_draws_a_line_across_a_wide_span(target):
+    """On a steep, bending curve (about 2 VMAF a step near 90) a smooth search still lands within
+    the tolerance: it interpolates across a bracket only where the bracket spans 2 VMAF or less."""
+    f = curve(b=0.05, p=1.9)
+    res = search_crf(f, target, X264, start=23, smooth=True)
+    assert abs(f(res.crf) - target) <= 0.3
+    scores = {p.crf: p.score for p in res.probes}
+    if res.crf not in scores:
+        lo = max(c for c, v in scores.items() if v >= target)
+        hi = min(c for c, v in scores.items() if v < target)
+        assert scores[lo] - scores[hi] <= 2.0
 
 
 def test_unreachable_target_stops_with_a_clear_error():
