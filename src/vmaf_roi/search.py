@@ -133,12 +133,12 @@ def search_crf(measure: Callable[[float], float], target: float, rng: CrfRange, 
 
     Probes ``start`` (the middle of the range by default), steps by the ``slope`` prior (score per
     CRF step; ``rng.slope`` by default) until the target is bracketed, then interpolates between
-    the two bracketing probes (linearly; see ``smooth``); stops when a probe lands within ``tolerance`` of the target
-    (that probe's CRF is the result: its score is measured on the samples, not interpolated) or
-    after ``max_probes``, or when the bracket is one CRF step wide. Then the result's CRF is the
-    interpolation (rounded to 0.01 for an encoder that takes a fractional CRF; for one that does
-    not, the whole CRF whose interpolated score is nearest the target), ``predicted`` its
-    interpolated score.
+    the two bracketing probes (linearly; see ``smooth``); stops when a probe lands within
+    ``tolerance`` of the target (that probe's CRF is the result: its score is measured on the
+    samples, not interpolated) or after ``max_probes``, or when the bracket is one CRF step wide.
+    Then the result's CRF is the interpolation (rounded to 0.01 for an encoder that takes a
+    fractional CRF; for one that does not, the whole CRF whose interpolated score is nearest the
+    target), ``predicted`` its interpolated score.
 
     ``smooth``: the score is a smooth function of the CRF, as a mean is (a percentile of few
     frames is a step function). Then inside a bracket the next probe comes from inverse quadratic
@@ -186,8 +186,8 @@ def search_crf(measure: Callable[[float], float], target: float, rng: CrfRange, 
                 break
             if smooth and cb - ca <= bracket_width(rng) and sa - sb <= 8 * tolerance:
                 return _result(None, seen, target, rng, order, what, tolerance, line=True)
-            nxt = _inside(seen, ca, sa, cb, sb, target) if smooth else \
-                ca + (sa - target) * (cb - ca) / (sa - sb) if sa != sb else (ca + cb) / 2
+            line = ca + (sa - target) * (cb - ca) / (sa - sb) if sa != sb else (ca + cb) / 2
+            nxt = _inside(seen, (ca, sa), (cb, sb), target, line) if smooth else line
             nxt = min(max(nxt, ca + step), cb - step)
         elif above:  # every probe above the target: a higher CRF
             ca, sa = max(above)
@@ -214,19 +214,18 @@ def search_crf(measure: Callable[[float], float], target: float, rng: CrfRange, 
     return _result(None, seen, target, rng, order, what, tolerance)
 
 
-def _inside(seen: Mapping[float, float], ca: float, sa: float, cb: float, sb: float, target: float) -> float:
-    """The next CRF inside the bracket (``ca``, ``cb``): inverse quadratic interpolation through
-    the two bracketing probes and the probe next nearest the target, as Brent's method takes it,
-    where it lands inside the bracket; else the line between the two. A VMAF curve bends (it
+def _inside(seen: Mapping[float, float], a: tuple[float, float], b: tuple[float, float], target: float,
+            line: float) -> float:
+    """The next CRF inside the bracket of probes ``a`` and ``b`` (CRF, score): inverse quadratic
+    interpolation through those two and the probe next nearest the target, as Brent's method takes
+    it, where it lands inside the bracket; else ``line``, the line between the two. A VMAF curve bends (it
     falls faster as the CRF rises), and a line from a far probe creeps towards the target one
     probe at a time (regula falsi): measured with libx264 ultrafast on mjpeg input, probes at
     26.35, 27.65, 28.17 and 28.32 where the bend puts the target near 28.3."""
-    line = ca + (sa - target) * (cb - ca) / (sa - sb) if sa != sb else (ca + cb) / 2
-    rest = [(c, v) for c, v in seen.items() if c not in (ca, cb)]
+    rest = [(c, v) for c, v in seen.items() if c not in (a[0], b[0])]
     if not rest:
         return line
-    cc, sc = min(rest, key=lambda p: abs(p[1] - target))
-    pts = ((ca, sa), (cb, sb), (cc, sc))
+    pts = (a, b, min(rest, key=lambda p: abs(p[1] - target)))
     if len({v for _, v in pts}) < 3:
         return line
     x = 0.0
@@ -236,7 +235,7 @@ def _inside(seen: Mapping[float, float], ca: float, sa: float, cb: float, sb: fl
             if j != i:
                 w *= (target - sj) / (si - sj)
         x += ci * w
-    return x if ca < x < cb else line
+    return x if a[0] < x < b[0] else line
 
 
 def _slope(points: list[tuple[float, float]], prior: float) -> float:
@@ -293,8 +292,8 @@ def _result(hit: float | None, seen: dict[float, float], target: float, rng: Crf
 # -- samples --------------------------------------------------------------------------------------
 @dataclass
 class SampleSet:
-    """The probes' input: ``path`` (lossless: :func:`sample_codec`) holds the frames ``ranges`` (start, count) of the
-    input in order (``whole``: all of them)."""
+    """The probes' input: ``path`` (lossless: :func:`sample_codec`) holds the frames ``ranges``
+    (start, count) of the input in order (``whole``: all of them)."""
 
     path: Path
     frames: int  # frames in the samples
@@ -911,7 +910,7 @@ def target_vmaf(input_path: str | Path, output_path: str | Path, cfg: Mapping[st
                 on_event(Status(sr.note, stage="search", level="note"))
             near = min(probes, key=lambda q: abs(q.crf - crf))  # the probe nearest the chosen CRF
             if len(near.windows) >= 2:
-                sample_error = window_error(near.windows, [1] * len(near.windows))[1]
+                sample_error = standard_error(near.windows)
                 if sample_error is not None and sample_error > SAMPLE_ERROR_NOTE:
                     more = min(20, 3 * len(near.windows))
                     note = (f"the {len(near.windows)} samples disagree (mean VMAF "
@@ -967,9 +966,14 @@ def window_error(values: Sequence[float], counts: Sequence[int]) -> tuple[list[f
         if c > 0:
             means.append(float(np.mean(values[i:i + c])))
         i += c
+    return means, standard_error(means)
+
+
+def standard_error(means: Sequence[float]) -> float | None:
+    """The standard error of the mean of ``means`` (None for fewer than 2)."""
     if len(means) < 2:
-        return means, None
-    return means, float(np.std(means, ddof=1) / math.sqrt(len(means)))
+        return None
+    return float(np.std(means, ddof=1) / math.sqrt(len(means)))
 
 
 def config_default(encoder: str) -> float:
