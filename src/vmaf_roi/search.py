@@ -909,16 +909,14 @@ def target_vmaf(input_path: str | Path, output_path: str | Path, cfg: Mapping[st
                 notes.append(sr.note)
                 on_event(Status(sr.note, stage="search", level="note"))
             near = min(probes, key=lambda q: abs(q.crf - crf))  # the probe nearest the chosen CRF
-            if len(near.windows) >= 2:
-                sample_error = standard_error(near.windows)
-                if sample_error is not None and sample_error > SAMPLE_ERROR_NOTE:
-                    more = min(20, 3 * len(near.windows))
-                    note = (f"the {len(near.windows)} samples disagree (mean VMAF "
-                            f"{' / '.join(f'{w:.1f}' for w in near.windows)} at CRF {near.crf:g}): the prediction "
-                            f"has a standard error of {sample_error:.2f}; --samples {more} samples more of the "
-                            f"input, each probe costing more")
-                    notes.append(note)
-                    on_event(Status(note, stage="search", level="note"))
+            sample_error = standard_error(near.windows)
+            if sample_error is not None and sample_error > SAMPLE_ERROR_NOTE:
+                note = (f"the {len(near.windows)} samples disagree (mean VMAF "
+                        f"{' / '.join(f'{w:.1f}' for w in near.windows)} at CRF {near.crf:g}): the prediction "
+                        f"has a standard error of {sample_error:.2f}; --samples {min(20, 3 * len(near.windows))} "
+                        f"samples more of the input, each probe costing more")
+                notes.append(note)
+                on_event(Status(note, stage="search", level="note"))
         search_s = time.perf_counter() - t0
         on_event(Status(f"encode: CRF {crf:g} (predicted {pool} VMAF {predicted:.2f}) -> {output_path}",
                         stage="encode"))
