@@ -275,9 +275,18 @@ def test_target_vmaf_roi_ndjson_events_and_percentile_pool(tmp_path, capsys):
     assert any(s.startswith("probe 1: crf") and s.endswith("encode") for s in stages)  # progress per sample encode
     res = events[-1]["result"]
     assert res["pool"] == "p5" and res["roi"] is True and res["samples"]["whole"] is True
-    # the samples are the whole (60-frame) input and the 5th percentile of 60 frames is a step
-    # function of the CRF: the search ends on a probe, so the prediction is the final encode's own score
-    assert res["measured"] == pytest.approx(res["predicted"], abs=0.01)
+    # the samples are the whole (60-frame) input, and the final encode reuses the probes' maps: at
+    # a CRF the search probed, the final encode is that probe's encode and measures its score
+    probed = {p["crf"]: p["scores"]["vmaf"] for p in res["probes"]}
+    if res["crf"] in probed:
+        assert res["measured"] == pytest.approx(probed[res["crf"]], abs=0.01)
+        assert res["predicted"] == probed[res["crf"]]
+    else:  # no probe within 0.5: the 5th percentile of 60 frames is a step function of the CRF, and
+        # the result is the line between the bracketing probes (the maps, and so the probes, can move
+        # by a rounding step of the model between runs: seen in full test runs, not alone)
+        below = [c for c, v in probed.items() if v < 85]
+        above = [c for c, v in probed.items() if v >= 85]
+        assert max(above) < res["crf"] < min(below)
     assert abs(res["measured"] - 85) <= 1.0
 
 
