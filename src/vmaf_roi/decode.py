@@ -754,17 +754,23 @@ _FFV1_AS = {"yuvj420p": "yuv420p", "yuvj422p": "yuv422p", "yuvj444p": "yuv444p",
             "0rgb": "bgr0", "0bgr": "bgr0"}
 
 
+def chroma_shifts(fmt: str) -> tuple[int, int]:
+    """log2 of the horizontal and vertical chroma subsampling of pixel format ``fmt`` ((1, 1) for
+    4:2:0; (0, 0) for 4:4:4, RGB and gray)."""
+    import av
+
+    comps = av.video.format.VideoFormat(fmt, 64, 64).components
+    if len(comps) < 2:
+        return 0, 0
+    return (64 // comps[1].width).bit_length() - 1, (64 // comps[1].height).bit_length() - 1
+
+
 def ffv1_options(fmt: str, width: int, height: int) -> dict[str, str]:
     """FFV1 encoder options for lossless intermediates: level 3 in 4 slices (2x2), where FFV1 can
     split the picture so; without ``slices`` (FFV1's own choice) where it cannot. For FFV1
     before version 4, ``ffv1enc.c`` refuses a split whose last slice would start on an odd
     chroma sample (``ff_need_new_slices``), e.g. 4:2:0 at 96x71: "Unsupported number 4 of slices"."""
-    import av
-
-    comps = av.video.format.VideoFormat(fmt, 64, 64).components
-    hs = vs = 0
-    if len(comps) > 1:
-        hs, vs = (64 // comps[1].width).bit_length() - 1, (64 // comps[1].height).bit_length() - 1
+    hs, vs = chroma_shifts(fmt)
 
     def need_new(n: int, shift: int) -> bool:  # ff_need_new_slices(n, 2, shift)
         mpw = 1 << shift

@@ -522,10 +522,11 @@ def sample_codec(fmt: str, width: int, height: int) -> tuple[str, str, dict[str,
     with an odd width or height, 4:2:2 with an odd width), else FFV1 (its nearest format)."""
     import av
 
-    from .decode import _FFV1_AS, ffv1_options
+    from .decode import _FFV1_AS, chroma_shifts, ffv1_options
 
     planar = _FFV1_AS.get(fmt, fmt)
-    odd = width % 2 if planar.startswith("yuv422") else (width % 2 or height % 2) if planar.startswith("yuv420") else 0
+    hs, vs = chroma_shifts(planar)
+    odd = width % (1 << hs) or height % (1 << vs)  # a size the chroma planes do not divide
     if planar in _H264_LOSSLESS and not odd and "libx264" in av.codecs_available and \
             planar in {f.name for f in av.codec.Codec("libx264", "w").video_formats}:
         return "libx264", planar, {"qp": "0", "preset": "ultrafast", "threads": "auto"}
