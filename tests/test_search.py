@@ -265,8 +265,12 @@ def test_target_vmaf_reports_how_its_samples_disagree(tmp_path, capsys):
 @needs_clip
 def test_target_vmaf_roi_ndjson_events_and_percentile_pool(tmp_path, capsys):
     out = tmp_path / "t.mkv"
+    # mbtree off: x264's macroblock tree reads uninitialised stack memory (valgrind, in
+    # macroblock_tree_finish), so with it on the same frames can encode differently in a process
+    # that has run other work first (seen 0.37 VMAF apart at p5 after test_gaze_quality.py). With
+    # it off x264 repeats itself, and the test can hold the reuse below to the probe's own score.
     rc = main(["encode", str(CARPHONE), "-o", str(out), "--target-vmaf", "85", "--pool", "p5", "-frames:v", "60",
-               "--ndjson"])
+               "--set", "encoder_params.mbtree=0", "--ndjson"])
     assert rc == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     kinds = {e["type"] for e in events}
@@ -275,18 +279,14 @@ def test_target_vmaf_roi_ndjson_events_and_percentile_pool(tmp_path, capsys):
     assert any(s.startswith("probe 1: crf") and s.endswith("encode") for s in stages)  # progress per sample encode
     res = events[-1]["result"]
     assert res["pool"] == "p5" and res["roi"] is True and res["samples"]["whole"] is True
-    # the samples are the whole (60-frame) input, and the final encode reuses the probes' maps: at
-    # a CRF the search probed, the final encode measures about that probe's score. Not exactly: the
-    # probes encode the lossless H.264 cut, the final encode the input; in full test runs (not
-    # alone) the two 5th percentiles came 0.003-0.14 apart (cause not found: after
-    # test_gaze_quality.py the probes' scores move, with FFV1 samples too, the ROI digest unchanged)
+    # the samples are the whole (60-frame) input, cut losslessly, and the final encode reuses the
+    # probes' maps: at a CRF the search probed, the final encode is that probe's encode again
     probed = {p["crf"]: p["scores"]["vmaf"] for p in res["probes"]}
     if res["crf"] in probed:
-        assert res["measured"] == pytest.approx(probed[res["crf"]], abs=0.25)
+        assert res["measured"] == pytest.approx(probed[res["crf"]], abs=1e-6)
         assert res["predicted"] == probed[res["crf"]]
     else:  # no probe within 0.5: the 5th percentile of 60 frames is a step function of the CRF, and
-        # the result is the line between the bracketing probes (the maps, and so the probes, can move
-        # by a rounding step of the model between runs: seen in full test runs, not alone)
+        # the result is the line between the bracketing probes
         below = [c for c, v in probed.items() if v < 85]
         above = [c for c, v in probed.items() if v >= 85]
         assert max(above) < res["crf"] < min(below)
