@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from vmaf_roi.errors import ConfigError
-from vmaf_roi.search import (CrfRange, TargetUnreachable, check_pool, crf_range, plan_samples, pooled, search_crf,
-                             sub_gaze)
+from vmaf_roi.search import (HEADROOM, HEADROOM_CURVATURE, CrfRange, TargetUnreachable, _line_ok, check_pool,
+                             crf_range, plan_samples, pooled, search_crf, sub_gaze)
 
 X264 = CrfRange(0.0, 51.0, True, -1.0)
 AV1 = CrfRange(1.0, 63.0, False, -0.8)
@@ -99,6 +99,61 @@ def test_a_smooth_search_never_draws_a_line_across_a_wide_span(target):
         assert scores[lo] - scores[hi] <= 2.0
 
 
+def headroom_curve(k: float = -0.126, at23: float = 95.0, bend: float = 0.0):
+    """VMAF whose headroom (100 - VMAF) grows by exp(-k) a CRF step at CRF 23, as the corpus
+    clips' curves do (benchmarks/bench_curves.py); ``bend``: that rate changes by the factor
+    exp(bend) a step (bikes.mp4's fell from 0.28 to 0.17 over 9 steps: about -0.05)."""
+    calls: list[float] = []
+
+    def f(crf: float) -> float:
+        calls.append(crf)
+        d = crf - 23
+        grow = -k * (math.expm1(bend * d) / bend if bend else d)  # log headroom gained since CRF 23
+        return 100.0 - (100.0 - at23) * math.exp(grow)
+
+    f.calls = calls  # type: ignore[attr-defined]
+    return f
+
+
+@pytest.mark.parametrize("target", [96.0, 93.0, 90.0, 85.0])
+def test_headroom_space_reaches_the_target_of_a_headroom_curve_in_two_probes(target):
+    """A mean VMAF's headroom shrinks about exponentially as the CRF falls. In that space one
+    probe and the prior slope point at the target: the second probe lands within the tolerance
+    where the curve's slope is the prior's. Drawn in VMAF itself the same search takes more."""
+    f = headroom_curve()
+    res = search_crf(f, target, X264, start=23, smooth=True, space=HEADROOM, slope=X264.headroom_slope)
+    assert res.probe_count <= 2 and abs(f(res.crf) - target) <= 0.25
+    lin = search_crf(headroom_curve(), target, X264, start=23, smooth=True)
+    assert lin.probe_count >= res.probe_count
+    assert any(search_crf(headroom_curve(), t, X264, start=23, smooth=True).probe_count > 2 for t in (90.0, 85.0))
+
+
+@pytest.mark.parametrize("k", [-0.08, -0.126, -0.22])
+@pytest.mark.parametrize("target", [96.0, 93.0, 88.0])
+def test_headroom_search_lands_within_the_tolerance_on_curves_unlike_the_prior(k, target):
+    """The corpus clips' headroom slopes ranged from -0.08 to -0.28 a step; with the prior wrong
+    by that much, and the slope bending as on bikes.mp4, the result still lands within the
+    tolerance and the line error the rule allows."""
+    for bend in (0.0, 0.05, -0.05):
+        f = headroom_curve(k=k, bend=bend)
+        res = search_crf(f, target, X264, start=23, smooth=True, space=HEADROOM, slope=X264.headroom_slope)
+        assert abs(f(res.crf) - target) <= 0.3, (k, bend, target, res)
+        assert res.probe_count <= 5
+
+
+def test_the_line_rule_allows_a_line_near_a_bracket_end_not_across_its_middle():
+    """In the headroom space a line's error at the target is at most half the curvature bound
+    times (x - a)(b - x): a target near one probe of a wide bracket is safe, one in the middle
+    of the same bracket is not. On vtest.avi the search probed CRF 23 (96.23) and 28.3 (92.74)
+    for the target 93, and took a third probe."""
+    a, b = (23.0, 96.23), (28.3, 92.74)
+    assert _line_ok(a, b, 93.0, X264, 0.25, HEADROOM)  # x near 27.9: (4.9)(0.4)
+    assert not _line_ok(a, b, 95.0, X264, 0.25, HEADROOM)  # x near 25: (2)(3.3) and more headroom
+    g = [HEADROOM.fwd(v) for v in (96.23, 92.74, 95.0)]
+    x = 23 + (g[0] - g[2]) * 5.3 / (g[0] - g[1])
+    assert 0.5 * HEADROOM_CURVATURE * (x - 23) * (28.3 - x) * 5.0 > 0.25  # what the rule computes
+
+
 def test_unreachable_target_stops_with_a_clear_error():
     f = curve(a=90.0)  # even CRF 0 gives 90
     with pytest.raises(TargetUnreachable) as e:
@@ -123,6 +178,7 @@ def test_crf_ranges_from_the_encoder_table():
     assert (svt.lo, svt.hi, svt.fractional) == (1, 63, False)
     assert (vp9.hi, vp9.fractional) == (63, False)
     assert svt.clamp(30.6) == 31.0 and x264.clamp(30.666) == 30.67 and x264.clamp(70) == 51
+    assert (x264.headroom_slope, svt.headroom_slope, vp9.headroom_slope) == (-0.126, -0.046, -0.046)
 
 
 def test_pools():

@@ -84,6 +84,7 @@ class CrfRange:
     hi: float
     fractional: bool  # the encoder takes a fractional CRF (libx264, libx265)
     slope: float  # prior: VMAF points per CRF step near VMAF 90-95 (negative), for the first step
+    headroom_slope: float = -0.126  # the prior in the HEADROOM space, for a mean VMAF search (see crf_range)
 
     def clamp(self, crf: float) -> float:
         c = min(self.hi, max(self.lo, crf))
@@ -102,10 +103,15 @@ def crf_range(encoder: str) -> CrfRange:
 
     d = defaults(encoder)
     lo, hi = d.quality_range
-    # a VMAF point per CRF step on the 0-51 scales; proportionally less on the 0-63 AV1/VP9 scales
     # the prior: 0.7 VMAF points a CRF step on the 0-51 scales near VMAF 90-95 (libx264 medium ROI on
     # the corpus clips: 0.4 to 1.0), proportionally less on the 0-63 scales
-    return CrfRange(float(lo), float(hi), d.fractional_crf, -0.7 * 52.0 / max(1.0, hi - lo + 1))
+    # in the headroom space (a mean VMAF search), medians over the nine corpus clips' samples at
+    # VMAF 85-97 (benchmarks/bench_curves.py): libx264 medium -0.126 a step (clips -0.096 to -0.218),
+    # SVT-AV1 preset 8 -0.046 (-0.036 to -0.085). libx265 and libvpx-vp9 borrow the value of their
+    # scale's encoder, unmeasured: the prior only places the second probe
+    wide = hi - lo + 1 > 52
+    return CrfRange(float(lo), float(hi), d.fractional_crf, -0.7 * 52.0 / max(1.0, hi - lo + 1),
+                    -0.046 if wide else -0.126)
 
 
 @dataclass(frozen=True)
@@ -126,9 +132,32 @@ class SearchResult:
         return len(self.probes)
 
 
+@dataclass(frozen=True)
+class ScoreSpace:
+    """Where the search draws its lines: ``fwd`` maps a score to a value that rises with it (and
+    ``inv`` back). The probes' own scores are still judged against the target as measured."""
+
+    name: str
+    fwd: Callable[[float], float]
+    inv: Callable[[float], float]
+
+
+LINEAR = ScoreSpace("linear", lambda v: v, lambda u: u)
+# VMAF's headroom, -log(100 - VMAF). A mean VMAF approaches 100 as the CRF falls, and its headroom
+# (100 - VMAF) shrinks about exponentially: on the search's samples of the nine corpus clips,
+# libx264 medium, VMAF 85-97 (benchmarks/bench_curves.py), this space's slope stayed within about
+# 20% of its median on each clip (median -0.126 a CRF step; clips -0.096 to -0.218), where the
+# slope in VMAF itself changes threefold between VMAF 85 and 97. Lines drawn here are nearly
+# straight, and a step on the prior from one probe lands near the target.
+HEADROOM = ScoreSpace("log headroom", lambda v: -math.log(max(100.0 - v, 0.01)), lambda u: 100.0 - math.exp(-u))
+# the most the headroom space's slope changes a CRF step (|d2/dc2|), for _line_ok: on the same
+# curves at most 0.033 (bikes.mp4, near VMAF 98), 0.010 at the 90th percentile
+HEADROOM_CURVATURE = 0.035
+
+
 def search_crf(measure: Callable[[float], float], target: float, rng: CrfRange, *, start: float | None = None,
                tolerance: float = 0.25, max_probes: int = 6, slope: float | None = None,
-               smooth: bool = False, what: str = "VMAF") -> SearchResult:
+               smooth: bool = False, what: str = "VMAF", space: ScoreSpace = LINEAR) -> SearchResult:
     """The CRF at which ``measure`` (falling as the CRF rises) gives ``target``.
 
     Probes ``start`` (the middle of the range by default), steps by the ``slope`` prior (score per
@@ -148,6 +177,15 @@ def search_crf(measure: Callable[[float], float], target: float, rng: CrfRange, 
     by far less than the samples' own error, and a probe costs a sixth to a third of an encode.
     The score span matters as well as the width: a VMAF curve bends, and with libx264 ultrafast
     at about 2 VMAF a CRF step, 4 steps span 8 points.
+
+    ``space``: where the steps and lines are computed (:data:`HEADROOM` for a mean VMAF, with
+    ``slope`` in its units); the probes' scores are still compared with the target as measured.
+    In :data:`HEADROOM` a smooth search ends on a line where :func:`_line_ok`'s error bound allows,
+    however wide the bracket. Simulated on the nine clips' measured curves at targets 85-96
+    (benchmarks/sim_search.py), against the search in VMAF itself: libx264 medium 2.62 probes
+    against 3.46, landing 0.075 from the target on average against 0.091 (worst 0.234 against
+    0.249); SVT-AV1 preset 8 2.65 against 3.13, 0.137 against 0.133 (whole CRFs: worst 0.344
+    against 0.335).
 
     :class:`TargetUnreachable` when even the lowest CRF of the range scores below the target.
     When even the highest scores above it, that CRF is the result (the fewest bits the encoder
@@ -172,11 +210,16 @@ def search_crf(measure: Callable[[float], float], target: float, rng: CrfRange, 
         return seen[c]
 
     step = 0.01 if rng.fractional else 1.0
+    gt = space.fwd(target)
+    # a step on the prior slope alone goes a little past it in VMAF itself, where the slope
+    # changes with the score; in the headroom space the prior holds (no gain from 1.05-1.25)
+    overshoot = 1.15 if space is LINEAR else 1.0
     c = rng.clamp(start if start is not None else (rng.lo + rng.hi) / 2)
     for _ in range(max_probes):
         s = probe(c)
         if abs(s - target) <= tolerance:  # a probe's own score: exact on the samples, unlike an interpolation
             return _result(c, seen, target, rng, order, what, tolerance)
+        g = {k: space.fwd(v) for k, v in seen.items()}  # the scores where the lines are drawn
         above = sorted((k, v) for k, v in seen.items() if v >= target)  # low CRFs: better than the target
         below = sorted((k, v) for k, v in seen.items() if v < target)
         if above and below:
@@ -184,26 +227,27 @@ def search_crf(measure: Callable[[float], float], target: float, rng: CrfRange, 
             cb, sb = min(below)
             if cb <= ca or cb - ca <= step * 1.5:
                 break
-            if smooth and cb - ca <= bracket_width(rng) and sa - sb <= 8 * tolerance:
-                return _result(None, seen, target, rng, order, what, tolerance, line=True)
-            line = ca + (sa - target) * (cb - ca) / (sa - sb) if sa != sb else (ca + cb) / 2
-            nxt = _inside(seen, (ca, sa), (cb, sb), target, line) if smooth else line
+            if smooth and _line_ok((ca, sa), (cb, sb), target, rng, tolerance, space):
+                return _result(None, seen, target, rng, order, what, tolerance, line=True, space=space)
+            ga, gb = g[ca], g[cb]
+            line = ca + (ga - gt) * (cb - ca) / (ga - gb) if ga != gb else (ca + cb) / 2
+            nxt = _inside(g, (ca, ga), (cb, gb), gt, line) if smooth else line
             nxt = min(max(nxt, ca + step), cb - step)
         elif above:  # every probe above the target: a higher CRF
             ca, sa = max(above)
             if ca >= rng.hi:
                 return SearchResult(rng.hi, sa, order, note=f"even the highest CRF ({rng.hi:g}) gives {what} "
                                     f"{sa:.2f}, above the target {target:g}: encoding at CRF {rng.hi:g}")
-            m = _slope(above[-2:], slope)
-            nxt = ca + (1.0 if m != slope else 1.15) * (sa - target) / -m  # a little past it on the prior alone
+            m = _slope([(k, g[k]) for k, _ in above[-2:]], slope)
+            nxt = ca + (1.0 if m != slope else overshoot) * (g[ca] - gt) / -m  # past it on the prior alone
         else:  # every probe below the target: a lower CRF
             cb, sb = min(below)
             if cb <= rng.lo:
                 raise TargetUnreachable(
                     f"{what} {target:g} cannot be reached: even the lowest CRF of the range ({rng.lo:g}) gives "
                     f"{sb:.2f} on the samples; lower the target")
-            m = _slope(below[:2], slope)
-            nxt = cb - (1.0 if m != slope else 1.15) * (target - sb) / -m
+            m = _slope([(k, g[k]) for k, _ in below[:2]], slope)
+            nxt = cb - (1.0 if m != slope else overshoot) * (gt - g[cb]) / -m
         c = rng.clamp(nxt)
         if c in seen:  # rounding landed on a probed CRF: one step further the way the search goes
             if above and below:
@@ -211,7 +255,26 @@ def search_crf(measure: Callable[[float], float], target: float, rng: CrfRange, 
             c = rng.clamp(c + (step if above else -step))
             if c in seen:
                 break
-    return _result(None, seen, target, rng, order, what, tolerance)
+    return _result(None, seen, target, rng, order, what, tolerance, space=space)
+
+
+def _line_ok(a: tuple[float, float], b: tuple[float, float], target: float, rng: CrfRange,
+             tolerance: float, space: ScoreSpace = LINEAR) -> bool:
+    """Whether the line between the bracketing probes ``a`` and ``b`` (CRF, score) may end a
+    smooth search.
+
+    In :data:`HEADROOM`: where its error at the target's CRF x, at most half the curvature
+    bound times (x - a)(b - x), is within ``tolerance`` VMAF. A target near one end of a wide
+    bracket is safe; the middle of the same bracket is not. In VMAF itself, whose curves bend
+    more: a bracket at most :func:`bracket_width` wide and ``8 * tolerance`` in score."""
+    (ca, sa), (cb, sb) = a, b
+    if space is HEADROOM and HEADROOM_CURVATURE > 0:
+        ga, gb, gt = space.fwd(sa), space.fwd(sb), space.fwd(target)
+        x = ca + (ga - gt) * (cb - ca) / (ga - gb)
+        # a line's error at x is at most half the curvature times (x - ca)(cb - x), here in the
+        # headroom space, then in VMAF points at the target
+        return 0.5 * HEADROOM_CURVATURE * (x - ca) * (cb - x) * (100.0 - target) <= tolerance
+    return cb - ca <= bracket_width(rng) and sa - sb <= 8 * tolerance
 
 
 def _inside(seen: Mapping[float, float], a: tuple[float, float], b: tuple[float, float], target: float,
@@ -250,7 +313,8 @@ def _slope(points: list[tuple[float, float]], prior: float) -> float:
 
 
 def _result(hit: float | None, seen: dict[float, float], target: float, rng: CrfRange,
-            order: list[ProbeScore], what: str, tolerance: float, line: bool = False) -> SearchResult:
+            order: list[ProbeScore], what: str, tolerance: float, line: bool = False,
+            space: ScoreSpace = LINEAR) -> SearchResult:
     """The search's result; ``line``: the interpolation between the bracketing probes is trusted
     (see ``smooth``)."""
     if hit is not None:
@@ -277,10 +341,12 @@ def _result(hit: float | None, seen: dict[float, float], target: float, rng: Crf
     if cb - ca <= 0.5:  # probes this close: the nearer one's measured score beats a line between them
         return SearchResult(*(min(((ca, sa), (cb, sb)), key=lambda p: (abs(p[1] - target), -p[1]))), order)
 
-    def interp(c: float) -> float:
-        return sa + (sb - sa) * (c - ca) / (cb - ca) if cb != ca else sa
+    ga, gb, gt = space.fwd(sa), space.fwd(sb), space.fwd(target)
 
-    x = ca + (sa - target) * (cb - ca) / (sa - sb) if sa != sb else ca
+    def interp(c: float) -> float:
+        return space.inv(ga + (gb - ga) * (c - ca) / (cb - ca)) if cb != ca else sa
+
+    x = ca + (ga - gt) * (cb - ca) / (ga - gb) if ga != gb else ca
     if rng.fractional:
         c = rng.clamp(x)
         return SearchResult(c, seen.get(c, interp(c)), order)
@@ -900,8 +966,10 @@ def target_vmaf(input_path: str | Path, output_path: str | Path, cfg: Mapping[st
                 return v
 
             start = rng.clamp(config_default(typed.encoder.name))
+            mean = pool == "mean"
             sr = search_crf(measure_at, target, rng, start=start, tolerance=tolerance, max_probes=max_probes,
-                            smooth=pool == "mean")
+                            smooth=mean, space=HEADROOM if mean else LINEAR,
+                            slope=rng.headroom_slope if mean else None)
             crf, predicted = sr.crf, sr.predicted
             probes = pr.probes
             if ss.whole and ss.cut and pr.track.maps:
