@@ -7,7 +7,11 @@ a grid of one CRF that adds well under 0.05 VMAF. ``--rule old`` runs the search
 rule it had before the line-error rule; ``--space linear`` draws its lines in VMAF itself, as the
 search did before the headroom space.
 
-    python benchmarks/sim_search.py --encoder libx264 [--rule old] [--targets 85 90 93 95]
+    python benchmarks/sim_search.py --encoder libx264              # the search as the command runs it
+    python benchmarks/sim_search.py --encoder libx264 --space linear --rule old   # as it was before
+
+Also prints each clip's curve shape on -log(100 - VMAF): its slope at VMAF 85-97 and how much the
+slope changes (|d2/dc2|) at 80-98, which set the prior slopes and the line rule's bound.
 """
 
 from __future__ import annotations
@@ -31,18 +35,18 @@ def old_rule(a, b, target, rng, tolerance, space=None):
     return cb - ca <= search.bracket_width(rng) and sa - sb <= 8 * tolerance
 
 
-def curvature(points: list[list[float]], lo: float = 80.0, hi: float = 98.0) -> list[float]:
-    """|f''/f'| at each inner grid point whose score is in [lo, hi] (central differences)."""
-    out = []
-    for (c0, v0), (c1, v1), (c2, v2) in zip(points, points[1:], points[2:]):
-        if not lo <= v1 <= hi or c2 - c1 != c1 - c0:
-            continue
-        h = c1 - c0
-        d1 = (v2 - v0) / (2 * h)
-        d2 = (v2 - 2 * v1 + v0) / (h * h)
-        if d1 < 0:
-            out.append(abs(d2 / d1))
-    return out
+def headroom_shape(points: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """On -log(100 - VMAF): the slope at each grid point scoring VMAF 85-97 (central differences
+    over 2 CRF), and |d2/dc2| at each scoring 80-98 (second differences over 2 CRF each side: the
+    grid's own noise halves)."""
+    p = np.array(points)
+    c, v = p[:, 0], p[:, 1]
+    g = -np.log(np.maximum(100 - v, 0.01))
+    slope = (g[2:] - g[:-2]) / (c[2:] - c[:-2])
+    mid = v[1:-1]
+    d2 = np.abs(g[4:] - 2 * g[2:-2] + g[:-4]) / 4.0
+    mid2 = v[2:-2]
+    return slope[(mid >= 85) & (mid <= 97)], d2[(mid2 >= 80) & (mid2 <= 98)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,23 +54,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--encoder", default="libx264")
     ap.add_argument("--curves", default=str(ROOT / "build" / "curves"))
     ap.add_argument("--rule", choices=["current", "old"], default="current")
-    ap.add_argument("--targets", nargs="*", type=float, default=[85, 88, 90, 92, 93, 94, 95, 96])
+    ap.add_argument("--targets", nargs="*", type=float, default=[85, 88, 90, 91, 92, 93, 94, 95, 96])
     ap.add_argument("--tolerance", type=float, default=0.25)
-    ap.add_argument("--space", choices=["linear", "headroom"], default="linear")
-    ap.add_argument("--slope", type=float, help="the first step's prior slope, in the space's units per CRF")
-    ap.add_argument("--curvature", type=float, help="HEADROOM_CURVATURE for the headroom space's line rule")
+    ap.add_argument("--space", choices=["linear", "headroom"], default="headroom")
+    ap.add_argument("--slope", type=float, help="the first step's prior slope, in the space's units per CRF "
+                    "(default: the encoder's, as the command uses it)")
     ap.add_argument("--verbose", action="store_true")
     a = ap.parse_args(argv)
-    if a.curvature is not None:
-        search.HEADROOM_CURVATURE = a.curvature
     if a.rule == "old":
         search._line_ok = old_rule
     rng = crf_range(a.encoder)
+    if a.slope is None:
+        a.slope = rng.headroom_slope if a.space == "headroom" else rng.slope
     start = rng.clamp(config_default(a.encoder))
     files = sorted(Path(a.curves).glob(f"*.{a.encoder}.json"))
     if not files:
         raise SystemExit(f"no curves for {a.encoder} in {a.curves}: run benchmarks/bench_curves.py")
-    rows = []
+    rows, slopes, bends = [], [], []
     for f in files:
         rec = json.loads(f.read_text())
         pts = sorted(rec["points"])
@@ -77,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{rec['clip']}: CRF {c} outside the measured grid {xs[0]:g}-{xs[-1]:g}")
             return float(np.interp(c, xs, ys))
 
-        k = curvature(pts)
+        sl, d2 = headroom_shape(pts)
+        slopes.extend(sl)
+        bends.extend(d2)
         for t in a.targets:
             if not ys[-1] < t < ys[0]:
                 continue
@@ -93,14 +99,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{rec['clip']:>18} target {t:5.1f}: {r.probe_count} probes "
                       f"({', '.join(f'{p.crf:g}' for p in r.probes)}), CRF {r.crf:g}, predicted {r.predicted:.2f}, "
                       f"curve {true:.2f} ({true - t:+.2f})")
-        if k:
-            print(f"{rec['clip']:>18}: |f''/f'| in VMAF 80-98: median {np.median(k):.3f}, max {max(k):.3f} "
-                  f"({len(k)} points)")
+        if len(sl) and len(d2):
+            print(f"{rec['clip']:>18}: -log(100 - VMAF) slope at VMAF 85-97 median {np.median(sl):.3f} "
+                  f"({sl.min():.3f} to {sl.max():.3f}); |d2/dc2| at 80-98 max {d2.max():.3f}")
+    if slopes:
+        print(f"all clips: slope median {np.median(slopes):.3f}; |d2/dc2| max {max(bends):.3f}, "
+              f"90th percentile {np.percentile(bends, 90):.3f}")
     if not rows:
         return 1
     probes = np.array([r[2] for r in rows])
     err = np.array([r[5] - r[1] for r in rows])
-    print(f"{a.encoder}, rule {a.rule}, space {a.space}, slope {a.slope}, curvature {search.HEADROOM_CURVATURE}: {len(rows)} searches; probes mean {probes.mean():.2f} "
+    print(f"{a.encoder}, rule {a.rule}, space {a.space}, slope {a.slope}: {len(rows)} searches; probes mean {probes.mean():.2f} "
           f"(max {probes.max()}); |curve - target| mean {np.abs(err).mean():.3f}, max {np.abs(err).max():.3f}")
     return 0
 

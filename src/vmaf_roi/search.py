@@ -107,11 +107,11 @@ def crf_range(encoder: str) -> CrfRange:
     # the corpus clips: 0.4 to 1.0), proportionally less on the 0-63 scales
     # in the headroom space (a mean VMAF search), medians over the nine corpus clips' samples at
     # VMAF 85-97 (benchmarks/bench_curves.py): libx264 medium -0.126 a step (clips -0.096 to -0.218),
-    # SVT-AV1 preset 8 -0.046 (-0.036 to -0.085). libx265 and libvpx-vp9 borrow the value of their
+    # SVT-AV1 preset 8 -0.045 (-0.036 to -0.085). libx265 and libvpx-vp9 borrow the value of their
     # scale's encoder, unmeasured: the prior only places the second probe
     wide = hi - lo + 1 > 52
     return CrfRange(float(lo), float(hi), d.fractional_crf, -0.7 * 52.0 / max(1.0, hi - lo + 1),
-                    -0.046 if wide else -0.126)
+                    -0.045 if wide else -0.126)
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ def search_crf(measure: Callable[[float], float], target: float, rng: CrfRange, 
     however wide the bracket. Simulated on the nine clips' measured curves at targets 85-96
     (benchmarks/sim_search.py), against the search in VMAF itself: libx264 medium 2.62 probes
     against 3.46, landing 0.075 from the target on average against 0.091 (worst 0.234 against
-    0.249); SVT-AV1 preset 8 2.65 against 3.13, 0.137 against 0.133 (whole CRFs: worst 0.344
+    0.249); SVT-AV1 preset 8 2.67 against 3.13, 0.136 against 0.133 (whole CRFs: worst 0.344
     against 0.335).
 
     :class:`TargetUnreachable` when even the lowest CRF of the range scores below the target.
@@ -230,7 +230,7 @@ def search_crf(measure: Callable[[float], float], target: float, rng: CrfRange, 
             if smooth and _line_ok((ca, sa), (cb, sb), target, rng, tolerance, space):
                 return _result(None, seen, target, rng, order, what, tolerance, line=True, space=space)
             ga, gb = g[ca], g[cb]
-            line = ca + (ga - gt) * (cb - ca) / (ga - gb) if ga != gb else (ca + cb) / 2
+            line = _crossing((ca, ga), (cb, gb), gt) if ga != gb else (ca + cb) / 2
             nxt = _inside(g, (ca, ga), (cb, gb), gt, line) if smooth else line
             nxt = min(max(nxt, ca + step), cb - step)
         elif above:  # every probe above the target: a higher CRF
@@ -268,13 +268,18 @@ def _line_ok(a: tuple[float, float], b: tuple[float, float], target: float, rng:
     bracket is safe; the middle of the same bracket is not. In VMAF itself, whose curves bend
     more: a bracket at most :func:`bracket_width` wide and ``8 * tolerance`` in score."""
     (ca, sa), (cb, sb) = a, b
-    if space is HEADROOM and HEADROOM_CURVATURE > 0:
-        ga, gb, gt = space.fwd(sa), space.fwd(sb), space.fwd(target)
-        x = ca + (ga - gt) * (cb - ca) / (ga - gb)
+    if space is HEADROOM:
+        x = _crossing((ca, space.fwd(sa)), (cb, space.fwd(sb)), space.fwd(target))
         # a line's error at x is at most half the curvature times (x - ca)(cb - x), here in the
         # headroom space, then in VMAF points at the target
         return 0.5 * HEADROOM_CURVATURE * (x - ca) * (cb - x) * (100.0 - target) <= tolerance
     return cb - ca <= bracket_width(rng) and sa - sb <= 8 * tolerance
+
+
+def _crossing(a: tuple[float, float], b: tuple[float, float], target: float) -> float:
+    """The CRF where the line through ``a`` and ``b`` (CRF, score; scores apart) meets ``target``."""
+    (ca, sa), (cb, sb) = a, b
+    return ca + (sa - target) * (cb - ca) / (sa - sb)
 
 
 def _inside(seen: Mapping[float, float], a: tuple[float, float], b: tuple[float, float], target: float,
@@ -346,7 +351,7 @@ def _result(hit: float | None, seen: dict[float, float], target: float, rng: Crf
     def interp(c: float) -> float:
         return space.inv(ga + (gb - ga) * (c - ca) / (cb - ca)) if cb != ca else sa
 
-    x = ca + (ga - gt) * (cb - ca) / (ga - gb) if ga != gb else ca
+    x = _crossing((ca, ga), (cb, gb), gt) if ga != gb else ca
     if rng.fractional:
         c = rng.clamp(x)
         return SearchResult(c, seen.get(c, interp(c)), order)
