@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--counts", nargs="*", type=int, default=[3, 6])
     ap.add_argument("--crf", type=float, default=23)
     ap.add_argument("--encoder", default="libx264")
+    ap.add_argument("--whole", action="store_true",
+                    help="also encode each whole clip at the CRF and score it (libvmaf, as score does): the truth "
+                         "the samples predict")
     a = ap.parse_args(argv)
     from vmaf_roi.encode import encode
 
@@ -42,6 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| clip | samples | each sample's mean VMAF | standard error | mean of all scored frames |")
     print("|---|---:|---|---:|---:|")
     for name in a.clips:
+        if a.whole:
+            from vmaf_roi.score import score_many
+
+            with tempfile.TemporaryDirectory(prefix="spread-") as d:
+                out = Path(d) / "whole.mkv"
+                encode(clip_path(name), out, _crf_cfg(cfg, a.crf, drop_audio=True), plain=True)
+                sc = score_many(clip_path(name), [out])[0]
+                print(f"| {name} | whole | | | {float(np.mean(sc.per_frame['vmaf'])):.2f} |", flush=True)
         for n in a.counts:
             with tempfile.TemporaryDirectory(prefix="spread-") as d:
                 ss = make_samples(clip_path(name), d, count=n)
