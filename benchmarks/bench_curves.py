@@ -47,6 +47,19 @@ def grid(spec: str) -> list[float]:
     return [round(lo + i * step, 2) for i in range(n + 1)]
 
 
+def probe_vmaf(ss, cfg: dict, crf: float, ffmpeg: str, workdir: str | Path) -> list[float]:
+    """The per-frame VMAF of the scored frames of samples ``ss`` encoded plain at ``crf``: a
+    probe's encode and libvmaf pass, as the search runs them."""
+    from vmaf_roi.encode import encode
+
+    out = Path(workdir) / f"e{crf:g}.mkv"
+    encode(ss.path, out, _crf_cfg(cfg, crf, drop_audio=True), plain=True)
+    try:
+        return vmaf_only(ffmpeg, ss.path, out, ranges=ss.scored_ranges())
+    finally:
+        out.unlink(missing_ok=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--encoder", default="libx264")
@@ -55,8 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", nargs="*", default=SHORT + LONG)
     ap.add_argument("--out", default=str(ROOT / "build" / "curves"))
     a = ap.parse_args(argv)
-    from vmaf_roi.encode import encode
-
     sets = [f"encoder={a.encoder}"] + ([f"encoder_options.preset={a.preset}"] if a.preset else [])
     cfg = config.load(None, sets)
     rng = crf_range(a.encoder)
@@ -71,11 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             points = []
             for crf in grid(a.crf):
                 c = rng.clamp(crf)
-                out = Path(d) / f"e{c:g}.mkv"
-                encode(ss.path, out, _crf_cfg(cfg, c, drop_audio=True), plain=True)
-                v = vmaf_only(ffmpeg, ss.path, out, ranges=ss.scored_ranges())
+                v = probe_vmaf(ss, cfg, c, ffmpeg, d)
                 points.append([c, sum(v) / len(v)])
-                out.unlink()
         rec = {"clip": name, "encoder": a.encoder, "preset": a.preset, "samples": ss.to_dict(), "points": points,
                "seconds": round(time.perf_counter() - t0, 1)}
         path = out_dir / f"{Path(name).stem}.{a.encoder}.json"

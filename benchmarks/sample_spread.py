@@ -22,10 +22,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from vmaf_roi import config  # noqa: E402
 from vmaf_roi.search import _crf_cfg, make_samples, window_error  # noqa: E402
-from vmaf_roi.vmaf import find_ffmpeg, vmaf_only  # noqa: E402
+from vmaf_roi.vmaf import find_ffmpeg  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_curves import LONG, clip_path  # noqa: E402
+from bench_curves import LONG, clip_path, probe_vmaf  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,9 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in a.counts:
             with tempfile.TemporaryDirectory(prefix="spread-") as d:
                 ss = make_samples(clip_path(name), d, count=n)
-                out = Path(d) / "e.mkv"
-                encode(ss.path, out, _crf_cfg(cfg, a.crf, drop_audio=True), plain=True)
-                v = vmaf_only(ffmpeg, ss.path, out, ranges=ss.scored_ranges())
+                v = probe_vmaf(ss, cfg, a.crf, ffmpeg, d)
                 means, se = window_error(v, [c - ss.pad for _, c in ss.ranges])
                 print(f"| {name} | {len(means)} | {' / '.join(f'{m:.2f}' for m in means)} | "
                       f"{se:.2f} | {float(np.mean(v)):.2f} |", flush=True)

@@ -41,7 +41,7 @@ def headroom_shape(points: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
     grid's own noise halves)."""
     p = np.array(points)
     c, v = p[:, 0], p[:, 1]
-    g = -np.log(np.maximum(100 - v, 0.01))
+    g = np.array([search.HEADROOM.fwd(x) for x in v])
     slope = (g[2:] - g[:-2]) / (c[2:] - c[:-2])
     mid = v[1:-1]
     d2 = np.abs(g[4:] - 2 * g[2:-2] + g[:-4]) / 4.0
