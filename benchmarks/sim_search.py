@@ -30,9 +30,12 @@ from vmaf_roi import search  # noqa: E402
 from vmaf_roi.search import TargetUnreachable, config_default, crf_range, search_crf  # noqa: E402
 
 
+_line_ok = search._line_ok
+
+
 def old_rule(a, b, target, rng, tolerance, space=None):
-    (ca, sa), (cb, sb) = a, b
-    return cb - ca <= search.bracket_width(rng) and sa - sb <= 8 * tolerance
+    """The rule before the curvature bound: the bracket rule, whatever the space."""
+    return _line_ok(a, b, target, rng, tolerance, search.LINEAR)
 
 
 def headroom_shape(points: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:

@@ -171,9 +171,9 @@ def search_crf(measure: Callable[[float], float], target: float, rng: CrfRange, 
 
     ``smooth``: the score is a smooth function of the CRF, as a mean is (a percentile of few
     frames is a step function). Then inside a bracket the next probe comes from inverse quadratic
-    interpolation where there is a third probe (:func:`_inside`), and the search also stops as
-    soon as two probes at most :func:`bracket_width` CRF and ``8 * tolerance`` apart in score
-    bracket the target, taking the line between them: across a bracket this narrow a line is off
+    interpolation where there is a third probe (:func:`_inside`), and the search also stops on
+    the line between the bracketing probes where :func:`_line_ok` allows it. In :data:`LINEAR`
+    that is two probes at most :func:`bracket_width` CRF and ``8 * tolerance`` apart in score: across a bracket this narrow a line is off
     by far less than the samples' own error, and a probe costs a sixth to a third of an encode.
     The score span matters as well as the width: a VMAF curve bends, and with libx264 ultrafast
     at about 2 VMAF a CRF step, 4 steps span 8 points.
