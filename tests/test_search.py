@@ -493,15 +493,23 @@ def test_unreachable_target_stops_before_the_final_encode(tmp_path, capsys):
 @pytest.mark.parametrize("fmt,size,codec", [
     ("yuv420p", (96, 72), "h264"), ("yuvj420p", (96, 72), "h264"), ("yuv420p10le", (96, 72), "h264"),
     ("yuv444p", (97, 71), "h264"), ("yuv420p", (97, 71), "ffv1"), ("yuv422p", (97, 72), "ffv1"),
-    ("bgr0", (96, 72), "ffv1"), ("gray", (96, 72), "ffv1")])
-def test_samples_are_the_input_frames_bit_for_bit(tmp_path, fmt, size, codec):
-    """The samples are lossless: H.264 at QP 0 where libx264 takes the pixel format and the size
-    (its decode about 7x cheaper than FFV1's), FFV1 otherwise (odd sizes of subsampled chroma,
-    RGB, gray); every sampled frame decodes to the input's own pixels."""
+    ("bgr0", (96, 72), "ffv1"), ("gray", (96, 72), "ffv1"),
+    ("yuv420p", (97, 71), "rawvideo"), ("yuvj420p", (96, 72), "rawvideo"), ("yuv422p", (97, 72), "rawvideo"),
+    ("gray", (96, 72), "rawvideo"), ("yuv420p10le", (96, 72), "rawvideo:h264")])
+def test_samples_are_the_input_frames_bit_for_bit(tmp_path, monkeypatch, fmt, size, codec):
+    """The samples are lossless: uncompressed where the format allows it and they fit (the
+    ``rawvideo`` rows: 8-bit 4:2:0, 4:2:2 and gray in Matroska; 10-bit falls back), else
+    H.264 at QP 0 where libx264 takes the pixel format and the size (its decode about 7x cheaper
+    than FFV1's), else FFV1 (odd sizes of subsampled chroma, RGB, gray); every sampled frame
+    decodes to the input's own pixels."""
     import av
 
+    from vmaf_roi import search
     from vmaf_roi.search import make_samples
 
+    if not codec.startswith("rawvideo"):  # the samples over the size budget
+        monkeypatch.setattr(search, "RAW_SAMPLE_BYTES", 0)
+    codec = codec.split(":")[-1]
     w, h = size
     src = tmp_path / f"in-{fmt}.mkv"
     yy, xx = np.mgrid[0:h, 0:w]
@@ -535,6 +543,31 @@ def test_samples_are_the_input_frames_bit_for_bit(tmp_path, fmt, size, codec):
     assert len(got) == ss.frames == sum(c for _, c in ss.ranges)
     for g, w in zip(got, [want[i] for s, c in ss.ranges for i in range(s, s + c)]):
         assert len(g) == len(w) and all(np.array_equal(a, b) for a, b in zip(g, w))
+
+
+@needs_clip
+def test_raw_samples_encode_as_the_h264_samples_did(tmp_path, monkeypatch):
+    """The raw samples are the H.264 samples' frames and chroma siting (left): an ROI probe makes
+    the same maps from them and the same encode, byte for byte (x264 without mbtree, which reads
+    uninitialised memory)."""
+    import av
+
+    from vmaf_roi import config, search
+    from vmaf_roi.encode import encode
+
+    cfg = search._crf_cfg(config.load(None, ["encoder_params.mbtree=0"]), 30, drop_audio=True)
+    got = {}
+    for codec, budget in (("rawvideo", search.RAW_SAMPLE_BYTES), ("h264", 0)):
+        monkeypatch.setattr(search, "RAW_SAMPLE_BYTES", budget)
+        d = tmp_path / codec
+        d.mkdir()
+        ss = search.make_samples(CARPHONE, d, sample_seconds=0.5, count=1)
+        with av.open(str(ss.path)) as c:
+            assert c.streams.video[0].codec_context.name == codec
+        encode(ss.path, d / "roi.mkv", cfg)
+        with av.open(str(d / "roi.mkv")) as c:
+            got[codec] = [bytes(p) for p in c.demux(video=0) if p.size]
+    assert got["rawvideo"] and got["rawvideo"] == got["h264"]
 
 
 def test_samples_count_the_frames_that_decode_not_the_packets(tmp_path):
