@@ -56,23 +56,13 @@ def longest_scene_plan(frames: int, cuts: Sequence[int], length: int, count: int
     between cuts that overlaps the part most (ties: the nearest the part's middle), then as
     plan_samples: moved to start or end at a cut inside it, never overlapping."""
     bounds = [0, *sorted(c for c in cuts if 0 < c < frames), frames]
-    out: list[tuple[int, int]] = []
-    prev_end = 0
-    for k in range(count):
-        a, b = k * frames / count, (k + 1) * frames / count
-        best = max(((min(e, b) - max(s, a), -abs(max(s, a) + min(e, b) - a - b), max(s, a), min(e, b))
-                    for s, e in zip(bounds, bounds[1:]) if min(e, b) > max(s, a)))
-        s = int(round((best[2] + best[3]) / 2 - length / 2))
-        inside = [c for c in cuts if s < c < s + length]
-        if inside:
-            c = inside[0]
-            s = c if c - s < length / 2 else c - length
-        s = min(max(s, prev_end, 0), frames - length)
-        if s < prev_end:
-            break
-        out.append((s, length))
-        prev_end = s + length
-    return out
+
+    def centre(a: float, b: float) -> float:
+        _, _, lo, hi = max((min(e, b) - max(s, a), -abs(max(s, a) + min(e, b) - a - b), max(s, a), min(e, b))
+                           for s, e in zip(bounds, bounds[1:]) if min(e, b) > max(s, a))
+        return (lo + hi) / 2
+
+    return plan_samples(frames, cuts, length, count, centre=centre)
 
 
 PLANS = {"middle of each part (the search's)": plan_samples, "longest scene in each part": longest_scene_plan}

@@ -517,14 +517,17 @@ PAD_SECONDS = 1.0
 PAD_MIN_FRAMES = 20
 
 
-def plan_samples(frames: int, cuts: Sequence[int], length: int, count: int) -> list[tuple[int, int]]:
+def plan_samples(frames: int, cuts: Sequence[int], length: int, count: int, *,
+                 centre: Callable[[float, float], float] | None = None) -> list[tuple[int, int]]:
     """``count`` windows of ``length`` frames spread evenly over ``frames`` (one in each of
-    ``count`` equal parts, at its middle), each moved to start or end at a scene cut that falls
-    inside it, so that the samples' scene changes are the input's own; never overlapping."""
+    ``count`` equal parts, at its middle, or where ``centre(first, end)`` of the part says), each
+    moved to start or end at a scene cut that falls inside it, so that the samples' scene changes
+    are the input's own; never overlapping."""
     out: list[tuple[int, int]] = []
     prev_end = 0
     for k in range(count):
-        s = int(round((k + 0.5) * frames / count - length / 2))
+        mid = centre(k * frames / count, (k + 1) * frames / count) if centre else (k + 0.5) * frames / count
+        s = int(round(mid - length / 2))
         inside = [c for c in cuts if s < c < s + length]
         if inside:
             c = inside[0]
