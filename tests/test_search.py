@@ -378,6 +378,27 @@ def test_search_refusals_are_one_line(tmp_path, capsys, argv, message):
 
 
 @needs_clip
+@pytest.mark.parametrize("mode", [["--target-vmaf", "90"], ["--save-against", "40"]])
+def test_search_checks_the_patched_ffmpeg_decodes_the_input_before_probing(tmp_path, capsys, monkeypatch, mode):
+    """ROI with libsvtav1 runs in the patched ffmpeg, which may lack the input's decoder (the
+    minimal build has no AVI or MPEG-4 part 2): the search says so before its first probe."""
+    from vmaf_roi.encode import external
+
+    fake = tmp_path / "ffmpeg"
+    fake.write_text("#!/bin/sh\necho 'Error opening input: Invalid data found when processing input' >&2\nexit 183\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(external, "find_patched_ffmpeg", lambda encoder: str(fake))
+    out = tmp_path / "o.mkv"
+    rc = main(["encode", str(CARPHONE), "-o", str(out), "-c:v", "libsvtav1", *mode, "--ndjson"])
+    cap = capsys.readouterr()
+    assert rc == 3 and not out.exists()  # an input this build cannot take: InputError's status
+    assert "probe" not in cap.out and "samples" not in cap.out  # nothing was cut or encoded
+    err = cap.err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert f"the patched ffmpeg {fake}" in err and "cannot decode it" in err and "Invalid data" in err
+
+
+@needs_clip
 def test_save_against_reports_weights_and_saving(tmp_path, capsys):
     out = tmp_path / "s.mp4"
     rc = main(["encode", str(CARPHONE), "-o", str(out), "--save-against", "30", "-frames:v", "48", "--json", "-q"])

@@ -961,10 +961,12 @@ def target_vmaf(input_path: str | Path, output_path: str | Path, cfg: Mapping[st
         raise InputError(f"{input_path}: no such file" if not input_path.exists() else f"{input_path}: not a file")
     check_outputs([output_path], [input_path, maps], overwrite=overwrite)
     typed = _check_cfg(cfg)
-    from .encode import check_encoder
+    from .encode import check_encoder, check_external
 
     check_encoder(typed.encoder.name, plain)
     find_ffmpeg(ffmpeg)
+    if cached is None:
+        check_external(typed.encoder.name, plain, input_path)
     rng = crf_range(typed.encoder.name)
     notes: list[str] = []
     t0 = time.perf_counter()
@@ -1101,7 +1103,7 @@ def save_against(input_path: str | Path, output_path: str | Path, cfg: Mapping[s
     and whose full-frame VMAF is at most ``guard`` below it: searched on samples, then encoded once
     to ``output_path``. With ``measure``, the plain encode at ``crf`` is made too (a temporary file)
     and both are scored on the whole input: the saving reported is measured, not predicted."""
-    from .encode import SaliencyTrack, check_encoder, encode
+    from .encode import SaliencyTrack, check_encoder, check_external, encode
     from .output import check_outputs
     from .score import load_gaze_for, score_many
     from .vmaf import DEFAULT_MODEL, find_ffmpeg
@@ -1122,6 +1124,7 @@ def save_against(input_path: str | Path, output_path: str | Path, cfg: Mapping[s
         raise ConfigError(f"--save-against {crf:g}: expected a CRF of {enc}, "
                           f"{'a number' if rng.fractional else 'a whole number'} {rng.lo:g}-{rng.hi:g}")
     find_ffmpeg(ffmpeg)
+    check_external(enc, False, input_path)
     recording = load_gaze_for(gaze, input_path, "input", count=True) if gaze is not None else None
     key = "ewpsnr" if recording is not None else "attention"
     weights = f"gaze {gaze}" if recording is not None else f"model {typed.saliency.model}"

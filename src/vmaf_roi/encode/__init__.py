@@ -48,7 +48,7 @@ from .mux import EncoderMuxer, check_muxable
 from .options import bit_depth, check_encoder, choose_pix_fmt, encoder_options
 from .plan import VP9_MAX_DELTA_Q, VP9_QINDEX_PER_QP, RoiPlan, roi_entries
 
-__all__ = ["EncodeResult", "SaliencyTrack", "MapSource", "open_map_source", "encode", "check_encoder",
+__all__ = ["EncodeResult", "SaliencyTrack", "MapSource", "open_map_source", "encode", "check_encoder", "check_external",
            "choose_pix_fmt", "encoder_options", "roi_entries", "RoiAttacher", "VP9_MAX_DELTA_Q", "VP9_QINDEX_PER_QP"]
 
 EventSink = Callable[[str], None]
@@ -57,6 +57,14 @@ PREPARE_AHEAD = 4  # frames planned and attached ahead of the encoder (ROI encod
 
 def _quiet(_: str) -> None:
     pass
+
+
+def check_external(encoder: str, plain: bool, input_path: str | Path) -> None:
+    """Where ``encoder``'s encode runs in the patched ffmpeg (ROI with libsvtav1 or NVENC): that
+    ffmpeg is found and decodes ``input_path`` (a ConfigError or InputError saying so), before
+    work that would end in that encode."""
+    if needs_patch(encoder) and not plain:
+        external.check_decodes(external.find_patched_ffmpeg(encoder), Path(input_path))
 
 
 @dataclass

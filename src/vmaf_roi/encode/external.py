@@ -99,6 +99,23 @@ def find_patched_ffmpeg(encoder: str) -> str:
                       f"{BUILD_HINT}, or run with --plain")
 
 
+def check_decodes(ffmpeg: str, input_path: Path) -> None:
+    """``ffmpeg`` opens ``input_path`` and decodes its first video frame, else an InputError with
+    what it said: a search checks this before its probes, whose samples any ffmpeg reads, so that
+    an input the final encode's ffmpeg cannot take fails at once, not after the search."""
+    cmd = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-i", str(input_path), "-map", "0:v:0",
+           "-frames:v", "1", "-f", "null", "-"]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise EncodeError(f"cannot run {ffmpeg}: {exc}") from None
+    if r.returncode != 0:
+        said = " | ".join([ln for ln in r.stderr.splitlines() if ln.strip()][-2:]) or f"exit {r.returncode}"
+        raise InputError(f"{input_path}: the patched ffmpeg {ffmpeg}, where this encode runs, cannot decode it "
+                         f"({said}); use a build with its decoder (plugin/build.sh without --minimal) or "
+                         f"convert the input first")
+
+
 @dataclass(frozen=True)
 class FilterModel:
     """A registry model the ``salroi`` filter runs itself: its verified file and options."""
