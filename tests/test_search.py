@@ -567,6 +567,28 @@ def test_samples_are_the_input_frames_bit_for_bit(tmp_path, monkeypatch, fmt, si
 
 
 @needs_clip
+def test_raw_samples_only_where_the_disk_has_room(tmp_path, monkeypatch):
+    """Raw samples take at most an eighth of the free space where they are written: with less,
+    they are lossless H.264."""
+    import collections
+
+    import av
+
+    from vmaf_roi import search
+
+    need = 45 * search.frame_bytes("yuv420p", 176, 144)  # one 15-frame sample and its 30-frame pad
+    for free, codec in ((8 * need, "rawvideo"), (8 * need - 8, "h264")):
+        usage = collections.namedtuple("usage", "total used free")(10 * free, 0, free)
+        monkeypatch.setattr(search.shutil, "disk_usage", lambda path, u=usage: u)
+        d = tmp_path / codec
+        d.mkdir()
+        ss = search.make_samples(CARPHONE, d, sample_seconds=0.5, count=1)
+        assert ss.frames == 45
+        with av.open(str(ss.path)) as c:
+            assert c.streams.video[0].codec_context.name == codec
+
+
+@needs_clip
 def test_raw_samples_encode_as_the_h264_samples_did(tmp_path, monkeypatch):
     """The raw samples are the H.264 samples' frames and chroma siting (left): an ROI probe makes
     the same maps from them and the same encode, byte for byte (x264 without mbtree, which reads

@@ -591,11 +591,12 @@ _H264_LOSSLESS = ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le",
 
 # Uncompressed samples (rawvideo in Matroska: no decode at all) where they fit: 8-bit formats that
 # Matroska stores as raw video (it refuses 4:4:4, 10-bit and RGB there), at most RAW_SAMPLE_BYTES
-# and a quarter of the free space where they are written. Measured on vtest.avi (768x576, 120
-# sample frames, SVT-AV1 preset 8 probes): the cut 0.41 -> 0.20 CPU-s, each probe's encode
-# 1.68 -> 1.52 and its libvmaf pass 0.97 -> 0.76, for 75 MiB on disk instead of 9. Marked
-# left-sited, as the H.264 samples decode: the chroma siting reaches the model's input (swscale),
-# and an ROI probe of raw samples is then the H.264 samples' probe byte for byte.
+# and an eighth of the free space where they are written (batch jobs may search side by side).
+# Measured on vtest.avi (768x576, 120 sample frames, SVT-AV1 preset 8 probes): the cut 0.41 ->
+# 0.20 CPU-s, each probe's encode 1.68 -> 1.52 and its libvmaf pass 0.97 -> 0.76, for 75 MiB on
+# disk instead of 9. Marked left-sited, as the H.264 samples decode: the chroma siting reaches
+# the model's input (swscale), and an ROI probe of raw samples is then the H.264 samples' probe
+# byte for byte.
 _RAW = ("yuv420p", "yuv422p", "gray")
 RAW_SAMPLE_BYTES = 1 << 30
 
@@ -669,7 +670,7 @@ def _cut_ranges(path: Path, out: Path, windows: list[tuple[float, int]], rate: f
                         if ostream is None:
                             codec, target, options = sample_codec(
                                 frame.format.name, frame.width, frame.height,
-                                frames=sum(c for _, c in windows), room=shutil.disk_usage(out.parent).free // 4)
+                                frames=sum(c for _, c in windows), room=shutil.disk_usage(out.parent).free // 8)
                             ostream = dst.add_stream(codec, rate=Fraction(rate).limit_denominator(100000))
                             ostream.width, ostream.height, ostream.pix_fmt = frame.width, frame.height, target
                             ostream.time_base = tb
