@@ -41,6 +41,11 @@ def clip_path(name: str) -> Path:
     raise SystemExit(f"{name}: not found in the corpus or build/bench-target (run benchmarks/bench_target.py once)")
 
 
+def encoder_config(encoder: str, preset: str | None = None) -> dict:
+    """The default config with ``encoder`` and, where given, its ``preset``."""
+    return config.load(None, [f"encoder={encoder}"] + ([f"encoder_options.preset={preset}"] if preset else []))
+
+
 def grid(spec: str) -> list[float]:
     lo, hi, step = (float(x) for x in spec.split(":"))
     n = int(round((hi - lo) / step))
@@ -68,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", nargs="*", default=SHORT + LONG)
     ap.add_argument("--out", default=str(ROOT / "build" / "curves"))
     a = ap.parse_args(argv)
-    sets = [f"encoder={a.encoder}"] + ([f"encoder_options.preset={a.preset}"] if a.preset else [])
-    cfg = config.load(None, sets)
+    cfg = encoder_config(a.encoder, a.preset)
     rng = crf_range(a.encoder)
     ffmpeg = find_ffmpeg(None)
     out_dir = Path(a.out)

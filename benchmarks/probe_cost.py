@@ -9,7 +9,6 @@ the search stores them or (``--h264``) as lossless H.264 whatever their size.
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import tempfile
 import time
@@ -18,14 +17,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from vmaf_roi import config, search  # noqa: E402
+from vmaf_roi import search  # noqa: E402
 from vmaf_roi.search import _crf_cfg, make_samples  # noqa: E402
 from vmaf_roi.vmaf import find_ffmpeg, vmaf_only  # noqa: E402
 
-
-def cpu() -> float:
-    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_curves import encoder_config  # noqa: E402
+from bench_target import cpu  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.h264:
         search.RAW_SAMPLE_BYTES = 0
-    cfg = config.load(None, [f"encoder={a.encoder}"] + ([f"encoder_options.preset={a.preset}"] if a.preset else []))
+    cfg = encoder_config(a.encoder, a.preset)
     ffmpeg = find_ffmpeg(None)
     with tempfile.TemporaryDirectory(prefix="probe-cost-") as d:
         c, t = cpu(), time.perf_counter()

@@ -26,11 +26,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from vmaf_roi import config  # noqa: E402
-from vmaf_roi.search import PAD_MIN_FRAMES, PAD_SECONDS, _crf_cfg, plan_samples, scan  # noqa: E402
+from vmaf_roi.search import _crf_cfg, plan_samples, sample_frames, scan  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_curves import LONG, clip_path  # noqa: E402
+from bench_curves import LONG, clip_path, encoder_config  # noqa: E402
 
 
 def whole_vmaf(name: str, encoder: str, preset: str | None, crf: float) -> list[float]:
@@ -41,7 +40,7 @@ def whole_vmaf(name: str, encoder: str, preset: str | None, crf: float) -> list[
     from vmaf_roi.encode import encode
     from vmaf_roi.score import score_many
 
-    cfg = config.load(None, [f"encoder={encoder}"] + ([f"encoder_options.preset={preset}"] if preset else []))
+    cfg = encoder_config(encoder, preset)
     with tempfile.TemporaryDirectory(prefix="placement-") as d:
         out = Path(d) / "whole.mkv"
         encode(clip_path(name), out, _crf_cfg(cfg, crf, drop_audio=True), plain=True)
@@ -86,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         sc = scan(clip_path(name))
         if sc.frames != len(v):
             raise SystemExit(f"{name}: {sc.frames} packets but {len(v)} frames scored")
-        length = max(8, int(round(2.0 * sc.rate)))  # the search's defaults: 2 s windows and their pads
-        total = length + max(PAD_MIN_FRAMES, int(round(PAD_SECONDS * sc.rate)))
+        length, pad = sample_frames(sc.rate)  # the search's defaults: 2 s windows and their pads
+        total = length + pad
         rs = random.Random(1)
         shortest = min(len(v) - 1, int(60 * sc.rate))
         excerpts = []

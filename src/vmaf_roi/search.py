@@ -517,6 +517,14 @@ PAD_SECONDS = 1.0
 PAD_MIN_FRAMES = 20
 
 
+def sample_frames(rate: float, sample_seconds: float = 2.0, pad_seconds: float = PAD_SECONDS) -> tuple[int, int]:
+    """(scored frames, pad frames) of each window at frame rate ``rate``: ``sample_seconds`` (at
+    least 8 frames), then ``pad_seconds`` encoded and not scored (at least PAD_MIN_FRAMES; none
+    with ``pad_seconds`` 0)."""
+    pad = max(PAD_MIN_FRAMES, int(round(pad_seconds * rate))) if pad_seconds > 0 else 0
+    return max(8, int(round(sample_seconds * rate))), pad
+
+
 def plan_samples(frames: int, cuts: Sequence[int], length: int, count: int, *,
                  centre: Callable[[float, float], float] | None = None) -> list[tuple[int, int]]:
     """``count`` windows of ``length`` frames spread evenly over ``frames`` (one in each of
@@ -557,8 +565,7 @@ def make_samples(input_path: str | Path, workdir: str | Path, *, sample_seconds:
     t0 = time.perf_counter()
     input_path = Path(input_path)
     sc = scan(input_path, scene_threshold=scene_threshold, progress=progress)
-    length = max(8, int(round(sample_seconds * sc.rate)))
-    pad = max(PAD_MIN_FRAMES, int(round(pad_seconds * sc.rate))) if pad_seconds > 0 else 0
+    length, pad = sample_frames(sc.rate, sample_seconds, pad_seconds)
     total = length + pad
     # about `fraction` of the input encoded per probe, pads included
     n = count if count is not None else min(20, max(3, int(round(fraction * sc.frames / total))))
