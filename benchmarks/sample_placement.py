@@ -1,8 +1,9 @@
 """Where the search's windows fall, judged alone: each long clip encoded whole at one CRF, its
 per-frame VMAF, and the mean over the frames that a sample plan would score against the mean over
-all frames, for the search's plan (``search.plan_samples``: the middle of each equal part) and an
-alternative (the middle of the longest stretch between scene cuts in each part), over the whole
-clip and over many excerpts of it (60 s or more, random start and length, fixed seed).
+all frames, for the search's plan (``search.plan_samples``: the middle of each equal part), an
+alternative (the middle of the longest stretch between scene cuts in each part), and the
+search's windows with a second look's (``search.more_windows``), over the whole clip and over
+many excerpts of it (60 s or more, random start and length, fixed seed).
 
 This leaves out what the samples' own encode adds (their edges, their pads): it measures only
 how well the windows' frames stand for the whole. The whole encodes are cached in build/placement/.
@@ -26,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from vmaf_roi.search import _crf_cfg, plan_samples, sample_frames, scan  # noqa: E402
+from vmaf_roi.search import _crf_cfg, more_windows, plan_samples, sample_frames, scan  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_curves import LONG, clip_path, encoder_config  # noqa: E402
@@ -64,7 +65,15 @@ def longest_scene_plan(frames: int, cuts: Sequence[int], length: int, count: int
     return plan_samples(frames, cuts, length, count, centre=centre)
 
 
-PLANS = {"middle of each part (the search's)": plan_samples, "longest scene in each part": longest_scene_plan}
+def second_look_plan(frames: int, cuts: Sequence[int], length: int, count: int) -> list[tuple[int, int]]:
+    """The search's windows and the second look's (search.more_windows: what a search whose
+    windows disagree adds), all of them, whether or not they disagree."""
+    first = plan_samples(frames, cuts, length, count)
+    return first + more_windows(frames, cuts, length, first)
+
+
+PLANS = {"middle of each part (the search's)": plan_samples, "longest scene in each part": longest_scene_plan,
+         "the search's and a second look's": second_look_plan}
 
 
 def main(argv: list[str] | None = None) -> int:

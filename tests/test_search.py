@@ -191,6 +191,65 @@ def test_pools():
             check_pool(bad)
 
 
+@pytest.mark.parametrize("rng", [X264, AV1], ids=["fractional", "whole CRFs"])
+@pytest.mark.parametrize("offset", [-1.5, -0.6, 0.0, 0.8])
+def test_a_second_look_moves_the_search_by_what_the_new_windows_say(rng, offset):
+    """Three windows' curve lies ``offset`` VMAF (at CRF 23) off the whole's; three new windows are
+    probed once, at the first result. Their frames and the first samples' together give the
+    whole's score there, and the search on the first curve, moved by that difference, lands
+    near the whole curve's target without another probe."""
+    from vmaf_roi.search import _second_look
+
+    whole = headroom_curve()  # what all the windows, weighted by frames, would say
+    first_f = headroom_curve(at23=95.0 + offset)
+    first = search_crf(first_f, 93.0, rng, start=23, smooth=True, space=HEADROOM, slope=rng.headroom_slope)
+    # the new windows have as many frames as the first ones: 2 * whole = first + more, where the
+    # first samples' score is what they predicted at their result (a probe's, or an interpolation)
+    more = 2 * whole(first.crf) - first.predicted
+    calls = len(first_f.calls)
+    res, both = _second_look(first, more, 100, 100, 93.0, rng, tolerance=0.25)
+    assert len(first_f.calls) == calls and both == pytest.approx(whole(first.crf))
+    step = 0.0 if rng.fractional else 1.0
+    assert abs(whole(res.crf) - 93.0) <= 0.3 + step * 0.6  # an integer CRF step is about 0.6 VMAF here
+    assert abs(res.predicted - whole(res.crf)) <= 0.1
+    if offset == 0.0:
+        assert res.crf == first.crf
+    else:  # first windows that scored low: the whole takes a higher CRF (and a lower one for high)
+        assert (res.crf - first.crf) * offset < 0
+
+
+def test_more_samples_take_every_other_window_of_twice_the_parts(tmp_path):
+    """A second look's windows: as many as the first, every other window of a plan of twice as
+    many equal parts, none overlapping the first ones, cut into their own file from the same
+    scan, with the same pad."""
+    import av
+
+    from vmaf_roi.search import make_samples, more_samples
+
+    src = tmp_path / "ramp.mkv"
+    with av.open(str(src), "w") as c:
+        st = c.add_stream("libx264", rate=30, options={"preset": "ultrafast", "g": "600"})
+        st.width, st.height, st.pix_fmt = 64, 48, "yuv420p"
+        for i in range(600):
+            img = np.full((48, 64, 3), i % 256, np.uint8)
+            for pkt in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pkt)
+        for pkt in st.encode(None):
+            c.mux(pkt)
+    ss = make_samples(src, tmp_path, sample_seconds=0.4)
+    assert len(ss.ranges) == 3 and ss.pad == 30 and ss.window == 42
+    ss2 = more_samples(ss, src, tmp_path)
+    assert ss2 is not None and ss2.path != ss.path and ss2.pad == ss.pad
+    assert [s for s, _ in ss2.ranges] == [29, 229, 429]  # the middles of the 1st, 3rd and 5th of six parts
+    both = sorted(ss.ranges + ss2.ranges)
+    assert all(a + n <= b for (a, n), (b, _) in zip(both, both[1:]))
+    with av.open(str(ss2.path)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == ss2.frames == 3 * 42
+    # six windows of 42 frames in 600: the windows of twelve parts would each overlap one of them
+    ss6 = make_samples(src, tmp_path, sample_seconds=0.4, count=6)
+    assert more_samples(ss6, src, tmp_path) is None
+
+
 def test_sample_plan_is_spread_and_snaps_to_scene_cuts():
     r = plan_samples(1000, [], 50, 4)
     assert [s for s, _ in r] == [100, 350, 600, 850]
@@ -316,6 +375,50 @@ def test_target_vmaf_reports_how_its_samples_disagree(tmp_path, capsys):
         assert p["scores"]["vmaf"] == pytest.approx(np.average(p["windows"], weights=counts), abs=1e-6)
     near = min(d["probes"], key=lambda p: abs(p["crf"] - d["crf"]))
     assert d["sample_error"] == pytest.approx(abs(near["windows"][0] - near["windows"][1]) / 2)
+
+
+def test_target_vmaf_takes_a_second_look_where_its_samples_disagree(tmp_path, capsys):
+    """A 20 s clip whose noise comes and goes: its three samples disagree (a standard error above
+    0.5 VMAF), so three more windows are cut and probed once, and the prediction is the six
+    windows'. Its standard error is theirs; the text says how many samples were used."""
+    import av
+
+    from vmaf_roi.cli import _samples_words
+    from vmaf_roi.search import SAMPLE_ERROR_NOTE, standard_error
+
+    src = tmp_path / "waves.mkv"
+    rs = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:96, 0:128]
+    with av.open(str(src), "w") as c:
+        # one keyframe: the packet scan takes keyframes for scene cuts, which would move the windows
+        st = c.add_stream("libx264", rate=30, options={"preset": "ultrafast", "qp": "0",
+                                                         "x264-params": "keyint=600:scenecut=0"})
+        st.width, st.height, st.pix_fmt = 128, 96, "yuv420p"
+        for i in range(600):
+            amp = 70 * (1 + math.cos(2 * math.pi * i / 600)) / 2  # noisy at the ends, clean in the middle
+            v = 128 + 60 * np.sin(0.2 * (xx + 2 * i) + 0.1 * yy) + amp * rs.standard_normal((96, 128))
+            img = np.repeat(np.clip(v, 0, 255).astype(np.uint8)[..., None], 3, -1)
+            for pkt in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pkt)
+        for pkt in st.encode(None):
+            c.mux(pkt)
+    out = tmp_path / "t.mkv"
+    rc = main(["encode", str(src), "-o", str(out), "--plain", "--target-vmaf", "90", "--sample-duration", "0.4",
+               "-preset", "ultrafast", "--json", "-q"])
+    assert rc == 0 and out.is_file()
+    d = json.loads(capsys.readouterr().out)
+    s = d["samples"]
+    assert len(s["ranges"]) == 3 and len(s["more"]["ranges"]) == 3
+    both = sorted(s["ranges"] + s["more"]["ranges"])
+    assert all(a + n <= b for (a, n), (b, _) in zip(both, both[1:]))
+    more = [p for p in d["probes"] if p["more"]]
+    assert len(more) == 1 and len(more[0]["windows"]) == 3
+    first = [p for p in d["probes"] if not p["more"]]
+    assert standard_error(min(first, key=lambda p: abs(p["crf"] - more[0]["crf"]))["windows"]) > SAMPLE_ERROR_NOTE
+    assert any(n.startswith("second look: the 3 new samples score") for n in d["notes"])
+    near = min(first, key=lambda p: abs(p["crf"] - d["crf"]))
+    assert d["sample_error"] == pytest.approx(standard_error(near["windows"] + more[0]["windows"]))
+    assert _samples_words(s).startswith("3 + 3 samples")
 
 
 @needs_clip

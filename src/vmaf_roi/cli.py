@@ -310,6 +310,10 @@ def _samples_words(s: dict) -> str:
     if s.get("whole"):
         return f"the whole input ({s['total_frames']} frames)"
     n = len(s["ranges"])
+    if s.get("more"):  # the search's second look (search.more_samples)
+        m = s["more"]
+        return (f"{n} + {len(m['ranges'])} samples ({s['frames'] + m['frames']} of {s['total_frames']} frames; "
+                f"the {len(m['ranges'])} probed once, where the first {n} disagreed)")
     return f"{n} sample{'' if n == 1 else 's'} ({s['frames']} of {s['total_frames']} frames)"
 
 
@@ -588,8 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--gaze", metavar="FILE", help="with --save-against: weight by this eye-tracking file of the input "
                    "(EWPSNR, the independent check) instead of the model's own maps")
     t.add_argument("--samples", type=int, metavar="N",
-                   help="number of samples (default: about 10%% of the input in 2-second samples, at least 3; an "
-                        "input shorter than twice that is used whole)")
+                   help="number of samples (default: about 10%% of the input in 2-second samples, at least 3, and "
+                        "where they disagree by more than the search's tolerance, twice as many more, probed once; "
+                        "an input shorter than twice that is used whole)")
     t.add_argument("--sample-duration", type=float, metavar="SECONDS", help="length of each sample (default 2)")
     e.add_argument("--print-config", action="store_true", help="print the effective config and exit")
     e.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts)")
