@@ -1079,9 +1079,12 @@ def target_vmaf(input_path: str | Path, output_path: str | Path, cfg: Mapping[st
                             f"the first {len(ss.ranges)} predicted {p0:.2f}; all {len(ss.ranges) + len(ss2.ranges)} "
                             f"together {both:.2f}")
                     if crf != c0:
-                        probed = crf in {q.crf for q in pr.probes if not q.more}
+                        firsts = sorted({q.crf for q in pr.probes if not q.more})
+                        how = ("probed" if crf in firsts else "not probed: between the first probes, on their line"
+                               if firsts[0] < crf < firsts[-1] else "not probed: on the first probes' slope"
+                               if len(firsts) > 1 else "not probed: on the prior slope")
                         note += (f"; the first samples' curve moved by the difference gives CRF {crf:g}, predicted "
-                                 f"{predicted:.2f} ({'probed' if probed else 'not probed: on the slope of the curve'})")
+                                 f"{predicted:.2f} ({how})")
                     notes.append(note)
                     on_event(Status(note, stage="search", level="note"))
                     sample_info["more"] = ss2.to_dict()
