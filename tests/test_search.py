@@ -218,6 +218,19 @@ def test_a_second_look_moves_the_search_by_what_the_new_windows_say(rng, offset)
         assert (res.crf - first.crf) * offset < 0
 
 
+def test_a_second_look_beyond_the_range_encodes_at_its_end_with_a_note():
+    """New windows far below the first ones: the moved curve misses the target even at the lowest
+    CRF. That curve is extrapolated there, not measured, so the result is the lowest CRF with a
+    note, not the error a measured probe would give."""
+    from vmaf_roi.search import _second_look
+
+    rng = CrfRange(18.0, 51.0, True, -1.0)  # a range whose lowest CRF gives about 96.4
+    f = headroom_curve()
+    first = search_crf(f, 93.0, rng, start=23, smooth=True, space=HEADROOM, slope=rng.headroom_slope)
+    res, both = _second_look(first, 40.0, 100, 100, 93.0, rng, tolerance=0.25)
+    assert res.crf == rng.lo and "lowest CRF (18)" in res.note and res.predicted < 93.0 and both < 70
+
+
 def test_more_samples_take_every_other_window_of_twice_the_parts(tmp_path):
     """A second look's windows: as many as the first, every other window of a plan of twice as
     many equal parts, none overlapping the first ones, cut into their own file from the same

@@ -1185,8 +1185,13 @@ def _second_look(first: SearchResult, more: float, n_first: int, n_more: int, ta
             return HEADROOM.inv(g0 + m * (c - c0) + shift)
         return HEADROOM.inv(ga + (gb - ga) * (c - ca) / (cb - ca) + shift)
 
-    return search_crf(moved, target, rng, start=first.crf, tolerance=tolerance, max_probes=12, smooth=True,
-                      space=HEADROOM, slope=rng.headroom_slope), both
+    try:
+        return search_crf(moved, target, rng, start=first.crf, tolerance=tolerance, max_probes=12, smooth=True,
+                          space=HEADROOM, slope=rng.headroom_slope), both
+    except TargetUnreachable:  # on a curve not measured there: the best the encoder can, not an error
+        return SearchResult(rng.lo, moved(rng.lo), [], note=(
+            f"the second look puts VMAF {target:g} below what even the lowest CRF ({rng.lo:g}) gives "
+            f"({moved(rng.lo):.2f}, extrapolated): encoding at CRF {rng.lo:g}")), both
 
 
 # a standard error above this (VMAF points; twice the search's tolerance, and the accuracy a
