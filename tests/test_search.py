@@ -390,12 +390,15 @@ def test_target_vmaf_reports_how_its_samples_disagree(tmp_path, capsys):
     assert d["sample_error"] == pytest.approx(abs(near["windows"][0] - near["windows"][1]) / 2)
 
 
-def test_target_vmaf_takes_a_second_look_where_its_samples_disagree(tmp_path, capsys):
+def test_target_vmaf_takes_a_second_look_where_its_samples_disagree(tmp_path, capsys, monkeypatch):
     """A 20 s clip whose noise comes and goes: its three samples disagree (a standard error above
     0.5 VMAF), so three more windows are cut and probed once, and the prediction is the six
-    windows'. Its standard error is theirs; the text says how many samples were used."""
+    windows'. Its standard error is theirs; the text says how many samples were used. Each probe
+    encodes a fifth of this short clip, so the look is over the search's budget (a third of the
+    frames) unless the budget is lifted: without, the same search takes no second look."""
     import av
 
+    from vmaf_roi import search
     from vmaf_roi.cli import _samples_words
     from vmaf_roi.search import SAMPLE_ERROR_NOTE, standard_error
 
@@ -416,9 +419,13 @@ def test_target_vmaf_takes_a_second_look_where_its_samples_disagree(tmp_path, ca
         for pkt in st.encode(None):
             c.mux(pkt)
     out = tmp_path / "t.mkv"
-    rc = main(["encode", str(src), "-o", str(out), "--plain", "--target-vmaf", "90", "--sample-duration", "0.4",
-               "-preset", "ultrafast", "--json", "-q"])
-    assert rc == 0 and out.is_file()
+    argv = ["encode", str(src), "-o", str(out), "--plain", "--target-vmaf", "90", "--sample-duration", "0.4",
+            "-preset", "ultrafast", "--json", "-q", "-y"]
+    assert main(argv) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert "more" not in d["samples"] and not any(p["more"] for p in d["probes"])  # over the budget
+    monkeypatch.setattr(search, "LOOK_BUDGET", math.inf)
+    assert main(argv) == 0 and out.is_file()
     d = json.loads(capsys.readouterr().out)
     s = d["samples"]
     assert len(s["ranges"]) == 3 and len(s["more"]["ranges"]) == 3

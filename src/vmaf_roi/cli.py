@@ -593,8 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(EWPSNR, the independent check) instead of the model's own maps")
     t.add_argument("--samples", type=int, metavar="N",
                    help="number of samples (default: about 10%% of the input in 2-second samples, at least 3, and "
-                        "where they disagree by more than the search's tolerance, twice as many more, probed once; "
-                        "an input shorter than twice that is used whole)")
+                        "where they disagree (a standard error above 0.5 VMAF) as many more, probed once; an input "
+                        "shorter than twice that is used whole)")
     t.add_argument("--sample-duration", type=float, metavar="SECONDS", help="length of each sample (default 2)")
     e.add_argument("--print-config", action="store_true", help="print the effective config and exit")
     e.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts)")

@@ -1062,7 +1062,8 @@ def target_vmaf(input_path: str | Path, output_path: str | Path, cfg: Mapping[st
             crf, predicted = sr.crf, sr.predicted
             sample_error = standard_error(_all_windows(pr.probes, crf)[0])
             if mean and samples is None and sample_error is not None and sample_error > SAMPLE_ERROR_NOTE \
-                    and not sr.note:  # a second look, from more windows
+                    and not sr.note and (len(pr.probes) + 1) * ss.frames <= LOOK_BUDGET * ss.total_frames:
+                # a second look, from more windows: about ss.frames more to encode
                 ss2 = more_samples(ss, input_path, d, progress=progress, on_event=on_event)
                 if ss2 is not None:
                     on_event(Status(f"the samples disagree (standard error {sample_error:.2f}): "
@@ -1199,6 +1200,13 @@ def _second_look(first: SearchResult, more: float, n_first: int, n_more: int, ta
 # note if it is still above. Measured with SVT-AV1 preset 8 at target 93: vtest.avi's three
 # windows 0.31 (a second look there would cost 0.8 of an encode more), joined2's 1.27
 SAMPLE_ERROR_NOTE = 0.5
+
+# a second look only where all the probes, its own included, encode at most this share of the
+# input's frames. Measured, the search's CPU against one encode's is 1.2-2x that share (libx265
+# ROI joined 0.49 for 0.41; SVT-AV1 ROI joined2 0.47 for 0.30; SVT-AV1 vtest.avi 0.55 for 0.30),
+# so the search stays near 0.6 of an encode at most. On vtest.avi (10 fps: each probe encodes
+# 15% of it) a second look would take the share to 0.45
+LOOK_BUDGET = 1 / 3
 
 
 def window_error(values: Sequence[float], counts: Sequence[int]) -> tuple[list[float], float | None]:
