@@ -645,3 +645,22 @@ def test_signal_during_a_patched_ffmpeg_encode_kills_it_and_leaves_nothing(work,
     _signal_during_ffmpeg(work, FAKE_PATCHED_FFMPEG,
                           ["encode", str(work / "a.mp4"), "-o", str(work / "o.mkv"), "--set", "encoder=libsvtav1",
                            "--set", f"saliency.model={PH}"], sig, env={"VMAF_ROI_FFMPEG_PATCHED": "{fake}"})
+
+
+def test_a_patched_ffmpeg_that_exits_0_without_output_is_one_error_and_leaves_nothing(work, capsys, monkeypatch):
+    """A broken patched build: it says it succeeded and wrote nothing. One line and exit 6 (an
+    encode error), not a traceback from opening its missing output; nothing left behind."""
+    fake = work / "fake-ffmpeg"
+    fake.write_text(FAKE_PATCHED_FFMPEG.format(python=sys.executable).replace("time.sleep(120)  # a long encode",
+                                                                               "sys.exit(0)  # and no output"))
+    fake.chmod(0o755)
+    pid = work / "ffmpeg.pid"
+    monkeypatch.setenv("VMAF_ROI_FFMPEG_PATCHED", str(fake))
+    monkeypatch.setenv("FAKE_FFMPEG_PID", str(pid))
+    before = {p.name for p in work.iterdir()}
+    rc = main(["encode", str(work / "a.mp4"), "-o", str(work / "o.mkv"), "--set", "encoder=libsvtav1",
+               "--set", f"saliency.model={PH}"])
+    assert rc == 6 and pid.exists()  # the encode ran
+    err = one_error(capsys)
+    assert "ffmpeg exited 0 but left no output that opens" in err and ".part" not in err
+    assert {p.name for p in work.iterdir()} == before | {"ffmpeg.pid"}

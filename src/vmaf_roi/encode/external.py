@@ -441,9 +441,15 @@ def _run(cmd: list[str], bar, err_path: Path) -> str:
 
 
 def _measure(path: Path) -> tuple[int, int, float]:
-    """(video packets, their bytes, duration in s) of an encoded file."""
+    """(video packets, their bytes, duration in s) of an encoded file; an EncodeError where ffmpeg
+    said it succeeded and left no file that opens."""
     frames = size = 0
-    with av.open(str(path)) as c:
+    try:
+        c = av.open(str(path))
+    except (OSError, av.error.FFmpegError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise EncodeError(f"ffmpeg exited 0 but left no output that opens ({why})") from None
+    with c:
         if not c.streams.video:
             return 0, 0, 0.0
         s = c.streams.video[0]
