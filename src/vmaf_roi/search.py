@@ -1080,12 +1080,8 @@ def target_vmaf(input_path: str | Path, output_path: str | Path, cfg: Mapping[st
                             f"the first {len(ss.ranges)} predicted {p0:.2f}; all {len(ss.ranges) + len(ss2.ranges)} "
                             f"together {both:.2f}")
                     if crf != c0:
-                        firsts = sorted({q.crf for q in pr.probes if not q.more})
-                        how = ("probed" if crf in firsts else "not probed: between the first probes, on their line"
-                               if firsts[0] < crf < firsts[-1] else "not probed: on the first probes' slope"
-                               if len(firsts) > 1 else "not probed: on the prior slope")
                         note += (f"; the first samples' curve moved by the difference gives CRF {crf:g}, predicted "
-                                 f"{predicted:.2f} ({how})")
+                                 f"{predicted:.2f} ({_reached(crf, [q.crf for q in pr.probes if not q.more])})")
                     notes.append(note)
                     on_event(Status(note, stage="search", level="note"))
                     sample_info["more"] = ss2.to_dict()
@@ -1150,15 +1146,24 @@ def _all_windows(probes: Sequence[Probe], crf: float) -> tuple[list[float], list
     return out, crfs
 
 
+def _reached(crf: float, probed: Sequence[float]) -> str:
+    """How the second look's CRF was reached, for its note (probed: the first samples' CRFs)."""
+    if crf in probed:
+        return "probed"
+    if min(probed) < crf < max(probed):
+        return "not probed: between the first probes, on their line"
+    return "not probed: on the first probes' slope" if len(set(probed)) > 1 else "not probed: on the prior slope"
+
+
 def _second_look(first: SearchResult, more: float, n_first: int, n_more: int, target: float, rng: CrfRange, *,
                  tolerance: float) -> tuple[SearchResult, float]:
     """The search's result again, with more windows, and no probe more: ``more`` is the mean VMAF
     of ``n_more`` frames of new windows at ``first.crf``, where the first samples' ``n_first``
     frames predicted ``first.predicted``. All the frames together score their weighted mean
-    there (returned with the result), and the first samples' curve, moved by the difference in the headroom space (a
-    placement's offset, taken to hold a few CRF steps either way), is searched again. Between
-    the first probes it is their line; past them it goes on at the slope of the two probes
-    nearest (the prior with one), as the search's own next step would have.
+    there (returned with the result). The first samples' curve, moved by the difference in the
+    headroom space (a placement's offset, taken to hold a few CRF steps either way), is searched
+    again: between the first probes it is their line; past them it goes on at the slope of the
+    two probes at that end (the prior with one), as the search's own next step would have.
 
     Measured on joined2 (SVT-AV1 preset 8, plain, target 93): the first search ended on one probe
     at CRF 35 (93.17 on three windows; the whole encode scores 94.05 there); three new windows
@@ -1169,22 +1174,14 @@ def _second_look(first: SearchResult, more: float, n_first: int, n_more: int, ta
     base = {p.crf: HEADROOM.fwd(p.score) for p in first.probes}
     base[first.crf] = HEADROOM.fwd(first.predicted)
     pts = sorted(base.items())
+    xs, gs = [c for c, _ in pts], [g for _, g in pts]
 
     def moved(c: float) -> float:
-        if c in base:
-            return HEADROOM.inv(base[c] + shift)
-        lo = [p for p in pts if p[0] < c][-1:]
-        hi = [p for p in pts if p[0] > c][:1]
-        if lo and hi:  # between two points: their line
-            (ca, ga), (cb, gb) = lo[0], hi[0]
-        else:  # past them: the two nearest, or the prior
-            near = sorted(pts, key=lambda p: abs(p[0] - c))[:2]
-            (ca, ga), (cb, gb) = sorted(near) if len(near) == 2 else (near[0], near[0])
-            m = (gb - ga) / (cb - ca) if cb != ca else 0.0
-            m = max(m, 4 * rng.headroom_slope) if m < 0 else rng.headroom_slope
-            c0, g0 = near[0]
-            return HEADROOM.inv(g0 + m * (c - c0) + shift)
-        return HEADROOM.inv(ga + (gb - ga) * (c - ca) / (cb - ca) + shift)
+        if xs[0] <= c <= xs[-1]:  # the first probes' line (or a point of it)
+            return HEADROOM.inv(float(np.interp(c, xs, gs)) + shift)
+        end = pts[:2] if c < xs[0] else pts[-2:]  # past them: the slope of the two at that end
+        c0, g0 = end[0] if c < xs[0] else end[-1]
+        return HEADROOM.inv(g0 + _slope(end, rng.headroom_slope) * (c - c0) + shift)
 
     try:
         return search_crf(moved, target, rng, start=first.crf, tolerance=tolerance, max_probes=12, smooth=True,
