@@ -426,3 +426,35 @@ def test_score_converts_an_rgb_reference_like_the_encoder(tmp_path):
         r = score(src, tmp_path / out)
         psnr, vmaf = np.mean(r.per_frame["psnr_y"]), np.mean(r.per_frame["vmaf"])
         assert psnr > 35 and vmaf > 80, (out, psnr, vmaf)
+
+
+def test_encoder_settings_probe_ignores_what_other_threads_log(monkeypatch):
+    """The settings probe captures FFmpeg's log globally (an encoder's own threads log too), so
+    it also gets what another thread logs meanwhile: in a full test run, corrupt.mkv's mpeg4
+    decoder ("header damaged; Error at MB: 2") once failed an encode as libx264 "rejecting its
+    settings". The capture here holds such a message, as that run's did; it is not the encoder's."""
+    from fractions import Fraction
+
+    import av.logging
+
+    from vmaf_roi.encode.options import probe_open
+
+    real = av.logging.Capture
+
+    class WithADecoderError:
+        def __init__(self, **kw) -> None:
+            self.cap = real(**kw)
+
+        def __enter__(self):
+            logs = self.cap.__enter__()
+            logs.append((av.logging.ERROR, "mpeg4", "header damaged"))
+            return logs
+
+        def __exit__(self, *exc):
+            return self.cap.__exit__(*exc)
+
+    monkeypatch.setattr(av.logging, "Capture", WithADecoderError)
+    spec = ("libx264", 64, 64, "yuv420p", Fraction(1, 25), Fraction(25), 0)
+    assert probe_open((*spec, {})) == ("ok", "")
+    status, msg = probe_open((*spec, {"x264-params": "nonsense=1"}))  # its own errors still count
+    assert status == "error" and "nonsense" in msg and "damaged" not in msg
