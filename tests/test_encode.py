@@ -217,8 +217,11 @@ def test_encoder_options_really_applied(clip, tmp_path):
 def test_x265_and_vp9_honour_roi(clip, tmp_path, encoder, ext, extra):
     masks = read_masks(clip.mask_path)
     # pool mean: the blocks on the object's edge stay near the background's QP, so "outside"
-    # measures the raise (with the default max they take the object's drop)
-    c = cfg(f"encoder={encoder}", "roi.strength=6", "roi.mode=both", "roi.pool=mean", *extra)
+    # measures the raise (with the default max they take the object's drop). Strength 10: libx265
+    # with its default threads does not encode these 12 frames the same in every process (plain
+    # inside PSNR measured at 31.98, 32.08 and 32.18), and at strength 6 one full test run saw
+    # the ROI encode only 0.43 dB up inside; at 10 it measured 0.79 against 32.08
+    c = cfg(f"encoder={encoder}", "roi.strength=10", "roi.mode=both", "roi.pool=mean", *extra)
     encode(clip.path, tmp_path / ("roi" + ext), c, track=mask_track(masks))
     encode(clip.path, tmp_path / ("plain" + ext), c, plain=True)
     r_in, r_out = masked_psnr(clip.path, tmp_path / ("roi" + ext), masks)
