@@ -191,8 +191,8 @@ def probe_open(spec) -> tuple[str, str]:
     old = av.logging.get_level()
     av.logging.set_level(av.logging.WARNING)
     # the capture is global (the encoder's own threads log too), so it also catches what other
-    # threads log meanwhile, e.g. a decoder of the input's (h264: "Error at MB: 2" on a damaged
-    # file): only messages of this encoder's context, or of none, are about its settings
+    # threads log meanwhile, e.g. a decoder of the input's (corrupt.mkv's mpeg4: "header damaged",
+    # "Error at MB: 2"): only messages of this encoder's context, or of none, are about its settings
     mine = (name, None, "")
     try:
         with av.logging.Capture(local=False) as logs:
