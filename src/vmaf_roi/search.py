@@ -1060,7 +1060,8 @@ def target_vmaf(input_path: str | Path, output_path: str | Path, cfg: Mapping[st
                             max_probes=max_probes, smooth=mean, space=HEADROOM if mean else LINEAR,
                             slope=rng.headroom_slope if mean else None)
             crf, predicted = sr.crf, sr.predicted
-            sample_error = standard_error(_all_windows(pr.probes, crf)[0])
+            windows, at = _all_windows(pr.probes, crf)
+            sample_error = standard_error(windows)
             if mean and samples is None and sample_error is not None and sample_error > SAMPLE_ERROR_NOTE \
                     and not sr.note and (len(pr.probes) + 1) * ss.frames <= LOOK_BUDGET * ss.total_frames:
                 # a second look, from more windows: about ss.frames more to encode
@@ -1085,7 +1086,8 @@ def target_vmaf(input_path: str | Path, output_path: str | Path, cfg: Mapping[st
                     notes.append(note)
                     on_event(Status(note, stage="search", level="note"))
                     sample_info["more"] = ss2.to_dict()
-                    sample_error = standard_error(_all_windows(pr.probes, crf)[0])
+                    windows, at = _all_windows(pr.probes, crf)
+                    sample_error = standard_error(windows)
             probes = pr.probes
             if ss.whole and ss.cut and pr.track.maps:
                 reuse = pr.track
@@ -1093,7 +1095,6 @@ def target_vmaf(input_path: str | Path, output_path: str | Path, cfg: Mapping[st
                 notes.append(sr.note)
                 on_event(Status(sr.note, stage="search", level="note"))
             if sample_error is not None and sample_error > SAMPLE_ERROR_NOTE:
-                windows, at = _all_windows(probes, crf)
                 note = (f"the {len(windows)} samples disagree (mean VMAF "
                         f"{' / '.join(f'{w:.1f}' for w in windows)} at CRF "
                         f"{' and '.join(f'{c:g}' for c in sorted(set(at)))}): the prediction "

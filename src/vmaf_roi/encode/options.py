@@ -194,6 +194,10 @@ def probe_open(spec) -> tuple[str, str]:
     # threads log meanwhile, e.g. a decoder of the input's (corrupt.mkv's mpeg4: "header damaged",
     # "Error at MB: 2"): only messages of this encoder's context, or of none, are about its settings
     mine = (name, None, "")
+
+    def own(logs) -> list[tuple[int, str]]:
+        return [(lvl, m.strip()) for lvl, who, m in logs if who in mine]
+
     try:
         with av.logging.Capture(local=False) as logs:
             try:
@@ -202,15 +206,13 @@ def probe_open(spec) -> tuple[str, str]:
             except PermissionError as exc:
                 return "device", str(exc)
             except av.error.FFmpegError as exc:
-                return "error", "; ".join(m.strip() for lvl, who, m in logs
-                                          if lvl <= av.logging.ERROR and who in mine) or str(exc)
+                return "error", "; ".join(m for lvl, m in own(logs) if lvl <= av.logging.ERROR) or str(exc)
     finally:
         # Restore the log level *before* the probe encoder is freed: its worker threads log
         # while it closes, and routing that into Python while this thread waits for them
         # deadlocks (seen with libx264).
         av.logging.set_level(old)
         del probe
-    bad = [m.strip() for lvl, who, m in logs if who in mine and (
-           lvl <= av.logging.ERROR
-           or any(s in m.lower() for s in ("error parsing", "unknown option", "invalid value", "bad option")))]
+    bad = [m for lvl, m in own(logs)
+           if lvl <= av.logging.ERROR or any(s in m.lower() for s in ("error parsing", "unknown option", "invalid value", "bad option"))]
     return ("error", "; ".join(bad)) if bad else ("ok", "")
