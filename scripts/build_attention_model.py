@@ -45,6 +45,7 @@ from vmaf_roi import attention as att  # noqa: E402
 from vmaf_roi.registry import get_spec, load_verified  # noqa: E402
 
 OPSET = 17
+BATCH_DENOTATION = "DATA_BATCH"  # ONNX's standard denotation of a batch dimension
 IR_VERSION = 8  # as salstudent_v1; ONNX Runtime 1.2x reads it
 
 
@@ -117,16 +118,17 @@ def build(p: att.Params | att.Readout, components: bool = False) -> onnx.ModelPr
         raise SystemExit(f"working size {p.size} does not divide {att.SIZE}")
     student = onnx.load_from_string(load_verified(get_spec("salstudent_v1")))
     face = onnx.load_from_string(load_verified(get_spec("blazeface_short")))
-    s_nodes, s_inits = _prefixed(student, "student/", {"input": "input", "saliency_map": "student/raw"})
-    m_nodes: list[onnx.NodeProto] = []
-    if isinstance(p, att.Readout) and p.mirror:
-        # the student again on the input flipped left to right, sharing the first copy's weights
-        keep = {t.name: "student/" + t.name for t in student.graph.initializer}
-        keep.update({"input": "student_m/input", "saliency_map": "student_m/raw"})
-        m_nodes, _ = _prefixed(student, "student_m/", keep)
-        m_nodes.insert(0, helper.make_node(
-            "Slice", ["input", "mirror/start", "mirror/end", "mirror/axis", "mirror/step"], ["student_m/input"],
-            name="mirror/flip"))
+    mirror = isinstance(p, att.Readout) and p.mirror
+    # with the mirror image, the student runs once on a batch of 2N: the pictures, then the same
+    # pictures flipped left to right (one pass instead of two: the same numbers, fewer kernels)
+    s_nodes, s_inits = _prefixed(student, "student/", {"input": "student/input2" if mirror else "input",
+                                                       "saliency_map": "student/raw"})
+    if mirror:
+        s_nodes[:0] = [
+            helper.make_node("Slice", ["input", "mirror/start", "mirror/end", "mirror/axis", "mirror/step"],
+                             ["mirror/flipped"], name="mirror/flip"),
+            helper.make_node("Concat", ["input", "mirror/flipped"], ["student/input2"], axis=0, name="mirror/batch"),
+        ]
         s_inits += [numpy_helper.from_array(np.asarray(v, dtype=np.int64), n) for n, v in (
             ("mirror/start", [-1]), ("mirror/end", [-(2 ** 63)]), ("mirror/axis", [3]), ("mirror/step", [-1]))]
     f_nodes, f_inits = _prefixed(face, "face/", {"input": "face/input", "regressors": "face/regressors",
@@ -219,7 +221,13 @@ def build(p: att.Params | att.Readout, components: bool = False) -> onnx.ModelPr
             helper.make_tensor_value_info("face_scores", TensorProto.FLOAT, ["N", 896]),
         ]
     inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, att.SIZE, att.SIZE])
-    all_nodes = _live(s_nodes + m_nodes + nodes[:5] + f_nodes + nodes[5:], [o.name for o in outputs])
+    if isinstance(p, att.Readout):
+        # the batch dimension denoted DATA_BATCH: a session that runs one frame at a time fixes
+        # it to 1 (ONNX Runtime's free dimension override by denotation; the salroi filter and
+        # the encode do), and the shapes that follow from it fold into constants
+        for v in [inp] + outputs:
+            v.type.tensor_type.shape.dim[0].denotation = BATCH_DENOTATION
+    all_nodes = _live(s_nodes + nodes[:5] + f_nodes + nodes[5:], [o.name for o in outputs])
     used = {i for n in all_nodes for i in n.input}
     graph = helper.make_graph(all_nodes, "attention", [inp], outputs,
                               [t for t in s_inits + f_inits + consts if t.name in used])
@@ -287,42 +295,61 @@ def _blur_nodes(src: str, dst: str, sigma: float, h: int, w: int, c, prefix: str
 def _readout_nodes(r: att.Readout, c, h: int, w: int) -> list:
     """attention_v2: a 1x1 projection of each of the student's READOUT_TENSORS, resized to the
     working size and summed, plus the bias, blurred, plus the log centre prior and the weighted
-    face map: L; then exp(L - max L)."""
+    face map: L; then exp(L - max L).
+
+    Everything up to the blur is linear, so it is computed as such. The tensors of one size are
+    projected and summed (three sizes, not seven terms); with the mirror image, its half of the
+    batch is flipped back and added there. Each side's resize, blur and the mirror mean are one
+    matrix (:func:`attention.resize_matrix`, :func:`attention.blur_matrix`): per size
+    ``Ry @ z @ Rx.T``, the three sizes' rows stacked so that one MatMul sums them, and the blurred
+    bias a constant added with the log centre prior. The same map as resizing every term and
+    blurring their sum, to float rounding."""
     N = helper.make_node
     nodes: list[onnx.NodeProto] = []
-    terms: dict[str, list[str]] = {"rd": [], "rdm": []}  # the picture's and its mirror image's
-    for k, name in att.READOUT_TENSORS.items():
-        wk = c(f"rd/{k}/w", np.asarray(r.weights[k], dtype=np.float32).reshape(1, -1, 1, 1))
-        hw = c(f"rd/{k}/hw", [h, w], np.int64)
-        for src, t in (("student/", "rd"), ("student_m/", "rdm")) if r.mirror else (("student/", "rd"),):
-            nodes += [
-                N("Conv", [src + name, wk], [f"{t}/{k}/z"], name=f"{t}/{k}/proj"),
-                N("Shape", [f"{t}/{k}/z"], [f"{t}/{k}/shape"], end=2, name=f"{t}/{k}/shape"),
-                N("Concat", [f"{t}/{k}/shape", hw], [f"{t}/{k}/sizes"], axis=0, name=f"{t}/{k}/sizes"),
-                N("Resize", [f"{t}/{k}/z", "", "", f"{t}/{k}/sizes"], [f"{t}/{k}/up"], mode="linear",
-                  coordinate_transformation_mode="half_pixel", name=f"{t}/{k}/resize"),
-            ]
-            terms[t].append(f"{t}/{k}/up")
-    if r.mirror:  # the mirror image's sum, flipped back, averaged with the picture's
+    groups: dict[int, list[str]] = {}
+    for k in att.READOUT_TENSORS:
+        groups.setdefault(att.READOUT_SCALE[k], []).append(k)
+    if r.mirror:
         nodes += [
-            N("Sum", terms["rd"], ["rd/sum0"], name="rd/sum0"),
-            N("Sum", terms["rdm"], ["rdm/sum"], name="rdm/sum"),
-            N("Slice", ["rdm/sum", c("rdm/start", [-1], np.int64), c("rdm/end", [-(2 ** 63)], np.int64),
-                        c("rdm/axis", [3], np.int64), c("rdm/step", [-1], np.int64)], ["rdm/flipped"],
-              name="rdm/flip"),
-            N("Add", ["rd/sum0", "rdm/flipped"], ["rd/sum2"], name="rd/add_mirror"),
-            N("Mul", ["rd/sum2", c("rd/half", 0.5)], ["rd/sum"], name="rd/mean_mirror"),
+            N("Shape", ["input"], ["rd/n"], start=0, end=1, name="rd/n"),
+            N("Concat", ["rd/n", c("rd/m1", [-1], np.int64)], ["rd/mstart"], axis=0, name="rd/mstart"),
         ]
-    else:
-        nodes.append(N("Sum", terms["rd"], ["rd/sum"], name="rd/sum"))
-    nodes.append(N("Add", ["rd/sum", c("rd/bias", r.bias)], ["rd/biased"], name="rd/bias"))
-    src = "rd/biased"
-    if r.blur > 0:
-        nodes += _blur_nodes(src, "rd/blurred", r.blur, h, w, c, "rd")
-        src = "rd/blurred"
+    bx, by = att.blur_matrix(w, r.blur), att.blur_matrix(h, r.blur)
+    half = 0.5 if r.mirror else 1.0
+    cols, rows = [], []
+    for scale, ks in sorted(groups.items()):
+        g, s = f"rd/s{scale}", att.SIZE // scale
+        for k in ks:
+            wk = c(f"rd/{k}/w", np.asarray(r.weights[k], dtype=np.float32).reshape(1, -1, 1, 1))
+            nodes.append(N("Conv", ["student/" + att.READOUT_TENSORS[k], wk], [f"rd/{k}/z"], name=f"rd/{k}/proj"))
+        nodes.append(N("Sum", [f"rd/{k}/z" for k in ks], [f"{g}/z"], name=f"{g}/sum"))
+        z = f"{g}/z"
+        if r.mirror:  # [2N,1,s,s]: the pictures' half plus the mirror images' half flipped back
+            nodes += [
+                N("Slice", [z, c(f"{g}/zero", [0], np.int64), "rd/n", c(f"{g}/axis0", [0], np.int64)], [f"{g}/a"],
+                  name=f"{g}/pictures"),
+                N("Slice", [z, "rd/mstart", c(f"{g}/mend", [2 ** 63 - 1, -(2 ** 63)], np.int64),
+                            c(f"{g}/maxes", [0, 3], np.int64), c(f"{g}/msteps", [1, -1], np.int64)], [f"{g}/b"],
+                  name=f"{g}/mirrored"),
+                N("Add", [f"{g}/a", f"{g}/b"], [f"{g}/ab"], name=f"{g}/add_mirror"),
+            ]
+            z = f"{g}/ab"
+        # the columns: resize to w, blur, the mirror mean; [N,1,s,s] -> [N,1,s,w]
+        mx = half * bx @ att.resize_matrix(w, s).astype(np.float64)
+        nodes.append(N("MatMul", [z, c(f"{g}/mx", mx.T.astype(np.float32))], [f"{g}/cols"], name=f"{g}/cols"))
+        cols.append(f"{g}/cols")
+        rows.append(by @ att.resize_matrix(h, s).astype(np.float64))
+    # the rows of all sizes at once: [h, sum of s] @ [N,1,sum of s,w] -> [N,1,h,w]
     nodes += [
-        N("Add", [src, c("rd/logc", att.log_centre(h, w, r.centre_sx, r.centre_sy).reshape(1, 1, h, w))],
-          ["rd/centred"], name="rd/centre"),
+        N("Concat", cols, ["rd/cols"], axis=2, name="rd/cols"),
+        N("MatMul", [c("rd/my", np.concatenate(rows, axis=1).astype(np.float32)), "rd/cols"], ["rd/blurred"],
+          name="rd/rows"),
+    ]
+    # the blurred bias (the blur's weights sum to 1 but for float rounding) and the log centre prior
+    const = r.bias * np.outer(by.sum(axis=1), bx.sum(axis=1)) + att.log_centre(h, w, r.centre_sx, r.centre_sy)
+    nodes += [
+        N("Add", ["rd/blurred", c("rd/logc", const.astype(np.float32).reshape(1, 1, h, w))], ["rd/centred"],
+          name="rd/centre"),
         N("Mul", ["face_map", c("rd/wf", r.w_f)], ["rd/f"], name="rd/wf"),
         N("Add", ["rd/centred", "rd/f"], ["rd/logits"], name="rd/add_f"),
         N("ReduceMax", ["rd/logits"], ["rd/max"], axes=[1, 2, 3], keepdims=1, name="rd/max"),

@@ -184,6 +184,29 @@ def test_attention_v2_graph_equals_the_numpy_reference(feature_comps, photos):
     assert np.abs(c["student_raw"] - att.Components().run(x)["student_raw"]).max() < 1e-6
     for i in range(len(x)):  # dynamic batch
         assert np.abs(sess.run(["saliency_map"], {"input": x[i:i + 1]})[0] - y[i:i + 1]).max() < 1e-5
+    # the batch dimension is denoted DATA_BATCH: fixed to 1 as the filter and the encode run it,
+    # the graph gives the same maps a photo at a time
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.add_free_dimension_override_by_denotation("DATA_BATCH", 1)
+    one = ort.InferenceSession(registry.load_verified(registry.get_spec("attention_v2")), so,
+                               providers=["CPUExecutionProvider"])
+    assert one.get_inputs()[0].shape == [1, 3, att.SIZE, att.SIZE]
+    for i in range(len(x)):
+        assert np.abs(one.run(["saliency_map"], {"input": x[i:i + 1]})[0] - y[i:i + 1]).max() < 1e-5
+    with pytest.raises(Exception, match="[Ii]nvalid|dimension"):
+        one.run(["saliency_map"], {"input": x[:2]})
+
+
+def test_blur_matrix_is_the_blur():
+    """The builder computes attention_v2's blur as a matrix on each side: the same as the
+    reference's padded convolution (reflected edges), and the identity without a blur."""
+    m = np.random.default_rng(3).random((2, 40, 56), dtype=np.float32)
+    by, bx = att.blur_matrix(40, 0.04), att.blur_matrix(56, 0.04)
+    assert np.abs(np.einsum("ij,njk,lk->nil", by, m, bx) - att.blur(m, 0.04)).max() < 1e-6
+    assert np.array_equal(att.blur_matrix(7, 0.0), np.eye(7))
+    with pytest.raises(ValueError, match="does not fit"):
+        att.blur_matrix(4, 0.5)
 
 
 def test_attention_v2_built_with_other_readouts(feature_comps, photos):

@@ -48,6 +48,19 @@ def test_batch_equals_single(placeholder):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_default_session_runs_one_frame_at_a_time(model_dir):
+    """attention_v2's batch dimension (denoted DATA_BATCH) is fixed to 1 by default, as every
+    caller runs frames one at a time; a batch is then run frame by frame, with the same maps as
+    a session whose batch stays dynamic."""
+    one = SaliencyModel("attention_v2", device="cpu", cache_dir=model_dir)
+    dyn = SaliencyModel("attention_v2", device="cpu", cache_dir=model_dir, batch=None)
+    assert one.session.get_inputs()[0].shape[0] == 1 and not one.batchable
+    assert dyn.session.get_inputs()[0].shape[0] == "N" and dyn.batchable
+    rgb = np.random.default_rng(1).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    a, b = one.predict(rgb), dyn.predict(rgb)
+    assert a.shape == b.shape == (3, 112, 112) and np.abs(a - b).max() < 1e-5
+
+
 def test_preprocess_image_max_matches_registry_definition(model_dir):
     m = SaliencyModel("u2netp", device="cpu", cache_dir=model_dir)
     rgb = np.random.default_rng(3).integers(0, 200, (1, 320, 320, 3), dtype=np.uint8)

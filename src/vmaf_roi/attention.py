@@ -168,6 +168,25 @@ def blur(m: np.ndarray, sigma: float) -> np.ndarray:
     return sum(ky[i] * t[:, i:i + hh, :] for i in range(len(ky))).astype(np.float32)
 
 
+def blur_matrix(n: int, sigma: float) -> np.ndarray:
+    """[n, n] float64 weights of :func:`blur` along one side of n pixels (sigma a fraction of
+    the side, reflected edges): ``blur(m)[i] = blur_matrix(...) @ m[i] @ blur_matrix(...).T``
+    for one sample; the identity for sigma 0."""
+    if sigma <= 0:
+        return np.eye(n)
+    k = gaussian_kernel(sigma * n).astype(np.float64)
+    r = len(k) // 2
+    if r >= n:
+        raise ValueError(f"blur radius {r} px does not fit a side of {n} px")
+    m = np.zeros((n, n))
+    for i in range(n):
+        for t in range(-r, r + 1):
+            j = i + t
+            j = -j if j < 0 else 2 * (n - 1) - j if j >= n else j  # numpy/ONNX 'reflect'
+            m[i, j] += k[t + r]
+    return m
+
+
 def pool(m: np.ndarray, size: int) -> np.ndarray:
     """[N,224,224] -> [N,size,size] block means (ONNX AveragePool, kernel = stride = 224/size)."""
     n, h, w = m.shape
@@ -222,6 +241,8 @@ READOUT_TENSORS = {
     "d1": "/d1/d1.1/d1.1.2/Relu_output_0",  # [N,16,56,56]
     "head": "/head/Conv_output_0",  # [N,1,56,56]
 }
+# their sides as a fraction of the input's: 1/4 (56), 1/8 (28), 1/16 (14)
+READOUT_SCALE = {"e1": 4, "e2": 8, "e3": 16, "d3": 16, "d2": 8, "d1": 4, "head": 4}
 
 
 @dataclass(frozen=True)
