@@ -613,6 +613,13 @@ static int ort_load(AVFilterContext *avctx, const char *path)
     pthread_mutex_lock(&ort_global_lock);
     if (ort_api)
         goto done;
+    /* ONNX Runtime 1.29 and newer, on Linux and macOS, sends usage telemetry to Microsoft and
+     * keeps a device id and an event cache under ~/.cache/Microsoft, unless
+     * ORT_DISABLE_TELEMETRY=1 is set before it initialises.  Video jobs have no business
+     * doing either: it is set here, once, before the library is loaded, unless the caller
+     * set the variable (ORT_DISABLE_TELEMETRY=0 keeps ONNX Runtime's default). */
+    if (!getenv("ORT_DISABLE_TELEMETRY"))
+        setenv("ORT_DISABLE_TELEMETRY", "1", 0);
     h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         av_log(avctx, AV_LOG_ERROR, "Cannot load ONNX Runtime from '%s': %s. "

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import av
 import numpy as np
 import pytest
@@ -59,6 +61,37 @@ def test_default_session_runs_one_frame_at_a_time(model_dir):
     rgb = np.random.default_rng(1).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
     a, b = one.predict(rgb), dyn.predict(rgb)
     assert a.shape == b.shape == (3, 112, 112) and np.abs(a - b).max() < 1e-5
+
+
+def test_onnx_runtime_telemetry_is_off(tmp_path):
+    """ONNX Runtime 1.29 and newer sends usage telemetry and keeps a device id and an event cache
+    under ~/.cache/Microsoft unless ORT_DISABLE_TELEMETRY=1 is set before it starts: importing
+    vmaf_roi sets it (for the ffmpeg it runs too) where the user did not; 0 keeps ONNX Runtime's
+    way."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np; from vmaf_roi.saliency import SaliencyModel; "
+            "m = SaliencyModel('attention_v2', device='cpu'); m.predict(np.zeros((224, 224, 3), np.uint8)); "
+            "import os; print(os.environ.get('ORT_DISABLE_TELEMETRY'))")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+
+    def files(value):
+        home = tmp_path / f"home-{value}"
+        home.mkdir()
+        env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")}
+        env.update(HOME=str(home), PYTHONPATH=src)
+        if value is not None:
+            env["ORT_DISABLE_TELEMETRY"] = value
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert r.stdout.split()[-1] == (value or "1")  # what a child ffmpeg inherits
+        return sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file())
+
+    if not files("0"):
+        pytest.skip("this onnxruntime keeps no telemetry files (built without telemetry)")
+    assert files(None) == []
 
 
 def test_preprocess_image_max_matches_registry_definition(model_dir):
