@@ -405,6 +405,25 @@ def ours(tmp: Path) -> list[str]:
 
 
 
+def _where(proc: subprocess.Popen, child: int) -> str:
+    """A hung command's state: its threads' kernel wait channels, its pending and caught signals,
+    whether its ffmpeg child lives, then its Python stacks (faulthandler, on SIGABRT)."""
+    lines = [f"ffmpeg child {child} alive: {alive(child)}"]
+    try:
+        status = Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+        lines += [ln for ln in status if ln.startswith(("State", "Sig", "Shd"))]
+        for t in sorted(Path(f"/proc/{proc.pid}/task").iterdir()):
+            lines.append(f"thread {t.name}: {(t / 'comm').read_text().strip()} waits in {(t / 'wchan').read_text()}")
+    except OSError as exc:
+        lines.append(f"(no /proc entry: {exc})")
+    proc.send_signal(signal.SIGABRT)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        err = "(no answer to SIGABRT)"
+    return "\n".join(lines) + "\n" + (err or "")[-6000:]
+
+
 def _signal_during_ffmpeg(work: Path, fake_script: str, args: list[str], sig: int, env: dict | None = None) -> None:
     """Run ``vmaf-roi ARGS`` with a fake ffmpeg that sleeps, send ``sig`` once the child runs,
     and check: exit 128+sig with one line, the child killed, no temporaries anywhere."""
@@ -414,8 +433,10 @@ def _signal_during_ffmpeg(work: Path, fake_script: str, args: list[str], sig: in
     tmp = work / "tmp"
     tmp.mkdir()
     pid_file = work / "ffmpeg.pid"
+    # PYTHONFAULTHANDLER: a command that does not end gets SIGABRT below, and prints where
+    # each of its threads was (seen once in a few hundred runs on a loaded machine, not explained)
     env = {**os.environ, "PYTHONPATH": str(SRC), "TMPDIR": str(tmp), "FAKE_FFMPEG_PID": str(pid_file),
-           **{k: v.format(fake=fake) for k, v in (env or {}).items()}}
+           "PYTHONFAULTHANDLER": "1", **{k: v.format(fake=fake) for k, v in (env or {}).items()}}
     proc = subprocess.Popen([sys.executable, "-m", "vmaf_roi", *(a.format(fake=fake) for a in args)],
                             env=env, stderr=subprocess.PIPE, text=True)
     try:
@@ -423,7 +444,11 @@ def _signal_during_ffmpeg(work: Path, fake_script: str, args: list[str], sig: in
         child = int(pid_file.read_text())
         assert ours(tmp)  # the command's temporary directory exists while ffmpeg runs
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=60)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"vmaf-roi still running 60 s after {signal.Signals(sig).name}:\n"
+                                 f"{_where(proc, child)}") from None
     finally:
         if proc.poll() is None:
             proc.kill()
