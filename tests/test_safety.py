@@ -510,7 +510,10 @@ def test_sigterm_during_an_encode_removes_the_partial_output(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "vmaf_roi", "encode", str(clip.path), "-o", str(tmp_path / "o.mp4"),
                              "--plain", "--set", "preset=veryslow"], env=env, stderr=subprocess.PIPE, text=True)
     try:
-        assert _wait_for(lambda: any(".part" in p.name for p in tmp_path.iterdir())), "no temporary output appeared"
+        # the output's own temporary (.o.mp4.vmaf-roi-...part.mp4), not the directory's
+        # write probe that comes and goes before it (test_interrupted_directory_probe_leaves_nothing)
+        assert _wait_for(lambda: any(p.name.startswith(".o.mp4.") for p in tmp_path.iterdir())), \
+            "no temporary output appeared"
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -518,6 +521,38 @@ def test_sigterm_during_an_encode_removes_the_partial_output(tmp_path):
             proc.kill()
     assert proc.returncode == 143, err
     assert [p.name for p in tmp_path.iterdir()] == ["in.mp4"]
+
+
+def test_interrupted_directory_probe_leaves_nothing(tmp_path, monkeypatch):
+    """The check that an output's directory is writable makes a file and removes it; a signal
+    between the two (seen once: SIGTERM left .vmaf-roi-probe...part behind) removes it too. So
+    does a signal as an output's temporary is made."""
+    from vmaf_roi import output
+
+    real_close = os.close
+
+    def interrupted(fd):
+        real_close(fd)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(output.os, "close", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        output.probe_dir(tmp_path)
+    monkeypatch.setattr(output.os, "close", real_close)
+    assert list(tmp_path.iterdir()) == []
+    output.probe_dir(tmp_path)  # and the plain case
+    assert list(tmp_path.iterdir()) == []
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    if not os.access(ro, os.W_OK):  # (root writes anywhere)
+        with pytest.raises(output.OutputError, match="cannot write to directory"):
+            output.probe_dir(ro)
+    # the same for an output's own temporary, made by AtomicOutputs.add
+    monkeypatch.setattr(output.os, "close", interrupted)
+    with pytest.raises(KeyboardInterrupt), output.AtomicOutputs() as outs:
+        outs.add(tmp_path / "o.mp4")
+    monkeypatch.setattr(output.os, "close", real_close)
+    assert [p.name for p in tmp_path.iterdir()] == ["ro"]
 
 
 # -- bounded YAML -----------------------------------------------------------------------------

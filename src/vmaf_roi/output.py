@@ -18,6 +18,7 @@ than the running process (:func:`clean_stale`), so a SIGKILL leaves debris only 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -149,11 +150,15 @@ def probe_dir(directory: PathLike) -> None:
     d = Path(directory)
     probe = d / f".{TAG}-probe.{TAG}-{os.getpid()}-{secrets.token_hex(4)}.part"
     try:
-        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
     except OSError as exc:
         raise OutputError(f"cannot write to directory {d}: {exc.strerror}") from None
-    os.close(fd)
-    os.unlink(probe)
+    finally:
+        # also when a signal (SIGTERM, Ctrl-C) lands between the two calls: the name is this
+        # process's own (pid and a random part), so whatever is there was made just now; where
+        # none was made (a directory we may not write, or search) the OutputError above stands
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
 
 
 def check_outputs(outputs: Iterable[PathLike | None], inputs: Iterable[PathLike | None] = (), *,
@@ -191,12 +196,13 @@ class AtomicOutputs:
             raise OutputError(f"output {final} is named twice")
         clean_stale(final)
         tmp = temp_path(final)
-        try:
-            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-        except OSError as exc:
-            raise OutputError(f"cannot write {final}: {exc.strerror}") from None
-        os.close(fd)
+        # listed before it is made: a signal landing as it is made still finds it in discard()
         self._pending.append((final, tmp))
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except OSError as exc:
+            self._pending.pop()
+            raise OutputError(f"cannot write {final}: {exc.strerror}") from None
         return tmp
 
     def discard(self) -> None:
