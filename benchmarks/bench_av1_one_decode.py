@@ -1,7 +1,8 @@
 """The one-decode SVT-AV1 ROI encode against a plain SVT-AV1 encode, whole ffmpeg processes.
 
     python benchmarks/bench_av1_one_decode.py --input build/corpus/box.mp4 [--input ...]
-        [--rounds 6] [--preset 8] [--crf 35] [--against FILE ...] [--ffmpeg build/bin/ffmpeg-minimal]
+        [--rounds 6] [--preset 8] [--crf 35] [--against FILE ...] [--variant NAME:OPTS ...]
+        [--ffmpeg build/bin/ffmpeg-minimal]
 
 For each clip, in turn, ``rounds`` times after one warm-up round (not counted):
 - plain: ``ffmpeg -i CLIP -an -vf null -c:v libsvtav1 -preset P -crf C out.mkv``;
@@ -9,7 +10,9 @@ For each clip, in turn, ``rounds`` times after one warm-up round (not counted):
   the default model in the salroi filter, with its defaults and encode's stride, mode, block and
   qp_scale (the filter string of the earlier measurements in RESULTS.md);
 - with ``--against FILE``: the same filter string with FILE as the model (its own sha256), e.g.
-  an earlier graph of the same model: ``git show 288fc42:model/attention_v2.onnx > FILE``.
+  an earlier graph of the same model: ``git show 288fc42:model/attention_v2.onnx > FILE``;
+- with ``--variant NAME:OPTS``: the same filter string with salroi options appended (the last
+  of a repeated option wins), e.g. ``--variant stride8:stride=8``.
 
 Reported per clip: the plain encode's median wall and CPU seconds (user + sys of ffmpeg), and for
 each ROI row the median of the per-round ratios to the plain run of the same round (wall, CPU),
@@ -62,6 +65,8 @@ def main() -> int:
     ap.add_argument("--preset", default="8")
     ap.add_argument("--crf", default="35")
     ap.add_argument("--against", type=Path, action="append", default=[], metavar="FILE")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:OPTS",
+                    help="the default filter string with salroi options appended, e.g. stride8:stride=8")
     ap.add_argument("--ffmpeg", default=str(REPO / "build" / "bin" / "ffmpeg-minimal"))
     a = ap.parse_args()
     default = subprocess.run([sys.executable, "-m", "vmaf_roi", "models", "path", DEFAULTS["saliency"]["model"],
@@ -72,6 +77,11 @@ def main() -> int:
         digest = hashlib.sha256(f.read_bytes()).hexdigest()
         other = re.sub(r"model=[^:]*:sha256=[0-9a-f]{64}", lambda _: f"model={f}:sha256={digest}", default, count=1)
         rows[f"ROI, {f.name}"] = other
+    for v in a.variant:
+        name, _, opts = v.partition(":")
+        if not opts:
+            ap.error(f"--variant {v!r}: NAME:OPTS, e.g. stride8:stride=8")
+        rows[f"ROI, {name}"] = f"{default}:{opts}"
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} UTC; {platform.machine()}, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}; libsvtav1 preset {a.preset} CRF {a.crf}; {a.rounds} rounds")
     print("\n| clip | row | wall / plain | throughput | CPU / plain | bytes | packets as the first ROI row |")
