@@ -832,7 +832,7 @@ static int make_session(AVFilterContext *avctx, const uint8_t *data, size_t size
                          "session config")) < 0)
         goto end;
     /* one frame at a time: a batch dimension denoted DATA_BATCH is fixed to 1, so that the
-     * shapes that follow from it fold (attention_v2: 9% less CPU per inference); a model
+     * shapes that follow from it fold (attention_v2: about 8% less CPU per inference); a model
      * without that denotation is not affected */
     if ((ret = ort_check(avctx, ort_api->AddFreeDimensionOverride(so, "DATA_BATCH", 1),
                          "batch dimension")) < 0)

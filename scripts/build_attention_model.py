@@ -43,9 +43,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from vmaf_roi import attention as att  # noqa: E402
 from vmaf_roi.registry import get_spec, load_verified  # noqa: E402
+from vmaf_roi.saliency import BATCH_DENOTATION  # noqa: E402
 
 OPSET = 17
-BATCH_DENOTATION = "DATA_BATCH"  # ONNX's standard denotation of a batch dimension
 IR_VERSION = 8  # as salstudent_v1; ONNX Runtime 1.2x reads it
 
 
