@@ -121,6 +121,28 @@ def corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+# ONNX Runtime turns its telemetry off by itself where one of these says it runs in CI
+# (the names in libonnxruntime.so's strings; "CI" too): a test of our own switch must unset them
+ORT_CI_MARKERS = ("CI", "TF_BUILD", "GITHUB_ACTIONS", "GITLAB_CI", "CIRCLECI", "TRAVIS", "JENKINS_URL",
+                  "CODEBUILD_BUILD_ID", "BUILDKITE", "TEAMCITY_VERSION", "APPVEYOR", "BITBUCKET_BUILD_NUMBER")
+
+
+def telemetry_files(cmd: list[str], home: Path, value: str | None, **env) -> list[str]:
+    """The files ``cmd`` leaves under ``home`` (made fresh), run with ORT_DISABLE_TELEMETRY=value
+    (None: unset; this test process has it set, by vmaf_roi's import) and without the CI markers
+    that would turn ONNX Runtime's telemetry off by themselves."""
+    import subprocess
+
+    home.mkdir()
+    drop = ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME", *ORT_CI_MARKERS)
+    env = {**{k: v for k, v in os.environ.items() if k not in drop}, "HOME": str(home), **env}
+    if value is not None:
+        env["ORT_DISABLE_TELEMETRY"] = value
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file())
+
+
 def alive(pid: int) -> bool:
     """Whether process pid runs; a zombie (not yet reaped by its parent) counts as dead."""
     try:

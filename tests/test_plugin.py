@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import built_ffmpeg_or_skip, corr
+from conftest import built_ffmpeg_or_skip, corr, telemetry_files
 
 REPO = Path(__file__).resolve().parents[1]
 VECTORS = REPO / "tests" / "vectors"
@@ -988,20 +988,6 @@ def model_error(ffmpeg: Path, filt: str, tmp_path: Path) -> str:
     return r.stderr
 
 
-def telemetry_files(cmd: list[str], tmp_path: Path, value: str | None) -> list[str]:
-    """The files ``cmd`` leaves under a fresh $HOME, run with ORT_DISABLE_TELEMETRY=value
-    (None: unset; this test process has it set, by vmaf_roi's import)."""
-    home = tmp_path / f"home-{value}"
-    home.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")}
-    env["HOME"] = str(home)
-    if value is not None:
-        env["ORT_DISABLE_TELEMETRY"] = value
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file())
-
-
 def test_model_mode_turns_onnx_runtime_telemetry_off(model_ffmpeg, ort_lib, tmp_path):
     """ONNX Runtime 1.29 and newer sends usage telemetry and keeps a device id and an event cache
     under ~/.cache/Microsoft unless ORT_DISABLE_TELEMETRY=1 is set before it starts: the filter
@@ -1010,9 +996,9 @@ def test_model_mode_turns_onnx_runtime_telemetry_off(model_ffmpeg, ort_lib, tmp_
     write_cut_clip(src, n=2)
     cmd = [str(model_ffmpeg), "-hide_banner", "-nostdin", "-i", str(src), "-vf", model_opts(PLACEHOLDER, ort_lib),
            "-f", "null", "-"]
-    if not telemetry_files(cmd, tmp_path, "0"):
+    if not telemetry_files(cmd, tmp_path / "on", "0"):
         pytest.skip("this ONNX Runtime keeps no telemetry files (built without telemetry)")
-    assert telemetry_files(cmd, tmp_path, None) == []
+    assert telemetry_files(cmd, tmp_path / "off", None) == []
 
 
 def test_model_mode_missing_library(model_ffmpeg, tmp_path):

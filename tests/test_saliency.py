@@ -9,7 +9,7 @@ import pytest
 from vmaf_roi.errors import DeviceError
 from vmaf_roi.saliency import SaliencyModel, cuda_available
 from vmaf_roi.synth import SyntheticScene
-from conftest import PH
+from conftest import PH, telemetry_files
 
 
 @pytest.fixture(scope="module")
@@ -68,30 +68,16 @@ def test_onnx_runtime_telemetry_is_off(tmp_path):
     under ~/.cache/Microsoft unless ORT_DISABLE_TELEMETRY=1 is set before it starts: importing
     vmaf_roi sets it (for the ffmpeg it runs too) where the user did not; 0 keeps ONNX Runtime's
     way."""
-    import os
-    import subprocess
     import sys
 
-    code = ("import numpy as np; from vmaf_roi.saliency import SaliencyModel; "
+    code = ("import os, numpy as np; from vmaf_roi.saliency import SaliencyModel; "
             "m = SaliencyModel('attention_v2', device='cpu'); m.predict(np.zeros((224, 224, 3), np.uint8)); "
-            "import os; print(os.environ.get('ORT_DISABLE_TELEMETRY'))")
+            "assert os.environ['ORT_DISABLE_TELEMETRY'] == (os.environ.get('EXPECT') or '1')")  # what ffmpeg inherits
+    cmd = [sys.executable, "-c", code]
     src = str(Path(__file__).resolve().parents[1] / "src")
-
-    def files(value):
-        home = tmp_path / f"home-{value}"
-        home.mkdir()
-        env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")}
-        env.update(HOME=str(home), PYTHONPATH=src)
-        if value is not None:
-            env["ORT_DISABLE_TELEMETRY"] = value
-        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr[-3000:]
-        assert r.stdout.split()[-1] == (value or "1")  # what a child ffmpeg inherits
-        return sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file())
-
-    if not files("0"):
+    if not telemetry_files(cmd, tmp_path / "on", "0", PYTHONPATH=src, EXPECT="0"):
         pytest.skip("this onnxruntime keeps no telemetry files (built without telemetry)")
-    assert files(None) == []
+    assert telemetry_files(cmd, tmp_path / "off", None, PYTHONPATH=src) == []
 
 
 def test_preprocess_image_max_matches_registry_definition(model_dir):
