@@ -31,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from vmaf_roi import config  # noqa: E402
 from vmaf_roi.config import DEFAULTS  # noqa: E402
 from vmaf_roi.ffmpeg_filter import model_file, ort_library, salroi_options  # noqa: E402
 from vmaf_roi.registry import get_spec  # noqa: E402
@@ -79,7 +80,7 @@ def main() -> int:
     ap.add_argument("--ffmpeg", default=str(REPO / "build" / "bin" / "ffmpeg"))
     ap.add_argument("--model", default=DEFAULTS["saliency"]["model"])
     ap.add_argument("--model-dir", default=None)
-    ap.add_argument("--stride", type=int, default=DEFAULTS["saliency"]["stride"])
+    ap.add_argument("--stride", type=int, default=config.load(None)["saliency"]["stride"])  # x264's
     ap.add_argument("--mode", default=DEFAULTS["roi"]["mode"])
     ap.add_argument("--frames", type=int, default=96)
     ap.add_argument("--size", default="640x360")

@@ -30,7 +30,7 @@ def test_demo_names_one_model(tmp_path, capsys):
     assert main(["demo", str(tmp_path / "d"), "--model", PH, "--device", "cpu"]) == 0
     cap = capsys.readouterr()
     assert f"through {PH} " in cap.err  # the saliency step ...
-    stride = config.DEFAULTS["saliency"]["stride"]
+    stride = config.load(None)["saliency"]["stride"]  # auto: the default encoder's
     assert cap.out.splitlines()[0].split(", ")[1] == f"saliency {PH} stride {stride}"  # ... and the ROI encodes
     assert "u2netp" not in cap.out + cap.err.replace(PH, "")
     assert max(len(line) for line in cap.out.splitlines()) <= 100

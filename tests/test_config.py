@@ -18,20 +18,25 @@ def test_defaults_validate():
     assert cfg is not config.DEFAULTS
     # "auto" becomes the encoder's own preset and crf; every other key is the default
     assert config.DEFAULTS["preset"] == "auto" and config.DEFAULTS["rate_control"]["value"] == "auto"
-    assert cfg["preset"] == "medium" and cfg["rate_control"]["value"] == 23
+    assert config.DEFAULTS["saliency"]["stride"] == "auto"
+    assert cfg["preset"] == "medium" and cfg["rate_control"]["value"] == 23 and cfg["saliency"]["stride"] == 4
     resolved = copy.deepcopy(config.DEFAULTS)
-    resolved["preset"], resolved["rate_control"]["value"] = "medium", 23
+    resolved["preset"], resolved["rate_control"]["value"], resolved["saliency"]["stride"] = "medium", 23, 4
     assert cfg == resolved
 
 
-@pytest.mark.parametrize("encoder, preset, crf", [
-    ("libx264", "medium", 23), ("libx265", "medium", 28), ("libsvtav1", 8, 35), ("libvpx-vp9", None, 32),
+@pytest.mark.parametrize("encoder, preset, crf, stride", [
+    ("libx264", "medium", 23, 4), ("libx265", "medium", 28, 4), ("libsvtav1", 8, 35, 8), ("libvpx-vp9", None, 32, 4),
 ])
-def test_each_encoder_gets_defaults_in_its_own_terms(encoder, preset, crf):
+def test_each_encoder_gets_defaults_in_its_own_terms(encoder, preset, crf, stride):
     cfg = config.load(None, [f"encoder={encoder}"])
-    assert cfg["preset"] == preset and cfg["rate_control"]["value"] == crf
+    assert cfg["preset"] == preset and cfg["rate_control"]["value"] == crf and cfg["saliency"]["stride"] == stride
+    assert config.EncodeConfig.from_dict(cfg).saliency.stride == stride
     # an explicit value wins over auto
     assert config.load(None, [f"encoder={encoder}", "rate_control.value=30"])["rate_control"]["value"] == 30
+    assert config.load(None, [f"encoder={encoder}", "saliency.stride=3"])["saliency"]["stride"] == 3
+    # a batch's base config keeps auto until a job names the encoder
+    assert config.load(None, [f"encoder={encoder}"], resolve_auto=False)["saliency"]["stride"] == "auto"
 
 
 def test_presets_and_crf_ranges_are_checked_per_encoder():

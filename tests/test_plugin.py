@@ -335,6 +335,7 @@ def test_filter_defaults_are_encode_defaults(ffmpeg):
     default (config.DEFAULTS); post, which the filter cannot look up in the registry, is the
     default model's. Not compared: lookahead and async (the filter's own buffering and
     threading, not encode's decode-ahead queue) and saliency.carry (not in the filter)."""
+    from vmaf_roi import config
     from vmaf_roi.config import DEFAULTS
     from vmaf_roi.encoders import block_size
     from vmaf_roi.registry import DEFAULT_MODEL
@@ -352,7 +353,7 @@ def test_filter_defaults_are_encode_defaults(ffmpeg):
         "block": (int, roi_cfg["block"] or block_size(enc)),
         "qp_scale": (int, roi_mod.encoder_qp_scale(enc)),
         "device": (str, sal["device"]),
-        "stride": (int, sal["stride"]),
+        "stride": (int, config.load(None)["saliency"]["stride"]),  # auto: the default encoder's
         "scene_cut": (lambda v: v == "true", sal["scene_cut"]),
         "scene_threshold": (num, sal["scene_threshold"]),
         "change_threshold": (num, -1.0 if sal["change_threshold"] is None else sal["change_threshold"]),
@@ -1076,6 +1077,13 @@ def test_models_path_prints_filter_options(model_dir):
     assert line.startswith("salroi=model=") and f"sha256={get_spec('u2netp').sha256}" in line
     assert ":size=320x320:scale=image_max:" in line and ":post=minmax" in line
     assert "ort_lib=" in line and "libonnxruntime.so.1" in line
+    assert ":stride=4:" in line  # the default encoder's (libx264)
+    # with an encoder: its ROI grid, its qoffset scale and its stride (libsvtav1: every 8th frame)
+    for enc, tail in (("libx264", ":stride=4:mode=both:block=16:qp_scale=51"),
+                      ("libsvtav1", ":stride=8:mode=both:block=64:qp_scale=63")):
+        r = subprocess.run([sys.executable, "-m", "vmaf_roi", "models", "path", "u2netp", "--filter", "--encoder", enc,
+                            "--model-dir", str(model_dir)], check=True, capture_output=True, text=True)
+        assert r.stdout.strip().endswith(tail), r.stdout
     r = subprocess.run([sys.executable, "-m", "vmaf_roi", "models", "path", "u2netp",
                         "--model-dir", str(model_dir)], check=True, capture_output=True, text=True)
     assert r.stdout.split()[0].endswith("u2netp.onnx")

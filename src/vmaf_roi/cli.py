@@ -105,9 +105,15 @@ def cmd_models_path(args) -> int:
         _warn_placeholder(spec)
         from .config import DEFAULTS
 
-        # with encode's schedule and planner defaults where the filter's own differ
+        # with encode's schedule and planner defaults where the filter's own differ (the
+        # stride: the encoder's, or the default encoder's)
+        from .encoders import defaults as encoder_defaults
+
         sal, roi_cfg = DEFAULTS["saliency"], DEFAULTS["roi"]
-        extra = f":stride={sal['stride']}:mode={roi_cfg['mode']}"
+        stride = sal["stride"]
+        if stride == "auto":
+            stride = encoder_defaults(args.encoder or DEFAULTS["encoder"]).map_stride
+        extra = f":stride={stride}:mode={roi_cfg['mode']}"
         if args.encoder:
             # the encoder's ROI grid and qoffset scale, as `vmaf-roi encode` plans for it
             from .encoders import ENCODERS, block_size

@@ -39,7 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "saliency": {
         "model": DEFAULT_MODEL,  # registry.DEFAULT_MODEL: the same default as `vmaf-roi saliency`
         "device": "auto",  # auto | cuda | cpu
-        "stride": 4,  # run the model every Nth frame (the attention model costs ~3.3 CPU-ms) ...
+        "stride": "auto",  # run the model every Nth frame; auto: the encoder's (4; 8 with libsvtav1) ...
         "scene_cut": True,  # ... and always on a scene cut
         "scene_threshold": 12.0,  # mean abs luma difference (0-255) of 64x36 thumbnails
         "smoothing": 0.0,  # 0..1: weight of the previous map in a running blend
@@ -99,7 +99,8 @@ SCHEMA: dict[str, Check] = {
     "audio": _choice("copy", "drop"),
     "saliency.model": Check(str, None, "a model id"),
     "saliency.device": _choice("auto", "cuda", "cpu"),
-    "saliency.stride": _num(1, integer=True),
+    "saliency.stride": Check((int, str), lambda v: v == "auto" or (isinstance(v, int) and v >= 1),
+                             "an integer >= 1 or auto"),
     "saliency.scene_cut": Check(bool, None, "true or false"),
     "saliency.scene_threshold": _num(0, 255),
     "saliency.smoothing": _num(0, 0.99),
@@ -214,10 +215,14 @@ def parse_bitrate(v: Any) -> int:
 
 
 def resolve(cfg: dict[str, Any]) -> dict[str, Any]:
-    """``preset: auto`` and ``rate_control.value: auto`` become the encoder's own defaults."""
+    """``preset: auto``, ``rate_control.value: auto`` and ``saliency.stride: auto`` become the
+    encoder's own defaults."""
     d = encoder_defaults(str(cfg.get("encoder")))
     if cfg.get("preset") == "auto":
         cfg["preset"] = d.preset
+    sal = cfg.get("saliency")
+    if isinstance(sal, dict) and sal.get("stride") == "auto":
+        sal["stride"] = d.map_stride
     rc = cfg.get("rate_control")
     if isinstance(rc, dict) and rc.get("value") == "auto":
         if rc.get("mode") == "bitrate":
