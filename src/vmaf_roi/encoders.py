@@ -181,7 +181,7 @@ DEFAULTS: dict[str, Defaults] = {
     # crf on the AV1 scale 1..63 (35: SVT-AV1's own default); FFmpeg's crf 0 means "unset"
     # map_stride 8: at SD against preset 8 the model's runs weigh most of the ROI encode's extra
     # CPU; every 8th frame keeps the one-decode encode at >= 0.9x plain on short 640x480 clips
-    # (0.92x box.mp4, 0.93x bikes.mp4) with the held-out clips' object and VMAF BD-rates and the
+    # (0.91-0.92x box.mp4, 0.93x bikes.mp4) with the held-out clips' object and VMAF BD-rates and the
     # salient-region gains as at 4, for gaze NSS 3.63 against 3.76 on the diving clip
     # (benchmarks/RESULTS.md, "A sparser schedule for SVT-AV1")
     "libsvtav1": Defaults(8, 35, (1, 63), preset_range=(0, 13), quality_source="SVT-AV1's default crf",
