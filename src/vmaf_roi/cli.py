@@ -103,17 +103,12 @@ def cmd_models_path(args) -> int:
     path, digest = model_file(spec, _model_dir(args))
     if args.filter:
         _warn_placeholder(spec)
-        from .config import DEFAULTS
+        from .config import load
 
         # with encode's schedule and planner defaults where the filter's own differ (the
-        # stride: the encoder's, or the default encoder's)
-        from .encoders import defaults as encoder_defaults
-
-        sal, roi_cfg = DEFAULTS["saliency"], DEFAULTS["roi"]
-        stride = sal["stride"]
-        if stride == "auto":
-            stride = encoder_defaults(args.encoder or DEFAULTS["encoder"]).map_stride
-        extra = f":stride={stride}:mode={roi_cfg['mode']}"
+        # stride: the encoder's, or the default encoder's, as config resolves "auto")
+        enc_cfg = load(None, [f"encoder={args.encoder}"] if args.encoder else [])
+        extra = f":stride={enc_cfg['saliency']['stride']}:mode={enc_cfg['roi']['mode']}"
         if args.encoder:
             # the encoder's ROI grid and qoffset scale, as `vmaf-roi encode` plans for it
             from .encoders import ENCODERS, block_size
