@@ -27,7 +27,6 @@ import hashlib
 import os
 import platform
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -40,16 +39,8 @@ sys.path.insert(0, str(REPO / "src"))
 
 from vmaf_roi.config import DEFAULTS  # noqa: E402
 
-
-def run(cmd: list[str]) -> tuple[float, float]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "SVT_LOG": "1"})
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if r.returncode != 0:
-        sys.exit(f"bench_av1_one_decode: failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-3000:]}")
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+sys.path.insert(0, str(REPO / "benchmarks"))
+from bench_salroi import run  # noqa: E402  (wall and CPU seconds of one command)
 
 
 def packets_md5(ffmpeg: str, path: Path) -> str:
@@ -69,6 +60,7 @@ def main() -> int:
                     help="the default filter string with salroi options appended, e.g. stride8:stride=8")
     ap.add_argument("--ffmpeg", default=str(REPO / "build" / "bin" / "ffmpeg-minimal"))
     a = ap.parse_args()
+    os.environ["SVT_LOG"] = "1"  # SVT-AV1's banner and settings off, for every encode below
     default = subprocess.run([sys.executable, "-m", "vmaf_roi", "models", "path", DEFAULTS["saliency"]["model"],
                               "--filter", "--encoder", "libsvtav1"], capture_output=True, text=True,
                              check=True).stdout.strip()

@@ -39,13 +39,14 @@ from vmaf_roi.synth import make_clip  # noqa: E402
 
 
 def run(cmd: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds (user + sys of the child) of one command; a failure ends the script."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:
-        sys.exit(f"bench_salroi: failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-3000:]}")
+        sys.exit(f"{Path(sys.argv[0]).stem}: failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-3000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu
 
